@@ -1,1 +1,10 @@
+//! selfsup: self-supervised pretraining of encoders, and the evaluation that says what they learned.
 pub use burn;
+
+pub mod backbone;
+pub mod device;
+pub mod heads;
+pub mod loss;
+pub mod optim;
+mod testutil;
+pub mod method;

@@ -1,0 +1,91 @@
+//! A small ConvNet for tiny images (8×8 digits, 28×28 Fashion-MNIST): `stages` blocks of
+//! conv3×3–BN–ReLU, each but the last followed by a 2×2 max-pool when the map is still larger
+//! than 2×2, then global average pooling. Output `(N, out_dim)` with `out_dim` the last width.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConvNetConfig {
+    /// Channel count of each stage, e.g. `[32, 64, 128]`.
+    pub widths: Vec<usize>,
+    pub in_channels: usize,
+    /// Input side length, to decide where to pool.
+    pub image_size: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvStage {
+    conv: Conv2d,
+    norm: BatchNorm,
+    pool: Option<MaxPool2d>,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    stages: Vec<ConvStage>,
+    avgpool: AdaptiveAvgPool2d,
+    out_dim: usize,
+}
+
+impl ConvNetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.widths.is_empty() || self.widths.contains(&0) {
+            return Err(format!("widths {:?} must be non-empty and positive", self.widths));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> ConvNet {
+        let mut cin = self.in_channels;
+        let mut side = self.image_size;
+        let n = self.widths.len();
+        let stages = self
+            .widths
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let pool = (i + 1 < n && side >= 4).then(|| {
+                    side /= 2;
+                    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+                });
+                let s = ConvStage {
+                    conv: Conv2dConfig::new([cin, c], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_bias(false)
+                        .init(device),
+                    norm: BatchNormConfig::new(c).init(device),
+                    pool,
+                };
+                cin = c;
+                s
+            })
+            .collect();
+        ConvNet {
+            stages,
+            avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            out_dim: cin,
+        }
+    }
+}
+
+impl ConvNet {
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut h = x;
+        for s in &self.stages {
+            h = relu(s.norm.forward(s.conv.forward(h)));
+            if let Some(p) = &s.pool {
+                h = p.forward(h);
+            }
+        }
+        self.avgpool.forward(h).flatten(1, 3)
+    }
+}

@@ -1,0 +1,127 @@
+//! Encoders ("backbones"): images `(N, C, H, W)` in, features `(N, out_dim)` out. The features
+//! are what evaluation and export use; heads sit on top during pretraining only.
+
+pub mod convnet;
+pub mod resnet;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use convnet::{ConvNet, ConvNetConfig};
+pub use resnet::{ResNet, ResNetConfig};
+
+/// The encoder section of a recipe (`[model]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "backbone", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BackboneConfig {
+    /// `backbone = "resnet"`, with `depth`, `cifar_stem`, `width`.
+    Resnet {
+        #[serde(default = "default_depth")]
+        depth: usize,
+        #[serde(default = "default_true")]
+        cifar_stem: bool,
+        #[serde(default = "default_width")]
+        width: f32,
+    },
+    /// `backbone = "convnet"`, with `widths`.
+    Convnet {
+        #[serde(default = "default_widths")]
+        widths: Vec<usize>,
+    },
+}
+
+fn default_depth() -> usize {
+    18
+}
+fn default_true() -> bool {
+    true
+}
+fn default_width() -> f32 {
+    1.0
+}
+fn default_widths() -> Vec<usize> {
+    vec![32, 64, 128]
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        Self::Convnet {
+            widths: default_widths(),
+        }
+    }
+}
+
+impl BackboneConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Resnet {
+                depth,
+                width,
+                cifar_stem,
+            } => ResNetConfig {
+                depth: *depth,
+                width: *width,
+                cifar_stem: *cifar_stem,
+                in_channels: 1,
+            }
+            .validate(),
+            Self::Convnet { widths } => ConvNetConfig {
+                widths: widths.clone(),
+                in_channels: 1,
+                image_size: 8,
+            }
+            .validate(),
+        }
+    }
+
+    /// Builds the encoder for images with `channels` channels and side `image_size`.
+    pub fn init(&self, channels: usize, image_size: usize, device: &Device) -> Backbone {
+        match self {
+            Self::Resnet {
+                depth,
+                cifar_stem,
+                width,
+            } => Backbone::ResNet(
+                ResNetConfig {
+                    depth: *depth,
+                    cifar_stem: *cifar_stem,
+                    width: *width,
+                    in_channels: channels,
+                }
+                .init(device),
+            ),
+            Self::Convnet { widths } => Backbone::ConvNet(
+                ConvNetConfig {
+                    widths: widths.clone(),
+                    in_channels: channels,
+                    image_size,
+                }
+                .init(device),
+            ),
+        }
+    }
+}
+
+/// Any of our encoders.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    ResNet(ResNet),
+    ConvNet(ConvNet),
+}
+
+impl Backbone {
+    pub fn out_dim(&self) -> usize {
+        match self {
+            Self::ResNet(m) => m.out_dim(),
+            Self::ConvNet(m) => m.out_dim(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::ResNet(m) => m.forward(x),
+            Self::ConvNet(m) => m.forward(x),
+        }
+    }
+}

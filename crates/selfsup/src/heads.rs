@@ -1,0 +1,41 @@
+//! Heads that sit on the encoder during pretraining and are dropped afterwards.
+
+use burn::module::Module;
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+/// SimCLR's projection MLP: Linear → BN → ReLU → Linear (`layers = 2`), or with one more
+/// hidden Linear → BN → ReLU (`layers = 3`). Input `(N, in_dim)`, output `(N, out_dim)`.
+#[derive(Module, Debug)]
+pub struct ProjectionHead {
+    hidden: Vec<(Linear, BatchNorm)>,
+    out: Linear,
+}
+
+impl ProjectionHead {
+    pub fn new(in_dim: usize, hidden_dim: usize, out_dim: usize, layers: usize, device: &Device) -> Self {
+        let layers = layers.max(2);
+        let mut hidden = Vec::new();
+        let mut d = in_dim;
+        for _ in 0..layers - 1 {
+            hidden.push((
+                LinearConfig::new(d, hidden_dim).with_bias(false).init(device),
+                BatchNormConfig::new(hidden_dim).init(device),
+            ));
+            d = hidden_dim;
+        }
+        Self {
+            hidden,
+            out: LinearConfig::new(d, out_dim).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let mut h = x;
+        for (lin, norm) in &self.hidden {
+            h = relu(norm.forward(lin.forward(h)));
+        }
+        self.out.forward(h)
+    }
+}

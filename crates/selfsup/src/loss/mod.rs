@@ -1,0 +1,3 @@
+//! Losses, one per file, each citing its paper and stating its input shapes.
+pub mod nt_xent;
+pub use nt_xent::{NtXent, l2_normalize};

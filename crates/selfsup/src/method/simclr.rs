@@ -1,0 +1,101 @@
+//! SimCLR (Chen et al., 2020): two augmented views of each image go through one encoder and a
+//! projection MLP; NT-Xent pulls the two views of an image together and pushes the other 2N − 2
+//! embeddings of the batch away.
+//!
+//! ```text
+//! for x in loader:                      # N images
+//!     x1, x2 = aug(x), aug(x)           # two views
+//!     z1, z2 = g(f(x1)), g(f(x2))       # encoder f, projection head g: (N, d)
+//!     loss = nt_xent(z1, z2, τ)
+//!     loss.backward(); optimizer.step()
+//! ```
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::heads::ProjectionHead;
+use crate::loss::NtXent;
+use crate::method::StepOutput;
+
+/// `[method]` settings of SimCLR.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimClrConfig {
+    /// NT-Xent temperature τ.
+    pub temperature: f32,
+    /// Hidden width of the projection MLP.
+    pub proj_hidden_dim: usize,
+    /// Output width of the projection MLP (the space the loss lives in).
+    pub proj_dim: usize,
+    /// 2 or 3 layers.
+    pub proj_layers: usize,
+}
+
+impl Default for SimClrConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.5,
+            proj_hidden_dim: 512,
+            proj_dim: 128,
+            proj_layers: 2,
+        }
+    }
+}
+
+impl SimClrConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        NtXent::new(self.temperature).map_err(|e| format!("method.temperature: {e}"))?;
+        if self.proj_hidden_dim == 0 || self.proj_dim == 0 {
+            return Err("method.proj_hidden_dim and method.proj_dim must be > 0".into());
+        }
+        if !(2..=3).contains(&self.proj_layers) {
+            return Err(format!("method.proj_layers: must be 2 or 3, got {}", self.proj_layers));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, encoder: Backbone, device: &Device) -> SimClr {
+        let head = ProjectionHead::new(
+            encoder.out_dim(),
+            self.proj_hidden_dim,
+            self.proj_dim,
+            self.proj_layers,
+            device,
+        );
+        SimClr {
+            encoder,
+            head,
+            temperature: self.temperature,
+        }
+    }
+}
+
+/// Encoder f and projection head g.
+#[derive(Module, Debug)]
+pub struct SimClr {
+    pub encoder: Backbone,
+    pub head: ProjectionHead,
+    temperature: f32,
+}
+
+impl SimClr {
+    /// `views`: two batches `(N, C, H, W)` of the same N images.
+    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+        let [x1, x2]: [Tensor<4>; 2] = views.try_into().expect("SimCLR takes two views");
+        let n = x1.dims()[0];
+        // one pass over both views: (2N, C, H, W) → h: (2N, F) → z: (2N, d)
+        let h = self.encoder.forward(Tensor::cat(vec![x1, x2], 0));
+        let z = self.head.forward(h.clone());
+        let z1 = z.clone().narrow(0, 0, n);
+        let z2 = z.narrow(0, n, n);
+        let loss = NtXent::new(self.temperature)
+            .expect("validated temperature")
+            .forward(z1.clone(), z2);
+        StepOutput {
+            loss,
+            embeddings: z1.detach(),
+        }
+    }
+}
