@@ -306,3 +306,168 @@ pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let total = Tensor::cat(v.sq, 0).sum().into_scalar::<f32>() as f64;
     total.sqrt()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Rng, assert_close, to_f32};
+    use burn::nn::{Linear, LinearConfig};
+
+    /// Float64 reference of one parameter tensor under each rule (written from the papers /
+    /// PyTorch docs, not from the code above).
+    struct Ref {
+        p: Vec<f64>,
+        buf: Option<Vec<f64>>,
+        m: Vec<f64>,
+        v: Vec<f64>,
+    }
+
+    fn norm(x: &[f64]) -> f64 {
+        x.iter().map(|v| v * v).sum::<f64>().sqrt()
+    }
+
+    impl Ref {
+        fn new(p: Vec<f64>) -> Self {
+            let n = p.len();
+            Self { p, buf: None, m: vec![0.0; n], v: vec![0.0; n] }
+        }
+        fn sgd_like(&mut self, g: &[f64], c: &OptimConfig, lr: f64, excluded: bool, lars: bool) {
+            let wd = if excluded { 0.0 } else { c.weight_decay };
+            let mut d: Vec<f64> = g.iter().zip(&self.p).map(|(g, p)| g + wd * p).collect();
+            if lars && !excluded {
+                let (pn, dn) = (norm(&self.p), norm(&d));
+                let q = if pn > 0.0 && dn > 0.0 { c.eta * pn / dn } else { 1.0 };
+                d.iter_mut().for_each(|x| *x *= q);
+            }
+            let buf = match self.buf.take() {
+                None => d,
+                Some(b) => b.iter().zip(&d).map(|(b, d)| c.momentum * b + d).collect(),
+            };
+            self.p.iter_mut().zip(&buf).for_each(|(p, b)| *p -= lr * b);
+            self.buf = Some(buf);
+        }
+        fn adamw(&mut self, g: &[f64], c: &OptimConfig, lr: f64, t: i32, excluded: bool) {
+            let wd = if excluded { 0.0 } else { c.weight_decay };
+            let [b1, b2] = c.betas;
+            for i in 0..self.p.len() {
+                self.p[i] *= 1.0 - lr * wd;
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
+                let mh = self.m[i] / (1.0 - b1.powi(t));
+                let vh = self.v[i] / (1.0 - b2.powi(t));
+                self.p[i] -= lr * mh / (vh.sqrt() + c.eps);
+            }
+        }
+    }
+
+    fn run(kind: OptimKind, clip: Option<f64>) {
+        let dev = Device::flex().autodiff();
+        let mut layer: Linear = LinearConfig::new(3, 2).init(&dev);
+        let cfg = OptimConfig {
+            kind,
+            lr: 0.0, // per step below
+            weight_decay: 0.01,
+            momentum: 0.9,
+            eta: 0.02,
+            clip_grad_norm: clip,
+            ..OptimConfig::default()
+        };
+        let mut opt = Optimizer::new(cfg.clone());
+        let w0: Vec<f64> = layer.weight.val().into_data().try_to_vec::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        let b0: Vec<f64> = layer.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        let (mut rw, mut rb) = (Ref::new(w0), Ref::new(b0));
+        let mut rng = Rng(7);
+        // LR > 1 on purpose: LARS recipes use 4.8
+        for (t, lr) in [(1, 0.5), (2, 4.8), (3, 1.3)] {
+            let gw = rng.vec(6);
+            let gb = rng.vec(2);
+            let mut grads = GradientsParams::new();
+            grads.register(layer.weight.id, Tensor::<2>::from_data(TensorData::new(to_f32(&gw), [3, 2]), &dev));
+            grads.register(layer.bias.as_ref().unwrap().id, Tensor::<1>::from_data(TensorData::new(to_f32(&gb), [2]), &dev));
+            let (l, reported) = opt.step(lr, layer, grads);
+            layer = l;
+            let (mut gw, mut gb) = (gw, gb);
+            if let Some(max) = clip {
+                let total = (norm(&gw).powi(2) + norm(&gb).powi(2)).sqrt();
+                assert_close(&[reported.unwrap() as f32], &[total], 1e-5, "global norm");
+                if total > max {
+                    let s = max / (total + 1e-6);
+                    gw.iter_mut().chain(gb.iter_mut()).for_each(|g| *g *= s);
+                }
+            }
+            match kind {
+                OptimKind::Sgd => {
+                    rw.sgd_like(&gw, &cfg, lr, false, false);
+                    rb.sgd_like(&gb, &cfg, lr, true, false);
+                }
+                OptimKind::Lars => {
+                    rw.sgd_like(&gw, &cfg, lr, false, true);
+                    rb.sgd_like(&gb, &cfg, lr, true, true);
+                }
+                OptimKind::Adamw => {
+                    rw.adamw(&gw, &cfg, lr, t, false);
+                    rb.adamw(&gb, &cfg, lr, t, true);
+                }
+            }
+            let w = layer.weight.val().into_data().try_to_vec::<f32>().unwrap();
+            let b = layer.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+            assert_close(&w, &rw.p, 1e-5, &format!("{kind:?} weight after step {t}"));
+            assert_close(&b, &rb.p, 1e-5, &format!("{kind:?} bias after step {t}"));
+        }
+        assert!(layer.weight.val().is_require_grad(), "parameters stay trainable");
+    }
+
+    #[test]
+    fn sgd_matches_pytorch_semantics() {
+        run(OptimKind::Sgd, None);
+    }
+
+    #[test]
+    fn adamw_matches_reference() {
+        run(OptimKind::Adamw, None);
+    }
+
+    #[test]
+    fn lars_matches_reference_with_lr_above_one() {
+        run(OptimKind::Lars, None);
+    }
+
+    #[test]
+    fn global_norm_clipping_scales_all_gradients_together() {
+        run(OptimKind::Sgd, Some(0.5));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dev = Device::flex().autodiff();
+        let layer: Linear = LinearConfig::new(3, 2).init(&dev);
+        let mut opt = Optimizer::new(OptimConfig { kind: OptimKind::Adamw, ..Default::default() });
+        let mut grads = GradientsParams::new();
+        grads.register(layer.weight.id, Tensor::<2>::ones([3, 2], &dev));
+        let (layer, _) = opt.step(0.1, layer, grads);
+        let (steps, tensors) = opt.state_tensors();
+        assert_eq!(steps, 1);
+        assert_eq!(tensors.len(), 2, "m and v of the weight");
+        let mut restored = Optimizer::new(opt.config().clone());
+        restored.load_state(steps, tensors.clone(), &dev).unwrap();
+        let mut g1 = GradientsParams::new();
+        g1.register(layer.weight.id, Tensor::<2>::ones([3, 2], &dev));
+        let mut g2 = GradientsParams::new();
+        g2.register(layer.weight.id, Tensor::<2>::ones([3, 2], &dev));
+        let (a, _) = opt.step(0.1, layer.clone(), g1);
+        let (b, _) = restored.step(0.1, layer, g2);
+        let a = a.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let b = b.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = OptimConfig { lr: -1.0, ..Default::default() };
+        assert!(c.validate().unwrap_err().contains("optim.lr"));
+        let c = OptimConfig { momentum: 1.5, ..Default::default() };
+        assert!(c.validate().unwrap_err().contains("optim.momentum"));
+        let c = OptimConfig { lr: 4.8, kind: OptimKind::Lars, ..Default::default() };
+        assert!(c.validate().is_ok());
+    }
+}
