@@ -3,8 +3,10 @@ pub use burn;
 
 pub mod backbone;
 pub mod device;
+pub mod eval;
 pub mod heads;
 pub mod loss;
 pub mod optim;
+pub mod recipe;
 mod testutil;
 pub mod method;

@@ -1,0 +1,10 @@
+//! Evaluation on a frozen encoder: features without augmentation, weighted kNN, linear probe,
+//! and the two baselines (raw pixels, random-init encoder) computed in the same run.
+
+pub mod features;
+pub mod knn;
+pub mod linear;
+
+pub use features::{encoder_features, pixel_features};
+pub use knn::{KnnConfig, KnnResult, knn_classify};
+pub use linear::{LinearConfig, linear_probe, stratified_subset};

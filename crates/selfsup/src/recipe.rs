@@ -1,0 +1,281 @@
+//! The TOML recipe: every setting of a run, with defaults per data set. Unknown keys and bad
+//! values are errors that name the key (`optim.lr: must be …`).
+//!
+//! ```toml
+//! [data]
+//! spec = "digits"            # digits | idx:DIR | folder:DIR | csv:FILE
+//! [model]
+//! backbone = "convnet"
+//! widths = [32, 64, 128]
+//! [method]
+//! name = "simclr"
+//! temperature = 0.5
+//! [train]
+//! epochs = 30
+//! batch_size = 256
+//! [optim]
+//! kind = "sgd"
+//! lr = 0.3
+//! ```
+
+use std::path::Path;
+
+use anyhow::Context;
+use selfsup_data::{AugmentConfig, DataSpec, LoadOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::BackboneConfig;
+use crate::device::DeviceChoice;
+use crate::eval::{KnnConfig, LinearConfig};
+use crate::method::MethodConfig;
+use crate::optim::OptimConfig;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// `digits` (built in), `idx:DIR`, `folder:DIR` or `csv:FILE`.
+    pub spec: String,
+    /// Held-out fraction for sources without their own test split.
+    pub test_fraction: f32,
+    /// Folder sources: images are resized to this side (default 32).
+    pub image_size: Option<usize>,
+    /// Folder sources: 1 (grey) or 3 (RGB, default).
+    pub channels: Option<usize>,
+    /// Folder sources: skip undecodable images with a warning instead of failing.
+    pub skip_bad_images: bool,
+    /// Use only the first N training images (quick runs).
+    pub limit: Option<usize>,
+    /// Seed of the train/test split (defaults to `train.seed`).
+    pub split_seed: Option<u64>,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            spec: "digits".into(),
+            test_fraction: 0.2,
+            image_size: None,
+            channels: None,
+            skip_bad_images: false,
+            limit: None,
+            split_seed: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub device: DeviceChoice,
+    /// Run a kNN evaluation every N epochs during pretraining (0 = never), logged to metrics.jsonl.
+    pub knn_every: usize,
+    /// Batch size for feature extraction.
+    pub eval_batch_size: usize,
+    /// Batches the loader prepares ahead of the step.
+    pub prefetch: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 256,
+            seed: 0,
+            device: DeviceChoice::Cpu,
+            knn_every: 0,
+            eval_batch_size: 512,
+            prefetch: 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    pub knn: KnnConfig,
+    pub linear: LinearConfig,
+    /// Also evaluate raw pixels and a random-init encoder (the baselines).
+    pub baselines: bool,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self {
+            knn: KnnConfig::default(),
+            linear: LinearConfig::default(),
+            baselines: true,
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Recipe {
+    pub data: DataSection,
+    pub model: BackboneConfig,
+    pub method: MethodConfig,
+    pub train: TrainSection,
+    pub optim: OptimConfig,
+    /// Absent: the defaults for the data set (`AugmentConfig::for_dataset`).
+    pub augment: Option<AugmentConfig>,
+    pub eval: EvalSection,
+}
+
+impl Recipe {
+    /// The built-in quick start: SimCLR on the embedded digits, a few minutes on 2 CPU cores.
+    pub fn digits_default() -> Self {
+        let mut r = Recipe::default();
+        r.data.spec = "digits".into();
+        r.model = BackboneConfig::Convnet {
+            widths: vec![32, 64, 128],
+        };
+        r.train.epochs = 30;
+        r.train.batch_size = 128;
+        r.optim.lr = 0.3;
+        r.optim.warmup_epochs = 2.0;
+        r.optim.weight_decay = 5e-4;
+        r
+    }
+
+    /// Parses TOML text; `origin` (a file name) prefixes every error.
+    pub fn from_toml(text: &str, origin: &str) -> anyhow::Result<Self> {
+        let r: Recipe = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        r.validate().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(r)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read recipe {}", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a recipe always serialises")
+    }
+
+    pub fn data_spec(&self) -> Result<DataSpec, String> {
+        self.data.spec.parse::<DataSpec>().map_err(|e| format!("data.spec: {e}"))
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            seed: self.data.split_seed.unwrap_or(self.train.seed),
+            test_fraction: self.data.test_fraction,
+            image_size: self.data.image_size.map(|s| (s, s)),
+            channels: self.data.channels,
+            skip_bad_images: self.data.skip_bad_images,
+            limit: self.data.limit,
+        }
+    }
+
+    /// Every check that does not need the data; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        self.data_spec()?;
+        if !(0.0..1.0).contains(&self.data.test_fraction) {
+            return Err(format!("data.test_fraction: must be in [0, 1), got {}", self.data.test_fraction));
+        }
+        if let Some(c) = self.data.channels
+            && c != 1
+            && c != 3
+        {
+            return Err(format!("data.channels: must be 1 or 3, got {c}"));
+        }
+        if self.data.image_size == Some(0) {
+            return Err("data.image_size: must be > 0".into());
+        }
+        self.model.validate().map_err(|e| format!("model: {e}"))?;
+        self.method.validate()?;
+        if self.train.epochs == 0 {
+            return Err("train.epochs: must be ≥ 1".into());
+        }
+        if self.train.batch_size < 2 {
+            return Err(format!("train.batch_size: must be ≥ 2, got {}", self.train.batch_size));
+        }
+        if self.train.eval_batch_size == 0 {
+            return Err("train.eval_batch_size: must be ≥ 1".into());
+        }
+        self.optim.validate()?;
+        if let Some(a) = &self.augment {
+            a.validate().map_err(|e| format!("augment: {e}"))?;
+        }
+        if self.eval.knn.k == 0 || self.eval.knn.chunk == 0 {
+            return Err("eval.knn.k and eval.knn.chunk must be ≥ 1".into());
+        }
+        if !(self.eval.knn.temperature > 0.0) {
+            return Err(format!("eval.knn.temperature: must be > 0, got {}", self.eval.knn.temperature));
+        }
+        self.eval.linear.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_defaults() {
+        let r = Recipe::digits_default();
+        let back = Recipe::from_toml(&r.to_toml(), "x.toml").unwrap();
+        assert_eq!(r, back);
+        let minimal = Recipe::from_toml("[train]\nepochs = 3\n", "m.toml").unwrap();
+        assert_eq!(minimal.train.epochs, 3);
+        assert_eq!(minimal.method.name(), "simclr");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Recipe::from_toml("[train]\nepoch = 3\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("r.toml") && e.contains("epoch"), "{e}");
+        let e = Recipe::from_toml("[optim]\nlearning_rate = 3\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("learning_rate"), "{e}");
+        let e = Recipe::from_toml("[method]\nname = \"simclr\"\ntau = 0.1\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("tau"), "{e}");
+        let e = Recipe::from_toml("[method]\nname = \"nope\"\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = Recipe::from_toml("[model]\nbackbone = \"resnet\"\ndepht = 18\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("depht"), "{e}");
+        let e = Recipe::from_toml("[augment]\nflip = { p = 0.5, q = 1 }\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains('q'), "{e}");
+        let e = Recipe::from_toml("[typo]\n", "r.toml").unwrap_err().to_string();
+        assert!(e.contains("typo"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("[optim]\nlr = -1.0\n", "optim.lr"),
+            ("[method]\nname = \"simclr\"\ntemperature = 0.0\n", "method.temperature"),
+            ("[train]\nbatch_size = 1\n", "train.batch_size"),
+            ("[train]\nepochs = 0\n", "train.epochs"),
+            ("[data]\nspec = \"ftp:x\"\n", "data.spec"),
+            ("[data]\ntest_fraction = 1.5\n", "data.test_fraction"),
+            ("[model]\nbackbone = \"resnet\"\ndepth = 19\n", "depth"),
+            ("[eval.knn]\nk = 0\n", "eval.knn"),
+            ("[eval.linear]\nlabel_fractions = [2.0]\n", "label_fractions"),
+            ("[train]\ndevice = \"tpu\"\n", "device"),
+        ];
+        for (text, key) in cases {
+            let e = Recipe::from_toml(text, "r.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+        }
+    }
+
+    #[test]
+    fn shipped_recipes_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "toml") {
+                Recipe::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected the shipped recipes in {}", dir.display());
+    }
+}
