@@ -1,1 +1,36 @@
+//! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV),
+//! seeded train/test splits, deterministic augmentation pipelines, a prefetching loader of
+//! augmented views, and contact sheets of views.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use selfsup_data::{AugmentConfig, DataSpec, LoadOptions, Loader, Pipeline, load};
+//!
+//! let split = load(&"digits".parse::<DataSpec>()?, &LoadOptions::default())?;
+//! let (c, h, w) = split.train.shape();
+//! let (mean, std) = split.train.channel_mean_std();
+//! let cfg = AugmentConfig::for_dataset(&split.train.name, c, h);
+//! let pipeline = Arc::new(Pipeline::new(cfg, h, w, mean, std)?);
+//! let images = Arc::new(split.train.images.clone());
+//! for batch in Loader::new(pipeline, images, 256, 0, 0, 2, 2) {
+//!     assert_eq!(batch.views.len(), 2);
+//! }
+//! # Ok::<(), selfsup_data::DataError>(())
+//! ```
 
+#![warn(missing_docs)]
+
+pub mod augment;
+pub mod error;
+pub mod grid;
+pub mod image;
+pub mod loader;
+pub mod rng;
+pub mod source;
+
+pub use augment::{AugmentConfig, Pipeline};
+pub use error::DataError;
+pub use grid::save_views_grid;
+pub use image::Image;
+pub use loader::{Loader, ViewBatch, epoch_order};
+pub use source::{DataSpec, Dataset, LoadOptions, Split, load};

@@ -1,0 +1,150 @@
+//! Epoch iteration: shuffled batches of augmented views, built ahead of time on a background
+//! thread.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::augment::Pipeline;
+use crate::image::Image;
+use crate::rng::SplitMix64;
+
+/// The order in which an epoch visits `0..n`: a shuffle determined by `(seed, epoch)`.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::from_parts(&[seed, epoch, 0xE90C]).shuffle(&mut order);
+    order
+}
+
+/// One batch: the images' indices and their views.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewBatch {
+    /// Indices into the image list, in batch order.
+    pub indices: Vec<usize>,
+    /// `n_views` buffers of `batch_size * C * H * W` normalised values (see
+    /// [`Pipeline::views_batch`]).
+    pub views: Vec<Vec<f32>>,
+    /// Number of images in the batch.
+    pub batch_size: usize,
+}
+
+/// An iterator over the batches of one epoch: shuffled order (from `seed` and `epoch`), full
+/// batches only (the incomplete tail is dropped), each built with [`Pipeline::views_batch`] on a
+/// background thread that stays up to `prefetch` batches ahead.
+///
+/// Dropping the loader early stops the thread.
+pub struct Loader {
+    rx: Option<Receiver<ViewBatch>>,
+    handle: Option<JoinHandle<()>>,
+    num_batches: usize,
+    produced: usize,
+}
+
+impl Loader {
+    /// Starts producing the epoch's batches. A `batch_size` of 0 or larger than the data gives
+    /// no batches; a `prefetch` of 0 is treated as 1.
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        images: Arc<Vec<Image>>,
+        batch_size: usize,
+        seed: u64,
+        epoch: u64,
+        n_views: u32,
+        prefetch: usize,
+    ) -> Self {
+        let num_batches = images.len().checked_div(batch_size).unwrap_or(0);
+        if num_batches == 0 {
+            return Loader {
+                rx: None,
+                handle: None,
+                num_batches,
+                produced: 0,
+            };
+        }
+        let (tx, rx) = sync_channel(prefetch.max(1));
+        let handle = std::thread::Builder::new()
+            .name(format!("selfsup-loader-e{epoch}"))
+            .spawn(move || {
+                let order = epoch_order(images.len(), seed, epoch);
+                for b in 0..num_batches {
+                    let indices = order[b * batch_size..(b + 1) * batch_size].to_vec();
+                    let views = pipeline.views_batch(&images, &indices, seed, epoch, n_views);
+                    let batch = ViewBatch {
+                        indices,
+                        views,
+                        batch_size,
+                    };
+                    if tx.send(batch).is_err() {
+                        return; // the loader was dropped
+                    }
+                }
+            });
+        match handle {
+            Ok(h) => Loader {
+                rx: Some(rx),
+                handle: Some(h),
+                num_batches,
+                produced: 0,
+            },
+            Err(e) => {
+                tracing::error!("cannot start the data loader thread: {e}");
+                Loader {
+                    rx: None,
+                    handle: None,
+                    num_batches: 0,
+                    produced: 0,
+                }
+            }
+        }
+    }
+
+    /// Number of batches in the epoch (`len / batch_size`, rounded down).
+    pub fn num_batches(&self) -> usize {
+        self.num_batches
+    }
+}
+
+impl Iterator for Loader {
+    type Item = ViewBatch;
+
+    fn next(&mut self) -> Option<ViewBatch> {
+        let batch = self.rx.as_ref()?.recv().ok();
+        match batch {
+            Some(b) => {
+                self.produced += 1;
+                Some(b)
+            }
+            None => {
+                // The producer finished (or panicked): surface a panic instead of hiding it.
+                self.rx = None;
+                if let Some(h) = self.handle.take()
+                    && let Err(p) = h.join()
+                {
+                    std::panic::resume_unwind(p);
+                }
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = if self.rx.is_some() {
+            self.num_batches - self.produced
+        } else {
+            0
+        };
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Loader {}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the channel makes the producer's next send fail, so it stops.
+        self.rx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

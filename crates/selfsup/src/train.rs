@@ -1,0 +1,295 @@
+//! The training loop shared by every method: views from the loader → `method.step` → loss →
+//! backward → optimiser with the warm-up/cosine schedule → monitors, metrics, checkpoint.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_data::{AugmentConfig, Loader, Pipeline, Split};
+use serde_json::json;
+
+use crate::checkpoint::{self, TrainState};
+use crate::eval::{encoder_features, knn_classify};
+use crate::method::Model;
+use crate::monitor::collapse_monitors;
+use crate::optim::{Optimizer, WarmupCosine};
+use crate::recipe::Recipe;
+
+/// Everything a run needs once its data is loaded.
+pub struct Prepared {
+    pub recipe: Recipe,
+    pub split: Split,
+    pub pipeline: Arc<Pipeline>,
+    pub device: Device,
+}
+
+/// Loads the data of a recipe and builds its augmentation pipeline.
+pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
+    let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+    let split = selfsup_data::load(&spec, &recipe.load_options()).with_context(|| format!("cannot load data '{spec}'"))?;
+    if split.train.is_empty() {
+        bail!("data '{spec}': the training set is empty");
+    }
+    let (c, h, w) = split.train.shape();
+    let (mean, std) = split.train.channel_mean_std();
+    let aug = recipe
+        .augment
+        .clone()
+        .unwrap_or_else(|| AugmentConfig::for_dataset(&split.train.name, c, h));
+    let pipeline = Arc::new(Pipeline::new(aug, h, w, mean, std).context("augmentation")?);
+    let device = recipe.train.device.device()?;
+    Ok(Prepared {
+        recipe: recipe.clone(),
+        split,
+        pipeline,
+        device,
+    })
+}
+
+/// Builds the method's networks for the data (deterministic for the seed).
+pub fn build_model(recipe: &Recipe, split: &Split, device: &Device, seed: u64) -> Model {
+    let (c, h, _) = split.train.shape();
+    device.seed(seed);
+    let encoder = recipe.model.init(c, h, device);
+    recipe.method.init(encoder, device)
+}
+
+/// Options of [`pretrain`] that are not part of the recipe.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    pub progress: bool,
+    /// Continue from the newest checkpoint in the run folder.
+    pub resume: bool,
+}
+
+/// What a finished pretraining gives back.
+pub struct Trained {
+    pub model: Model,
+    pub run_dir: PathBuf,
+    pub images_per_s: f64,
+    pub seconds: f64,
+}
+
+fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{value}")?;
+    Ok(())
+}
+
+/// Drops metric lines of epochs after `epochs_done` (written by a run that died before its
+/// checkpoint), so that a resumed run continues the numbering without duplicates.
+fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()))
+                .is_some_and(|e| e as usize <= epochs_done)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    checkpoint::write_atomic(&path, out.as_bytes())
+}
+
+/// Pretrains the recipe's method in `run_dir` (created if needed). With `opts.resume` it
+/// continues from the newest checkpoint there.
+pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
+    let r = &p.recipe;
+    fs::create_dir_all(run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
+
+    let train_device = r.train.device.train_device()?;
+    let mut model = build_model(r, &p.split, &train_device, r.train.seed);
+    let mut optim = Optimizer::new(r.optim.clone());
+    let mut state = TrainState {
+        epoch: 0,
+        global_step: 0,
+        seed: r.train.seed,
+        last_healthy_epoch: None,
+    };
+    if opts.resume {
+        match checkpoint::latest(run_dir) {
+            Some(dir) => {
+                let (m, s) = checkpoint::load(&dir, model, &mut optim, &train_device)?;
+                model = m;
+                state = s;
+                tracing::info!("resuming {} after epoch {}", run_dir.display(), state.epoch);
+            }
+            None => tracing::warn!("{}: no checkpoint yet, starting from scratch", run_dir.display()),
+        }
+    }
+    truncate_metrics(run_dir, state.epoch)?;
+
+    let images = Arc::new(p.split.train.images.clone());
+    let bs = r.train.batch_size.min(images.len());
+    let steps_per_epoch = (images.len() / bs).max(1);
+    let total = (steps_per_epoch * r.train.epochs) as u64;
+    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total).map_err(anyhow::Error::msg)?;
+    let (c, h, w) = p.pipeline.out_shape();
+    let n_views = r.method.num_views();
+    let started = Instant::now();
+    let mut images_seen = 0usize;
+
+    for epoch in state.epoch..r.train.epochs {
+        let t0 = Instant::now();
+        let loader = Loader::new(
+            p.pipeline.clone(),
+            images.clone(),
+            bs,
+            r.train.seed,
+            epoch as u64,
+            n_views,
+            r.train.prefetch,
+        );
+        let bar = if opts.progress {
+            let b = ProgressBar::new(loader.num_batches() as u64);
+            b.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+                    .unwrap()
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", epoch + 1, r.train.epochs));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let (mut loss_sum, mut n_steps, mut last_emb, mut lr) = (0.0f64, 0usize, None, 0.0);
+        let mut wait = 0.0f64;
+        let num_batches = loader.num_batches();
+        let mut t_wait = Instant::now();
+        for (i, batch) in loader.enumerate() {
+            wait += t_wait.elapsed().as_secs_f64();
+            let b = batch.batch_size;
+            let views: Vec<Tensor<4>> = batch
+                .views
+                .into_iter()
+                .map(|v| Tensor::<4>::from_data(TensorData::new(v, [b, c, h, w]), &train_device))
+                .collect();
+            let out = model.step(views);
+            let loss = out.loss.clone().into_scalar::<f32>();
+            if !loss.is_finite() {
+                bar.abandon();
+                let kept = checkpoint::latest(run_dir)
+                    .map(|d| format!("the last good checkpoint is kept in {}", d.display()))
+                    .unwrap_or_else(|| "no checkpoint had been written yet".into());
+                bail!(
+                    "the loss became {loss} at epoch {} step {}: training stopped; {kept}. \
+                     Usual causes: a learning rate too high for the batch size (try a lower \
+                     optim.lr or warm-up), or a temperature too small",
+                    epoch + 1,
+                    i + 1
+                );
+            }
+            lr = sched.lr(state.global_step);
+            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+            model = optim.step(lr, model, grads).0;
+            state.global_step += 1;
+            loss_sum += loss as f64;
+            n_steps += 1;
+            images_seen += b;
+            if i + 1 == num_batches {
+                last_emb = Some(out.embeddings);
+            }
+            let ips = (n_steps * b) as f64 / t0.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
+            bar.inc(1);
+            t_wait = Instant::now();
+        }
+        bar.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
+        let mean_loss = loss_sum / n_steps.max(1) as f64;
+        let ips = (n_steps * bs) as f64 / secs;
+        let mut line = json!({
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "loss": mean_loss,
+            "lr": lr,
+            "images_per_s": ips,
+            "epoch_seconds": secs,
+            "data_wait_fraction": wait / secs,
+        });
+        let mut msg = format!(
+            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.4}, {ips:.0} img/s, {secs:.1} s",
+            epoch + 1,
+            r.train.epochs
+        );
+        if let Some(z) = last_emb {
+            let [n, d] = z.dims();
+            let data = z.into_data();
+            let mon = collapse_monitors(data.as_slice::<f32>().expect("f32"), n, d);
+            line["collapse_std"] = json!(mon.std);
+            line["collapse_std_healthy"] = json!(mon.std_healthy);
+            line["effective_rank"] = json!(mon.rank);
+            msg.push_str(&format!(
+                ", emb std {:.3} (healthy ≈ {:.3}), eff. rank {:.1}",
+                mon.std, mon.std_healthy, mon.rank
+            ));
+        }
+        if r.train.knn_every > 0 && (epoch + 1) % r.train.knn_every == 0 {
+            if let (Some(tr), Some(te), Some(k)) = (&p.split.train.labels, &p.split.test.labels, p.split.train.num_classes()) {
+                let enc = model.encoder();
+                let d = enc.out_dim();
+                let ftr = encoder_features(enc, &p.pipeline, &p.split.train.images, r.train.eval_batch_size, &p.device);
+                let fte = encoder_features(enc, &p.pipeline, &p.split.test.images, r.train.eval_batch_size, &p.device);
+                let res = knn_classify(&ftr, tr, &fte, te, d, k, &r.eval.knn, &p.device);
+                line["knn_top1"] = json!(res.top1);
+                msg.push_str(&format!(", kNN {:.1} %", res.top1));
+            }
+        }
+        if opts.progress {
+            eprintln!("{msg}");
+        }
+        tracing::info!("{msg}");
+        state.epoch = epoch + 1;
+        append_metrics(run_dir, &line)?;
+        checkpoint::save(run_dir, &model, &optim, &state)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let meta = [
+        ("format".to_string(), "selfsup encoder".to_string()),
+        ("method".to_string(), r.method.name().to_string()),
+        ("backbone".to_string(), serde_json::to_string(&r.model)?),
+        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
+    ]
+    .into_iter()
+    .collect();
+    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)?;
+    Ok(Trained {
+        model,
+        run_dir: run_dir.to_path_buf(),
+        images_per_s: images_seen as f64 / seconds.max(1e-9),
+        seconds,
+    })
+}
+
+/// Loads the model of a finished or interrupted run (its newest checkpoint) on `device`.
+pub fn load_run(run_dir: &Path) -> anyhow::Result<(Recipe, Model, Prepared)> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    let p = prepare(&recipe)?;
+    let dir = checkpoint::latest(run_dir)
+        .with_context(|| format!("{}: no checkpoint found under checkpoints/", run_dir.display()))?;
+    let model = build_model(&recipe, &p.split, &p.device, recipe.train.seed);
+    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
+    Ok((recipe, model, p))
+}
