@@ -4,6 +4,7 @@
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod report;
 
 pub use features::{encoder_features, pixel_features};
 pub use knn::{KnnConfig, KnnResult, knn_classify};

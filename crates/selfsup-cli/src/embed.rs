@@ -1,0 +1,116 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Parser;
+use selfsup::checkpoint::write_atomic;
+use selfsup::eval::encoder_features;
+use selfsup::train::{load_run, prepare};
+
+#[derive(Parser)]
+pub struct Args {
+    /// The run folder written by `selfsup pretrain`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Data to embed (default: the run's data, train and test).
+    #[arg(long)]
+    data: Option<String>,
+    /// Output: `.csv` (id, split, label, features) or `.npy` (float32 n × d, with the ids,
+    /// splits and labels in `<out>.ids.csv`).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn npy_bytes(data: &[f32], n: usize, d: usize) -> Vec<u8> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
+    // magic(6) + version(2) + len(2) + header + '\n' must be a multiple of 64
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext != "csv" && ext != "npy" {
+        bail!("--out {}: the file name must end in .csv or .npy", a.out.display());
+    }
+    let (mut recipe, model, mut p) = load_run(&a.run)?;
+    if let Some(d) = a.data {
+        recipe.data.spec = d;
+        recipe.data.limit = None;
+        p = prepare(&recipe)?;
+    }
+    let enc = model.encoder();
+    let d = enc.out_dim();
+    let bs = recipe.train.eval_batch_size;
+    let mut rows: Vec<(String, &'static str, Option<u32>)> = Vec::new();
+    let mut feats = Vec::new();
+    for (name, set) in [("train", &p.split.train), ("test", &p.split.test)] {
+        feats.extend(encoder_features(enc, &p.pipeline, &set.images, bs, &p.device));
+        for i in 0..set.len() {
+            rows.push((set.ids[i].clone(), name, set.labels.as_ref().map(|l| l[i])));
+        }
+    }
+    let n = rows.len();
+    let meta = |rows: &[(String, &str, Option<u32>)]| {
+        let mut s = String::from("id,split,label\n");
+        for (id, split, label) in rows {
+            s.push_str(&format!("{},{split},{}\n", csv_field(id), label.map_or(String::new(), |l| l.to_string())));
+        }
+        s
+    };
+    if ext == "npy" {
+        write_atomic(&a.out, &npy_bytes(&feats, n, d))?;
+        let ids = PathBuf::from(format!("{}.ids.csv", a.out.display()));
+        write_atomic(&ids, meta(&rows).as_bytes())?;
+        eprintln!("wrote {n} × {d} features to {} (ids in {})", a.out.display(), ids.display());
+    } else {
+        let mut buf = Vec::new();
+        write!(buf, "id,split,label")?;
+        for j in 0..d {
+            write!(buf, ",f{j}")?;
+        }
+        writeln!(buf)?;
+        for (i, (id, split, label)) in rows.iter().enumerate() {
+            write!(buf, "{},{split},{}", csv_field(id), label.map_or(String::new(), |l| l.to_string()))?;
+            for v in &feats[i * d..(i + 1) * d] {
+                write!(buf, ",{v}")?;
+            }
+            writeln!(buf)?;
+        }
+        write_atomic(&a.out, &buf)?;
+        eprintln!("wrote {n} × {d} features to {}", a.out.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn npy_header_is_aligned_and_parsable() {
+        let b = super::npy_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3);
+        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hl) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+        assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'));
+        assert_eq!(b.len(), 10 + hl + 24);
+        assert_eq!(f32::from_le_bytes(b[10 + hl..14 + hl].try_into().unwrap()), 1.0);
+    }
+}

@@ -1,0 +1,133 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use selfsup::device::DeviceChoice;
+use selfsup::eval::report::{Which, evaluate, feature_sets, format_table};
+use selfsup::method::MethodConfig;
+use selfsup::recipe::Recipe;
+use selfsup::train::{TrainOptions, prepare, pretrain};
+
+#[derive(Parser)]
+pub struct Args {
+    /// TOML recipe (see configs/). Without it: SimCLR on the built-in digits.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Data: `digits` (built in), `idx:DIR`, `folder:DIR` or `csv:FILE`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Method name (simclr).
+    #[arg(long)]
+    method: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Base learning rate (peak of the warm-up/cosine schedule).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// cpu (default), vulkan or cuda (the last two need the cargo feature of the same name).
+    #[arg(long)]
+    device: Option<DeviceChoice>,
+    /// Run folder (default: runs/<method>-<data>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its newest checkpoint (its recipe; flags still override).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    resume: Option<PathBuf>,
+    /// Skip the final evaluation.
+    #[arg(long)]
+    no_eval: bool,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut recipe = if let Some(dir) = &a.resume {
+        Recipe::load(&dir.join("recipe.toml")).with_context(|| format!("--resume {}: not a run folder", dir.display()))?
+    } else {
+        match &a.config {
+            Some(p) => Recipe::load(p)?,
+            None => Recipe::digits_default(),
+        }
+    };
+    if let Some(d) = a.data {
+        recipe.data.spec = d;
+    }
+    if let Some(m) = a.method
+        && m != recipe.method.name()
+    {
+        recipe.method = MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+    }
+    if let Some(e) = a.epochs {
+        recipe.train.epochs = e;
+    }
+    if let Some(b) = a.batch_size {
+        recipe.train.batch_size = b;
+    }
+    if let Some(lr) = a.lr {
+        recipe.optim.lr = lr;
+    }
+    if let Some(s) = a.seed {
+        recipe.train.seed = s;
+    }
+    if let Some(d) = a.device {
+        recipe.train.device = d;
+    }
+    recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = prepare(&recipe)?;
+    let run_dir = match (&a.resume, a.out) {
+        (Some(d), _) => d.clone(),
+        (None, Some(o)) => o,
+        (None, None) => {
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+            PathBuf::from("runs").join(format!("{}-{}-{t}", recipe.method.name(), p.split.train.name))
+        }
+    };
+    let (c, h, w) = p.pipeline.out_shape();
+    eprintln!(
+        "selfsup pretrain: {} on {} ({} train / {} test images, {c}×{h}×{w}), {} epochs, batch {}, device {} → {}",
+        recipe.method.name(),
+        recipe.data.spec,
+        p.split.train.len(),
+        p.split.test.len(),
+        recipe.train.epochs,
+        recipe.train.batch_size,
+        recipe.train.device,
+        run_dir.display()
+    );
+    let trained = pretrain(
+        &p,
+        &run_dir,
+        &TrainOptions {
+            progress: !a.quiet,
+            resume: a.resume.is_some(),
+        },
+    )?;
+    eprintln!(
+        "pretraining done in {:.1} s ({:.0} images/s); encoder saved to {}",
+        trained.seconds,
+        trained.images_per_s,
+        run_dir.join("encoder.safetensors").display()
+    );
+    if a.no_eval {
+        return Ok(());
+    }
+    if p.split.train.labels.is_none() || p.split.test.is_empty() {
+        eprintln!("no labels or no test split: skipping the evaluation");
+        return Ok(());
+    }
+    eprintln!("evaluating the frozen encoder (kNN and linear probe, with baselines) ...");
+    let t0 = std::time::Instant::now();
+    let label = format!("{} (SSL)", recipe.method.name());
+    let sets = feature_sets(trained.model.encoder(), &label, &p);
+    let rows = evaluate(&sets, &p, Which { knn: true, linear: true })?;
+    let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
+    println!("\n{table}");
+    eprintln!("evaluation took {:.1} s", t0.elapsed().as_secs_f64());
+    crate::eval::save_report(&run_dir, &rows, &table)?;
+    Ok(())
+}

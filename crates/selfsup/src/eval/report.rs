@@ -1,0 +1,149 @@
+//! The evaluation table of a run: kNN and linear probe for the SSL encoder beside the two
+//! baselines computed in the same run (raw pixels, an encoder with random initial weights).
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::backbone::Backbone;
+use crate::eval::{KnnResult, encoder_features, knn_classify, linear_probe, pixel_features, stratified_subset};
+use crate::train::{Prepared, build_model};
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRow {
+    pub features: String,
+    pub dim: usize,
+    pub knn: Option<KnnResult>,
+    /// (label fraction, top-1 %) — fraction 1.0 first.
+    pub linear: Vec<(f64, f64)>,
+}
+
+/// Which evaluations to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Which {
+    pub knn: bool,
+    pub linear: bool,
+}
+
+/// Features of train and test for one feature source.
+pub struct FeatureSet {
+    pub name: String,
+    pub dim: usize,
+    pub train: Vec<f32>,
+    pub test: Vec<f32>,
+}
+
+pub fn encoder_feature_set(name: &str, enc: &Backbone, p: &Prepared) -> FeatureSet {
+    let bs = p.recipe.train.eval_batch_size;
+    FeatureSet {
+        name: name.into(),
+        dim: enc.out_dim(),
+        train: encoder_features(enc, &p.pipeline, &p.split.train.images, bs, &p.device),
+        test: encoder_features(enc, &p.pipeline, &p.split.test.images, bs, &p.device),
+    }
+}
+
+pub fn pixel_feature_set(p: &Prepared) -> FeatureSet {
+    let (c, h, w) = p.pipeline.out_shape();
+    FeatureSet {
+        name: "raw pixels".into(),
+        dim: c * h * w,
+        train: pixel_features(&p.pipeline, &p.split.train.images),
+        test: pixel_features(&p.pipeline, &p.split.test.images),
+    }
+}
+
+/// The feature sets of the table: the encoder, then (with `eval.baselines`) random init and pixels.
+pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<FeatureSet> {
+    let mut sets = vec![encoder_feature_set(label, encoder, p)];
+    if p.recipe.eval.baselines {
+        let random = build_model(&p.recipe, &p.split, &p.device, p.recipe.train.seed.wrapping_add(1));
+        sets.push(encoder_feature_set("random-init encoder", random.encoder(), p));
+        sets.push(pixel_feature_set(p));
+    }
+    sets
+}
+
+/// Evaluates each feature set; needs labels on both splits.
+pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Result<Vec<EvalRow>> {
+    let (Some(ytr), Some(yte)) = (&p.split.train.labels, &p.split.test.labels) else {
+        bail!("evaluation needs labels: data '{}' has none", p.recipe.data.spec);
+    };
+    if p.split.test.is_empty() {
+        bail!("evaluation needs a test set: data '{}' has none (set data.test_fraction > 0)", p.recipe.data.spec);
+    }
+    let k = p.split.train.num_classes().unwrap_or(0).max(p.split.test.num_classes().unwrap_or(0));
+    let r = &p.recipe;
+    let mut rows = Vec::new();
+    for s in sets {
+        let knn = which
+            .knn
+            .then(|| knn_classify(&s.train, ytr, &s.test, yte, s.dim, k, &r.eval.knn, &p.device));
+        let mut linear = Vec::new();
+        if which.linear {
+            let mut fractions = vec![1.0];
+            fractions.extend(r.eval.linear.label_fractions.iter().copied().filter(|&f| f < 1.0));
+            for f in fractions {
+                let idx = stratified_subset(ytr, f, r.train.seed);
+                let xs: Vec<f32> = idx.iter().flat_map(|&i| s.train[i * s.dim..(i + 1) * s.dim].iter().copied()).collect();
+                let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
+                let acc = linear_probe(&xs, &ys, &s.test, yte, s.dim, k, &r.eval.linear, r.train.seed, &p.device);
+                linear.push((f, acc));
+            }
+        }
+        rows.push(EvalRow {
+            features: s.name.clone(),
+            dim: s.dim,
+            knn,
+            linear,
+        });
+    }
+    Ok(rows)
+}
+
+/// The table as Markdown.
+pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
+    let mut fr: Vec<f64> = Vec::new();
+    for r in rows {
+        for (f, _) in &r.linear {
+            if !fr.contains(f) {
+                fr.push(*f);
+            }
+        }
+    }
+    let has_knn = rows.iter().any(|r| r.knn.is_some());
+    let mut head = vec!["features".to_string(), "dim".to_string()];
+    if has_knn {
+        head.push(format!("kNN top-1 (k={knn_k}, T={knn_t})"));
+        if rows.iter().any(|r| r.knn.and_then(|k| k.top5).is_some()) {
+            head.push("kNN top-5".into());
+        }
+    }
+    for f in &fr {
+        head.push(if *f >= 1.0 {
+            "linear, all labels".into()
+        } else {
+            format!("linear, {} % labels", f * 100.0)
+        });
+    }
+    let mut out = format!("| {} |\n|{}|\n", head.join(" | "), vec!["---"; head.len()].join("|"));
+    for r in rows {
+        let mut cells = vec![r.features.clone(), r.dim.to_string()];
+        if let Some(k) = r.knn {
+            cells.push(format!("{:.1}", k.top1));
+            if let Some(t5) = k.top5 {
+                cells.push(format!("{t5:.1}"));
+            }
+        }
+        for f in &fr {
+            cells.push(
+                r.linear
+                    .iter()
+                    .find(|(x, _)| x == f)
+                    .map_or("".into(), |(_, a)| format!("{a:.1}")),
+            );
+        }
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
