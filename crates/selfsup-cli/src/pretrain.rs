@@ -105,6 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &TrainOptions {
             progress: !a.quiet,
             resume: a.resume.is_some(),
+            stop_after: None,
         },
     )?;
     eprintln!(

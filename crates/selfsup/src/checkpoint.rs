@@ -62,8 +62,10 @@ pub fn save<M: Module>(run_dir: &Path, model: &M, optim: &Optimizer, state: &Tra
         fs::remove_dir_all(&tmp).ok();
     }
     fs::create_dir_all(&tmp)?;
+    // `valid()` folds the last BatchNorm running-statistics update into the recorded value
+    // (Burn keeps it pending per thread until then)
     model
-        .clone()
+        .valid()
         .save_file(tmp.join("model.bpk"))
         .map_err(|e| anyhow::anyhow!("cannot save the model to {}: {e}", tmp.display()))?;
     let (steps, tensors) = optim.state_tensors();
@@ -177,7 +179,8 @@ impl ModuleVisitor for Collect {
     }
 }
 
-/// Every float tensor of a module (weights and BatchNorm running statistics) by path.
+/// Every float tensor of a module (weights and BatchNorm running statistics) by path. Call it
+/// on `module.valid()` to include the latest running-statistics update.
 pub fn named_tensors<M: Module>(module: &M) -> Vec<(String, TensorData)> {
     let mut c = Collect { path: Vec::new(), out: Vec::new() };
     module.visit(&mut c);
@@ -186,6 +189,6 @@ pub fn named_tensors<M: Module>(module: &M) -> Vec<(String, TensorData)> {
 
 /// Exports a module (the encoder) as a safetensors file, written atomically.
 pub fn export_safetensors<M: Module>(module: &M, path: &Path, meta: HashMap<String, String>) -> anyhow::Result<()> {
-    let bytes = tensors_to_safetensors(&named_tensors(module), Some(meta))?;
+    let bytes = tensors_to_safetensors(&named_tensors(&module.valid()), Some(meta))?;
     write_atomic(path, &bytes)
 }

@@ -30,6 +30,9 @@ use crate::eval::{KnnConfig, LinearConfig};
 use crate::method::MethodConfig;
 use crate::optim::OptimConfig;
 
+/// The recipe `selfsup pretrain` runs without arguments.
+pub const DIGITS_SIMCLR: &str = include_str!("../../../configs/digits-simclr.toml");
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
@@ -126,19 +129,10 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The built-in quick start: SimCLR on the embedded digits, a few minutes on 2 CPU cores.
+    /// The built-in quick start: SimCLR on the embedded digits, a few minutes on 2 CPU cores
+    /// (`configs/digits-simclr.toml`, compiled in).
     pub fn digits_default() -> Self {
-        let mut r = Recipe::default();
-        r.data.spec = "digits".into();
-        r.model = BackboneConfig::Convnet {
-            widths: vec![32, 64, 128],
-        };
-        r.train.epochs = 30;
-        r.train.batch_size = 128;
-        r.optim.lr = 0.3;
-        r.optim.warmup_epochs = 2.0;
-        r.optim.weight_decay = 5e-4;
-        r
+        Self::from_toml(DIGITS_SIMCLR, "configs/digits-simclr.toml").expect("the shipped recipe is valid")
     }
 
     /// Parses TOML text; `origin` (a file name) prefixes every error.

@@ -52,12 +52,28 @@ pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
     })
 }
 
+/// Serialises model construction: Burn draws initial weights from one RNG per device, so
+/// seeding and drawing must not interleave with another thread's.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// Builds the method's networks for the data (deterministic for the seed).
 pub fn build_model(recipe: &Recipe, split: &Split, device: &Device, seed: u64) -> Model {
     let (c, h, _) = split.train.shape();
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
     let encoder = recipe.model.init(c, h, device);
-    recipe.method.init(encoder, device)
+    let model = recipe.method.init(encoder, device);
+    // parameters are initialised lazily: draw them now, in a fixed order, under the lock
+    burn::module::Module::visit(&model, &mut Materialize);
+    model
 }
 
 /// Options of [`pretrain`] that are not part of the recipe.
@@ -66,6 +82,9 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Continue from the newest checkpoint in the run folder.
     pub resume: bool,
+    /// Stop (after its checkpoint) once this many epochs are done, as if interrupted there;
+    /// the schedule still spans `train.epochs`.
+    pub stop_after: Option<usize>,
 }
 
 /// What a finished pretraining gives back.
@@ -150,7 +169,8 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     let started = Instant::now();
     let mut images_seen = 0usize;
 
-    for epoch in state.epoch..r.train.epochs {
+    let last_epoch = opts.stop_after.map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let loader = Loader::new(
             p.pipeline.clone(),

@@ -1,0 +1,167 @@
+//! End-to-end behaviour of the training loop on the built-in digits with a tiny model:
+//! determinism, exact resume from a checkpoint, checkpoint round-trip, the evaluation table.
+
+use burn::module::Module;
+use selfsup::burn;
+use selfsup::checkpoint::{self, named_tensors};
+use selfsup::eval::report::{Which, evaluate, feature_sets};
+use selfsup::optim::Optimizer;
+use selfsup::recipe::Recipe;
+use selfsup::train::{TrainOptions, build_model, prepare, pretrain};
+
+fn tiny_recipe() -> Recipe {
+    Recipe::from_toml(
+        r#"
+[data]
+spec = "digits"
+limit = 256
+[model]
+backbone = "convnet"
+widths = [8, 16]
+[method]
+name = "simclr"
+proj_hidden_dim = 32
+proj_dim = 16
+[train]
+epochs = 3
+batch_size = 64
+seed = 5
+[optim]
+kind = "lars"
+lr = 1.5
+warmup_epochs = 1.0
+[eval.linear]
+epochs = 5
+label_fractions = [0.1]
+"#,
+        "tiny.toml",
+    )
+    .unwrap()
+}
+
+fn weights(m: &impl Module) -> Vec<(String, Vec<f32>)> {
+    named_tensors(&m.valid())
+        .into_iter()
+        .map(|(k, v)| (k, v.try_to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+fn assert_same(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: tensor count");
+    for ((ka, va), (kb, vb)) in a.iter().zip(b) {
+        assert_eq!(ka, kb, "{what}: tensor names");
+        let diff = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff == 0.0, "{what}: {ka} differs by up to {diff}");
+    }
+}
+
+fn opts(resume: bool, stop_after: Option<usize>) -> TrainOptions {
+    TrainOptions {
+        progress: false,
+        resume,
+        stop_after,
+    }
+}
+
+#[test]
+fn interrupted_and_resumed_run_equals_uninterrupted_run() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let a = pretrain(&p, straight.path(), &opts(false, None)).unwrap();
+
+    let cut = tempfile::tempdir().unwrap();
+    pretrain(&p, cut.path(), &opts(false, Some(1))).unwrap();
+    // a stale line from an epoch that never reached its checkpoint must be dropped on resume
+    let metrics = cut.path().join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"epoch\":2,\"loss\":123.0}\n");
+    std::fs::write(&metrics, text).unwrap();
+    let b = pretrain(&p, cut.path(), &opts(true, None)).unwrap();
+
+    assert_same(&weights(&a.model), &weights(&b.model), "resumed run");
+    let epochs = |dir: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["epoch"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let ea = epochs(straight.path());
+    let eb = epochs(cut.path());
+    assert_eq!(ea.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(ea, eb, "metrics of the resumed run continue the interrupted one");
+    assert!(straight.path().join("encoder.safetensors").exists());
+}
+
+#[test]
+fn checkpoint_round_trip_and_corrupt_checkpoint_error() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let t = pretrain(&p, dir.path(), &opts(false, Some(1))).unwrap();
+    let latest = checkpoint::latest(dir.path()).unwrap();
+    assert!(latest.ends_with("epoch-0001"));
+    let dev = r.train.device.train_device().unwrap();
+    let fresh = build_model(&r, &p.split, &dev, 999);
+    assert!(weights(&fresh) != weights(&t.model));
+    let mut opt = Optimizer::new(r.optim.clone());
+    let (loaded, state) = checkpoint::load(&latest, fresh, &mut opt, &dev).unwrap();
+    assert_same(&weights(&loaded), &weights(&t.model), "weights and BatchNorm statistics restored");
+    assert_eq!(state.epoch, 1);
+    assert_eq!(opt.steps(), state.global_step);
+    assert!(!opt.state_tensors().1.is_empty(), "momentum buffers restored");
+
+    std::fs::write(latest.join("model.bpk"), b"not a burnpack").unwrap();
+    let fresh = build_model(&r, &p.split, &dev, 1);
+    let err = checkpoint::load(&latest, fresh, &mut opt, &dev).unwrap_err().to_string();
+    assert!(err.contains("model.bpk"), "{err}");
+}
+
+#[test]
+fn same_seed_same_model() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let dev = r.train.device.train_device().unwrap();
+    let a = build_model(&r, &p.split, &dev, 3);
+    let b = build_model(&r, &p.split, &dev, 3);
+    let c = build_model(&r, &p.split, &dev, 4);
+    assert_same(&weights(&a), &weights(&b), "same seed");
+    assert!(weights(&a) != weights(&c), "another seed gives other weights");
+}
+
+#[test]
+fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
+    let mut r = tiny_recipe();
+    r.optim.kind = selfsup::optim::OptimKind::Sgd;
+    r.optim.lr = 1.0e30;
+    r.optim.warmup_epochs = 0.0;
+    let p = prepare(&r).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = pretrain(&p, dir.path(), &opts(false, None)).err().expect("the run must fail").to_string();
+    assert!(err.contains("loss became"), "{err}");
+    assert!(err.contains("learning rate"), "{err}");
+}
+
+#[test]
+fn evaluation_table_has_the_baselines() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let dev = r.train.device.train_device().unwrap();
+    let m = build_model(&r, &p.split, &dev, 0);
+    let sets = feature_sets(m.encoder(), "ssl", &p);
+    let names: Vec<_> = sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ssl", "random-init encoder", "raw pixels"]);
+    let rows = evaluate(&sets, &p, Which { knn: true, linear: true }).unwrap();
+    for row in &rows {
+        let knn = row.knn.unwrap();
+        assert!((0.0..=100.0).contains(&knn.top1));
+        assert!(knn.top5.unwrap() >= knn.top1);
+        assert_eq!(row.linear.iter().map(|l| l.0).collect::<Vec<_>>(), vec![1.0, 0.1]);
+    }
+    // raw pixels on digits are far above chance with kNN
+    assert!(rows[2].knn.unwrap().top1 > 80.0, "{:?}", rows[2]);
+}
