@@ -1,0 +1,128 @@
+//! The `selfsup` binary end to end: a tiny run, resume, eval, embed, views, and clear errors
+//! (non-zero exit, the offending file or key named, no panic).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn selfsup(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(args)
+        .output()
+        .expect("run selfsup")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+const TINY: &str = r#"
+[data]
+spec = "digits"
+limit = 200
+[model]
+backbone = "convnet"
+widths = [8, 16]
+[method]
+name = "simclr"
+proj_hidden_dim = 32
+proj_dim = 16
+[train]
+epochs = 2
+batch_size = 50
+[eval.knn]
+k = 20
+[eval.linear]
+epochs = 3
+label_fractions = [0.1]
+"#;
+
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn tiny_run_resume_eval_embed_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let o = selfsup(&["pretrain", "-q", "--config", recipe.to_str().unwrap(), "--out", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for row in ["simclr (SSL)", "random-init encoder", "raw pixels", "linear, 10 % labels"] {
+        assert!(table.contains(row), "missing '{row}' in:\n{table}");
+    }
+    for f in ["metrics.jsonl", "recipe.toml", "encoder.safetensors", "eval.json", "eval.md", "checkpoints/latest"] {
+        assert!(run.join(f).exists(), "{f}");
+    }
+    // resuming a finished run with more epochs continues the numbering
+    let o = selfsup(&["pretrain", "-q", "--resume", run_s, "--epochs", "3", "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+
+    let o = selfsup(&["eval", "knn", "--run", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("kNN top-1"));
+
+    let csv = dir.path().join("emb.csv");
+    let o = selfsup(&["embed", "--run", run_s, "--out", csv.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("id,split,label,f0,"));
+    assert_eq!(lines[0].split(',').count(), 3 + 16);
+    assert_eq!(lines.len(), 1 + 200 + 50, "200 train + 50 test rows");
+    assert!(lines[1].split(',').nth(2).unwrap().parse::<u32>().is_ok());
+
+    let npy = dir.path().join("emb.npy");
+    let o = selfsup(&["embed", "--run", run_s, "--out", npy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&npy).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    assert!(Path::new(&format!("{}.ids.csv", npy.display())).exists());
+
+    let png = dir.path().join("views.png");
+    let o = selfsup(&["views", "--count", "3", "--views", "4", "--out", png.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[train]\nepohcs = 3\n").unwrap();
+    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "epohcs");
+    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "bad.toml");
+
+    std::fs::write(&bad, "[optim]\nlr = -0.5\n").unwrap();
+    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "optim.lr");
+
+    assert_clean_failure(&selfsup(&["pretrain", "--config", "/nonexistent/r.toml"]), "/nonexistent/r.toml");
+    assert_clean_failure(&selfsup(&["pretrain", "--data", "idx:/nonexistent/fm"]), "/nonexistent/fm");
+    assert_clean_failure(&selfsup(&["pretrain", "--method", "nope"]), "known methods are");
+
+    let corrupt = dir.path().join("x.csv");
+    std::fs::write(&corrupt, "1,2,3,4\n5,6,abc,8\n").unwrap();
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--data", &format!("csv:{}", corrupt.display())]),
+        "x.csv",
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    assert_clean_failure(&selfsup(&["pretrain", "--data", &format!("folder:{}", empty.display())]), "empty");
+    assert_clean_failure(&selfsup(&["eval", "knn", "--run", empty.to_str().unwrap()]), "not a selfsup run folder");
+    assert_clean_failure(&selfsup(&["pretrain", "--resume", empty.to_str().unwrap()]), "not a run folder");
+    #[cfg(not(feature = "cuda"))]
+    assert_clean_failure(&selfsup(&["pretrain", "--device", "cuda"]), "--features cuda");
+}
