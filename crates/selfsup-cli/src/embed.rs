@@ -46,9 +46,17 @@ fn csv_field(s: &str) -> String {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = a
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext != "csv" && ext != "npy" {
-        bail!("--out {}: the file name must end in .csv or .npy", a.out.display());
+        bail!(
+            "--out {}: the file name must end in .csv or .npy",
+            a.out.display()
+        );
     }
     let (mut recipe, model, mut p) = load_run(&a.run)?;
     if let Some(d) = a.data {
@@ -62,7 +70,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut rows: Vec<(String, &'static str, Option<u32>)> = Vec::new();
     let mut feats = Vec::new();
     for (name, set) in [("train", &p.split.train), ("test", &p.split.test)] {
-        feats.extend(encoder_features(enc, &p.pipeline, &set.images, bs, &p.device));
+        feats.extend(encoder_features(
+            enc,
+            &p.pipeline,
+            &set.images,
+            bs,
+            &p.device,
+        ));
         for i in 0..set.len() {
             rows.push((set.ids[i].clone(), name, set.labels.as_ref().map(|l| l[i])));
         }
@@ -71,7 +85,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let meta = |rows: &[(String, &str, Option<u32>)]| {
         let mut s = String::from("id,split,label\n");
         for (id, split, label) in rows {
-            s.push_str(&format!("{},{split},{}\n", csv_field(id), label.map_or(String::new(), |l| l.to_string())));
+            s.push_str(&format!(
+                "{},{split},{}\n",
+                csv_field(id),
+                label.map_or(String::new(), |l| l.to_string())
+            ));
         }
         s
     };
@@ -79,7 +97,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         write_atomic(&a.out, &npy_bytes(&feats, n, d))?;
         let ids = PathBuf::from(format!("{}.ids.csv", a.out.display()));
         write_atomic(&ids, meta(&rows).as_bytes())?;
-        eprintln!("wrote {n} × {d} features to {} (ids in {})", a.out.display(), ids.display());
+        eprintln!(
+            "wrote {n} × {d} features to {} (ids in {})",
+            a.out.display(),
+            ids.display()
+        );
     } else {
         let mut buf = Vec::new();
         write!(buf, "id,split,label")?;
@@ -88,7 +110,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         writeln!(buf)?;
         for (i, (id, split, label)) in rows.iter().enumerate() {
-            write!(buf, "{},{split},{}", csv_field(id), label.map_or(String::new(), |l| l.to_string()))?;
+            write!(
+                buf,
+                "{},{split},{}",
+                csv_field(id),
+                label.map_or(String::new(), |l| l.to_string())
+            )?;
             for v in &feats[i * d..(i + 1) * d] {
                 write!(buf, ",{v}")?;
             }
@@ -111,6 +138,9 @@ mod tests {
         let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
         assert!(header.contains("'shape': (2, 3)") && header.ends_with('\n'));
         assert_eq!(b.len(), 10 + hl + 24);
-        assert_eq!(f32::from_le_bytes(b[10 + hl..14 + hl].try_into().unwrap()), 1.0);
+        assert_eq!(
+            f32::from_le_bytes(b[10 + hl..14 + hl].try_into().unwrap()),
+            1.0
+        );
     }
 }

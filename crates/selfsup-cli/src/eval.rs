@@ -2,7 +2,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 use selfsup::checkpoint::write_atomic;
-use selfsup::eval::report::{EvalRow, Which, encoder_feature_set, evaluate, feature_sets, format_table};
+use selfsup::eval::report::{
+    EvalRow, Which, encoder_feature_set, evaluate, feature_sets, format_table,
+};
 use selfsup::train::{load_run, prepare};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -35,7 +37,10 @@ pub struct Args {
 }
 
 pub fn save_report(run_dir: &Path, rows: &[EvalRow], table: &str) -> anyhow::Result<()> {
-    write_atomic(&run_dir.join("eval.json"), serde_json::to_string_pretty(rows)?.as_bytes())?;
+    write_atomic(
+        &run_dir.join("eval.json"),
+        serde_json::to_string_pretty(rows)?.as_bytes(),
+    )?;
     write_atomic(&run_dir.join("eval.md"), table.as_bytes())?;
     Ok(())
 }
@@ -58,9 +63,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         p = prepare(&recipe)?;
     }
     let which = match a.kind {
-        Kind::Knn => Which { knn: true, linear: false },
-        Kind::Linear => Which { knn: false, linear: true },
-        Kind::All => Which { knn: true, linear: true },
+        Kind::Knn => Which {
+            knn: true,
+            linear: false,
+        },
+        Kind::Linear => Which {
+            knn: false,
+            linear: true,
+        },
+        Kind::All => Which {
+            knn: true,
+            linear: true,
+        },
     };
     let label = format!("{} (SSL)", recipe.method.name());
     let sets = if a.baselines {

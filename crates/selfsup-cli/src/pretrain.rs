@@ -47,7 +47,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut recipe = if let Some(dir) = &a.resume {
-        Recipe::load(&dir.join("recipe.toml")).with_context(|| format!("--resume {}: not a run folder", dir.display()))?
+        Recipe::load(&dir.join("recipe.toml"))
+            .with_context(|| format!("--resume {}: not a run folder", dir.display()))?
     } else {
         match &a.config {
             Some(p) => Recipe::load(p)?,
@@ -60,7 +61,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(m) = a.method
         && m != recipe.method.name()
     {
-        recipe.method = MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+        recipe.method =
+            MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
     }
     if let Some(e) = a.epochs {
         recipe.train.epochs = e;
@@ -83,8 +85,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
         (None, None) => {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-            PathBuf::from("runs").join(format!("{}-{}-{t}", recipe.method.name(), p.split.train.name))
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            PathBuf::from("runs").join(format!(
+                "{}-{}-{t}",
+                recipe.method.name(),
+                p.split.train.name
+            ))
         }
     };
     let (c, h, w) = p.pipeline.out_shape();
@@ -125,7 +133,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let label = format!("{} (SSL)", recipe.method.name());
     let sets = feature_sets(trained.model.encoder(), &label, &p);
-    let rows = evaluate(&sets, &p, Which { knn: true, linear: true })?;
+    let rows = evaluate(
+        &sets,
+        &p,
+        Which {
+            knn: true,
+            linear: true,
+        },
+    )?;
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
     println!("\n{table}");
     eprintln!("evaluation took {:.1} s", t0.elapsed().as_secs_f64());

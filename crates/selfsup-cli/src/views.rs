@@ -40,11 +40,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n = a.count.min(p.split.train.len());
     let originals: Vec<_> = p.split.train.images[..n].to_vec();
     let views: Vec<Vec<_>> = (0..n)
-        .map(|i| (0..a.views).map(|v| p.pipeline.view(&originals[i], a.seed, 0, i as u64, v)).collect())
+        .map(|i| {
+            (0..a.views)
+                .map(|v| p.pipeline.view(&originals[i], a.seed, 0, i as u64, v))
+                .collect()
+        })
         .collect();
     let (_, h, _) = p.pipeline.out_shape();
     let scale = a.scale.unwrap_or((64 / h.max(1)).max(1));
     selfsup_data::save_views_grid(&a.out, &originals, &views, scale)?;
-    eprintln!("wrote {} ({n} images × {} views, first column = original)", a.out.display(), a.views);
+    eprintln!(
+        "wrote {} ({n} images × {} views, first column = original)",
+        a.out.display(),
+        a.views
+    );
     Ok(())
 }

@@ -51,22 +51,53 @@ fn tiny_run_resume_eval_embed_views() {
     std::fs::write(&recipe, TINY).unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let o = selfsup(&["pretrain", "-q", "--config", recipe.to_str().unwrap(), "--out", run_s]);
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--config",
+        recipe.to_str().unwrap(),
+        "--out",
+        run_s,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
-    for row in ["simclr (SSL)", "random-init encoder", "raw pixels", "linear, 10 % labels"] {
+    for row in [
+        "simclr (SSL)",
+        "random-init encoder",
+        "raw pixels",
+        "linear, 10 % labels",
+    ] {
         assert!(table.contains(row), "missing '{row}' in:\n{table}");
     }
-    for f in ["metrics.jsonl", "recipe.toml", "encoder.safetensors", "eval.json", "eval.md", "checkpoints/latest"] {
+    for f in [
+        "metrics.jsonl",
+        "recipe.toml",
+        "encoder.safetensors",
+        "eval.json",
+        "eval.md",
+        "checkpoints/latest",
+    ] {
         assert!(run.join(f).exists(), "{f}");
     }
     // resuming a finished run with more epochs continues the numbering
-    let o = selfsup(&["pretrain", "-q", "--resume", run_s, "--epochs", "3", "--no-eval"]);
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--resume",
+        run_s,
+        "--epochs",
+        "3",
+        "--no-eval",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
 
@@ -92,7 +123,15 @@ fn tiny_run_resume_eval_embed_views() {
     assert!(Path::new(&format!("{}.ids.csv", npy.display())).exists());
 
     let png = dir.path().join("views.png");
-    let o = selfsup(&["views", "--count", "3", "--views", "4", "--out", png.to_str().unwrap()]);
+    let o = selfsup(&[
+        "views",
+        "--count",
+        "3",
+        "--views",
+        "4",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
 }
@@ -102,15 +141,33 @@ fn bad_inputs_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[train]\nepohcs = 3\n").unwrap();
-    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "epohcs");
-    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "bad.toml");
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--config", bad.to_str().unwrap()]),
+        "epohcs",
+    );
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--config", bad.to_str().unwrap()]),
+        "bad.toml",
+    );
 
     std::fs::write(&bad, "[optim]\nlr = -0.5\n").unwrap();
-    assert_clean_failure(&selfsup(&["pretrain", "--config", bad.to_str().unwrap()]), "optim.lr");
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--config", bad.to_str().unwrap()]),
+        "optim.lr",
+    );
 
-    assert_clean_failure(&selfsup(&["pretrain", "--config", "/nonexistent/r.toml"]), "/nonexistent/r.toml");
-    assert_clean_failure(&selfsup(&["pretrain", "--data", "idx:/nonexistent/fm"]), "/nonexistent/fm");
-    assert_clean_failure(&selfsup(&["pretrain", "--method", "nope"]), "known methods are");
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--config", "/nonexistent/r.toml"]),
+        "/nonexistent/r.toml",
+    );
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--data", "idx:/nonexistent/fm"]),
+        "/nonexistent/fm",
+    );
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--method", "nope"]),
+        "known methods are",
+    );
 
     let corrupt = dir.path().join("x.csv");
     std::fs::write(&corrupt, "1,2,3,4\n5,6,abc,8\n").unwrap();
@@ -120,9 +177,21 @@ fn bad_inputs_fail_cleanly() {
     );
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert_clean_failure(&selfsup(&["pretrain", "--data", &format!("folder:{}", empty.display())]), "empty");
-    assert_clean_failure(&selfsup(&["eval", "knn", "--run", empty.to_str().unwrap()]), "not a selfsup run folder");
-    assert_clean_failure(&selfsup(&["pretrain", "--resume", empty.to_str().unwrap()]), "not a run folder");
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--data", &format!("folder:{}", empty.display())]),
+        "empty",
+    );
+    assert_clean_failure(
+        &selfsup(&["eval", "knn", "--run", empty.to_str().unwrap()]),
+        "not a selfsup run folder",
+    );
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--resume", empty.to_str().unwrap()]),
+        "not a run folder",
+    );
     #[cfg(not(feature = "cuda"))]
-    assert_clean_failure(&selfsup(&["pretrain", "--device", "cuda"]), "--features cuda");
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--device", "cuda"]),
+        "--features cuda",
+    );
 }

@@ -40,11 +40,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::process::id()
     ));
     {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         f.sync_all().ok();
     }
-    fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -53,7 +56,12 @@ fn ckpt_root(run_dir: &Path) -> PathBuf {
 }
 
 /// Saves a checkpoint after `state.epoch` epochs and points `latest` at it; keeps the previous one.
-pub fn save<M: Module>(run_dir: &Path, model: &M, optim: &Optimizer, state: &TrainState) -> anyhow::Result<PathBuf> {
+pub fn save<M: Module>(
+    run_dir: &Path,
+    model: &M,
+    optim: &Optimizer,
+    state: &TrainState,
+) -> anyhow::Result<PathBuf> {
     let root = ckpt_root(run_dir);
     fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("epoch-{:04}", state.epoch);
@@ -71,13 +79,17 @@ pub fn save<M: Module>(run_dir: &Path, model: &M, optim: &Optimizer, state: &Tra
     let (steps, tensors) = optim.state_tensors();
     let mut meta = HashMap::new();
     meta.insert("steps".to_string(), steps.to_string());
-    fs::write(tmp.join("optim.safetensors"), tensors_to_safetensors(&tensors, Some(meta))?)?;
+    fs::write(
+        tmp.join("optim.safetensors"),
+        tensors_to_safetensors(&tensors, Some(meta))?,
+    )?;
     fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
     let dest = root.join(&name);
     if dest.exists() {
         fs::remove_dir_all(&dest)?;
     }
-    fs::rename(&tmp, &dest).with_context(|| format!("cannot move the checkpoint into {}", dest.display()))?;
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("cannot move the checkpoint into {}", dest.display()))?;
     let previous = latest_name(run_dir);
     write_atomic(&root.join("latest"), name.as_bytes())?;
     // keep the newest and the one before it
@@ -105,16 +117,34 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
 }
 
 /// Loads model, optimiser state and train state from checkpoint folder `dir` into `model`/`optim`.
-pub fn load<M: Module>(dir: &Path, model: M, optim: &mut Optimizer, device: &Device) -> anyhow::Result<(M, TrainState)> {
+pub fn load<M: Module>(
+    dir: &Path,
+    model: M,
+    optim: &mut Optimizer,
+    device: &Device,
+) -> anyhow::Result<(M, TrainState)> {
     let state: TrainState = serde_json::from_slice(
-        &fs::read(dir.join("state.json")).with_context(|| format!("cannot read {}", dir.join("state.json").display()))?,
+        &fs::read(dir.join("state.json"))
+            .with_context(|| format!("cannot read {}", dir.join("state.json").display()))?,
     )
-    .with_context(|| format!("{}: not a valid train state", dir.join("state.json").display()))?;
+    .with_context(|| {
+        format!(
+            "{}: not a valid train state",
+            dir.join("state.json").display()
+        )
+    })?;
     let model = load_model(&dir.join("model.bpk"), model)?;
-    let bytes = fs::read(dir.join("optim.safetensors")).with_context(|| format!("cannot read {}", dir.join("optim.safetensors").display()))?;
-    let (tensors, meta) = safetensors_to_tensors(&bytes).with_context(|| format!("{}", dir.join("optim.safetensors").display()))?;
-    let steps = meta.get("steps").and_then(|s| s.parse().ok()).unwrap_or(state.global_step);
-    optim.load_state(steps, tensors, device).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let bytes = fs::read(dir.join("optim.safetensors"))
+        .with_context(|| format!("cannot read {}", dir.join("optim.safetensors").display()))?;
+    let (tensors, meta) = safetensors_to_tensors(&bytes)
+        .with_context(|| format!("{}", dir.join("optim.safetensors").display()))?;
+    let steps = meta
+        .get("steps")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(state.global_step);
+    optim
+        .load_state(steps, tensors, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     Ok((model, state))
 }
 
@@ -126,7 +156,10 @@ pub fn load_model<M: Module>(path: &Path, model: M) -> anyhow::Result<M> {
 }
 
 /// Serialises named f32 tensors as safetensors.
-pub fn tensors_to_safetensors(tensors: &[(String, TensorData)], meta: Option<HashMap<String, String>>) -> anyhow::Result<Vec<u8>> {
+pub fn tensors_to_safetensors(
+    tensors: &[(String, TensorData)],
+    meta: Option<HashMap<String, String>>,
+) -> anyhow::Result<Vec<u8>> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, data)| {
@@ -154,7 +187,8 @@ pub fn safetensors_to_tensors(bytes: &[u8]) -> anyhow::Result<(Named, HashMap<St
         if view.dtype() != safetensors::Dtype::F32 {
             bail!("tensor {name}: dtype {:?}, expected F32", view.dtype());
         }
-        let data = TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), DType::F32);
+        let data =
+            TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), DType::F32);
         out.push((name, data));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -182,13 +216,20 @@ impl ModuleVisitor for Collect {
 /// Every float tensor of a module (weights and BatchNorm running statistics) by path. Call it
 /// on `module.valid()` to include the latest running-statistics update.
 pub fn named_tensors<M: Module>(module: &M) -> Vec<(String, TensorData)> {
-    let mut c = Collect { path: Vec::new(), out: Vec::new() };
+    let mut c = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     module.visit(&mut c);
     c.out
 }
 
 /// Exports a module (the encoder) as a safetensors file, written atomically.
-pub fn export_safetensors<M: Module>(module: &M, path: &Path, meta: HashMap<String, String>) -> anyhow::Result<()> {
+pub fn export_safetensors<M: Module>(
+    module: &M,
+    path: &Path,
+    meta: HashMap<String, String>,
+) -> anyhow::Result<()> {
     let bytes = tensors_to_safetensors(&named_tensors(&module.valid()), Some(meta))?;
     write_atomic(path, &bytes)
 }

@@ -14,13 +14,21 @@ pub struct ProjectionHead {
 }
 
 impl ProjectionHead {
-    pub fn new(in_dim: usize, hidden_dim: usize, out_dim: usize, layers: usize, device: &Device) -> Self {
+    pub fn new(
+        in_dim: usize,
+        hidden_dim: usize,
+        out_dim: usize,
+        layers: usize,
+        device: &Device,
+    ) -> Self {
         let layers = layers.max(2);
         let mut hidden = Vec::new();
         let mut d = in_dim;
         for _ in 0..layers - 1 {
             hidden.push((
-                LinearConfig::new(d, hidden_dim).with_bias(false).init(device),
+                LinearConfig::new(d, hidden_dim)
+                    .with_bias(false)
+                    .init(device),
                 BatchNormConfig::new(hidden_dim).init(device),
             ));
             d = hidden_dim;

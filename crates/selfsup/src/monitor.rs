@@ -21,7 +21,12 @@ pub fn collapse_monitors(z: &[f32], n: usize, d: usize) -> Collapse {
     let rows: Vec<Vec<f64>> = z
         .chunks(d)
         .map(|r| {
-            let norm = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let norm = r
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             r.iter().map(|&v| v as f64 / norm).collect()
         })
         .collect();
@@ -49,7 +54,10 @@ pub fn collapse_monitors(z: &[f32], n: usize, d: usize) -> Collapse {
             g[a * d + b] = g[b * d + a];
         }
     }
-    let sv: Vec<f64> = symmetric_eigenvalues(g, d).into_iter().map(|e| e.max(0.0).sqrt()).collect();
+    let sv: Vec<f64> = symmetric_eigenvalues(g, d)
+        .into_iter()
+        .map(|e| e.max(0.0).sqrt())
+        .collect();
     let total: f64 = sv.iter().sum();
     let rank = if total > 0.0 {
         let h: f64 = sv
@@ -121,11 +129,13 @@ mod tests {
         assert!((m.rank - 1.0).abs() < 1e-3, "{m:?}");
         // the four axes, five times each (orthogonal, equal singular values): rank 4,
         // per-dim std of a 0/1 column with mean 1/4 over 20 rows = sqrt(20/19 · 3/16)
-        let z: Vec<f32> = (0..20).flat_map(|i| {
-            let mut r = [0.0f32; 4];
-            r[i % 4] = 2.0;
-            r
-        }).collect();
+        let z: Vec<f32> = (0..20)
+            .flat_map(|i| {
+                let mut r = [0.0f32; 4];
+                r[i % 4] = 2.0;
+                r
+            })
+            .collect();
         let m = collapse_monitors(&z, 20, 4);
         assert!((m.rank - 4.0).abs() < 1e-3, "{m:?}");
         let expect = (20.0f64 / 19.0 * 3.0 / 16.0).sqrt();
@@ -138,6 +148,9 @@ mod tests {
         // [[2,1],[1,2]] → 1 and 3
         let mut e = symmetric_eigenvalues(vec![2.0, 1.0, 1.0, 2.0], 2);
         e.sort_by(f64::total_cmp);
-        assert!((e[0] - 1.0).abs() < 1e-12 && (e[1] - 3.0).abs() < 1e-12, "{e:?}");
+        assert!(
+            (e[0] - 1.0).abs() < 1e-12 && (e[1] - 3.0).abs() < 1e-12,
+            "{e:?}"
+        );
     }
 }

@@ -132,7 +132,8 @@ impl Recipe {
     /// The built-in quick start: SimCLR on the embedded digits, a few minutes on 2 CPU cores
     /// (`configs/digits-simclr.toml`, compiled in).
     pub fn digits_default() -> Self {
-        Self::from_toml(DIGITS_SIMCLR, "configs/digits-simclr.toml").expect("the shipped recipe is valid")
+        Self::from_toml(DIGITS_SIMCLR, "configs/digits-simclr.toml")
+            .expect("the shipped recipe is valid")
     }
 
     /// Parses TOML text; `origin` (a file name) prefixes every error.
@@ -143,7 +144,8 @@ impl Recipe {
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
@@ -152,7 +154,10 @@ impl Recipe {
     }
 
     pub fn data_spec(&self) -> Result<DataSpec, String> {
-        self.data.spec.parse::<DataSpec>().map_err(|e| format!("data.spec: {e}"))
+        self.data
+            .spec
+            .parse::<DataSpec>()
+            .map_err(|e| format!("data.spec: {e}"))
     }
 
     pub fn load_options(&self) -> LoadOptions {
@@ -170,7 +175,10 @@ impl Recipe {
     pub fn validate(&self) -> Result<(), String> {
         self.data_spec()?;
         if !(0.0..1.0).contains(&self.data.test_fraction) {
-            return Err(format!("data.test_fraction: must be in [0, 1), got {}", self.data.test_fraction));
+            return Err(format!(
+                "data.test_fraction: must be in [0, 1), got {}",
+                self.data.test_fraction
+            ));
         }
         if let Some(c) = self.data.channels
             && c != 1
@@ -187,7 +195,10 @@ impl Recipe {
             return Err("train.epochs: must be ≥ 1".into());
         }
         if self.train.batch_size < 2 {
-            return Err(format!("train.batch_size: must be ≥ 2, got {}", self.train.batch_size));
+            return Err(format!(
+                "train.batch_size: must be ≥ 2, got {}",
+                self.train.batch_size
+            ));
         }
         if self.train.eval_batch_size == 0 {
             return Err("train.eval_batch_size: must be ≥ 1".into());
@@ -200,7 +211,10 @@ impl Recipe {
             return Err("eval.knn.k and eval.knn.chunk must be ≥ 1".into());
         }
         if !(self.eval.knn.temperature > 0.0) {
-            return Err(format!("eval.knn.temperature: must be > 0, got {}", self.eval.knn.temperature));
+            return Err(format!(
+                "eval.knn.temperature: must be > 0, got {}",
+                self.eval.knn.temperature
+            ));
         }
         self.eval.linear.validate()?;
         Ok(())
@@ -223,19 +237,33 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = Recipe::from_toml("[train]\nepoch = 3\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[train]\nepoch = 3\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.toml") && e.contains("epoch"), "{e}");
-        let e = Recipe::from_toml("[optim]\nlearning_rate = 3\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[optim]\nlearning_rate = 3\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("learning_rate"), "{e}");
-        let e = Recipe::from_toml("[method]\nname = \"simclr\"\ntau = 0.1\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[method]\nname = \"simclr\"\ntau = 0.1\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tau"), "{e}");
-        let e = Recipe::from_toml("[method]\nname = \"nope\"\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[method]\nname = \"nope\"\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
-        let e = Recipe::from_toml("[model]\nbackbone = \"resnet\"\ndepht = 18\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[model]\nbackbone = \"resnet\"\ndepht = 18\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("depht"), "{e}");
-        let e = Recipe::from_toml("[augment]\nflip = { p = 0.5, q = 1 }\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[augment]\nflip = { p = 0.5, q = 1 }\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains('q'), "{e}");
-        let e = Recipe::from_toml("[typo]\n", "r.toml").unwrap_err().to_string();
+        let e = Recipe::from_toml("[typo]\n", "r.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("typo"), "{e}");
     }
 
@@ -243,14 +271,20 @@ mod tests {
     fn bad_values_are_named() {
         let cases = [
             ("[optim]\nlr = -1.0\n", "optim.lr"),
-            ("[method]\nname = \"simclr\"\ntemperature = 0.0\n", "method.temperature"),
+            (
+                "[method]\nname = \"simclr\"\ntemperature = 0.0\n",
+                "method.temperature",
+            ),
             ("[train]\nbatch_size = 1\n", "train.batch_size"),
             ("[train]\nepochs = 0\n", "train.epochs"),
             ("[data]\nspec = \"ftp:x\"\n", "data.spec"),
             ("[data]\ntest_fraction = 1.5\n", "data.test_fraction"),
             ("[model]\nbackbone = \"resnet\"\ndepth = 19\n", "depth"),
             ("[eval.knn]\nk = 0\n", "eval.knn"),
-            ("[eval.linear]\nlabel_fractions = [2.0]\n", "label_fractions"),
+            (
+                "[eval.linear]\nlabel_fractions = [2.0]\n",
+                "label_fractions",
+            ),
             ("[train]\ndevice = \"tpu\"\n", "device"),
         ];
         for (text, key) in cases {

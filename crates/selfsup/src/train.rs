@@ -32,7 +32,8 @@ pub struct Prepared {
 /// Loads the data of a recipe and builds its augmentation pipeline.
 pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
     let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
-    let split = selfsup_data::load(&spec, &recipe.load_options()).with_context(|| format!("cannot load data '{spec}'"))?;
+    let split = selfsup_data::load(&spec, &recipe.load_options())
+        .with_context(|| format!("cannot load data '{spec}'"))?;
     if split.train.is_empty() {
         bail!("data '{spec}': the training set is empty");
     }
@@ -133,7 +134,8 @@ fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
 /// continues from the newest checkpoint there.
 pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
     let r = &p.recipe;
-    fs::create_dir_all(run_dir).with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
     checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
 
     let train_device = r.train.device.train_device()?;
@@ -153,7 +155,10 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 state = s;
                 tracing::info!("resuming {} after epoch {}", run_dir.display(), state.epoch);
             }
-            None => tracing::warn!("{}: no checkpoint yet, starting from scratch", run_dir.display()),
+            None => tracing::warn!(
+                "{}: no checkpoint yet, starting from scratch",
+                run_dir.display()
+            ),
         }
     }
     truncate_metrics(run_dir, state.epoch)?;
@@ -163,13 +168,16 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     let steps_per_epoch = (images.len() / bs).max(1);
     let total = (steps_per_epoch * r.train.epochs) as u64;
     let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total).map_err(anyhow::Error::msg)?;
+    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
+        .map_err(anyhow::Error::msg)?;
     let (c, h, w) = p.pipeline.out_shape();
     let n_views = r.method.num_views();
     let started = Instant::now();
     let mut images_seen = 0usize;
 
-    let last_epoch = opts.stop_after.map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    let last_epoch = opts
+        .stop_after
+        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let loader = Loader::new(
@@ -184,9 +192,11 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         let bar = if opts.progress {
             let b = ProgressBar::new(loader.num_batches() as u64);
             b.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-                    .unwrap()
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             );
             b.set_prefix(format!("{}/{}", epoch + 1, r.train.epochs));
             b
@@ -266,11 +276,27 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             ));
         }
         if r.train.knn_every > 0 && (epoch + 1) % r.train.knn_every == 0 {
-            if let (Some(tr), Some(te), Some(k)) = (&p.split.train.labels, &p.split.test.labels, p.split.train.num_classes()) {
+            if let (Some(tr), Some(te), Some(k)) = (
+                &p.split.train.labels,
+                &p.split.test.labels,
+                p.split.train.num_classes(),
+            ) {
                 let enc = model.encoder();
                 let d = enc.out_dim();
-                let ftr = encoder_features(enc, &p.pipeline, &p.split.train.images, r.train.eval_batch_size, &p.device);
-                let fte = encoder_features(enc, &p.pipeline, &p.split.test.images, r.train.eval_batch_size, &p.device);
+                let ftr = encoder_features(
+                    enc,
+                    &p.pipeline,
+                    &p.split.train.images,
+                    r.train.eval_batch_size,
+                    &p.device,
+                );
+                let fte = encoder_features(
+                    enc,
+                    &p.pipeline,
+                    &p.split.test.images,
+                    r.train.eval_batch_size,
+                    &p.device,
+                );
                 let res = knn_classify(&ftr, tr, &fte, te, d, k, &r.eval.knn, &p.device);
                 line["knn_top1"] = json!(res.top1);
                 msg.push_str(&format!(", kNN {:.1} %", res.top1));
@@ -307,8 +333,12 @@ pub fn load_run(run_dir: &Path) -> anyhow::Result<(Recipe, Model, Prepared)> {
     let recipe = Recipe::load(&run_dir.join("recipe.toml"))
         .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
     let p = prepare(&recipe)?;
-    let dir = checkpoint::latest(run_dir)
-        .with_context(|| format!("{}: no checkpoint found under checkpoints/", run_dir.display()))?;
+    let dir = checkpoint::latest(run_dir).with_context(|| {
+        format!(
+            "{}: no checkpoint found under checkpoints/",
+            run_dir.display()
+        )
+    })?;
     let model = build_model(&recipe, &p.split, &p.device, recipe.train.seed);
     let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
     Ok((recipe, model, p))

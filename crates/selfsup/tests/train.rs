@@ -50,7 +50,11 @@ fn assert_same(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: tensor count");
     for ((ka, va), (kb, vb)) in a.iter().zip(b) {
         assert_eq!(ka, kb, "{what}: tensor names");
-        let diff = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
         assert!(diff == 0.0, "{what}: {ka} differs by up to {diff}");
     }
 }
@@ -93,7 +97,10 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let ea = epochs(straight.path());
     let eb = epochs(cut.path());
     assert_eq!(ea.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(ea, eb, "metrics of the resumed run continue the interrupted one");
+    assert_eq!(
+        ea, eb,
+        "metrics of the resumed run continue the interrupted one"
+    );
     assert!(straight.path().join("encoder.safetensors").exists());
 }
 
@@ -110,14 +117,23 @@ fn checkpoint_round_trip_and_corrupt_checkpoint_error() {
     assert!(weights(&fresh) != weights(&t.model));
     let mut opt = Optimizer::new(r.optim.clone());
     let (loaded, state) = checkpoint::load(&latest, fresh, &mut opt, &dev).unwrap();
-    assert_same(&weights(&loaded), &weights(&t.model), "weights and BatchNorm statistics restored");
+    assert_same(
+        &weights(&loaded),
+        &weights(&t.model),
+        "weights and BatchNorm statistics restored",
+    );
     assert_eq!(state.epoch, 1);
     assert_eq!(opt.steps(), state.global_step);
-    assert!(!opt.state_tensors().1.is_empty(), "momentum buffers restored");
+    assert!(
+        !opt.state_tensors().1.is_empty(),
+        "momentum buffers restored"
+    );
 
     std::fs::write(latest.join("model.bpk"), b"not a burnpack").unwrap();
     let fresh = build_model(&r, &p.split, &dev, 1);
-    let err = checkpoint::load(&latest, fresh, &mut opt, &dev).unwrap_err().to_string();
+    let err = checkpoint::load(&latest, fresh, &mut opt, &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.bpk"), "{err}");
 }
 
@@ -130,7 +146,10 @@ fn same_seed_same_model() {
     let b = build_model(&r, &p.split, &dev, 3);
     let c = build_model(&r, &p.split, &dev, 4);
     assert_same(&weights(&a), &weights(&b), "same seed");
-    assert!(weights(&a) != weights(&c), "another seed gives other weights");
+    assert!(
+        weights(&a) != weights(&c),
+        "another seed gives other weights"
+    );
 }
 
 #[test]
@@ -141,7 +160,10 @@ fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     r.optim.warmup_epochs = 0.0;
     let p = prepare(&r).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = pretrain(&p, dir.path(), &opts(false, None)).err().expect("the run must fail").to_string();
+    let err = pretrain(&p, dir.path(), &opts(false, None))
+        .err()
+        .expect("the run must fail")
+        .to_string();
     assert!(err.contains("loss became"), "{err}");
     assert!(err.contains("learning rate"), "{err}");
 }
@@ -155,12 +177,23 @@ fn evaluation_table_has_the_baselines() {
     let sets = feature_sets(m.encoder(), "ssl", &p);
     let names: Vec<_> = sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ssl", "random-init encoder", "raw pixels"]);
-    let rows = evaluate(&sets, &p, Which { knn: true, linear: true }).unwrap();
+    let rows = evaluate(
+        &sets,
+        &p,
+        Which {
+            knn: true,
+            linear: true,
+        },
+    )
+    .unwrap();
     for row in &rows {
         let knn = row.knn.unwrap();
         assert!((0.0..=100.0).contains(&knn.top1));
         assert!(knn.top5.unwrap() >= knn.top1);
-        assert_eq!(row.linear.iter().map(|l| l.0).collect::<Vec<_>>(), vec![1.0, 0.1]);
+        assert_eq!(
+            row.linear.iter().map(|l| l.0).collect::<Vec<_>>(),
+            vec![1.0, 0.1]
+        );
     }
     // raw pixels on digits are far above chance with kNN
     assert!(rows[2].knn.unwrap().top1 > 80.0, "{:?}", rows[2]);

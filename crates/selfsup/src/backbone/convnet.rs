@@ -35,7 +35,10 @@ pub struct ConvNet {
 impl ConvNetConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.widths.is_empty() || self.widths.contains(&0) {
-            return Err(format!("widths {:?} must be non-empty and positive", self.widths));
+            return Err(format!(
+                "widths {:?} must be non-empty and positive",
+                self.widths
+            ));
         }
         Ok(())
     }

@@ -52,7 +52,8 @@ pub struct Block {
 
 impl Block {
     fn basic(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
-        let shortcut = (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
+        let shortcut =
+            (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
         Self {
             convs: vec![
                 ConvBn::new(cin, cout, 3, stride, device),
@@ -64,7 +65,8 @@ impl Block {
 
     fn bottleneck(cin: usize, width: usize, stride: usize, device: &Device) -> Self {
         let cout = width * 4;
-        let shortcut = (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
+        let shortcut =
+            (stride != 1 || cin != cout).then(|| ConvBn::new(cin, cout, 1, stride, device));
         Self {
             convs: vec![
                 ConvBn::new(cin, width, 1, 1, device),
@@ -143,7 +145,10 @@ impl ResNetConfig {
                 .with_strides([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init();
-            (ConvBn::new(self.in_channels, stem_c, 7, 2, device), Some(pool))
+            (
+                ConvBn::new(self.in_channels, stem_c, 7, 2, device),
+                Some(pool),
+            )
         };
         let mut blocks = Vec::new();
         let mut cin = stem_c;

@@ -73,7 +73,10 @@ pub fn knn_classify(
                 let mut order: Vec<usize> = (0..num_classes).collect();
                 order.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]).then(a.cmp(&b)));
                 let l = label as usize;
-                ((order[0] == l) as usize, order.iter().take(5).any(|&c| c == l) as usize)
+                (
+                    (order[0] == l) as usize,
+                    order.iter().take(5).any(|&c| c == l) as usize,
+                )
             })
             .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
         hit1 += h1;
@@ -114,17 +117,29 @@ mod tests {
         // query (0.2, 1): nearest is (0,1) class 1
         // query (1, -0.1): nearest are class 0
         let test = [0.2, 1.0, 1.0, -0.1];
-        let cfg = KnnConfig { k: 1, temperature: 0.1, chunk: 1 };
+        let cfg = KnnConfig {
+            k: 1,
+            temperature: 0.1,
+            chunk: 1,
+        };
         let r = knn_classify(&train, &labels, &test, &[1, 0], 2, 2, &cfg, &dev);
         assert_eq!(r.top1, 100.0);
         assert_eq!(r.top5, None);
         // with k = 3 and the query (0.2, 1) cos sims: class1 (0,1): 0.981, class0 (0.9,0.1): 0.305,
         // class0 (1,0): 0.196. Weights exp(s/0.1): class 1 ≈ 18 089, class 0 ≈ 21.1 + 7.1 → class 1.
         // With T = 100 the weights are ≈ equal, so the two class-0 neighbours outvote it.
-        let cfg3 = KnnConfig { k: 3, temperature: 0.1, chunk: 7 };
+        let cfg3 = KnnConfig {
+            k: 3,
+            temperature: 0.1,
+            chunk: 7,
+        };
         let r = knn_classify(&train, &labels, &test[..2], &[1], 2, 2, &cfg3, &dev);
         assert_eq!(r.top1, 100.0);
-        let cfg3_flat = KnnConfig { k: 3, temperature: 100.0, chunk: 7 };
+        let cfg3_flat = KnnConfig {
+            k: 3,
+            temperature: 100.0,
+            chunk: 7,
+        };
         let r = knn_classify(&train, &labels, &test[..2], &[1], 2, 2, &cfg3_flat, &dev);
         assert_eq!(r.top1, 0.0);
     }
@@ -138,8 +153,34 @@ mod tests {
         let test: Vec<f32> = rng.vec(m * d).iter().map(|&x| x as f32).collect();
         let tl: Vec<u32> = (0..n as u32).map(|i| i % c).collect();
         let el: Vec<u32> = (0..m as u32).map(|i| (i * 7) % c).collect();
-        let a = knn_classify(&train, &tl, &test, &el, d, c as usize, &KnnConfig { k: 10, temperature: 0.1, chunk: 4 }, &dev);
-        let b = knn_classify(&train, &tl, &test, &el, d, c as usize, &KnnConfig { k: 10, temperature: 0.1, chunk: 1000 }, &dev);
+        let a = knn_classify(
+            &train,
+            &tl,
+            &test,
+            &el,
+            d,
+            c as usize,
+            &KnnConfig {
+                k: 10,
+                temperature: 0.1,
+                chunk: 4,
+            },
+            &dev,
+        );
+        let b = knn_classify(
+            &train,
+            &tl,
+            &test,
+            &el,
+            d,
+            c as usize,
+            &KnnConfig {
+                k: 10,
+                temperature: 0.1,
+                chunk: 1000,
+            },
+            &dev,
+        );
         assert_eq!(a, b);
         assert!(a.top5.unwrap() >= a.top1);
     }

@@ -114,10 +114,17 @@ pub fn linear_probe(
             var[j] += (v as f64 - mean[j]).powi(2);
         }
     }
-    let std: Vec<f64> = var.iter().map(|v| (v / n.max(1) as f64).sqrt().max(1e-6)).collect();
+    let std: Vec<f64> = var
+        .iter()
+        .map(|v| (v / n.max(1) as f64).sqrt().max(1e-6))
+        .collect();
     let standardise = |x: &[f32]| -> Vec<f32> {
         x.chunks(d)
-            .flat_map(|row| row.iter().enumerate().map(|(j, &v)| ((v as f64 - mean[j]) / std[j]) as f32))
+            .flat_map(|row| {
+                row.iter()
+                    .enumerate()
+                    .map(|(j, &v)| ((v as f64 - mean[j]) / std[j]) as f32)
+            })
             .collect()
     };
     let xtr = standardise(train);
@@ -137,7 +144,8 @@ pub fn linear_probe(
     });
     let bs = cfg.batch_size.min(n).max(1);
     let steps_per_epoch = n.div_ceil(bs);
-    let sched = WarmupCosine::new(cfg.lr, 0.0, 0, (cfg.epochs * steps_per_epoch) as u64).expect("validated");
+    let sched = WarmupCosine::new(cfg.lr, 0.0, 0, (cfg.epochs * steps_per_epoch) as u64)
+        .expect("validated");
     let xtr_t = Tensor::<2>::from_data(TensorData::new(xtr, [n, d]), device);
     let ytr: Vec<i64> = train_labels.iter().map(|&l| l as i64).collect();
     let ytr_t = Tensor::<1, Int>::from_data(TensorData::new(ytr, [n]), device);
@@ -160,10 +168,18 @@ pub fn linear_probe(
     }
     let m = test_labels.len();
     let xte_t = Tensor::<2>::from_data(TensorData::new(xte, [m, d]), device);
-    let logits = xte_t.matmul(model.weight.val().inner()) + model.bias.val().inner().unsqueeze::<2>();
+    let logits =
+        xte_t.matmul(model.weight.val().inner()) + model.bias.val().inner().unsqueeze::<2>();
     let pred = logits.argmax(1).into_data();
-    let pred: Vec<i64> = pred.convert::<i64>().try_to_vec::<i64>().expect("int predictions");
-    let hits = pred.iter().zip(test_labels).filter(|(p, l)| **p == **l as i64).count();
+    let pred: Vec<i64> = pred
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("int predictions");
+    let hits = pred
+        .iter()
+        .zip(test_labels)
+        .filter(|(p, l)| **p == **l as i64)
+        .count();
     100.0 * hits as f64 / m.max(1) as f64
 }
 
@@ -176,7 +192,11 @@ mod tests {
         let dev = Device::flex();
         let mut rng = crate::testutil::Rng(11);
         // three Gaussian-ish blobs in 4-D
-        let centres = [[3.0, 0.0, 0.0, 1.0], [0.0, 3.0, 0.0, -1.0], [0.0, 0.0, 3.0, 0.0]];
+        let centres = [
+            [3.0, 0.0, 0.0, 1.0],
+            [0.0, 3.0, 0.0, -1.0],
+            [0.0, 0.0, 3.0, 0.0],
+        ];
         let make = |rng: &mut crate::testutil::Rng, n: usize| {
             let mut x = Vec::new();
             let mut y = Vec::new();
@@ -191,7 +211,12 @@ mod tests {
         };
         let (xtr, ytr) = make(&mut rng, 300);
         let (xte, yte) = make(&mut rng, 90);
-        let cfg = LinearConfig { epochs: 20, batch_size: 32, lr: 0.05, ..Default::default() };
+        let cfg = LinearConfig {
+            epochs: 20,
+            batch_size: 32,
+            lr: 0.05,
+            ..Default::default()
+        };
         let acc = linear_probe(&xtr, &ytr, &xte, &yte, 4, 3, &cfg, 0, &dev);
         assert_eq!(acc, 100.0);
 

@@ -5,7 +5,9 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::backbone::Backbone;
-use crate::eval::{KnnResult, encoder_features, knn_classify, linear_probe, pixel_features, stratified_subset};
+use crate::eval::{
+    KnnResult, encoder_features, knn_classify, linear_probe, pixel_features, stratified_subset,
+};
 use crate::train::{Prepared, build_model};
 
 /// One row of the table.
@@ -57,8 +59,17 @@ pub fn pixel_feature_set(p: &Prepared) -> FeatureSet {
 pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<FeatureSet> {
     let mut sets = vec![encoder_feature_set(label, encoder, p)];
     if p.recipe.eval.baselines {
-        let random = build_model(&p.recipe, &p.split, &p.device, p.recipe.train.seed.wrapping_add(1));
-        sets.push(encoder_feature_set("random-init encoder", random.encoder(), p));
+        let random = build_model(
+            &p.recipe,
+            &p.split,
+            &p.device,
+            p.recipe.train.seed.wrapping_add(1),
+        );
+        sets.push(encoder_feature_set(
+            "random-init encoder",
+            random.encoder(),
+            p,
+        ));
         sets.push(pixel_feature_set(p));
     }
     sets
@@ -67,27 +78,67 @@ pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<Featur
 /// Evaluates each feature set; needs labels on both splits.
 pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Result<Vec<EvalRow>> {
     let (Some(ytr), Some(yte)) = (&p.split.train.labels, &p.split.test.labels) else {
-        bail!("evaluation needs labels: data '{}' has none", p.recipe.data.spec);
+        bail!(
+            "evaluation needs labels: data '{}' has none",
+            p.recipe.data.spec
+        );
     };
     if p.split.test.is_empty() {
-        bail!("evaluation needs a test set: data '{}' has none (set data.test_fraction > 0)", p.recipe.data.spec);
+        bail!(
+            "evaluation needs a test set: data '{}' has none (set data.test_fraction > 0)",
+            p.recipe.data.spec
+        );
     }
-    let k = p.split.train.num_classes().unwrap_or(0).max(p.split.test.num_classes().unwrap_or(0));
+    let k = p
+        .split
+        .train
+        .num_classes()
+        .unwrap_or(0)
+        .max(p.split.test.num_classes().unwrap_or(0));
     let r = &p.recipe;
     let mut rows = Vec::new();
     for s in sets {
-        let knn = which
-            .knn
-            .then(|| knn_classify(&s.train, ytr, &s.test, yte, s.dim, k, &r.eval.knn, &p.device));
+        let knn = which.knn.then(|| {
+            knn_classify(
+                &s.train,
+                ytr,
+                &s.test,
+                yte,
+                s.dim,
+                k,
+                &r.eval.knn,
+                &p.device,
+            )
+        });
         let mut linear = Vec::new();
         if which.linear {
             let mut fractions = vec![1.0];
-            fractions.extend(r.eval.linear.label_fractions.iter().copied().filter(|&f| f < 1.0));
+            fractions.extend(
+                r.eval
+                    .linear
+                    .label_fractions
+                    .iter()
+                    .copied()
+                    .filter(|&f| f < 1.0),
+            );
             for f in fractions {
                 let idx = stratified_subset(ytr, f, r.train.seed);
-                let xs: Vec<f32> = idx.iter().flat_map(|&i| s.train[i * s.dim..(i + 1) * s.dim].iter().copied()).collect();
+                let xs: Vec<f32> = idx
+                    .iter()
+                    .flat_map(|&i| s.train[i * s.dim..(i + 1) * s.dim].iter().copied())
+                    .collect();
                 let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
-                let acc = linear_probe(&xs, &ys, &s.test, yte, s.dim, k, &r.eval.linear, r.train.seed, &p.device);
+                let acc = linear_probe(
+                    &xs,
+                    &ys,
+                    &s.test,
+                    yte,
+                    s.dim,
+                    k,
+                    &r.eval.linear,
+                    r.train.seed,
+                    &p.device,
+                );
                 linear.push((f, acc));
             }
         }
@@ -126,7 +177,11 @@ pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
             format!("linear, {} % labels", f * 100.0)
         });
     }
-    let mut out = format!("| {} |\n|{}|\n", head.join(" | "), vec!["---"; head.len()].join("|"));
+    let mut out = format!(
+        "| {} |\n|{}|\n",
+        head.join(" | "),
+        vec!["---"; head.len()].join("|")
+    );
     for r in rows {
         let mut cells = vec![r.features.clone(), r.dim.to_string()];
         if let Some(k) = r.knn {

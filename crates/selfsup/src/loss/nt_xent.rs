@@ -78,16 +78,30 @@ mod tests {
     fn reference(z1: &[f64], z2: &[f64], n: usize, d: usize, tau: f64) -> f64 {
         let rows: Vec<Vec<f64>> = (0..2 * n)
             .map(|i| {
-                let src = if i < n { &z1[i * d..(i + 1) * d] } else { &z2[(i - n) * d..(i - n + 1) * d] };
+                let src = if i < n {
+                    &z1[i * d..(i + 1) * d]
+                } else {
+                    &z2[(i - n) * d..(i - n + 1) * d]
+                };
                 let norm = src.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
                 src.iter().map(|v| v / norm).collect()
             })
             .collect();
-        let sim = |a: usize, b: usize| rows[a].iter().zip(&rows[b]).map(|(x, y)| x * y).sum::<f64>() / tau;
+        let sim = |a: usize, b: usize| {
+            rows[a]
+                .iter()
+                .zip(&rows[b])
+                .map(|(x, y)| x * y)
+                .sum::<f64>()
+                / tau
+        };
         let mut total = 0.0;
         for i in 0..2 * n {
             let pos = (i + n) % (2 * n);
-            let denom: f64 = (0..2 * n).filter(|&k| k != i).map(|k| sim(i, k).exp()).sum();
+            let denom: f64 = (0..2 * n)
+                .filter(|&k| k != i)
+                .map(|k| sim(i, k).exp())
+                .sum();
             total += -(sim(i, pos).exp() / denom).ln();
         }
         total / (2 * n) as f64
@@ -98,12 +112,18 @@ mod tests {
         let dev = Device::flex();
         // one image: its only other row is the positive, so the loss is −log 1 = 0
         let z = Tensor::<2>::from_floats([[0.3, -2.0]], &dev);
-        let l = NtXent::new(0.5).unwrap().forward(z.clone(), z * 3.0).into_scalar::<f32>();
+        let l = NtXent::new(0.5)
+            .unwrap()
+            .forward(z.clone(), z * 3.0)
+            .into_scalar::<f32>();
         assert!(l.abs() < 1e-6, "{l}");
         // two images, orthogonal, identical views, τ = 1: every row sees
         // similarities (positive 1, negatives 0 and 0): loss = log(2 + e) − 1
         let a = Tensor::<2>::from_floats([[1.0, 0.0], [0.0, 1.0]], &dev);
-        let l = NtXent::new(1.0).unwrap().forward(a.clone(), a).into_scalar::<f32>();
+        let l = NtXent::new(1.0)
+            .unwrap()
+            .forward(a.clone(), a)
+            .into_scalar::<f32>();
         let expect = (2.0f64 + std::f64::consts::E).ln() - 1.0;
         assert!((l as f64 - expect).abs() < 1e-6, "{l} vs {expect}");
     }
@@ -117,13 +137,25 @@ mod tests {
         let dev = Device::flex().autodiff();
         let t1 = Tensor::<2>::from_data(TensorData::new(to_f32(&z1), [n, d]), &dev).require_grad();
         let t2 = Tensor::<2>::from_data(TensorData::new(to_f32(&z2), [n, d]), &dev).require_grad();
-        let loss = NtXent::new(tau as f32).unwrap().forward(t1.clone(), t2.clone());
+        let loss = NtXent::new(tau as f32)
+            .unwrap()
+            .forward(t1.clone(), t2.clone());
         let value = loss.clone().into_scalar::<f32>();
         assert_close(&[value], &[reference(&z1, &z2, n, d, tau)], 1e-5, "loss");
 
         let grads = loss.backward();
-        let g1 = t1.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
-        let g2 = t2.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let g1 = t1
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let g2 = t2
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let r1 = numeric_grad(&z1, |x| reference(x, &z2, n, d, tau));
         let r2 = numeric_grad(&z2, |x| reference(&z1, x, n, d, tau));
         assert_close(&g1, &r1, 1e-4, "dL/dz1");

@@ -51,7 +51,10 @@ impl SimClrConfig {
             return Err("method.proj_hidden_dim and method.proj_dim must be > 0".into());
         }
         if !(2..=3).contains(&self.proj_layers) {
-            return Err(format!("method.proj_layers: must be 2 or 3, got {}", self.proj_layers));
+            return Err(format!(
+                "method.proj_layers: must be 2 or 3, got {}",
+                self.proj_layers
+            ));
         }
         Ok(())
     }

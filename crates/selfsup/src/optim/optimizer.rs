@@ -65,14 +65,18 @@ impl OptimConfig {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err(format!("optim.{name}: must be a finite number > 0, got {v}"))
+                Err(format!(
+                    "optim.{name}: must be a finite number > 0, got {v}"
+                ))
             }
         };
         let nonneg = |name: &str, v: f64| -> Result<(), String> {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(format!("optim.{name}: must be a finite number ≥ 0, got {v}"))
+                Err(format!(
+                    "optim.{name}: must be a finite number ≥ 0, got {v}"
+                ))
             }
         };
         pos("lr", self.lr)?;
@@ -82,7 +86,10 @@ impl OptimConfig {
         pos("eps", self.eps)?;
         pos("eta", self.eta)?;
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!("optim.momentum: must be in [0, 1), got {}", self.momentum));
+            return Err(format!(
+                "optim.momentum: must be in [0, 1), got {}",
+                self.momentum
+            ));
         }
         for (i, b) in self.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
@@ -124,7 +131,12 @@ impl Optimizer {
     /// One update of every parameter of `module` that has a gradient in `grads`, at rate `lr`.
     /// Returns the updated module and the global gradient norm before clipping (when clipping is
     /// on, else `None`).
-    pub fn step<M: Module>(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> (M, Option<f64>) {
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
+        mut grads: GradientsParams,
+    ) -> (M, Option<f64>) {
         let (scale, norm) = match self.cfg.clip_grad_norm {
             Some(max) => {
                 let norm = global_grad_norm(&module, &grads);
@@ -147,23 +159,41 @@ impl Optimizer {
 
     /// Updates one parameter, flattened to `p: (n)` with its gradient `g: (n)`; `rank` is the
     /// parameter's original number of dimensions.
-    fn update(&mut self, path: String, rank: usize, p: Tensor<1>, g: Tensor<1>, lr: f64) -> Tensor<1> {
+    fn update(
+        &mut self,
+        path: String,
+        rank: usize,
+        p: Tensor<1>,
+        g: Tensor<1>,
+        lr: f64,
+    ) -> Tensor<1> {
         let c = &self.cfg;
         let excluded = c.exclude_bias_norm && rank == 1;
         let wd = if excluded { 0.0 } else { c.weight_decay };
         let slots = self.state.remove(&path);
         let (p, new_state) = match c.kind {
             OptimKind::Sgd => {
-                let g = if wd > 0.0 { g + p.clone().mul_scalar(wd) } else { g };
+                let g = if wd > 0.0 {
+                    g + p.clone().mul_scalar(wd)
+                } else {
+                    g
+                };
                 let buf = momentum_buffer(slots, g, c.momentum);
                 (p - buf.clone().mul_scalar(lr), vec![buf])
             }
             OptimKind::Lars => {
-                let mut g = if wd > 0.0 { g + p.clone().mul_scalar(wd) } else { g };
+                let mut g = if wd > 0.0 {
+                    g + p.clone().mul_scalar(wd)
+                } else {
+                    g
+                };
                 if !excluded {
                     let pn = p.clone().square().sum().sqrt();
                     let gn = g.clone().square().sum().sqrt();
-                    let ok = pn.clone().greater_elem(0.0).bool_and(gn.clone().greater_elem(0.0));
+                    let ok = pn
+                        .clone()
+                        .greater_elem(0.0)
+                        .bool_and(gn.clone().greater_elem(0.0));
                     let q = (pn / gn).mul_scalar(c.eta);
                     let q = Tensor::<1>::ones([1], &p.device()).mask_where(ok, q);
                     g = g * q;
@@ -214,7 +244,12 @@ impl Optimizer {
     }
 
     /// Restores what [`state_tensors`](Self::state_tensors) gave.
-    pub fn load_state(&mut self, steps: u64, tensors: Vec<(String, TensorData)>, device: &Device) -> Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        steps: u64,
+        tensors: Vec<(String, TensorData)>,
+        device: &Device,
+    ) -> Result<(), String> {
         let mut state: HashMap<String, Vec<(usize, Tensor<1>)>> = HashMap::new();
         for (name, data) in tensors {
             let (path, slot) = name
@@ -298,7 +333,10 @@ impl ModuleVisitor for NormVisitor<'_> {
 
 /// The l2 norm of all gradients together (as PyTorch's `clip_grad_norm_`).
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
-    let mut v = NormVisitor { grads, sq: Vec::new() };
+    let mut v = NormVisitor {
+        grads,
+        sq: Vec::new(),
+    };
     module.visit(&mut v);
     if v.sq.is_empty() {
         return 0.0;
@@ -329,14 +367,23 @@ mod tests {
     impl Ref {
         fn new(p: Vec<f64>) -> Self {
             let n = p.len();
-            Self { p, buf: None, m: vec![0.0; n], v: vec![0.0; n] }
+            Self {
+                p,
+                buf: None,
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+            }
         }
         fn sgd_like(&mut self, g: &[f64], c: &OptimConfig, lr: f64, excluded: bool, lars: bool) {
             let wd = if excluded { 0.0 } else { c.weight_decay };
             let mut d: Vec<f64> = g.iter().zip(&self.p).map(|(g, p)| g + wd * p).collect();
             if lars && !excluded {
                 let (pn, dn) = (norm(&self.p), norm(&d));
-                let q = if pn > 0.0 && dn > 0.0 { c.eta * pn / dn } else { 1.0 };
+                let q = if pn > 0.0 && dn > 0.0 {
+                    c.eta * pn / dn
+                } else {
+                    1.0
+                };
                 d.iter_mut().for_each(|x| *x *= q);
             }
             let buf = match self.buf.take() {
@@ -373,8 +420,26 @@ mod tests {
             ..OptimConfig::default()
         };
         let mut opt = Optimizer::new(cfg.clone());
-        let w0: Vec<f64> = layer.weight.val().into_data().try_to_vec::<f32>().unwrap().iter().map(|&x| x as f64).collect();
-        let b0: Vec<f64> = layer.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        let w0: Vec<f64> = layer
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let b0: Vec<f64> = layer
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let (mut rw, mut rb) = (Ref::new(w0), Ref::new(b0));
         let mut rng = Rng(7);
         // LR > 1 on purpose: LARS recipes use 4.8
@@ -382,8 +447,14 @@ mod tests {
             let gw = rng.vec(6);
             let gb = rng.vec(2);
             let mut grads = GradientsParams::new();
-            grads.register(layer.weight.id, Tensor::<2>::from_data(TensorData::new(to_f32(&gw), [3, 2]), &dev));
-            grads.register(layer.bias.as_ref().unwrap().id, Tensor::<1>::from_data(TensorData::new(to_f32(&gb), [2]), &dev));
+            grads.register(
+                layer.weight.id,
+                Tensor::<2>::from_data(TensorData::new(to_f32(&gw), [3, 2]), &dev),
+            );
+            grads.register(
+                layer.bias.as_ref().unwrap().id,
+                Tensor::<1>::from_data(TensorData::new(to_f32(&gb), [2]), &dev),
+            );
             let (l, reported) = opt.step(lr, layer, grads);
             layer = l;
             let (mut gw, mut gb) = (gw, gb);
@@ -410,11 +481,21 @@ mod tests {
                 }
             }
             let w = layer.weight.val().into_data().try_to_vec::<f32>().unwrap();
-            let b = layer.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
+            let b = layer
+                .bias
+                .as_ref()
+                .unwrap()
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_close(&w, &rw.p, 1e-5, &format!("{kind:?} weight after step {t}"));
             assert_close(&b, &rb.p, 1e-5, &format!("{kind:?} bias after step {t}"));
         }
-        assert!(layer.weight.val().is_require_grad(), "parameters stay trainable");
+        assert!(
+            layer.weight.val().is_require_grad(),
+            "parameters stay trainable"
+        );
     }
 
     #[test]
@@ -441,7 +522,10 @@ mod tests {
     fn state_round_trips() {
         let dev = Device::flex().autodiff();
         let layer: Linear = LinearConfig::new(3, 2).init(&dev);
-        let mut opt = Optimizer::new(OptimConfig { kind: OptimKind::Adamw, ..Default::default() });
+        let mut opt = Optimizer::new(OptimConfig {
+            kind: OptimKind::Adamw,
+            ..Default::default()
+        });
         let mut grads = GradientsParams::new();
         grads.register(layer.weight.id, Tensor::<2>::ones([3, 2], &dev));
         let (layer, _) = opt.step(0.1, layer, grads);
@@ -463,11 +547,21 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let c = OptimConfig { lr: -1.0, ..Default::default() };
+        let c = OptimConfig {
+            lr: -1.0,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().contains("optim.lr"));
-        let c = OptimConfig { momentum: 1.5, ..Default::default() };
+        let c = OptimConfig {
+            momentum: 1.5,
+            ..Default::default()
+        };
         assert!(c.validate().unwrap_err().contains("optim.momentum"));
-        let c = OptimConfig { lr: 4.8, kind: OptimKind::Lars, ..Default::default() };
+        let c = OptimConfig {
+            lr: 4.8,
+            kind: OptimKind::Lars,
+            ..Default::default()
+        };
         assert!(c.validate().is_ok());
     }
 }

@@ -13,9 +13,16 @@ pub struct WarmupCosine {
 }
 
 impl WarmupCosine {
-    pub fn new(base_lr: f64, final_lr: f64, warmup_steps: u64, total_steps: u64) -> Result<Self, String> {
+    pub fn new(
+        base_lr: f64,
+        final_lr: f64,
+        warmup_steps: u64,
+        total_steps: u64,
+    ) -> Result<Self, String> {
         if !(base_lr.is_finite() && base_lr > 0.0) {
-            return Err(format!("learning rate must be a finite number > 0, got {base_lr}"));
+            return Err(format!(
+                "learning rate must be a finite number > 0, got {base_lr}"
+            ));
         }
         if !(final_lr.is_finite() && final_lr >= 0.0) {
             return Err(format!("final learning rate must be ≥ 0, got {final_lr}"));
@@ -39,7 +46,8 @@ impl WarmupCosine {
         }
         let decay_steps = (self.total_steps - self.warmup_steps).max(1);
         let t = ((step - self.warmup_steps) as f64 / decay_steps as f64).min(1.0);
-        self.final_lr + (self.base_lr - self.final_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+        self.final_lr
+            + (self.base_lr - self.final_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
     }
 }
 
@@ -77,7 +85,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        assert!(WarmupCosine::new(0.0, 0.0, 1, 10).unwrap_err().contains("learning rate"));
+        assert!(
+            WarmupCosine::new(0.0, 0.0, 1, 10)
+                .unwrap_err()
+                .contains("learning rate")
+        );
         assert!(WarmupCosine::new(f64::NAN, 0.0, 1, 10).is_err());
         assert!(WarmupCosine::new(0.1, -1.0, 1, 10).is_err());
         assert!(WarmupCosine::new(0.1, 0.0, 1, 0).is_err());
