@@ -210,7 +210,8 @@ impl Recipe {
         if self.eval.knn.k == 0 || self.eval.knn.chunk == 0 {
             return Err("eval.knn.k and eval.knn.chunk must be ≥ 1".into());
         }
-        if !(self.eval.knn.temperature > 0.0) {
+        let t = self.eval.knn.temperature;
+        if t.is_nan() || t <= 0.0 {
             return Err(format!(
                 "eval.knn.temperature: must be > 0, got {}",
                 self.eval.knn.temperature

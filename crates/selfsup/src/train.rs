@@ -275,32 +275,33 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 mon.std, mon.std_healthy, mon.rank
             ));
         }
-        if r.train.knn_every > 0 && (epoch + 1) % r.train.knn_every == 0 {
-            if let (Some(tr), Some(te), Some(k)) = (
+        if r.train.knn_every > 0
+            && (epoch + 1) % r.train.knn_every == 0
+            && let (Some(tr), Some(te), Some(k)) = (
                 &p.split.train.labels,
                 &p.split.test.labels,
                 p.split.train.num_classes(),
-            ) {
-                let enc = model.encoder();
-                let d = enc.out_dim();
-                let ftr = encoder_features(
-                    enc,
-                    &p.pipeline,
-                    &p.split.train.images,
-                    r.train.eval_batch_size,
-                    &p.device,
-                );
-                let fte = encoder_features(
-                    enc,
-                    &p.pipeline,
-                    &p.split.test.images,
-                    r.train.eval_batch_size,
-                    &p.device,
-                );
-                let res = knn_classify(&ftr, tr, &fte, te, d, k, &r.eval.knn, &p.device);
-                line["knn_top1"] = json!(res.top1);
-                msg.push_str(&format!(", kNN {:.1} %", res.top1));
-            }
+            )
+        {
+            let enc = model.encoder();
+            let d = enc.out_dim();
+            let ftr = encoder_features(
+                enc,
+                &p.pipeline,
+                &p.split.train.images,
+                r.train.eval_batch_size,
+                &p.device,
+            );
+            let fte = encoder_features(
+                enc,
+                &p.pipeline,
+                &p.split.test.images,
+                r.train.eval_batch_size,
+                &p.device,
+            );
+            let res = knn_classify(&ftr, tr, &fte, te, d, k, &r.eval.knn, &p.device);
+            line["knn_top1"] = json!(res.top1);
+            msg.push_str(&format!(", kNN {:.1} %", res.top1));
         }
         if opts.progress {
             eprintln!("{msg}");

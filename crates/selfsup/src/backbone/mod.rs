@@ -103,8 +103,9 @@ impl BackboneConfig {
     }
 }
 
-/// Any of our encoders.
+/// Any of our encoders (built once per run, so the size difference of the variants is moot).
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Backbone {
     ResNet(ResNet),
     ConvNet(ConvNet),

@@ -202,8 +202,8 @@ mod tests {
             let mut y = Vec::new();
             for i in 0..n {
                 let c = i % 3;
-                for j in 0..4 {
-                    x.push((centres[c][j] + 0.5 * rng.uniform()) as f32);
+                for v in centres[c] {
+                    x.push((v + 0.5 * rng.uniform()) as f32);
                 }
                 y.push(c as u32);
             }

@@ -396,10 +396,10 @@ mod tests {
         fn adamw(&mut self, g: &[f64], c: &OptimConfig, lr: f64, t: i32, excluded: bool) {
             let wd = if excluded { 0.0 } else { c.weight_decay };
             let [b1, b2] = c.betas;
-            for i in 0..self.p.len() {
+            for (i, &g) in g.iter().enumerate() {
                 self.p[i] *= 1.0 - lr * wd;
-                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g[i];
-                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g[i] * g[i];
+                self.m[i] = b1 * self.m[i] + (1.0 - b1) * g;
+                self.v[i] = b2 * self.v[i] + (1.0 - b2) * g * g;
                 let mh = self.m[i] / (1.0 - b1.powi(t));
                 let vh = self.v[i] / (1.0 - b2.powi(t));
                 self.p[i] -= lr * mh / (vh.sqrt() + c.eps);
