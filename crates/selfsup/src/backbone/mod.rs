@@ -126,3 +126,48 @@ impl Backbone {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn out_shape(cfg: &BackboneConfig, c: usize, side: usize) -> ([usize; 2], usize) {
+        let dev = Device::flex();
+        let m = cfg.init(c, side, &dev);
+        let x = Tensor::<4>::random([2, c, side, side], Distribution::Normal(0.0, 1.0), &dev);
+        (m.forward(x).dims(), m.out_dim())
+    }
+
+    #[test]
+    fn resnet_variants_give_the_documented_widths() {
+        for (depth, stem, width, c, side, dim) in [
+            (18, true, 0.25, 1, 28, 128),  // CIFAR stem, quarter width, grey
+            (18, false, 0.125, 3, 32, 64), // ImageNet stem (7×7/2 + max-pool)
+            (34, true, 0.125, 3, 16, 64),
+            (50, true, 0.0625, 2, 16, 128), // bottleneck: 4 × 512 × width
+        ] {
+            let cfg = BackboneConfig::Resnet { depth, cifar_stem: stem, width };
+            let (shape, out_dim) = out_shape(&cfg, c, side);
+            assert_eq!(out_dim, dim, "resnet-{depth}");
+            assert_eq!(shape, [2, dim], "resnet-{depth}");
+        }
+    }
+
+    #[test]
+    fn convnet_pools_only_while_the_map_is_large() {
+        let cfg = BackboneConfig::Convnet { widths: vec![4, 8, 16] };
+        assert_eq!(out_shape(&cfg, 1, 8), ([2, 16], 16));
+        assert_eq!(out_shape(&cfg, 3, 28), ([2, 16], 16));
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let bad = BackboneConfig::Resnet { depth: 20, cifar_stem: true, width: 1.0 };
+        assert!(bad.validate().unwrap_err().contains("depth"));
+        let bad = BackboneConfig::Resnet { depth: 18, cifar_stem: true, width: 0.0 };
+        assert!(bad.validate().unwrap_err().contains("width"));
+        let bad = BackboneConfig::Convnet { widths: vec![] };
+        assert!(bad.validate().is_err());
+    }
+}
