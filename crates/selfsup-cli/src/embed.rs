@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Parser;
 use selfsup::checkpoint::write_atomic;
 use selfsup::eval::encoder_features;
-use selfsup::train::{load_run, prepare};
+use selfsup::train::load_run;
 
 #[derive(Parser)]
 pub struct Args {
@@ -19,6 +19,9 @@ pub struct Args {
     /// splits and labels in `<out>.ids.csv`).
     #[arg(long)]
     out: PathBuf,
+    /// cpu, vulkan or cuda (default: the run's).
+    #[arg(long)]
+    device: Option<selfsup::device::DeviceChoice>,
 }
 
 fn npy_bytes(data: &[f32], n: usize, d: usize) -> Vec<u8> {
@@ -58,12 +61,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    let (mut recipe, model, mut p) = load_run(&a.run)?;
-    if let Some(d) = a.data {
-        recipe.data.spec = d;
-        recipe.data.limit = None;
-        p = prepare(&recipe)?;
-    }
+    let (model, p) = load_run(&a.run, |r| {
+        if let Some(d) = a.data {
+            r.data.spec = d;
+        }
+        if let Some(d) = a.device {
+            r.train.device = d;
+        }
+    })?;
+    let recipe = &p.recipe;
     let enc = model.encoder();
     let d = enc.out_dim();
     let bs = recipe.train.eval_batch_size;

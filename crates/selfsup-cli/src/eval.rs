@@ -5,7 +5,7 @@ use selfsup::checkpoint::write_atomic;
 use selfsup::eval::report::{
     EvalRow, Which, encoder_feature_set, evaluate, feature_sets, format_table,
 };
-use selfsup::train::{load_run, prepare};
+use selfsup::train::load_run;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
@@ -34,47 +34,66 @@ pub struct Args {
     /// Override the label fractions of the linear probe, e.g. `--fractions 0.01,0.1`.
     #[arg(long, value_delimiter = ',')]
     fractions: Option<Vec<f64>>,
+    /// cpu, vulkan or cuda (default: the run's).
+    #[arg(long)]
+    device: Option<selfsup::device::DeviceChoice>,
 }
 
-pub fn save_report(run_dir: &Path, rows: &[EvalRow], table: &str) -> anyhow::Result<()> {
+/// Writes `<stem>.json` and `<stem>.md` into the run folder.
+pub fn save_report(
+    run_dir: &Path,
+    stem: &str,
+    rows: &[EvalRow],
+    table: &str,
+) -> anyhow::Result<()> {
     write_atomic(
-        &run_dir.join("eval.json"),
+        &run_dir.join(format!("{stem}.json")),
         serde_json::to_string_pretty(rows)?.as_bytes(),
     )?;
-    write_atomic(&run_dir.join("eval.md"), table.as_bytes())?;
+    write_atomic(&run_dir.join(format!("{stem}.md")), table.as_bytes())?;
     Ok(())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (mut recipe, model, mut p) = load_run(&a.run)?;
-    if let Some(d) = a.data {
-        recipe.data.spec = d;
-        recipe.data.limit = None;
-    }
-    if let Some(k) = a.k {
-        recipe.eval.knn.k = k;
-    }
-    if let Some(f) = a.fractions {
-        recipe.eval.linear.label_fractions = f;
-    }
-    recipe.eval.baselines = a.baselines;
-    recipe.validate().map_err(anyhow::Error::msg)?;
-    if recipe != p.recipe {
-        p = prepare(&recipe)?;
-    }
-    let which = match a.kind {
-        Kind::Knn => Which {
-            knn: true,
-            linear: false,
-        },
-        Kind::Linear => Which {
-            knn: false,
-            linear: true,
-        },
-        Kind::All => Which {
-            knn: true,
-            linear: true,
-        },
+    let data = a.data.clone();
+    let (model, p) = load_run(&a.run, |r| {
+        if let Some(d) = data {
+            r.data.spec = d;
+        }
+        if let Some(k) = a.k {
+            r.eval.knn.k = k;
+        }
+        if let Some(f) = a.fractions.clone() {
+            r.eval.linear.label_fractions = f;
+        }
+        if let Some(d) = a.device {
+            r.train.device = d;
+        }
+        r.eval.baselines = a.baselines;
+    })?;
+    let recipe = &p.recipe;
+    let (which, kind) = match a.kind {
+        Kind::Knn => (
+            Which {
+                knn: true,
+                linear: false,
+            },
+            "knn",
+        ),
+        Kind::Linear => (
+            Which {
+                knn: false,
+                linear: true,
+            },
+            "linear",
+        ),
+        Kind::All => (
+            Which {
+                knn: true,
+                linear: true,
+            },
+            "all",
+        ),
     };
     let label = format!("{} (SSL)", recipe.method.name());
     let sets = if a.baselines {
@@ -84,6 +103,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let rows = evaluate(&sets, &p, which)?;
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
-    println!("{table}");
-    save_report(&a.run, &rows, &table)
+    println!("data: {}\n\n{table}", recipe.data.spec);
+    // never replaces the table of the pretraining run (eval.md)
+    let stem = match &a.data {
+        Some(_) => format!("eval-{kind}-{}", p.split.train.name),
+        None => format!("eval-{kind}"),
+    };
+    save_report(
+        &a.run,
+        &stem,
+        &rows,
+        &format!("data: {}\n\n{table}", recipe.data.spec),
+    )?;
+    eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
+    Ok(())
 }

@@ -34,8 +34,14 @@ pub struct Args {
     /// Run folder (default: runs/<method>-<data>-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in RUN_DIR from its newest checkpoint (its recipe; flags still override).
-    #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+    /// Continue the run in RUN_DIR from its newest checkpoint, with its own recipe. Only
+    /// `--epochs` (extends the run; the cosine is recomputed over the new total), `--device`,
+    /// `--no-eval` and `--quiet` may be given with it.
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["out", "config", "data", "method", "batch_size", "lr", "seed"]
+    )]
     resume: Option<PathBuf>,
     /// Skip the final evaluation.
     #[arg(long)]
@@ -80,6 +86,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         recipe.train.device = d;
     }
     recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.resume.is_none() {
+        recipe.absolutize_data_path();
+    }
     let p = prepare(&recipe)?;
     let run_dir = match (&a.resume, a.out) {
         (Some(d), _) => d.clone(),
@@ -88,11 +97,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            PathBuf::from("runs").join(format!(
-                "{}-{}-{t}",
-                recipe.method.name(),
-                p.split.train.name
-            ))
+            let base = format!("{}-{}-{t}", recipe.method.name(), p.split.train.name);
+            let mut dir = PathBuf::from("runs").join(&base);
+            let mut k = 2;
+            while dir.exists() {
+                dir = PathBuf::from("runs").join(format!("{base}-{k}"));
+                k += 1;
+            }
+            dir
         }
     };
     let (c, h, w) = p.pipeline.out_shape();
@@ -144,6 +156,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
     println!("\n{table}");
     eprintln!("evaluation took {:.1} s", t0.elapsed().as_secs_f64());
-    crate::eval::save_report(&run_dir, &rows, &table)?;
+    crate::eval::save_report(&run_dir, "eval", &rows, &table)?;
     Ok(())
 }

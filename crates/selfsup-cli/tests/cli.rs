@@ -101,9 +101,31 @@ fn tiny_run_resume_eval_embed_views() {
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
 
+    let before = std::fs::read(run.join("eval.md")).unwrap();
     let o = selfsup(&["eval", "knn", "--run", run_s]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("kNN top-1"));
+    assert!(run.join("eval-knn.md").exists());
+    assert_eq!(
+        std::fs::read(run.join("eval.md")).unwrap(),
+        before,
+        "the pretraining table is kept"
+    );
+
+    // a new run into an existing folder is refused, the folder untouched
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--config",
+        recipe.to_str().unwrap(),
+        "--out",
+        run_s,
+    ]);
+    assert_clean_failure(&o, "already holds a run");
+    // resume takes the run's own recipe: changing the seed is refused by the parser
+    let o = selfsup(&["pretrain", "--resume", run_s, "--seed", "3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--seed"), "{}", stderr(&o));
 
     let csv = dir.path().join("emb.csv");
     let o = selfsup(&["embed", "--run", run_s, "--out", csv.to_str().unwrap()]);

@@ -25,30 +25,26 @@ pub struct TrainState {
     pub global_step: u64,
     /// The run's seed: with (seed, epoch, index) it determines every augmentation.
     pub seed: u64,
-    /// The last epoch whose collapse monitors were healthy.
-    #[serde(default)]
-    pub last_healthy_epoch: Option<usize>,
+    /// `[channels, height, width]` of the encoder's input.
+    pub input_shape: [usize; 3],
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+/// Reads `state.json` of a checkpoint folder.
+pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
+    let path = dir.join("state.json");
+    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a valid train state", path.display()))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename (the data
+/// crate's helper, with its error naming the file).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all().ok();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    Ok(selfsup_data::grid::write_atomic(path, bytes)?)
 }
 
 fn ckpt_root(run_dir: &Path) -> PathBuf {
@@ -72,18 +68,20 @@ pub fn save<M: Module>(
     fs::create_dir_all(&tmp)?;
     // `valid()` folds the last BatchNorm running-statistics update into the recorded value
     // (Burn keeps it pending per thread until then)
-    model
+    let model_bytes = model
         .valid()
-        .save_file(tmp.join("model.bpk"))
-        .map_err(|e| anyhow::anyhow!("cannot save the model to {}: {e}", tmp.display()))?;
+        .into_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise the model: {e}"))?;
+    write_synced(&tmp.join("model.bpk"), &model_bytes)?;
     let (steps, tensors) = optim.state_tensors();
     let mut meta = HashMap::new();
     meta.insert("steps".to_string(), steps.to_string());
-    fs::write(
-        tmp.join("optim.safetensors"),
-        tensors_to_safetensors(&tensors, Some(meta))?,
+    write_synced(
+        &tmp.join("optim.safetensors"),
+        &tensors_to_safetensors(&tensors, Some(meta))?,
     )?;
-    fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)?;
+    write_synced(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
     let dest = root.join(&name);
     if dest.exists() {
         fs::remove_dir_all(&dest)?;
@@ -104,16 +102,50 @@ pub fn save<M: Module>(
     Ok(dest)
 }
 
+/// Writes a file and flushes it to disk (the checkpoint folder is renamed into place after).
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f =
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn latest_name(run_dir: &Path) -> Option<String> {
     fs::read_to_string(ckpt_root(run_dir).join("latest"))
         .ok()
         .map(|s| s.trim().to_string())
 }
 
-/// The folder of the newest complete checkpoint of a run, if any.
+fn is_complete(dir: &Path) -> bool {
+    ["model.bpk", "optim.safetensors", "state.json"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+}
+
+/// The folder of the newest complete checkpoint of a run, if any: the one `latest` names, or,
+/// when `latest` is missing or names nothing usable, the highest complete `epoch-NNNN`.
 pub fn latest(run_dir: &Path) -> Option<PathBuf> {
-    let p = ckpt_root(run_dir).join(latest_name(run_dir)?);
-    p.join("state.json").exists().then_some(p)
+    let root = ckpt_root(run_dir);
+    if let Some(name) = latest_name(run_dir) {
+        let p = root.join(name);
+        if is_complete(&p) {
+            return Some(p);
+        }
+    }
+    let mut epochs: Vec<PathBuf> = fs::read_dir(&root)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("epoch-"))
+                && is_complete(p)
+        })
+        .collect();
+    epochs.sort();
+    epochs.pop()
 }
 
 /// Loads model, optimiser state and train state from checkpoint folder `dir` into `model`/`optim`.
@@ -123,16 +155,7 @@ pub fn load<M: Module>(
     optim: &mut Optimizer,
     device: &Device,
 ) -> anyhow::Result<(M, TrainState)> {
-    let state: TrainState = serde_json::from_slice(
-        &fs::read(dir.join("state.json"))
-            .with_context(|| format!("cannot read {}", dir.join("state.json").display()))?,
-    )
-    .with_context(|| {
-        format!(
-            "{}: not a valid train state",
-            dir.join("state.json").display()
-        )
-    })?;
+    let state = read_state(dir)?;
     let model = load_model(&dir.join("model.bpk"), model)?;
     let bytes = fs::read(dir.join("optim.safetensors"))
         .with_context(|| format!("cannot read {}", dir.join("optim.safetensors").display()))?;
@@ -193,6 +216,36 @@ pub fn safetensors_to_tensors(bytes: &[u8]) -> anyhow::Result<(Named, HashMap<St
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((out, meta))
+}
+
+struct Finite {
+    bad: Vec<String>,
+    path: Vec<String>,
+}
+
+impl ModuleVisitor for Finite {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let total = param.val().inner().abs().sum().into_scalar::<f32>();
+        if !total.is_finite() {
+            self.bad.push(self.path.join("."));
+        }
+    }
+}
+
+/// Names of the tensors of `module` holding a NaN or an infinity (empty when all are finite).
+pub fn non_finite_tensors<M: Module>(module: &M) -> Vec<String> {
+    let mut f = Finite {
+        bad: Vec::new(),
+        path: Vec::new(),
+    };
+    module.visit(&mut f);
+    f.bad
 }
 
 struct Collect {

@@ -153,6 +153,19 @@ impl Recipe {
         toml::to_string_pretty(self).expect("a recipe always serialises")
     }
 
+    /// Makes a relative data path absolute, so that the run's recipe still finds its data
+    /// when used from another directory.
+    pub fn absolutize_data_path(&mut self) {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let spec = match self.data_spec() {
+            Ok(DataSpec::Idx(p)) if p.is_relative() => DataSpec::Idx(abs(&p)),
+            Ok(DataSpec::Folder(p)) if p.is_relative() => DataSpec::Folder(abs(&p)),
+            Ok(DataSpec::Csv(p)) if p.is_relative() => DataSpec::Csv(abs(&p)),
+            _ => return,
+        };
+        self.data.spec = spec.to_string();
+    }
+
     pub fn data_spec(&self) -> Result<DataSpec, String> {
         self.data
             .spec
@@ -191,8 +204,18 @@ impl Recipe {
         }
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
-        if self.train.epochs == 0 {
-            return Err("train.epochs: must be ≥ 1".into());
+        if self.train.epochs == 0 || self.train.epochs > 1_000_000 {
+            return Err(format!(
+                "train.epochs: must be in 1..=1000000, got {}",
+                self.train.epochs
+            ));
+        }
+        if self.train.seed > i64::MAX as u64 {
+            return Err(format!(
+                "train.seed: must be at most {}, got {}",
+                i64::MAX,
+                self.train.seed
+            ));
         }
         if self.train.batch_size < 2 {
             return Err(format!(

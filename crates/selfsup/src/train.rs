@@ -15,7 +15,8 @@ use selfsup_data::{AugmentConfig, Loader, Pipeline, Split};
 use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
-use crate::eval::{encoder_features, knn_classify};
+use crate::eval::knn_classify;
+use crate::eval::report::encoder_feature_set;
 use crate::method::Model;
 use crate::monitor::collapse_monitors;
 use crate::optim::{Optimizer, WarmupCosine};
@@ -43,10 +44,13 @@ pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
         .augment
         .clone()
         .unwrap_or_else(|| AugmentConfig::for_dataset(&split.train.name, c, h));
-    let pipeline = Arc::new(Pipeline::new(aug, h, w, mean, std).context("augmentation")?);
+    let pipeline = Arc::new(Pipeline::new(aug.clone(), h, w, mean, std).context("augmentation")?);
     let device = recipe.train.device.device()?;
+    // the run's recipe records the augmentation actually used, not "the default"
+    let mut recipe = recipe.clone();
+    recipe.augment = Some(aug);
     Ok(Prepared {
-        recipe: recipe.clone(),
+        recipe,
         split,
         pipeline,
         device,
@@ -65,9 +69,16 @@ impl burn::module::ModuleVisitor for Materialize {
     }
 }
 
-/// Builds the method's networks for the data (deterministic for the seed).
-pub fn build_model(recipe: &Recipe, split: &Split, device: &Device, seed: u64) -> Model {
-    let (c, h, _) = split.train.shape();
+/// Builds the method's networks for images with `channels` channels and side `image_size`
+/// (deterministic for the seed).
+pub fn build_model(
+    recipe: &Recipe,
+    channels: usize,
+    image_size: usize,
+    device: &Device,
+    seed: u64,
+) -> Model {
+    let (c, h) = (channels, image_size);
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
     let encoder = recipe.model.init(c, h, device);
@@ -130,22 +141,43 @@ fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
     checkpoint::write_atomic(&path, out.as_bytes())
 }
 
+/// The message of a run that diverged: what happened, which checkpoint survives, what to try.
+fn diverged(run_dir: &Path, what: &str) -> String {
+    let kept = checkpoint::latest(run_dir)
+        .map(|d| format!("the last good checkpoint is kept in {}", d.display()))
+        .unwrap_or_else(|| "no checkpoint had been written yet".into());
+    format!(
+        "{what}: training stopped; {kept}. Usual causes: a learning rate too high for the batch \
+         size (try a lower optim.lr or a warm-up), or a temperature too small"
+    )
+}
+
 /// Pretrains the recipe's method in `run_dir` (created if needed). With `opts.resume` it
 /// continues from the newest checkpoint there.
 pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
     let r = &p.recipe;
+    if !opts.resume
+        && ["recipe.toml", "metrics.jsonl", "checkpoints"]
+            .iter()
+            .any(|f| run_dir.join(f).exists())
+    {
+        bail!(
+            "{} already holds a run: continue it with --resume, or choose another --out",
+            run_dir.display()
+        );
+    }
     fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
-    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
 
     let train_device = r.train.device.train_device()?;
-    let mut model = build_model(r, &p.split, &train_device, r.train.seed);
+    let (c, h, w) = p.pipeline.out_shape();
+    let mut model = build_model(r, c, h, &train_device, r.train.seed);
     let mut optim = Optimizer::new(r.optim.clone());
     let mut state = TrainState {
         epoch: 0,
         global_step: 0,
         seed: r.train.seed,
-        last_healthy_epoch: None,
+        input_shape: [c, h, w],
     };
     if opts.resume {
         match checkpoint::latest(run_dir) {
@@ -161,6 +193,16 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             ),
         }
     }
+    if state.seed != r.train.seed {
+        bail!(
+            "{}: the checkpoint was trained with seed {}, the recipe says {}",
+            run_dir.display(),
+            state.seed,
+            r.train.seed
+        );
+    }
+    // written only once a resume has loaded, so a failed resume leaves the run as it was
+    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
     truncate_metrics(run_dir, state.epoch)?;
 
     let images = Arc::new(p.split.train.images.clone());
@@ -170,7 +212,6 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
         .map_err(anyhow::Error::msg)?;
-    let (c, h, w) = p.pipeline.out_shape();
     let n_views = r.method.num_views();
     let started = Instant::now();
     let mut images_seen = 0usize;
@@ -219,16 +260,14 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             let loss = out.loss.clone().into_scalar::<f32>();
             if !loss.is_finite() {
                 bar.abandon();
-                let kept = checkpoint::latest(run_dir)
-                    .map(|d| format!("the last good checkpoint is kept in {}", d.display()))
-                    .unwrap_or_else(|| "no checkpoint had been written yet".into());
-                bail!(
-                    "the loss became {loss} at epoch {} step {}: training stopped; {kept}. \
-                     Usual causes: a learning rate too high for the batch size (try a lower \
-                     optim.lr or warm-up), or a temperature too small",
-                    epoch + 1,
-                    i + 1
-                );
+                bail!(diverged(
+                    run_dir,
+                    &format!(
+                        "the loss became {loss} at epoch {} step {}",
+                        epoch + 1,
+                        i + 1
+                    )
+                ));
             }
             lr = sched.lr(state.global_step);
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
@@ -283,23 +322,8 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 p.split.train.num_classes(),
             )
         {
-            let enc = model.encoder();
-            let d = enc.out_dim();
-            let ftr = encoder_features(
-                enc,
-                &p.pipeline,
-                &p.split.train.images,
-                r.train.eval_batch_size,
-                &p.device,
-            );
-            let fte = encoder_features(
-                enc,
-                &p.pipeline,
-                &p.split.test.images,
-                r.train.eval_batch_size,
-                &p.device,
-            );
-            let res = knn_classify(&ftr, tr, &fte, te, d, k, &r.eval.knn, &p.device);
+            let f = encoder_feature_set("online", model.encoder(), p);
+            let res = knn_classify(&f.train, tr, &f.test, te, f.dim, k, &r.eval.knn, &p.device);
             line["knn_top1"] = json!(res.top1);
             msg.push_str(&format!(", kNN {:.1} %", res.top1));
         }
@@ -307,6 +331,17 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             eprintln!("{msg}");
         }
         tracing::info!("{msg}");
+        let bad = checkpoint::non_finite_tensors(&model);
+        if !bad.is_empty() {
+            bail!(diverged(
+                run_dir,
+                &format!(
+                    "after epoch {} the weights hold NaN/inf values ({})",
+                    epoch + 1,
+                    bad.join(", ")
+                )
+            ));
+        }
         state.epoch = epoch + 1;
         append_metrics(run_dir, &line)?;
         checkpoint::save(run_dir, &model, &optim, &state)?;
@@ -329,18 +364,33 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     })
 }
 
-/// Loads the model of a finished or interrupted run (its newest checkpoint) on `device`.
-pub fn load_run(run_dir: &Path) -> anyhow::Result<(Recipe, Model, Prepared)> {
-    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+/// Loads the encoder of a finished or interrupted run (its newest checkpoint) and prepares the
+/// data of its recipe after `adjust` (e.g. other data, another device). Other data is converted
+/// to the channels and size the encoder was trained on.
+pub fn load_run(
+    run_dir: &Path,
+    adjust: impl FnOnce(&mut Recipe),
+) -> anyhow::Result<(Model, Prepared)> {
+    let mut recipe = Recipe::load(&run_dir.join("recipe.toml"))
         .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
-    let p = prepare(&recipe)?;
     let dir = checkpoint::latest(run_dir).with_context(|| {
         format!(
             "{}: no checkpoint found under checkpoints/",
             run_dir.display()
         )
     })?;
-    let model = build_model(&recipe, &p.split, &p.device, recipe.train.seed);
+    let state = checkpoint::read_state(&dir)?;
+    let original = recipe.data.clone();
+    adjust(&mut recipe);
+    let [c, h, _] = state.input_shape;
+    if recipe.data.spec != original.spec {
+        recipe.data.channels = Some(c);
+        recipe.data.image_size = Some(h);
+        recipe.data.limit = None;
+    }
+    recipe.validate().map_err(anyhow::Error::msg)?;
+    let p = prepare(&recipe)?;
+    let model = build_model(&recipe, c, h, &p.device, recipe.train.seed);
     let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
-    Ok((recipe, model, p))
+    Ok((model, p))
 }

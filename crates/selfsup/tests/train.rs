@@ -113,7 +113,7 @@ fn checkpoint_round_trip_and_corrupt_checkpoint_error() {
     let latest = checkpoint::latest(dir.path()).unwrap();
     assert!(latest.ends_with("epoch-0001"));
     let dev = r.train.device.train_device().unwrap();
-    let fresh = build_model(&r, &p.split, &dev, 999);
+    let fresh = build_model(&r, 1, 8, &dev, 999);
     assert!(weights(&fresh) != weights(&t.model));
     let mut opt = Optimizer::new(r.optim.clone());
     let (loaded, state) = checkpoint::load(&latest, fresh, &mut opt, &dev).unwrap();
@@ -130,7 +130,7 @@ fn checkpoint_round_trip_and_corrupt_checkpoint_error() {
     );
 
     std::fs::write(latest.join("model.bpk"), b"not a burnpack").unwrap();
-    let fresh = build_model(&r, &p.split, &dev, 1);
+    let fresh = build_model(&r, 1, 8, &dev, 1);
     let err = checkpoint::load(&latest, fresh, &mut opt, &dev)
         .unwrap_err()
         .to_string();
@@ -142,9 +142,9 @@ fn same_seed_same_model() {
     let r = tiny_recipe();
     let p = prepare(&r).unwrap();
     let dev = r.train.device.train_device().unwrap();
-    let a = build_model(&r, &p.split, &dev, 3);
-    let b = build_model(&r, &p.split, &dev, 3);
-    let c = build_model(&r, &p.split, &dev, 4);
+    let a = build_model(&r, 1, 8, &dev, 3);
+    let b = build_model(&r, 1, 8, &dev, 3);
+    let c = build_model(&r, 1, 8, &dev, 4);
     assert_same(&weights(&a), &weights(&b), "same seed");
     assert!(
         weights(&a) != weights(&c),
@@ -154,18 +154,73 @@ fn same_seed_same_model() {
 
 #[test]
 fn nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
-    let mut r = tiny_recipe();
-    r.optim.kind = selfsup::optim::OptimKind::Sgd;
-    r.optim.lr = 1.0e30;
-    r.optim.warmup_epochs = 0.0;
+    let r = tiny_recipe();
     let p = prepare(&r).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = pretrain(&p, dir.path(), &opts(false, None))
+    pretrain(&p, dir.path(), &opts(false, Some(1))).unwrap();
+    let good = checkpoint::latest(dir.path()).unwrap();
+    let model_before = std::fs::read(good.join("model.bpk")).unwrap();
+    // the same run continues with an absurd learning rate: it must diverge in epoch 2
+    let mut bad = tiny_recipe();
+    bad.optim.kind = selfsup::optim::OptimKind::Sgd;
+    bad.optim.lr = 1.0e30;
+    let p = prepare(&bad).unwrap();
+    let err = pretrain(&p, dir.path(), &opts(true, None))
         .err()
         .expect("the run must fail")
         .to_string();
-    assert!(err.contains("loss became"), "{err}");
+    assert!(err.contains("epoch 2"), "{err}");
+    assert!(err.contains("NaN") || err.contains("loss became"), "{err}");
     assert!(err.contains("learning rate"), "{err}");
+    assert!(
+        err.contains("epoch-0001"),
+        "the message names the kept checkpoint: {err}"
+    );
+    assert_eq!(
+        checkpoint::latest(dir.path()).unwrap(),
+        good,
+        "latest still points at epoch 1"
+    );
+    assert_eq!(std::fs::read(good.join("model.bpk")).unwrap(), model_before);
+    let dev = r.train.device.train_device().unwrap();
+    let mut opt = Optimizer::new(r.optim.clone());
+    let (m, _) = checkpoint::load(&good, build_model(&r, 1, 8, &dev, 0), &mut opt, &dev).unwrap();
+    assert!(checkpoint::non_finite_tensors(&m).is_empty());
+    let lines = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        1,
+        "no metrics line for the diverged epoch"
+    );
+}
+
+#[test]
+fn an_existing_run_is_not_overwritten() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pretrain(&p, dir.path(), &opts(false, Some(1))).unwrap();
+    let metrics = std::fs::read(dir.path().join("metrics.jsonl")).unwrap();
+    let err = pretrain(&p, dir.path(), &opts(false, None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("already holds a run") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    // a resume with another seed is refused
+    let mut other = tiny_recipe();
+    other.train.seed = 99;
+    let err = pretrain(&prepare(&other).unwrap(), dir.path(), &opts(true, None))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("seed"), "{err}");
 }
 
 #[test]
@@ -173,7 +228,7 @@ fn evaluation_table_has_the_baselines() {
     let r = tiny_recipe();
     let p = prepare(&r).unwrap();
     let dev = r.train.device.train_device().unwrap();
-    let m = build_model(&r, &p.split, &dev, 0);
+    let m = build_model(&r, 1, 8, &dev, 0);
     let sets = feature_sets(m.encoder(), "ssl", &p);
     let names: Vec<_> = sets.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["ssl", "random-init encoder", "raw pixels"]);

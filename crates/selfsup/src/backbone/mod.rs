@@ -147,7 +147,11 @@ mod tests {
             (34, true, 0.125, 3, 16, 64),
             (50, true, 0.0625, 2, 16, 128), // bottleneck: 4 × 512 × width
         ] {
-            let cfg = BackboneConfig::Resnet { depth, cifar_stem: stem, width };
+            let cfg = BackboneConfig::Resnet {
+                depth,
+                cifar_stem: stem,
+                width,
+            };
             let (shape, out_dim) = out_shape(&cfg, c, side);
             assert_eq!(out_dim, dim, "resnet-{depth}");
             assert_eq!(shape, [2, dim], "resnet-{depth}");
@@ -156,16 +160,26 @@ mod tests {
 
     #[test]
     fn convnet_pools_only_while_the_map_is_large() {
-        let cfg = BackboneConfig::Convnet { widths: vec![4, 8, 16] };
+        let cfg = BackboneConfig::Convnet {
+            widths: vec![4, 8, 16],
+        };
         assert_eq!(out_shape(&cfg, 1, 8), ([2, 16], 16));
         assert_eq!(out_shape(&cfg, 3, 28), ([2, 16], 16));
     }
 
     #[test]
     fn bad_configs_are_refused() {
-        let bad = BackboneConfig::Resnet { depth: 20, cifar_stem: true, width: 1.0 };
+        let bad = BackboneConfig::Resnet {
+            depth: 20,
+            cifar_stem: true,
+            width: 1.0,
+        };
         assert!(bad.validate().unwrap_err().contains("depth"));
-        let bad = BackboneConfig::Resnet { depth: 18, cifar_stem: true, width: 0.0 };
+        let bad = BackboneConfig::Resnet {
+            depth: 18,
+            cifar_stem: true,
+            width: 0.0,
+        };
         assert!(bad.validate().unwrap_err().contains("width"));
         let bad = BackboneConfig::Convnet { widths: vec![] };
         assert!(bad.validate().is_err());

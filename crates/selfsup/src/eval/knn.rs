@@ -70,11 +70,12 @@ pub fn knn_classify(
             .zip(&test_labels[start..start + rows])
             .map(|(row, &label)| {
                 let votes = vote(row, train_labels, k, cfg.temperature, num_classes);
-                let mut order: Vec<usize> = (0..num_classes).collect();
+                // classes that received votes, most voted first (ties: lower class index)
+                let mut order: Vec<usize> = (0..num_classes).filter(|&c| votes[c] > 0.0).collect();
                 order.sort_by(|&a, &b| votes[b].total_cmp(&votes[a]).then(a.cmp(&b)));
                 let l = label as usize;
                 (
-                    (order[0] == l) as usize,
+                    (order.first() == Some(&l)) as usize,
                     order.iter().take(5).any(|&c| c == l) as usize,
                 )
             })

@@ -114,9 +114,11 @@ pub fn linear_probe(
             var[j] += (v as f64 - mean[j]).powi(2);
         }
     }
+    // a (near-)constant column is centred but not scaled, as scikit-learn's StandardScaler does
     let std: Vec<f64> = var
         .iter()
-        .map(|v| (v / n.max(1) as f64).sqrt().max(1e-6))
+        .map(|v| (v / n.max(1) as f64).sqrt())
+        .map(|s| if s < 1e-6 { 1.0 } else { s })
         .collect();
     let standardise = |x: &[f32]| -> Vec<f32> {
         x.chunks(d)

@@ -59,9 +59,11 @@ pub fn pixel_feature_set(p: &Prepared) -> FeatureSet {
 pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<FeatureSet> {
     let mut sets = vec![encoder_feature_set(label, encoder, p)];
     if p.recipe.eval.baselines {
+        let (c, h, _) = p.pipeline.out_shape();
         let random = build_model(
             &p.recipe,
-            &p.split,
+            c,
+            h,
             &p.device,
             p.recipe.train.seed.wrapping_add(1),
         );
