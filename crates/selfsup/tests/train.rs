@@ -140,7 +140,6 @@ fn checkpoint_round_trip_and_corrupt_checkpoint_error() {
 #[test]
 fn same_seed_same_model() {
     let r = tiny_recipe();
-    let p = prepare(&r).unwrap();
     let dev = r.train.device.train_device().unwrap();
     let a = build_model(&r, 1, 8, &dev, 3);
     let b = build_model(&r, 1, 8, &dev, 3);
