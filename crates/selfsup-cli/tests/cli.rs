@@ -33,6 +33,7 @@ batch_size = 50
 k = 20
 [eval.linear]
 epochs = 3
+min_steps = 30
 label_fractions = [0.1]
 "#;
 

@@ -32,6 +32,7 @@ lr = 1.5
 warmup_epochs = 1.0
 [eval.linear]
 epochs = 5
+min_steps = 50
 label_fractions = [0.1]
 "#,
         "tiny.toml",
@@ -230,7 +231,22 @@ fn evaluation_table_has_the_baselines() {
     let m = build_model(&r, 1, 8, &dev, 0);
     let sets = feature_sets(m.encoder(), "ssl", &p);
     let names: Vec<_> = sets.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["ssl", "random-init encoder", "raw pixels"]);
+    assert_eq!(
+        names,
+        [
+            "ssl",
+            "random-init encoder",
+            "raw pixels",
+            "standardised pixels"
+        ]
+    );
+    // raw pixels are the pixel values / 255, standardised ones (x/255 - mean)/std
+    let first = &p.split.train.images[0].pixels;
+    for (j, &v) in first.iter().enumerate() {
+        assert!((sets[2].train[j] - v as f32 / 255.0).abs() < 1e-5);
+        let (m, sd) = (p.pipeline.mean()[0], p.pipeline.std()[0]);
+        assert!((sets[3].train[j] - (v as f32 / 255.0 - m) / sd).abs() < 1e-4);
+    }
     let rows = evaluate(
         &sets,
         &p,

@@ -27,8 +27,20 @@ pub fn encoder_features(
     out
 }
 
-/// The raw-pixel baseline: the normalised, un-augmented pixels as features `(n × C·H·W)`.
-pub fn pixel_features(pipeline: &Pipeline, images: &[Image]) -> Vec<f32> {
+/// The pixel baselines as features `(n × C·H·W)`, un-augmented: with `standardised`, as the
+/// encoder sees them (`(x/255 − mean)/std` per channel); without, the raw values `x/255`.
+pub fn pixel_features(pipeline: &Pipeline, images: &[Image], standardised: bool) -> Vec<f32> {
     let idx: Vec<usize> = (0..images.len()).collect();
-    pipeline.plain_batch(images, &idx)
+    let mut x = pipeline.plain_batch(images, &idx);
+    if !standardised {
+        let (c, h, w) = pipeline.out_shape();
+        let plane = h * w;
+        for img in x.chunks_mut(c * plane) {
+            for (ch, values) in img.chunks_mut(plane).enumerate() {
+                let (m, s) = (pipeline.mean()[ch], pipeline.std()[ch]);
+                values.iter_mut().for_each(|v| *v = *v * s + m);
+            }
+        }
+    }
+    x
 }

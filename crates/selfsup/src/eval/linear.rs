@@ -13,6 +13,9 @@ use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
 #[serde(deny_unknown_fields, default)]
 pub struct LinearConfig {
     pub epochs: usize,
+    /// At least this many optimiser steps, whatever the number of labels: a 1 % subset has few
+    /// batches per epoch and would otherwise stop far from convergence.
+    pub min_steps: usize,
     pub batch_size: usize,
     pub lr: f64,
     /// `adamw` (Adam when weight_decay = 0) or `sgd`.
@@ -26,6 +29,7 @@ impl Default for LinearConfig {
     fn default() -> Self {
         Self {
             epochs: 100,
+            min_steps: 3000,
             batch_size: 256,
             lr: 1e-3,
             optimizer: OptimKind::Adamw,
@@ -146,13 +150,14 @@ pub fn linear_probe(
     });
     let bs = cfg.batch_size.min(n).max(1);
     let steps_per_epoch = n.div_ceil(bs);
-    let sched = WarmupCosine::new(cfg.lr, 0.0, 0, (cfg.epochs * steps_per_epoch) as u64)
-        .expect("validated");
+    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(steps_per_epoch));
+    let sched =
+        WarmupCosine::new(cfg.lr, 0.0, 0, (epochs * steps_per_epoch) as u64).expect("validated");
     let xtr_t = Tensor::<2>::from_data(TensorData::new(xtr, [n, d]), device);
     let ytr: Vec<i64> = train_labels.iter().map(|&l| l as i64).collect();
     let ytr_t = Tensor::<1, Int>::from_data(TensorData::new(ytr, [n]), device);
     let mut step = 0u64;
-    for epoch in 0..cfg.epochs {
+    for epoch in 0..epochs {
         let order = selfsup_data::loader::epoch_order(n, seed, epoch as u64);
         for chunk in order.chunks(bs) {
             let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
@@ -215,6 +220,7 @@ mod tests {
         let (xte, yte) = make(&mut rng, 90);
         let cfg = LinearConfig {
             epochs: 20,
+            min_steps: 0,
             batch_size: 32,
             lr: 0.05,
             ..Default::default()

@@ -45,17 +45,24 @@ pub fn encoder_feature_set(name: &str, enc: &Backbone, p: &Prepared) -> FeatureS
     }
 }
 
-pub fn pixel_feature_set(p: &Prepared) -> FeatureSet {
+/// Raw pixels (`x/255`) or standardised pixels (as the encoder sees them) as features.
+pub fn pixel_feature_set(p: &Prepared, standardised: bool) -> FeatureSet {
     let (c, h, w) = p.pipeline.out_shape();
     FeatureSet {
-        name: "raw pixels".into(),
+        name: if standardised {
+            "standardised pixels"
+        } else {
+            "raw pixels"
+        }
+        .into(),
         dim: c * h * w,
-        train: pixel_features(&p.pipeline, &p.split.train.images),
-        test: pixel_features(&p.pipeline, &p.split.test.images),
+        train: pixel_features(&p.pipeline, &p.split.train.images, standardised),
+        test: pixel_features(&p.pipeline, &p.split.test.images, standardised),
     }
 }
 
-/// The feature sets of the table: the encoder, then (with `eval.baselines`) random init and pixels.
+/// The feature sets of the table: the encoder, then (with `eval.baselines`) random init, raw
+/// pixels and standardised pixels.
 pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<FeatureSet> {
     let mut sets = vec![encoder_feature_set(label, encoder, p)];
     if p.recipe.eval.baselines {
@@ -72,7 +79,9 @@ pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<Featur
             random.encoder(),
             p,
         ));
-        sets.push(pixel_feature_set(p));
+        sets.push(pixel_feature_set(p, false));
+        // cosine kNN on mean-centred pixels is a stronger baseline than on raw ones
+        sets.push(pixel_feature_set(p, true));
     }
     sets
 }
