@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -102,7 +102,6 @@ pub struct TrainOptions {
 /// What a finished pretraining gives back.
 pub struct Trained {
     pub model: Model,
-    pub run_dir: PathBuf,
     pub images_per_s: f64,
     pub seconds: f64,
 }
@@ -358,7 +357,6 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)?;
     Ok(Trained {
         model,
-        run_dir: run_dir.to_path_buf(),
         images_per_s: images_seen as f64 / seconds.max(1e-9),
         seconds,
     })

@@ -17,7 +17,7 @@
 //! assert!(loss > 0.0);
 //! ```
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 /// NT-Xent with temperature τ > 0.
 #[derive(Clone, Debug)]
@@ -51,14 +51,12 @@ impl NtXent {
         let logits = z.clone().matmul(z.transpose()).div_scalar(self.temperature);
         let self_mask = Tensor::<2, Bool>::diag_mask([2 * n, 2 * n], 0, &device).bool_not();
         let logits = logits.mask_fill(self_mask, -1.0e9);
-        // positives: row i ↔ row (i + N) mod 2N
-        let mut pos = vec![0.0f32; 4 * n * n];
-        for i in 0..2 * n {
-            pos[i * 2 * n + (i + n) % (2 * n)] = 1.0;
-        }
-        let pos = Tensor::<2>::from_data(TensorData::new(pos, [2 * n, 2 * n]), &device);
+        // positives: row i ↔ row (i + N) mod 2N; pos: (2N, 1)
+        let pos: Vec<i64> = (0..2 * n).map(|i| ((i + n) % (2 * n)) as i64).collect();
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [2 * n]), &device);
         let log_prob = burn::tensor::activation::log_softmax(logits, 1);
-        (log_prob * pos).sum().neg().div_scalar((2 * n) as f32)
+        // mean over the 2N rows of −log p(positive)
+        log_prob.gather(1, pos.unsqueeze_dim::<2>(1)).mean().neg()
     }
 }
 
