@@ -1,5 +1,6 @@
 //! `selfsup`: pretrain an encoder by self-supervised learning, evaluate it, export it.
 
+mod bench;
 mod embed;
 mod eval;
 mod pretrain;
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::Args),
     /// Write the encoder's features of every image to CSV or .npy.
     Embed(embed::Args),
+    /// Time the training step, augmentation, loader, kNN and linear probe (one table + JSON).
+    Bench(bench::Args),
     /// Write a PNG grid of images beside their augmented views.
     Views(views::Args),
 }
@@ -48,6 +51,7 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Views(a) => views::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

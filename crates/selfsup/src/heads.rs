@@ -5,6 +5,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::flops::{self, Flops};
+
 /// SimCLR's projection MLP: Linear → BN → ReLU → Linear (`layers = 2`), or with one more
 /// hidden Linear → BN → ReLU (`layers = 3`). Input `(N, in_dim)`, output `(N, out_dim)`.
 #[derive(Module, Debug)]
@@ -45,5 +47,21 @@ impl ProjectionHead {
             h = relu(norm.forward(lin.forward(h)));
         }
         self.out.forward(h)
+    }
+
+    /// Width of the output.
+    pub fn out_dim(&self) -> usize {
+        self.out.weight.dims()[1]
+    }
+
+    /// FLOPs of a forward and backward pass on `n` rows.
+    pub fn flops(&self, n: usize) -> Flops {
+        let mut total = Flops::default();
+        for (lin, _) in &self.hidden {
+            let [i, o] = lin.weight.dims();
+            total += flops::linear(n, i, o, true);
+        }
+        let [i, o] = self.out.weight.dims();
+        total + flops::linear(n, i, o, true)
     }
 }

@@ -9,6 +9,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::flops::{self, Flops};
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvNetConfig {
     /// Channel count of each stage, e.g. `[32, 64, 128]`.
@@ -84,11 +86,25 @@ impl ConvNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for s in &self.stages {
-            h = relu(s.norm.forward(s.conv.forward(h)));
+            h = relu(s.norm.forward(crate::kernels::conv2d(&s.conv, h)));
             if let Some(p) = &s.pool {
                 h = p.forward(h);
             }
         }
         self.avgpool.forward(h).flatten(1, 3)
+    }
+
+    /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let (mut total, mut h, mut w) = (Flops::default(), h, w);
+        for (i, s) in self.stages.iter().enumerate() {
+            let (f, a, b) = flops::conv2d(&s.conv, n, h, w, i > 0);
+            total += f;
+            (h, w) = (a, b);
+            if let Some(p) = &s.pool {
+                (h, w) = flops::max_pool2d(p, h, w);
+            }
+        }
+        total
     }
 }

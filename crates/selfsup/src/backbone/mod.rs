@@ -125,6 +125,14 @@ impl Backbone {
             Self::ConvNet(m) => m.forward(x),
         }
     }
+
+    /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> crate::flops::Flops {
+        match self {
+            Self::ResNet(m) => m.flops(n, h, w),
+            Self::ConvNet(m) => m.flops(n, h, w),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +173,24 @@ mod tests {
         };
         assert_eq!(out_shape(&cfg, 1, 8), ([2, 16], 16));
         assert_eq!(out_shape(&cfg, 3, 28), ([2, 16], 16));
+    }
+
+    #[test]
+    fn resnet18_flops_match_the_known_count() {
+        // ResNet-18 with the CIFAR stem on 32×32: 0.556 GMACs per image forward (the figure
+        // quoted for CIFAR ResNet-18 without the classifier), i.e. 1.11 GFLOPs.
+        let dev = Device::flex();
+        let m = BackboneConfig::Resnet {
+            depth: 18,
+            cifar_stem: true,
+            width: 1.0,
+        }
+        .init(3, 32, &dev);
+        let f = m.flops(1, 32, 32);
+        assert!((f.forward / 1e9 - 1.110_835).abs() < 1e-6, "{}", f.forward / 1e9);
+        // backward: twice the forward but for the stem's input gradient
+        let stem = 2.0 * 64.0 * 32.0 * 32.0 * 27.0;
+        assert!((f.backward - (2.0 * f.forward - stem)).abs() < 1.0);
     }
 
     #[test]

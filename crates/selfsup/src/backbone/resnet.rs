@@ -11,6 +11,8 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use crate::flops::{self, Flops};
+
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, device: &Device) -> Conv2d {
     let p = k / 2;
     Conv2dConfig::new([cin, cout], [k, k])
@@ -39,7 +41,11 @@ impl ConvBn {
         }
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.norm.forward(self.conv.forward(x))
+        self.norm.forward(crate::kernels::conv2d(&self.conv, x))
+    }
+
+    fn flops(&self, n: usize, h: usize, w: usize, input_grad: bool) -> (Flops, usize, usize) {
+        flops::conv2d(&self.conv, n, h, w, input_grad)
     }
 }
 
@@ -91,6 +97,20 @@ impl Block {
             }
         }
         relu(h + identity)
+    }
+
+    fn flops(&self, n: usize, h: usize, w: usize) -> (Flops, usize, usize) {
+        let mut total = Flops::default();
+        if let Some(s) = &self.shortcut {
+            total += s.flops(n, h, w, true).0;
+        }
+        let (mut oh, mut ow) = (h, w);
+        for c in &self.convs {
+            let (f, a, b) = c.flops(n, oh, ow, true);
+            total += f;
+            (oh, ow) = (a, b);
+        }
+        (total, oh, ow)
     }
 }
 
@@ -189,5 +209,19 @@ impl ResNet {
             h = b.forward(h);
         }
         self.avgpool.forward(h).flatten(1, 3)
+    }
+
+    /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let (mut total, mut h, mut w) = self.stem.flops(n, h, w, false);
+        if let Some(p) = &self.pool {
+            (h, w) = flops::max_pool2d(p, h, w);
+        }
+        for b in &self.blocks {
+            let (f, a, c) = b.flops(n, h, w);
+            total += f;
+            (h, w) = (a, c);
+        }
+        total
     }
 }

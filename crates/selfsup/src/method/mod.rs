@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
+use crate::flops::Flops;
 pub use simclr::{SimClr, SimClrConfig};
 
 /// What one training step gives back.
@@ -84,6 +85,13 @@ impl Model {
     pub fn encoder(&self) -> &Backbone {
         match self {
             Self::Simclr(m) => &m.encoder,
+        }
+    }
+
+    /// Convolution and matrix-product FLOPs of one training step on `n` images of `h × w`.
+    pub fn step_flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        match self {
+            Self::Simclr(m) => m.flops(n, h, w),
         }
     }
 

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
+use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::NtXent;
 use crate::method::StepOutput;
@@ -100,5 +101,12 @@ impl SimClr {
             loss,
             embeddings: z1.detach(),
         }
+    }
+
+    /// FLOPs of one step on `n` images of `h × w` (two views each): encoder and head on 2N
+    /// views, and the 2N × 2N similarity product of NT-Xent.
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let proj = self.head.out_dim();
+        self.encoder.flops(2 * n, h, w) + self.head.flops(2 * n) + flops::matmul(2 * n, proj, 2 * n)
     }
 }

@@ -1,0 +1,186 @@
+//! `selfsup bench`: times the training step, the augmentation, the loader, kNN and the linear
+//! probe (see `selfsup::bench` for the lines). Each line runs in a fresh child process so that
+//! its peak memory is its own; the table goes to stdout and the JSON to `--json`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use selfsup::bench::{BenchOptions, LINE_IDS, Line, default_fashion_dir, run_line};
+use selfsup::checkpoint::write_atomic;
+
+#[derive(Parser)]
+pub struct Args {
+    /// Only these lines (comma-separated), e.g. `--only step-a,knn`.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Few repetitions and small sizes: a smoke test, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Write the table as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Fashion-MNIST IDX folder for the loader line (default: ../shared/data/fashion-mnist or
+    /// data/fashion-mnist if present).
+    #[arg(long)]
+    fashion: Option<PathBuf>,
+    /// Write each step's weights, input batch and loss here, for benches/reference/check.py.
+    #[arg(long)]
+    check_dir: Option<PathBuf>,
+    /// Run one line in this process and print its JSON (used for the child processes).
+    #[arg(long, hide = true)]
+    line: Option<String>,
+}
+
+fn options(a: &Args) -> BenchOptions {
+    BenchOptions {
+        quick: a.quick,
+        fashion_dir: a.fashion.clone().or_else(default_fashion_dir),
+        check_dir: a.check_dir.clone(),
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of now, without a date crate.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    // civil-from-days (Howard Hinnant)
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn fmt_value(l: &Line) -> String {
+    match (l.value, &l.skipped) {
+        (_, Some(why)) => format!("skipped: {why}"),
+        (Some(v), _) if l.unit == "s" => format!("{v:.2} s"),
+        (Some(v), _) => format!("{v:.1} {}", l.unit),
+        (None, _) => "-".into(),
+    }
+}
+
+/// The step's share of the GEMM peak, in percent.
+fn peak_share(l: &Line, peak_gflops: Option<f64>) -> Option<f64> {
+    let (f, t, p) = (l.flops?, l.median_s?, peak_gflops?);
+    Some(100.0 * f / t / 1e9 / p)
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let opts = options(&a);
+    if let Some(id) = &a.line {
+        let line = run_line(id, &opts)?;
+        println!("{}", serde_json::to_string(&line)?);
+        return Ok(());
+    }
+    let ids: Vec<String> = match &a.only {
+        Some(v) => {
+            for id in v {
+                if !LINE_IDS.contains(&id.as_str()) {
+                    bail!(
+                        "--only: unknown line '{id}': known lines are {}",
+                        LINE_IDS.join(", ")
+                    );
+                }
+            }
+            v.clone()
+        }
+        None => LINE_IDS.iter().map(|s| s.to_string()).collect(),
+    };
+    let exe = std::env::current_exe().context("cannot find the selfsup binary")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "selfsup {} bench on {} ({threads} threads){}",
+        env!("CARGO_PKG_VERSION"),
+        cpu_model(),
+        if a.quick { ", --quick" } else { "" }
+    );
+    println!(
+        "{:<13} {:>14} {:>9} {:>11}  what",
+        "line", "value", "GEMM %", "peak RSS"
+    );
+    let mut lines = Vec::new();
+    let mut peak = None;
+    for id in &ids {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["bench", "--line", id]);
+        if a.quick {
+            cmd.arg("--quick");
+        }
+        if let Some(f) = &opts.fashion_dir {
+            cmd.arg("--fashion").arg(f);
+        }
+        if let Some(d) = &opts.check_dir {
+            cmd.arg("--check-dir").arg(d);
+        }
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run {}", exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "benchmark line {id} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line: Line = serde_json::from_str(text.trim())
+            .with_context(|| format!("line {id}: unreadable output {text:?}"))?;
+        if line.id == "gemm" {
+            peak = line.value;
+        }
+        let share = peak_share(&line, peak).map_or(String::new(), |s| format!("{s:.1} %"));
+        println!(
+            "{:<13} {:>14} {:>9} {:>8.0} MB  {}",
+            line.id,
+            fmt_value(&line),
+            share,
+            line.peak_rss_mb.unwrap_or(0.0),
+            line.what
+        );
+        lines.push(line);
+    }
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "tool": "selfsup",
+            "version": format!("selfsup {} (burn 0.22.1, flex)", env!("CARGO_PKG_VERSION")),
+            "threads": threads,
+            "date": today(),
+            "cpu": cpu_model(),
+            "quick": a.quick,
+            "lines": lines,
+        });
+        write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn today_is_a_date() {
+        let d = super::today();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"));
+    }
+}

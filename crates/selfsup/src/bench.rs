@@ -1,0 +1,605 @@
+//! `selfsup bench`: the lines of the benchmark table, each timed as the median of repeated runs
+//! after warm-up. Every line has an id shared with the PyTorch reference in
+//! `benches/reference/`, so that `benches/compare.py` can divide one by the other.
+//!
+//! | id | what | unit |
+//! |---|---|---|
+//! | `gemm` | f32 GEMM peak of this machine through the backend (square 1024 and 2048) | GFLOP/s |
+//! | `step-a` | SimCLR step, ResNet-18 CIFAR stem, 3×32×32, 2×64 views | views/s |
+//! | `step-b` | the same at half width, 2×32 views | views/s |
+//! | `step-c` | SimCLR step, ConvNet [32, 64, 128], 1×28×28, 2×256 views | views/s |
+//! | `aug-32-1core`, `aug-32-all` | two SimCLR views of 3×32×32 images, one core / all cores | images/s |
+//! | `aug-28-1core`, `aug-28-all` | the same for 1×28×28 grey images | images/s |
+//! | `loader-step` | step-c fed by the real loader on Fashion-MNIST, against pre-made batches | views/s |
+//! | `knn` | weighted kNN (k = 200, T = 0.1, chunks of 512), 60,000 × 512 train, 10,000 test | s |
+//! | `linear` | linear probe, 10 epochs on 60,000 × 512 precomputed features | s |
+//!
+//! A step is: forward of both views as one batch of 2N, NT-Xent, backward, optimiser step
+//! (SGD, momentum 0.9, weight decay 5e-4); it counts 2N images ("views") per step.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use selfsup_data::rng::SplitMix64;
+use selfsup_data::{AugmentConfig, Image, Loader, Pipeline};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::BackboneConfig;
+use crate::checkpoint::{named_tensors, tensors_to_safetensors, write_atomic};
+use crate::eval::{KnnConfig, LinearConfig, knn_classify, linear_probe};
+use crate::method::{MethodConfig, Model, SimClrConfig};
+use crate::optim::{OptimConfig, OptimKind, Optimizer};
+use crate::recipe::Recipe;
+use crate::train::build_model;
+
+/// Every line, in table order.
+pub const LINE_IDS: &[&str] = &[
+    "gemm",
+    "step-a",
+    "step-b",
+    "step-c",
+    "aug-32-1core",
+    "aug-32-all",
+    "aug-28-1core",
+    "aug-28-all",
+    "loader-step",
+    "knn",
+    "linear",
+];
+
+/// One line of the table (the JSON shape shared with the PyTorch reference).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Line {
+    pub id: String,
+    pub what: String,
+    pub unit: String,
+    /// The figure in `unit` (throughput, or seconds for `s`); absent when skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Median seconds of one repetition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub median_s: Option<f64>,
+    /// FLOPs of one repetition (steps only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Peak resident memory of the process that ran the line, in MB (10⁶ bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
+    /// Why the line did not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Line-specific figures (accuracy, wait share, repetitions …).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Line {
+    fn new(id: &str, what: impl Into<String>, unit: &str) -> Self {
+        Self {
+            id: id.into(),
+            what: what.into(),
+            unit: unit.into(),
+            ..Default::default()
+        }
+    }
+
+    fn set(&mut self, key: &str, v: impl Into<serde_json::Value>) {
+        self.extra.insert(key.into(), v.into());
+    }
+}
+
+/// Settings of a benchmark run.
+#[derive(Clone, Debug, Default)]
+pub struct BenchOptions {
+    /// Few repetitions and small sizes: a smoke test, not a measurement.
+    pub quick: bool,
+    /// Fashion-MNIST IDX folder for `loader-step` (skipped when absent).
+    pub fashion_dir: Option<PathBuf>,
+    /// Where the step lines write weights, inputs and loss for `benches/reference/check.py`.
+    pub check_dir: Option<PathBuf>,
+}
+
+/// Median of a non-empty sample.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        0.5 * (v[m - 1] + v[m])
+    }
+}
+
+/// Peak resident set size of this process in MB (`VmHWM`), if the OS tells.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e6)
+}
+
+/// Runs the line `id` in this process.
+pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
+    let mut line = match id {
+        "gemm" => gemm(opts),
+        "step-a" => step(id, resnet(1.0), 3, 32, 64, opts),
+        "step-b" => step(id, resnet(0.5), 3, 32, 32, opts),
+        "step-c" => step(
+            id,
+            BackboneConfig::Convnet {
+                widths: vec![32, 64, 128],
+            },
+            1,
+            28,
+            256,
+            opts,
+        ),
+        "aug-32-1core" => augmentation(id, 3, 32, true, opts),
+        "aug-32-all" => augmentation(id, 3, 32, false, opts),
+        "aug-28-1core" => augmentation(id, 1, 28, true, opts),
+        "aug-28-all" => augmentation(id, 1, 28, false, opts),
+        "loader-step" => loader_step(opts),
+        "knn" => knn(opts),
+        "linear" => linear(opts),
+        other => bail!(
+            "unknown benchmark line '{other}': known lines are {}",
+            LINE_IDS.join(", ")
+        ),
+    }?;
+    line.peak_rss_mb = peak_rss_mb();
+    Ok(line)
+}
+
+fn resnet(width: f32) -> BackboneConfig {
+    BackboneConfig::Resnet {
+        depth: 18,
+        cifar_stem: true,
+        width,
+    }
+}
+
+/// Standard normal samples (Box–Muller on SplitMix64).
+fn normal(rng: &mut SplitMix64, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1 = rng.next_f64().max(1e-300);
+        let u2 = rng.next_f64();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = std::f64::consts::TAU * u2;
+        out.push((r * t.cos()) as f32);
+        out.push((r * t.sin()) as f32);
+    }
+    out.truncate(n);
+    out
+}
+
+/// Times `f` `reps` times after `warmup` calls; returns the seconds of each timed call.
+fn time_reps(warmup: usize, reps: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+fn gemm(opts: &BenchOptions) -> anyhow::Result<Line> {
+    let dev = Device::flex();
+    let mut line = Line::new(
+        "gemm",
+        "f32 GEMM peak (square matmul, best size)",
+        "GFLOP/s",
+    );
+    let sizes: &[usize] = if opts.quick { &[256] } else { &[1024, 2048] };
+    let mut best = (0.0f64, 0usize, 0.0f64);
+    for &n in sizes {
+        let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &dev);
+        let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &dev);
+        let reps = if opts.quick { 2 } else { 7 };
+        let times = time_reps(2, reps, || {
+            let c = a.clone().matmul(b.clone());
+            std::hint::black_box(c.into_data());
+        });
+        // the best repetition: the peak, not the typical
+        let t = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let gf = 2.0 * (n as f64).powi(3) / t / 1e9;
+        if gf > best.0 {
+            best = (gf, n, median(&times));
+        }
+    }
+    line.value = Some(best.0);
+    line.median_s = Some(best.2);
+    line.set("size", best.1);
+    Ok(line)
+}
+
+/// The SimCLR recipe every step line uses.
+fn step_recipe(backbone: BackboneConfig) -> Recipe {
+    Recipe {
+        model: backbone,
+        method: MethodConfig::Simclr(SimClrConfig {
+            temperature: 0.5,
+            proj_hidden_dim: 512,
+            proj_dim: 128,
+            proj_layers: 2,
+        }),
+        optim: OptimConfig {
+            kind: OptimKind::Sgd,
+            lr: 0.06,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            ..OptimConfig::default()
+        },
+        ..Recipe::default()
+    }
+}
+
+/// One training step; returns the loss.
+fn train_step(
+    model: &mut Option<Model>,
+    optim: &mut Optimizer,
+    x1: &Tensor<4>,
+    x2: &Tensor<4>,
+    lr: f64,
+) -> f32 {
+    let m = model.take().expect("model");
+    let out = m.step(vec![x1.clone(), x2.clone()]);
+    let loss = out.loss.clone().into_scalar::<f32>();
+    let grads = GradientsParams::from_grads(out.loss.backward(), &m);
+    *model = Some(optim.step(lr, m, grads).0);
+    loss
+}
+
+fn step(
+    id: &str,
+    backbone: BackboneConfig,
+    c: usize,
+    side: usize,
+    n: usize,
+    opts: &BenchOptions,
+) -> anyhow::Result<Line> {
+    let what = match &backbone {
+        BackboneConfig::Resnet { width, .. } => {
+            format!("SimCLR step, ResNet-18 CIFAR stem ×{width}, {c}×{side}×{side}, 2×{n} views")
+        }
+        BackboneConfig::Convnet { widths } => {
+            format!("SimCLR step, ConvNet {widths:?}, {c}×{side}×{side}, 2×{n} views")
+        }
+    };
+    let recipe = step_recipe(backbone);
+    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
+    let model = build_model(&recipe, c, side, &dev, 0);
+    let flops = model.step_flops(n, side, side).total();
+    let mut optim = Optimizer::new(recipe.optim.clone());
+    let mut rng = SplitMix64::new(7);
+    let shape = [n, c, side, side];
+    let x1v = normal(&mut rng, n * c * side * side);
+    let x2v = normal(&mut rng, n * c * side * side);
+    let x1 = Tensor::<4>::from_data(TensorData::new(x1v.clone(), shape), &dev);
+    let x2 = Tensor::<4>::from_data(TensorData::new(x2v.clone(), shape), &dev);
+
+    if let Some(dir) = &opts.check_dir {
+        // the loss of these weights on this batch, for the reference to recompute
+        let loss = model
+            .step(vec![x1.clone(), x2.clone()])
+            .loss
+            .into_scalar::<f32>();
+        let mut tensors = named_tensors(&model);
+        let mut input = x1v;
+        input.extend_from_slice(&x2v);
+        tensors.push((
+            "__input__".into(),
+            TensorData::new(input, [2 * n, c, side, side]),
+        ));
+        tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
+        tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
+        let meta = HashMap::from([("id".to_string(), id.to_string())]);
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        write_atomic(
+            &dir.join(format!("{id}.safetensors")),
+            &tensors_to_safetensors(&tensors, Some(meta))?,
+        )?;
+    }
+
+    let (warmup, reps) = if opts.quick {
+        (1, 2)
+    } else if n * side * side * c > 100_000 {
+        (2, 7)
+    } else {
+        (3, 15)
+    };
+    let mut model = Some(model);
+    let mut last_loss = 0.0;
+    let times = time_reps(warmup, reps, || {
+        last_loss = train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+    });
+    let med = median(&times);
+    let mut line = Line::new(id, what, "img/s");
+    line.value = Some((2 * n) as f64 / med);
+    line.median_s = Some(med);
+    line.flops = Some(flops);
+    line.loss = Some(last_loss as f64);
+    line.set("reps", reps);
+    line.set("achieved_gflops", flops / med / 1e9);
+    Ok(line)
+}
+
+/// Random images (uniform bytes with smooth structure so that crops differ).
+fn synthetic_images(c: usize, side: usize, n: usize, seed: u64) -> Vec<Image> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            let px = (0..c * side * side)
+                .map(|_| (rng.next_u64() >> 56) as u8)
+                .collect();
+            Image::new(c, side, side, px).expect("image")
+        })
+        .collect()
+}
+
+fn augmentation(
+    id: &str,
+    c: usize,
+    side: usize,
+    one_core: bool,
+    opts: &BenchOptions,
+) -> anyhow::Result<Line> {
+    let name = if c == 3 { "cifar10" } else { "fashion-mnist" };
+    let cfg = AugmentConfig::for_dataset(name, c, side);
+    let pipeline = Pipeline::new(cfg, side, side, vec![0.5; c], vec![0.25; c])
+        .context("augmentation pipeline")?;
+    let images = synthetic_images(c, side, 2048, 1);
+    let batch = 256;
+    let batches = if opts.quick { 2 } else { 8 };
+    let reps = if opts.quick { 2 } else { 7 };
+    let mut epoch = 0u64;
+    let mut run = || {
+        time_reps(1, reps, || {
+            for b in 0..batches {
+                let idx: Vec<usize> = (b * batch..(b + 1) * batch)
+                    .map(|i| i % images.len())
+                    .collect();
+                std::hint::black_box(pipeline.views_batch(&images, &idx, 0, epoch, 2));
+            }
+            epoch += 1;
+        })
+    };
+    let (times, threads) = if one_core {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+        (pool.install(run), 1)
+    } else {
+        (run(), rayon::current_num_threads())
+    };
+    let med = median(&times);
+    let what = format!(
+        "augmentation, two SimCLR views of {c}×{side}×{side} ({name} pipeline), {threads} thread{}",
+        if threads == 1 { "" } else { "s" }
+    );
+    let mut line = Line::new(id, what, "img/s");
+    line.value = Some((batches * batch) as f64 / med);
+    line.median_s = Some(med);
+    line.set("threads", threads);
+    Ok(line)
+}
+
+fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
+    let mut line = Line::new(
+        "loader-step",
+        "step-c fed by the loader (Fashion-MNIST, two views, prefetch 2)",
+        "img/s",
+    );
+    let Some(dir) = opts.fashion_dir.as_deref().filter(|d| d.is_dir()) else {
+        line.skipped = Some(format!(
+            "no Fashion-MNIST folder ({}); fetch it with scripts/fetch-fashion-mnist.sh",
+            opts.fashion_dir
+                .as_deref()
+                .map_or("none given".into(), |d| d.display().to_string())
+        ));
+        return Ok(line);
+    };
+    let mut recipe = step_recipe(BackboneConfig::Convnet {
+        widths: vec![32, 64, 128],
+    });
+    recipe.data.spec = format!("idx:{}", dir.display());
+    let p = crate::train::prepare(&recipe)?;
+    let (c, h, w) = p.pipeline.out_shape();
+    let n = 256;
+    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
+    let mut model = Some(build_model(&recipe, c, h, &dev, 0));
+    let mut optim = Optimizer::new(recipe.optim.clone());
+    let images = Arc::new(p.split.train.images.clone());
+    let (warmup, steps) = if opts.quick { (1, 2) } else { (3, 20) };
+    let to_tensor =
+        |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), &dev);
+
+    // with the loader: the time blocked on `next()` is the wait
+    let mut loader = Loader::new(p.pipeline.clone(), images.clone(), n, 0, 0, 2, 2);
+    let mut premade = Vec::new();
+    for _ in 0..warmup {
+        let b = loader.next().context("the data set is too small")?;
+        let mut views = b.views.into_iter().map(to_tensor);
+        let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
+        train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        premade.push((x1, x2));
+    }
+    let (mut wait, t0) = (0.0, Instant::now());
+    for _ in 0..steps {
+        let tw = Instant::now();
+        let b = loader.next().context("the data set is too small")?;
+        wait += tw.elapsed().as_secs_f64();
+        let mut views = b.views.into_iter().map(to_tensor);
+        let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
+        train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+    }
+    let with_loader = t0.elapsed().as_secs_f64();
+    drop(loader);
+    // the same number of steps on batches already in memory
+    let t1 = Instant::now();
+    for i in 0..steps {
+        let (x1, x2) = &premade[i % premade.len()];
+        train_step(&mut model, &mut optim, x1, x2, 0.06);
+    }
+    let alone = t1.elapsed().as_secs_f64();
+    line.value = Some((steps * 2 * n) as f64 / with_loader);
+    line.median_s = Some(with_loader / steps as f64);
+    line.set("step_img_per_s", (steps * 2 * n) as f64 / alone);
+    line.set("wait_share", wait / with_loader);
+    line.set(
+        "slowdown_share",
+        (1.0 - alone / with_loader).max(0.0),
+    );
+    line.set("steps", steps);
+    Ok(line)
+}
+
+/// Class-structured Gaussian features: class mean (unit normal) × 0.15 plus unit noise.
+pub fn synthetic_features(
+    n: usize,
+    d: usize,
+    classes: usize,
+    seed: u64,
+) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = SplitMix64::new(1000);
+    let means = normal(&mut rng, classes * d);
+    let mut rng = SplitMix64::new(seed);
+    let labels: Vec<u32> = (0..n).map(|_| rng.below(classes) as u32).collect();
+    let mut x = normal(&mut rng, n * d);
+    for (row, &l) in x.chunks_mut(d).zip(&labels) {
+        let m = &means[l as usize * d..(l as usize + 1) * d];
+        for (v, mu) in row.iter_mut().zip(m) {
+            *v += 0.15 * mu;
+        }
+    }
+    (x, labels)
+}
+
+fn feature_sizes(opts: &BenchOptions) -> (usize, usize) {
+    if opts.quick {
+        (6_000, 1_000)
+    } else {
+        (60_000, 10_000)
+    }
+}
+
+fn knn(opts: &BenchOptions) -> anyhow::Result<Line> {
+    let (n_train, n_test) = feature_sizes(opts);
+    let d = 512;
+    let (tr, trl) = synthetic_features(n_train, d, 10, 1);
+    let (te, tel) = synthetic_features(n_test, d, 10, 2);
+    let cfg = KnnConfig::default();
+    let dev = Device::flex();
+    let reps = if opts.quick { 1 } else { 3 };
+    let mut top1 = 0.0;
+    let times = time_reps(1, reps, || {
+        top1 = knn_classify(&tr, &trl, &te, &tel, d, 10, &cfg, &dev).top1;
+    });
+    let med = median(&times);
+    let mut line = Line::new(
+        "knn",
+        format!(
+            "weighted kNN, k={}, T={}, chunks of {}: {n_train}×{d} train, {n_test} test",
+            cfg.k, cfg.temperature, cfg.chunk
+        ),
+        "s",
+    );
+    line.value = Some(med);
+    line.median_s = Some(med);
+    line.set("top1", top1);
+    Ok(line)
+}
+
+fn linear(opts: &BenchOptions) -> anyhow::Result<Line> {
+    let (n_train, n_test) = feature_sizes(opts);
+    let d = 512;
+    let (tr, trl) = synthetic_features(n_train, d, 10, 1);
+    let (te, tel) = synthetic_features(n_test, d, 10, 2);
+    let cfg = LinearConfig {
+        epochs: 10,
+        min_steps: 0,
+        batch_size: 256,
+        lr: 1e-3,
+        optimizer: OptimKind::Adamw,
+        weight_decay: 0.0,
+        label_fractions: vec![],
+    };
+    let dev = Device::flex();
+    let reps = if opts.quick { 1 } else { 3 };
+    let mut top1 = 0.0;
+    let times = time_reps(0, reps, || {
+        top1 = linear_probe(&tr, &trl, &te, &tel, d, 10, &cfg, 0, &dev);
+    });
+    let med = median(&times);
+    let mut line = Line::new(
+        "linear",
+        format!(
+            "linear probe, {} epochs, batch {}, Adam 1e-3: {n_train}×{d} features",
+            cfg.epochs, cfg.batch_size
+        ),
+        "s",
+    );
+    line.value = Some(med);
+    line.median_s = Some(med);
+    line.set("top1", top1);
+    Ok(line)
+}
+
+/// Where the benchmark finds Fashion-MNIST by default: `../shared/data/fashion-mnist` or
+/// `data/fashion-mnist` from the working directory.
+pub fn default_fashion_dir() -> Option<PathBuf> {
+    ["../shared/data/fashion-mnist", "data/fashion-mnist"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_dir())
+        .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn unknown_line_is_named() {
+        let e = run_line("nope", &BenchOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown benchmark line 'nope'"));
+        assert!(e.to_string().contains("step-a"));
+    }
+
+    #[test]
+    fn quick_step_line_reports_flops_and_a_finite_loss() {
+        let l = run_line("step-c", &BenchOptions {
+            quick: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(l.unit, "img/s");
+        assert!(l.value.unwrap() > 0.0);
+        // ConvNet [32, 64, 128] on 28×28, 512 views: convolutions 28² (1→32), 14² (32→64),
+        // 7² (64→128); head 128→512→128; similarity 512×128×512
+        let conv = 2.0 * 512.0 * (784.0 * 32.0 * 9.0 + 196.0 * 64.0 * 288.0 + 49.0 * 128.0 * 576.0);
+        let stem = 2.0 * 512.0 * 784.0 * 32.0 * 9.0;
+        let head = 2.0 * 512.0 * (128.0 * 512.0 + 512.0 * 128.0);
+        let sim = 2.0 * 512.0 * 128.0 * 512.0;
+        let expect = 3.0 * (conv + head + sim) - stem;
+        assert!((l.flops.unwrap() - expect).abs() < 1.0, "{:?} vs {expect}", l.flops);
+        assert!(l.loss.unwrap().is_finite());
+    }
+}

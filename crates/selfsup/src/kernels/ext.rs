@@ -1,0 +1,308 @@
+//! A Burn backend extension: [`conv2d`] runs our im2col + GEMM convolution ([`super::conv2d`])
+//! on the `flex` CPU backend, forward and backward (a hand-written autodiff node), and Burn's
+//! own `Conv2d::forward` everywhere else (GPU backends, groups, dilation, asymmetric padding).
+//!
+//! `SELFSUP_BURN_CONV=1` in the environment turns the extension off, so that the benchmark can
+//! measure both paths in one build.
+
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+use super::conv2d::{self as k, ConvGeom};
+
+/// Convolution primitives of selfsup (groups 1, dilation 1, symmetric padding).
+#[backend_extension(Flex, Autodiff)]
+pub trait ConvBackend: Backend {
+    /// `x (N, C, H, W)`, `weight (O, C, KH, KW)` → `(N, O, OH, OW)`.
+    fn selfsup_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the input, of shape `x_shape`.
+    fn selfsup_conv2d_grad_input(
+        weight: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        x_shape: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the weight.
+    fn selfsup_conv2d_grad_weight(
+        x: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        weight_shape: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+}
+
+fn geom(x: [usize; 4], w: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> ConvGeom {
+    assert_eq!(x[1], w[1], "conv2d: input has {} channels, weight expects {}", x[1], w[1]);
+    ConvGeom {
+        n: x[0],
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        o: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride,
+        pad: padding,
+    }
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Runs `f` on the f32 contents of `t` (copied only when not contiguous).
+fn with_f32<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    assert_eq!(t.dtype(), DType::F32, "selfsup conv2d runs in f32");
+    match t.as_slice::<f32>() {
+        Some(s) => f(s),
+        None => f(t
+            .to_contiguous()
+            .as_slice::<f32>()
+            .expect("contiguous f32")),
+    }
+}
+
+fn flex_tensor(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, Shape::new(shape)))
+}
+
+impl ConvBackend for Flex {
+    fn selfsup_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let g = geom(dims4(&x), dims4(&weight), stride, padding);
+        let (oh, ow) = g.out_hw();
+        let y = with_f32(&x, |xs| with_f32(&weight, |ws| k::forward(xs, ws, &g)));
+        flex_tensor(y, [g.n, g.o, oh, ow])
+    }
+
+    fn selfsup_conv2d_grad_input(
+        weight: FlexTensor,
+        grad_out: FlexTensor,
+        x_shape: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let g = geom(x_shape, dims4(&weight), stride, padding);
+        let dx = with_f32(&weight, |ws| with_f32(&grad_out, |gy| k::grad_input(ws, gy, &g)));
+        flex_tensor(dx, x_shape)
+    }
+
+    fn selfsup_conv2d_grad_weight(
+        x: FlexTensor,
+        grad_out: FlexTensor,
+        weight_shape: [usize; 4],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let g = geom(dims4(&x), weight_shape, stride, padding);
+        let dw = with_f32(&x, |xs| with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g)));
+        flex_tensor(dw, weight_shape)
+    }
+}
+
+#[derive(Debug)]
+struct Conv2dBackward;
+
+impl<B: ConvBackend> Backward<B, 2> for Conv2dBackward {
+    type State = (NodeId, NodeId, [usize; 2], [usize; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, w_id, stride, padding) = ops.state;
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
+        let w: FloatTensor<B> = ckpt.retrieve_node_output(w_id);
+        let x_shape: [usize; 4] = x.shape().dims();
+        let w_shape: [usize; 4] = w.shape().dims();
+        if let Some(node) = node_x {
+            let gx = B::selfsup_conv2d_grad_input(w, grad.clone(), x_shape, stride, padding);
+            grads.register::<B>(node.id, gx);
+        }
+        if let Some(node) = node_w {
+            let gw = B::selfsup_conv2d_grad_weight(x, grad, w_shape, stride, padding);
+            grads.register::<B>(node.id, gw);
+        }
+    }
+}
+
+impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
+    fn selfsup_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        match Conv2dBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let w_id = prep.checkpoint(&weight);
+                let y = B::selfsup_conv2d(
+                    x.primitive().clone(),
+                    weight.primitive().clone(),
+                    stride,
+                    padding,
+                );
+                prep.finish((x_id, w_id, stride, padding), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::selfsup_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                stride,
+                padding,
+            )),
+        }
+    }
+
+    fn selfsup_conv2d_grad_input(
+        _weight: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+        _x_shape: [usize; 4],
+        _stride: [usize; 2],
+        _padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+
+    fn selfsup_conv2d_grad_weight(
+        _x: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+        _weight_shape: [usize; 4],
+        _stride: [usize; 2],
+        _padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+}
+
+/// Whether our kernels are enabled (not `SELFSUP_BURN_CONV=1`).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("SELFSUP_BURN_CONV").map_or(true, |v| v != "1"))
+}
+
+fn on_flex(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+/// The symmetric padding of `conv` for an input of `h × w`, if it has one we support.
+fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
+    match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
+        PaddingConfig2d::Valid => Some([0, 0]),
+        _ => None,
+    }
+}
+
+/// `conv.forward(x)`, through our kernels where they apply.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let pad = symmetric_padding(conv);
+    match pad {
+        Some(pad)
+            if enabled()
+                && conv.groups == 1
+                && conv.dilation == [1, 1]
+                && on_flex(&x.device()) =>
+        {
+            let w = conv.weight.val();
+            let y = Tensor::<4>::from_dispatch(<Dispatch as ConvBackend>::selfsup_conv2d(
+                x.into_dispatch(),
+                w.into_dispatch(),
+                conv.stride,
+                pad,
+            ));
+            match &conv.bias {
+                Some(b) => {
+                    let o = b.dims()[0];
+                    y + b.val().reshape([1, o, 1, 1])
+                }
+                None => y,
+            }
+        }
+        _ => conv.forward(x),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Same values and same gradients as Burn's own convolution, through autodiff.
+    #[test]
+    fn matches_burn_conv2d_forward_and_backward() {
+        let dev = Device::flex().autodiff();
+        for (cin, cout, k, s, p, bias) in [
+            (3, 8, 3, 1, 1, false),
+            (4, 6, 3, 2, 1, true),
+            (5, 7, 1, 2, 0, false),
+            (6, 4, 1, 1, 0, false),
+        ] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(bias)
+                .init(&dev);
+            let x = Tensor::<4>::random([3, cin, 9, 8], Distribution::Normal(0.0, 1.0), &dev)
+                .require_grad();
+            let r = Tensor::<4>::random(
+                conv.forward(x.clone()).dims(),
+                Distribution::Normal(0.0, 1.0),
+                &dev,
+            );
+            let ours = conv2d(&conv, x.clone());
+            let theirs = conv.forward(x.clone());
+            assert!(max_abs_diff(ours.clone(), theirs.clone()) < 1e-4);
+            let g1 = (ours * r.clone()).sum().backward();
+            let g2 = (theirs * r).sum().backward();
+            let gx1 = x.grad(&g1).unwrap();
+            let gx2 = x.grad(&g2).unwrap();
+            let d = (gx1 - gx2).abs().max().into_scalar::<f32>();
+            assert!(d < 1e-4, "input gradient differs by {d}");
+            let gw1 = conv.weight.grad(&g1).unwrap();
+            let gw2 = conv.weight.grad(&g2).unwrap();
+            let d = (gw1 - gw2).abs().max().into_scalar::<f32>();
+            assert!(d < 1e-3, "weight gradient differs by {d}");
+            if let Some(b) = &conv.bias {
+                let d = (b.grad(&g1).unwrap() - b.grad(&g2).unwrap())
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(d < 1e-3, "bias gradient differs by {d}");
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! CPU kernels of our own for the operations the benchmark shows Burn's `flex` backend slow at,
+//! plugged in as a Burn backend extension (see `BENCHMARKS.md` for the measurements).
+
+pub mod conv2d;
+pub mod ext;
+
+pub use ext::conv2d;
