@@ -41,7 +41,7 @@ impl ConvBn {
         }
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.norm.forward(crate::kernels::conv2d(&self.conv, x))
+        crate::kernels::batch_norm(&self.norm, crate::kernels::conv2d(&self.conv, x))
     }
 
     fn flops(&self, n: usize, h: usize, w: usize, input_grad: bool) -> (Flops, usize, usize) {

@@ -14,12 +14,32 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{
+    Autodiff, Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension,
+};
+use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
+use super::batch_norm::{self as bn, BnShape};
 use super::conv2d::{self as k, ConvGeom};
+
+/// Output of a training-mode batch norm: the normalised tensor and the batch statistics.
+#[derive(ExtensionType)]
+pub struct BnTrain<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub var: FloatTensor<B>,
+}
+
+/// Gradients of a training-mode batch norm.
+#[derive(ExtensionType)]
+pub struct BnGrads<B: Backend> {
+    pub x: FloatTensor<B>,
+    pub gamma: FloatTensor<B>,
+    pub beta: FloatTensor<B>,
+}
 
 /// Convolution primitives of selfsup (groups 1, dilation 1, symmetric padding).
 #[backend_extension(Flex, Autodiff)]
@@ -49,6 +69,24 @@ pub trait ConvBackend: Backend {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
+
+    /// Training-mode batch norm over dim 1 of `x (N, C, ...)`: output, mean, biased variance.
+    fn selfsup_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BnTrain<Self>;
+
+    /// Gradients of [`Self::selfsup_batch_norm_train`].
+    fn selfsup_batch_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BnGrads<Self>;
 }
 
 fn geom(x: [usize; 4], w: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> ConvGeom {
@@ -122,6 +160,107 @@ impl ConvBackend for Flex {
         let g = geom(dims4(&x), weight_shape, stride, padding);
         let dw = with_f32(&x, |xs| with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g)));
         flex_tensor(dw, weight_shape)
+    }
+
+    fn selfsup_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> BnTrain<Self> {
+        <Flex as BnBackendFlex>::bn_train(x, gamma, beta, epsilon)
+    }
+
+    fn selfsup_batch_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        grad_out: FlexTensor,
+        epsilon: f64,
+    ) -> BnGrads<Self> {
+        <Flex as BnBackendFlex>::bn_backward(x, gamma, mean, var, grad_out, epsilon)
+    }
+}
+
+fn bn_shape(t: &FlexTensor) -> (BnShape, Vec<usize>) {
+    let shape = t.layout().shape();
+    let dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
+    assert!(dims.len() >= 2, "batch norm needs (N, C, ...)");
+    let s = BnShape {
+        n: dims[0],
+        c: dims[1],
+        hw: dims[2..].iter().product(),
+    };
+    (s, dims)
+}
+
+fn flex_vec(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, Shape::from(shape)))
+}
+
+impl BnBackendFlex for Flex {}
+
+/// The batch norm half of the Flex implementation (kept apart for readability).
+trait BnBackendFlex {
+    fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnTrain<Flex> {
+        let (s, dims) = bn_shape(&x);
+        let (y, mean, var) = with_f32(&x, |xs| {
+            with_f32(&gamma, |g| with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s)))
+        });
+        BnTrain {
+            output: flex_vec(y, dims),
+            mean: flex_vec(mean, vec![s.c]),
+            var: flex_vec(var, vec![s.c]),
+        }
+    }
+
+    fn bn_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        dy: FlexTensor,
+        eps: f64,
+    ) -> BnGrads<Flex> {
+        let (s, dims) = bn_shape(&x);
+        let (dx, dg, db) = with_f32(&x, |xs| {
+            with_f32(&gamma, |g| {
+                with_f32(&mean, |m| {
+                    with_f32(&var, |v| with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s)))
+                })
+            })
+        });
+        BnGrads {
+            x: flex_vec(dx, dims),
+            gamma: flex_vec(dg, vec![s.c]),
+            beta: flex_vec(db, vec![s.c]),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, gamma_id, mean, var, eps) = ops.state;
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
+        let gamma: FloatTensor<B> = ckpt.retrieve_node_output(gamma_id);
+        let g = B::selfsup_batch_norm_backward(x, gamma, mean, var, grad, eps);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, g.x);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, g.gamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, g.beta);
+        }
     }
 }
 
@@ -201,6 +340,60 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
+
+    fn selfsup_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BnTrain<Self> {
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let r = B::selfsup_batch_norm_train(
+                    x.primitive().clone(),
+                    gamma.primitive().clone(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_id, gamma_id, r.mean.clone(), r.var.clone(), epsilon);
+                BnTrain {
+                    output: prep.finish(state, r.output),
+                    mean: FloatTensor::<Self>::new(r.mean),
+                    var: FloatTensor::<Self>::new(r.var),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let r = B::selfsup_batch_norm_train(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                BnTrain {
+                    output: prep.finish(r.output),
+                    mean: FloatTensor::<Self>::new(r.mean),
+                    var: FloatTensor::<Self>::new(r.var),
+                }
+            }
+        }
+    }
+
+    fn selfsup_batch_norm_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _var: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+        _epsilon: f64,
+    ) -> BnGrads<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
 }
 
 /// Whether our kernels are enabled (not `SELFSUP_BURN_CONV=1`).
@@ -251,6 +444,34 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     }
 }
 
+/// `bn.forward(x)`, through our fused kernel when training on `flex`. Updates the running
+/// statistics exactly as Burn's `BatchNorm::forward` does.
+pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !(enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(&device)) {
+        return norm.forward(x);
+    }
+    let r = <Dispatch as ConvBackend>::selfsup_batch_norm_train(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        norm.beta.val().into_dispatch(),
+        norm.epsilon,
+    );
+    let output = Tensor::<D>::from_dispatch(r.output);
+    let mean = Tensor::<1>::from_dispatch(r.mean);
+    let var = Tensor::<1>::from_dispatch(r.var);
+    let m = norm.momentum;
+    let running_mean = norm.running_mean.value_sync().to_device(&device);
+    let running_var = norm.running_var.value_sync().to_device(&device);
+    let running_mean = running_mean
+        .mul_scalar(1.0 - m)
+        .add(mean.detach().mul_scalar(m));
+    let running_var = running_var.mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
+    norm.running_mean.update(running_mean.detach());
+    norm.running_var.update(running_var.detach());
+    output
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +480,69 @@ mod tests {
 
     fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
         (a - b).abs().max().into_scalar::<f32>()
+    }
+
+    /// Same output, gradients and running statistics as Burn's BatchNorm, 2-D and 4-D.
+    #[test]
+    fn batch_norm_matches_burn() {
+        use burn::nn::BatchNormConfig;
+        let dev = Device::flex().autodiff();
+        for shape in [vec![6, 5], vec![3, 4, 5, 6]] {
+            let c = shape[1];
+            let ours = BatchNormConfig::new(c).init(&dev);
+            let theirs = BatchNormConfig::new(c).init(&dev);
+            let g = Tensor::<1>::random([c], Distribution::Normal(1.0, 0.3), &dev);
+            let ours = BatchNorm {
+                gamma: burn::module::Param::from_tensor(g.clone()),
+                ..ours
+            };
+            let theirs = BatchNorm {
+                gamma: burn::module::Param::from_tensor(g),
+                ..theirs
+            };
+            let x = Tensor::<2>::random(
+                [shape[0], shape[1..].iter().product()],
+                Distribution::Normal(2.0, 3.0),
+                &dev,
+            )
+            .require_grad();
+            let check = |a: Tensor<2>, b: Tensor<2>, what: &str| {
+                let d = (a - b).abs().max().into_scalar::<f32>();
+                assert!(d < 2e-4, "{what} differs by {d}");
+            };
+            let (y1, y2) = if shape.len() == 2 {
+                (batch_norm(&ours, x.clone()), theirs.forward(x.clone()))
+            } else {
+                let s4 = [shape[0], shape[1], shape[2], shape[3]];
+                let x4 = x.clone().reshape(s4);
+                (
+                    batch_norm(&ours, x4.clone()).reshape([shape[0], 0]),
+                    theirs.forward(x4).reshape([shape[0], 0]),
+                )
+            };
+            let r = Tensor::<2>::random(y1.dims(), Distribution::Normal(0.0, 1.0), &dev);
+            check(y1.clone(), y2.clone(), "output");
+            let g1 = (y1 * r.clone()).sum().backward();
+            let g2 = (y2 * r).sum().backward();
+            check(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), "input gradient");
+            let d = (ours.gamma.grad(&g1).unwrap() - theirs.gamma.grad(&g2).unwrap())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-3, "gamma gradient differs by {d}");
+            let d = (ours.beta.grad(&g1).unwrap() - theirs.beta.grad(&g2).unwrap())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-3, "beta gradient differs by {d}");
+            for (a, b) in [
+                (ours.running_mean.value_sync(), theirs.running_mean.value_sync()),
+                (ours.running_var.value_sync(), theirs.running_var.value_sync()),
+            ] {
+                let d = (a - b).abs().max().into_scalar::<f32>();
+                assert!(d < 1e-4, "running statistics differ by {d}");
+            }
+        }
     }
 
     /// Same values and same gradients as Burn's own convolution, through autodiff.
