@@ -8,6 +8,12 @@ mod views;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc keeps freed memory for reuse. With glibc's allocator every activation above 32 MB
+/// (one ResNet-18 feature map at batch 128) is a fresh `mmap`, whose page faults cost up to a
+/// third of a training step (measured in BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "selfsup",

@@ -207,7 +207,7 @@ fn gemm(opts: &BenchOptions) -> anyhow::Result<Line> {
     for &n in sizes {
         let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &dev);
         let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), &dev);
-        let reps = if opts.quick { 2 } else { 7 };
+        let reps = if opts.quick { 2 } else { 15 };
         let times = time_reps(2, reps, || {
             let c = a.clone().matmul(b.clone());
             std::hint::black_box(c.into_data());
@@ -317,7 +317,7 @@ fn step(
     let (warmup, reps) = if opts.quick {
         (1, 2)
     } else if n * side * side * c > 100_000 {
-        (2, 7)
+        (3, 7)
     } else {
         (3, 15)
     };
@@ -465,7 +465,8 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
     Ok(line)
 }
 
-/// Class-structured Gaussian features: class mean (unit normal) × 0.15 plus unit noise.
+/// Class-structured Gaussian features: class mean `N(0, 0.1² I)` plus `N(0, I)` noise (the
+/// reference generator's distribution, not its stream).
 pub fn synthetic_features(
     n: usize,
     d: usize,
@@ -480,7 +481,7 @@ pub fn synthetic_features(
     for (row, &l) in x.chunks_mut(d).zip(&labels) {
         let m = &means[l as usize * d..(l as usize + 1) * d];
         for (v, mu) in row.iter_mut().zip(m) {
-            *v += 0.15 * mu;
+            *v += 0.1 * mu;
         }
     }
     (x, labels)

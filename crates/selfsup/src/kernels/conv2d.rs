@@ -13,8 +13,10 @@
 //! dx_n    = col2im(Wᵀ · dy_n)           (C, H, W)            input gradient
 //! ```
 //!
-//! Images run in parallel on rayon (each with its own column buffer and, for dW, its own
-//! accumulator); a 1×1 stride-1 convolution uses the input itself as `col`.
+//! The batch is cut into one run of images per thread (each with its own column buffer and,
+//! for dW, its own accumulator). Small feature maps put several images side by side in one
+//! `col` so that each GEMM keeps a few hundred columns; a 1×1 stride-1 convolution of a single
+//! image uses the input itself as `col`.
 
 use rayon::prelude::*;
 
@@ -63,10 +65,9 @@ impl ConvGeom {
     }
 }
 
-/// `x_n (C, H, W)` → `col (C·KH·KW, OH·OW)`.
-fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
+/// `x_n (C, H, W)` → columns `[off, off + OH·OW)` of `col (C·KH·KW, ld)`.
+fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32], ld: usize, off: usize) {
     let (oh, ow) = g.out_hw();
-    let l = oh * ow;
     let [sh, sw] = g.stride;
     let [ph, pw] = g.pad;
     for c in 0..g.c {
@@ -74,15 +75,8 @@ fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (c * g.kh + ki) * g.kw + kj;
-                let dst = &mut col[row * l..(row + 1) * l];
-                // valid output columns: 0 <= ox*sw + kj - pw < W
-                let ox_lo = pw.saturating_sub(kj).div_ceil(sw).min(ow);
-                let ox_hi = if g.w + pw > kj {
-                    ((g.w + pw - kj - 1) / sw + 1).min(ow)
-                } else {
-                    0
-                }
-                .max(ox_lo);
+                let dst = &mut col[row * ld + off..row * ld + off + oh * ow];
+                let (ox_lo, ox_hi) = valid_columns(g, kj);
                 for oy in 0..oh {
                     let out = &mut dst[oy * ow..(oy + 1) * ow];
                     let iy = (oy * sh + ki) as isize - ph as isize;
@@ -107,10 +101,22 @@ fn im2col(x: &[f32], g: &ConvGeom, col: &mut [f32]) {
     }
 }
 
-/// `col (C·KH·KW, OH·OW)` → adds into `dx_n (C, H, W)` (which must start zeroed).
-fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
+/// Output columns `[lo, hi)` whose input column `ox·sw + kj − pw` is inside the image.
+fn valid_columns(g: &ConvGeom, kj: usize) -> (usize, usize) {
+    let (_, ow) = g.out_hw();
+    let (sw, pw) = (g.stride[1], g.pad[1]);
+    let lo = pw.saturating_sub(kj).div_ceil(sw).min(ow);
+    let hi = if g.w + pw > kj {
+        ((g.w + pw - kj - 1) / sw + 1).min(ow)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
+}
+
+/// Columns `[off, off + OH·OW)` of `col (C·KH·KW, ld)` → added into `dx_n (C, H, W)`.
+fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], ld: usize, off: usize) {
     let (oh, ow) = g.out_hw();
-    let l = oh * ow;
     let [sh, sw] = g.stride;
     let [ph, pw] = g.pad;
     for c in 0..g.c {
@@ -118,14 +124,8 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
         for ki in 0..g.kh {
             for kj in 0..g.kw {
                 let row = (c * g.kh + ki) * g.kw + kj;
-                let src = &col[row * l..(row + 1) * l];
-                let ox_lo = pw.saturating_sub(kj).div_ceil(sw).min(ow);
-                let ox_hi = if g.w + pw > kj {
-                    ((g.w + pw - kj - 1) / sw + 1).min(ow)
-                } else {
-                    0
-                }
-                .max(ox_lo);
+                let src = &col[row * ld + off..row * ld + off + oh * ow];
+                let (ox_lo, ox_hi) = valid_columns(g, kj);
                 for oy in 0..oh {
                     let iy = (oy * sh + ki) as isize - ph as isize;
                     if iy < 0 || iy >= g.h as isize {
@@ -149,7 +149,8 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32]) {
     }
 }
 
-/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, strides in elements (column, row).
+/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, strides in elements (column, row); `dst`
+/// has row stride `n`.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     m: usize,
@@ -165,16 +166,16 @@ fn gemm(
     rhs_rs: usize,
     parallel: bool,
 ) {
-    debug_assert!(dst.len() >= m * n);
-    debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    debug_assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    assert!(dst.len() >= m * n, "gemm destination");
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the slices cover every element addressed by (m, n, k) and the strides (checked
-    // above in debug builds and guaranteed by the callers' shapes); dst does not alias the inputs.
+    // SAFETY: the asserts above show that every element addressed through (m, n, k) and the
+    // strides lies inside the slices, and `dst` is a unique borrow, so it aliases no input.
     unsafe {
         gemm::gemm(
             m,
@@ -200,9 +201,46 @@ fn gemm(
     }
 }
 
-/// Whether to split the batch over threads (else one image at a time, GEMMs in parallel).
-fn per_image_parallel(n: usize) -> bool {
-    n >= 2 * rayon::current_num_threads()
+/// How the batch is cut: `groups` images share one GEMM (so that small feature maps still give
+/// GEMMs with a few hundred columns), and `per_thread` consecutive images go to one rayon task.
+struct Plan {
+    group: usize,
+    per_thread: usize,
+    /// GEMMs themselves run on all threads (when the batch is too small to split).
+    gemm_parallel: bool,
+}
+
+fn plan(g: &ConvGeom) -> Plan {
+    let l = g.l().max(1);
+    let group = 256usize.div_ceil(l).clamp(1, g.n.max(1));
+    let threads = rayon::current_num_threads();
+    if g.n >= 2 * threads * group || (group > 1 && g.n >= threads * group) {
+        Plan {
+            group,
+            per_thread: g.n.div_ceil(threads),
+            gemm_parallel: false,
+        }
+    } else {
+        Plan {
+            group,
+            per_thread: g.n.max(1),
+            gemm_parallel: true,
+        }
+    }
+}
+
+/// Copies rows of `src_n (rows, L)` into columns `[off, off + L)` of `dst (rows, ld)`.
+fn gather_rows(src: &[f32], rows: usize, l: usize, dst: &mut [f32], ld: usize, off: usize) {
+    for r in 0..rows {
+        dst[r * ld + off..r * ld + off + l].copy_from_slice(&src[r * l..(r + 1) * l]);
+    }
+}
+
+/// The inverse of [`gather_rows`].
+fn scatter_rows(src: &[f32], rows: usize, l: usize, dst: &mut [f32], ld: usize, off: usize) {
+    for r in 0..rows {
+        dst[r * l..(r + 1) * l].copy_from_slice(&src[r * ld + off..r * ld + off + l]);
+    }
 }
 
 /// `y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, C, KH, KW))`.
@@ -210,27 +248,38 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(x.len(), g.x_len(), "conv2d input");
     assert_eq!(w.len(), g.w_len(), "conv2d weight");
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
+    let p = plan(g);
     let mut y = vec![0.0f32; g.y_len()];
-    let one = |x_n: &[f32], y_n: &mut [f32], col: &mut Vec<f32>, par: bool| {
-        let col: &[f32] = if g.is_pointwise() {
-            x_n
-        } else {
-            col.resize(ck * l, 0.0);
-            im2col(x_n, g, col);
-            col
-        };
-        gemm(g.o, l, ck, y_n, false, w, 1, ck, col, 1, l, par);
-    };
-    if per_image_parallel(g.n) {
-        y.par_chunks_mut(g.o * l)
-            .zip(x.par_chunks(chw))
-            .for_each_init(Vec::new, |col, (y_n, x_n)| one(x_n, y_n, col, false));
-    } else {
-        let mut col = Vec::new();
-        for (y_n, x_n) in y.chunks_mut(g.o * l).zip(x.chunks(chw)) {
-            one(x_n, y_n, &mut col, true);
+    let task = |xs: &[f32], ys: &mut [f32]| {
+        let images = xs.len() / chw;
+        let (mut col, mut out) = (Vec::new(), Vec::new());
+        for start in (0..images).step_by(p.group) {
+            let gn = p.group.min(images - start);
+            let ld = gn * l;
+            let x_g = &xs[start * chw..(start + gn) * chw];
+            let y_g = &mut ys[start * g.o * l..(start + gn) * g.o * l];
+            if gn == 1 && g.is_pointwise() {
+                gemm(g.o, l, ck, y_g, false, w, 1, ck, x_g, 1, l, p.gemm_parallel);
+                continue;
+            }
+            col.resize(ck * ld, 0.0);
+            for i in 0..gn {
+                im2col(&x_g[i * chw..(i + 1) * chw], g, &mut col, ld, i * l);
+            }
+            if gn == 1 {
+                gemm(g.o, l, ck, y_g, false, w, 1, ck, &col, 1, l, p.gemm_parallel);
+            } else {
+                out.resize(g.o * ld, 0.0);
+                gemm(g.o, ld, ck, &mut out, false, w, 1, ck, &col, 1, ld, p.gemm_parallel);
+                for i in 0..gn {
+                    scatter_rows(&out, g.o, l, &mut y_g[i * g.o * l..], ld, i * l);
+                }
+            }
         }
-    }
+    };
+    y.par_chunks_mut(p.per_thread * g.o * l)
+        .zip(x.par_chunks(p.per_thread * chw))
+        .for_each(|(ys, xs)| task(xs, ys));
     y
 }
 
@@ -239,41 +288,47 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(x.len(), g.x_len(), "conv2d input");
     assert_eq!(dy.len(), g.y_len(), "conv2d output gradient");
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
-    let one = |x_n: &[f32], dy_n: &[f32], acc: &mut [f32], col: &mut Vec<f32>, par: bool| {
-        let col: &[f32] = if g.is_pointwise() {
-            x_n
-        } else {
-            col.resize(ck * l, 0.0);
-            im2col(x_n, g, col);
-            col
-        };
-        // acc (O, CK) += dy_n (O, L) · colᵀ (L, CK)
-        gemm(g.o, ck, l, acc, true, dy_n, 1, l, col, l, 1, par);
-    };
-    if per_image_parallel(g.n) {
-        dy.par_chunks(g.o * l)
-            .zip(x.par_chunks(chw))
-            .fold(
-                || (vec![0.0f32; g.w_len()], Vec::new()),
-                |(mut acc, mut col), (dy_n, x_n)| {
-                    one(x_n, dy_n, &mut acc, &mut col, false);
-                    (acc, col)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            })
-            .unwrap_or_else(|| vec![0.0; g.w_len()])
-    } else {
+    let p = plan(g);
+    let task = |xs: &[f32], dys: &[f32]| {
+        let images = xs.len() / chw;
         let mut acc = vec![0.0f32; g.w_len()];
-        let mut col = Vec::new();
-        for (dy_n, x_n) in dy.chunks(g.o * l).zip(x.chunks(chw)) {
-            one(x_n, dy_n, &mut acc, &mut col, true);
+        let (mut col, mut dyg) = (Vec::new(), Vec::new());
+        for start in (0..images).step_by(p.group) {
+            let gn = p.group.min(images - start);
+            let ld = gn * l;
+            let x_g = &xs[start * chw..(start + gn) * chw];
+            let dy_g = &dys[start * g.o * l..(start + gn) * g.o * l];
+            let colr: &[f32] = if gn == 1 && g.is_pointwise() {
+                x_g
+            } else {
+                col.resize(ck * ld, 0.0);
+                for i in 0..gn {
+                    im2col(&x_g[i * chw..(i + 1) * chw], g, &mut col, ld, i * l);
+                }
+                &col
+            };
+            let dyr: &[f32] = if gn == 1 {
+                dy_g
+            } else {
+                dyg.resize(g.o * ld, 0.0);
+                for i in 0..gn {
+                    gather_rows(&dy_g[i * g.o * l..(i + 1) * g.o * l], g.o, l, &mut dyg, ld, i * l);
+                }
+                &dyg
+            };
+            // acc (O, CK) += dy_g (O, G·L) · colᵀ (G·L, CK)
+            gemm(g.o, ck, ld, &mut acc, true, dyr, 1, ld, colr, ld, 1, p.gemm_parallel);
         }
         acc
-    }
+    };
+    dy.par_chunks(p.per_thread * g.o * l)
+        .zip(x.par_chunks(p.per_thread * chw))
+        .map(|(dys, xs)| task(xs, dys))
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0; g.w_len()])
 }
 
 /// Gradient of the input: `dx_n = col2im(Wᵀ · dy_n)`, shape `(N, C, H, W)`.
@@ -281,27 +336,40 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(w.len(), g.w_len(), "conv2d weight");
     assert_eq!(dy.len(), g.y_len(), "conv2d output gradient");
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
+    let p = plan(g);
     let mut dx = vec![0.0f32; g.x_len()];
-    let one = |dy_n: &[f32], dx_n: &mut [f32], col: &mut Vec<f32>, par: bool| {
-        if g.is_pointwise() {
-            // dx_n (C, L) = Wᵀ (C, O) · dy_n (O, L)
-            gemm(ck, l, g.o, dx_n, false, w, ck, 1, dy_n, 1, l, par);
-        } else {
-            col.resize(ck * l, 0.0);
-            gemm(ck, l, g.o, col, false, w, ck, 1, dy_n, 1, l, par);
-            col2im(col, g, dx_n);
+    let task = |dys: &[f32], dxs: &mut [f32]| {
+        let images = dxs.len() / chw;
+        let (mut col, mut dyg) = (Vec::new(), Vec::new());
+        for start in (0..images).step_by(p.group) {
+            let gn = p.group.min(images - start);
+            let ld = gn * l;
+            let dy_g = &dys[start * g.o * l..(start + gn) * g.o * l];
+            let dx_g = &mut dxs[start * chw..(start + gn) * chw];
+            if gn == 1 && g.is_pointwise() {
+                // dx_n (C, L) = Wᵀ (C, O) · dy_n (O, L)
+                gemm(ck, l, g.o, dx_g, false, w, ck, 1, dy_g, 1, l, p.gemm_parallel);
+                continue;
+            }
+            let dyr: &[f32] = if gn == 1 {
+                dy_g
+            } else {
+                dyg.resize(g.o * ld, 0.0);
+                for i in 0..gn {
+                    gather_rows(&dy_g[i * g.o * l..(i + 1) * g.o * l], g.o, l, &mut dyg, ld, i * l);
+                }
+                &dyg
+            };
+            col.resize(ck * ld, 0.0);
+            gemm(ck, ld, g.o, &mut col, false, w, ck, 1, dyr, 1, ld, p.gemm_parallel);
+            for i in 0..gn {
+                col2im(&col, g, &mut dx_g[i * chw..(i + 1) * chw], ld, i * l);
+            }
         }
     };
-    if per_image_parallel(g.n) {
-        dx.par_chunks_mut(chw)
-            .zip(dy.par_chunks(g.o * l))
-            .for_each_init(Vec::new, |col, (dx_n, dy_n)| one(dy_n, dx_n, col, false));
-    } else {
-        let mut col = Vec::new();
-        for (dx_n, dy_n) in dx.chunks_mut(chw).zip(dy.chunks(g.o * l)) {
-            one(dy_n, dx_n, &mut col, true);
-        }
-    }
+    dx.par_chunks_mut(p.per_thread * chw)
+        .zip(dy.par_chunks(p.per_thread * g.o * l))
+        .for_each(|(dxs, dys)| task(dys, dxs));
     dx
 }
 
@@ -365,6 +433,8 @@ mod tests {
             g(4, 3, 7, 7, 2, 1, 2, 0),  // 1×1 stride 2 (shortcut)
             g(1, 2, 9, 9, 3, 7, 2, 3),  // 7×7 stride 2 stem, one image
             g(6, 1, 4, 4, 2, 3, 1, 0),  // valid
+            g(9, 3, 4, 4, 5, 3, 1, 1),  // small maps: images grouped per GEMM, odd count
+            g(9, 4, 4, 4, 3, 1, 1, 0),  // pointwise, grouped
         ]
     }
 

@@ -2,7 +2,7 @@
 //! on the `flex` CPU backend, forward and backward (a hand-written autodiff node), and Burn's
 //! own `Conv2d::forward` everywhere else (GPU backends, groups, dilation, asymmetric padding).
 //!
-//! `SELFSUP_BURN_CONV=1` in the environment turns the extension off, so that the benchmark can
+//! `SELFSUP_BURN_OPS=1` in the environment turns the extension off, so that the benchmark can
 //! measure both paths in one build.
 
 use std::sync::OnceLock;
@@ -396,10 +396,10 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 }
 
-/// Whether our kernels are enabled (not `SELFSUP_BURN_CONV=1`).
+/// Whether our kernels are enabled (not `SELFSUP_BURN_OPS=1`).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SELFSUP_BURN_CONV").map_or(true, |v| v != "1"))
+    *ON.get_or_init(|| std::env::var("SELFSUP_BURN_OPS").map_or(true, |v| v != "1"))
 }
 
 fn on_flex(device: &Device) -> bool {
