@@ -12,6 +12,9 @@ use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup::kernels::conv2d::{ConvGeom, forward, grad_input, grad_weight};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     (0..reps)

@@ -335,6 +335,9 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
 pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(w.len(), g.w_len(), "conv2d weight");
     assert_eq!(dy.len(), g.y_len(), "conv2d output gradient");
+    if g.stride == [1, 1] && !g.is_pointwise() && g.pad[0] < g.kh && g.pad[1] < g.kw {
+        return grad_input_as_conv(w, dy, g);
+    }
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
     let p = plan(g);
     let mut dx = vec![0.0f32; g.x_len()];
@@ -371,6 +374,39 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
         .zip(dy.par_chunks(p.per_thread * g.o * l))
         .for_each(|(dxs, dys)| task(dys, dxs));
     dx
+}
+
+/// For stride 1 the input gradient is itself a convolution: of `dy` with the weights flipped in
+/// space and with input and output channels swapped, padded by `k − 1 − p`. That turns the
+/// GEMM of depth O followed by a col2im scatter into a GEMM of depth O·KH·KW after an im2col
+/// copy, which runs near the GEMM peak (see the `conv_layers` example).
+fn grad_input_as_conv(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (oh, ow) = g.out_hw();
+    let (kh, kw) = (g.kh, g.kw);
+    let mut flipped = vec![0.0f32; w.len()];
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((c * g.o + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
+                        w[((o * g.c + c) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    let t = ConvGeom {
+        n: g.n,
+        c: g.o,
+        h: oh,
+        w: ow,
+        o: g.c,
+        kh,
+        kw,
+        stride: [1, 1],
+        pad: [kh - 1 - g.pad[0], kw - 1 - g.pad[1]],
+    };
+    debug_assert_eq!(t.out_hw(), (g.h, g.w));
+    forward(dy, &flipped, &t)
 }
 
 #[cfg(test)]

@@ -514,10 +514,11 @@ mod tests {
                 (batch_norm(&ours, x.clone()), theirs.forward(x.clone()))
             } else {
                 let s4 = [shape[0], shape[1], shape[2], shape[3]];
-                let x4 = x.clone().reshape(s4);
+                let flat = [shape[0], shape[1] * shape[2] * shape[3]];
+                // separate reshapes: one autodiff graph per backward
                 (
-                    batch_norm(&ours, x4.clone()).reshape([shape[0], 0]),
-                    theirs.forward(x4).reshape([shape[0], 0]),
+                    batch_norm(&ours, x.clone().reshape(s4)).reshape(flat),
+                    theirs.forward(x.clone().reshape(s4)).reshape(flat),
                 )
             };
             let r = Tensor::<2>::random(y1.dims(), Distribution::Normal(0.0, 1.0), &dev);
