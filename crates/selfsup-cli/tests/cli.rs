@@ -218,3 +218,44 @@ fn bad_inputs_fail_cleanly() {
         "--features cuda",
     );
 }
+
+/// `selfsup bench --quick`: one child process per line, a table on stdout, the JSON shape the
+/// PyTorch reference shares (id, unit, value, FLOPs for steps, peak RSS).
+#[test]
+fn bench_writes_the_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("b.json");
+    let o = selfsup(&[
+        "bench",
+        "--quick",
+        "--only",
+        "gemm,step-c,aug-28-1core,knn",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for id in ["gemm", "step-c", "aug-28-1core", "knn"] {
+        assert!(table.contains(id), "{table}");
+    }
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .expect("valid JSON");
+    assert_eq!(doc["tool"], "selfsup");
+    let lines = doc["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 4);
+    for l in lines {
+        assert!(l["value"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["peak_rss_mb"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    let step = &lines[1];
+    assert_eq!(step["id"], "step-c");
+    assert_eq!(step["unit"], "img/s");
+    assert!(step["flops"].as_f64().unwrap() > 1e10);
+    assert!(step["loss"].as_f64().unwrap().is_finite());
+    let knn = &lines[3];
+    assert_eq!(knn["unit"], "s");
+    assert!(knn["top1"].as_f64().unwrap() > 10.0, "better than chance: {knn}");
+
+    let o = selfsup(&["bench", "--only", "step-z"]);
+    assert_clean_failure(&o, "unknown line 'step-z'");
+}
