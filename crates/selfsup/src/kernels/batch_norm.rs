@@ -37,27 +37,35 @@ impl BnShape {
     }
 }
 
-/// Per-channel mean and biased variance, in f64 (two passes over each channel's planes).
+/// Per-channel mean and biased variance in one pass: sums of `x − K` and `(x − K)²` with `K` the
+/// channel's first value (a shift that keeps E[x²] − μ² from cancelling when |μ| ≫ σ), in 8
+/// f32 lanes per plane, accumulated across planes in f64.
 fn stats(x: &[f32], s: &BnShape) -> (Vec<f64>, Vec<f64>) {
     (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = (0..s.n)
-                .map(|n| s.plane(x, n, c).iter().map(|&v| v as f64).sum::<f64>())
-                .sum();
-            let mean = sum / s.s();
-            let ss: f64 = (0..s.n)
-                .map(|n| {
-                    s.plane(x, n, c)
-                        .iter()
-                        .map(|&v| {
-                            let d = v as f64 - mean;
-                            d * d
-                        })
-                        .sum::<f64>()
-                })
-                .sum();
-            (mean, ss / s.s())
+            let (mut sum, mut sq) = (0.0f64, 0.0f64);
+            let k = s.plane(x, 0, c).first().copied().unwrap_or(0.0);
+            for n in 0..s.n {
+                // 8 lanes of f32 partial sums: vectorises, and keeps each partial short
+                let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+                let p = s.plane(x, n, c);
+                let chunks = p.chunks_exact(8);
+                let rest = chunks.remainder();
+                for ch in chunks {
+                    for j in 0..8 {
+                        let d = ch[j] - k;
+                        a[j] += d;
+                        b[j] += d * d;
+                    }
+                }
+                let d = |v: f32| (v - k) as f64;
+                sum += a.iter().map(|&v| v as f64).sum::<f64>() + rest.iter().map(|&v| d(v)).sum::<f64>();
+                sq += b.iter().map(|&v| v as f64).sum::<f64>()
+                    + rest.iter().map(|&v| d(v) * d(v)).sum::<f64>();
+            }
+            let m = sum / s.s();
+            (k as f64 + m, (sq / s.s() - m * m).max(0.0))
         })
         .unzip()
 }
