@@ -238,8 +238,8 @@ fn bench_writes_the_table_and_json() {
     for id in ["gemm", "step-c", "aug-28-1core", "knn"] {
         assert!(table.contains(id), "{table}");
     }
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("valid JSON");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).expect("valid JSON");
     assert_eq!(doc["tool"], "selfsup");
     let lines = doc["lines"].as_array().unwrap();
     assert_eq!(lines.len(), 4);
@@ -254,7 +254,10 @@ fn bench_writes_the_table_and_json() {
     assert!(step["loss"].as_f64().unwrap().is_finite());
     let knn = &lines[3];
     assert_eq!(knn["unit"], "s");
-    assert!(knn["top1"].as_f64().unwrap() > 10.0, "better than chance: {knn}");
+    assert!(
+        knn["top1"].as_f64().unwrap() > 10.0,
+        "better than chance: {knn}"
+    );
 
     let o = selfsup(&["bench", "--only", "step-z"]);
     assert_clean_failure(&o, "unknown line 'step-z'");

@@ -60,8 +60,12 @@ fn main() {
         };
         let (oh, ow) = g.out_hw();
         let flops = 2.0 * (n * cout * oh * ow * cin * k * k) as f64;
-        let x: Vec<f32> = (0..g.x_len()).map(|i| ((i * 7919) % 101) as f32 / 101.0).collect();
-        let wt: Vec<f32> = (0..g.w_len()).map(|i| ((i * 31) % 17) as f32 / 17.0).collect();
+        let x: Vec<f32> = (0..g.x_len())
+            .map(|i| ((i * 7919) % 101) as f32 / 101.0)
+            .collect();
+        let wt: Vec<f32> = (0..g.w_len())
+            .map(|i| ((i * 31) % 17) as f32 / 17.0)
+            .collect();
         let y = forward(&x, &wt, &g);
         let tf = best(3, || drop(std::hint::black_box(forward(&x, &wt, &g))));
         let tw = best(3, || drop(std::hint::black_box(grad_weight(&x, &y, &g))));
@@ -77,7 +81,8 @@ fn main() {
             let conv = conv.valid();
             drop(conv.forward(xb.clone()).into_data())
         });
-        let xa = Tensor::<4>::random([n, cin, side, side], Distribution::Default, &ad).require_grad();
+        let xa =
+            Tensor::<4>::random([n, cin, side, side], Distribution::Default, &ad).require_grad();
         let tbb = best(3, || {
             let g = conv.forward(xa.clone()).sum().backward();
             drop(conv.weight.grad(&g).map(|t| t.into_data()));

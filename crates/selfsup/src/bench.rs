@@ -306,8 +306,7 @@ fn step(
         tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
         tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
         let meta = HashMap::from([("id".to_string(), id.to_string())]);
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         write_atomic(
             &dir.join(format!("{id}.safetensors")),
             &tensors_to_safetensors(&tensors, Some(meta))?,
@@ -422,8 +421,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
     let mut optim = Optimizer::new(recipe.optim.clone());
     let images = Arc::new(p.split.train.images.clone());
     let (warmup, steps) = if opts.quick { (1, 2) } else { (3, 20) };
-    let to_tensor =
-        |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), &dev);
+    let to_tensor = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), &dev);
 
     // with the loader: the time blocked on `next()` is the wait
     let mut loader = Loader::new(p.pipeline.clone(), images.clone(), n, 0, 0, 2, 2);
@@ -457,22 +455,14 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
     line.median_s = Some(with_loader / steps as f64);
     line.set("step_img_per_s", (steps * 2 * n) as f64 / alone);
     line.set("wait_share", wait / with_loader);
-    line.set(
-        "slowdown_share",
-        (1.0 - alone / with_loader).max(0.0),
-    );
+    line.set("slowdown_share", (1.0 - alone / with_loader).max(0.0));
     line.set("steps", steps);
     Ok(line)
 }
 
 /// Class-structured Gaussian features: class mean `N(0, 0.1² I)` plus `N(0, I)` noise (the
 /// reference generator's distribution, not its stream).
-pub fn synthetic_features(
-    n: usize,
-    d: usize,
-    classes: usize,
-    seed: u64,
-) -> (Vec<f32>, Vec<u32>) {
+pub fn synthetic_features(n: usize, d: usize, classes: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
     let mut rng = SplitMix64::new(1000);
     let means = normal(&mut rng, classes * d);
     let mut rng = SplitMix64::new(seed);
@@ -586,10 +576,13 @@ mod tests {
 
     #[test]
     fn quick_step_line_reports_flops_and_a_finite_loss() {
-        let l = run_line("step-c", &BenchOptions {
-            quick: true,
-            ..Default::default()
-        })
+        let l = run_line(
+            "step-c",
+            &BenchOptions {
+                quick: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
         assert_eq!(l.unit, "img/s");
         assert!(l.value.unwrap() > 0.0);
@@ -600,7 +593,11 @@ mod tests {
         let head = 2.0 * 512.0 * (128.0 * 512.0 + 512.0 * 128.0);
         let sim = 2.0 * 512.0 * 128.0 * 512.0;
         let expect = 3.0 * (conv + head + sim) - stem;
-        assert!((l.flops.unwrap() - expect).abs() < 1.0, "{:?} vs {expect}", l.flops);
+        assert!(
+            (l.flops.unwrap() - expect).abs() < 1.0,
+            "{:?} vs {expect}",
+            l.flops
+        );
         assert!(l.loss.unwrap().is_finite());
     }
 }

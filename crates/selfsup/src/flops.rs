@@ -55,7 +55,13 @@ fn pads(p: &PaddingConfig2d, k: [usize; 2]) -> (usize, usize) {
 }
 
 /// A convolution on `n` maps of `h × w`: its FLOPs and the output side lengths.
-pub fn conv2d(conv: &Conv2d, n: usize, h: usize, w: usize, input_grad: bool) -> (Flops, usize, usize) {
+pub fn conv2d(
+    conv: &Conv2d,
+    n: usize,
+    h: usize,
+    w: usize,
+    input_grad: bool,
+) -> (Flops, usize, usize) {
     let [cout, cin_g, kh, kw] = conv.weight.dims();
     let (ph, pw) = pads(&conv.padding, conv.kernel_size);
     let dh = conv.dilation[0] * (kh - 1) + 1;

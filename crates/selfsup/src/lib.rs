@@ -2,9 +2,9 @@
 pub use burn;
 
 pub mod backbone;
+pub mod bench;
 pub mod checkpoint;
 pub mod device;
-pub mod bench;
 pub mod eval;
 pub mod flops;
 pub mod heads;

@@ -86,7 +86,10 @@ impl ConvNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut h = x;
         for s in &self.stages {
-            h = relu(crate::kernels::batch_norm(&s.norm, crate::kernels::conv2d(&s.conv, h)));
+            h = relu(crate::kernels::batch_norm(
+                &s.norm,
+                crate::kernels::conv2d(&s.conv, h),
+            ));
             if let Some(p) = &s.pool {
                 h = p.forward(h);
             }

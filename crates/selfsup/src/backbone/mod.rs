@@ -187,7 +187,11 @@ mod tests {
         }
         .init(3, 32, &dev);
         let f = m.flops(1, 32, 32);
-        assert!((f.forward / 1e9 - 1.110_835).abs() < 1e-6, "{}", f.forward / 1e9);
+        assert!(
+            (f.forward / 1e9 - 1.110_835).abs() < 1e-6,
+            "{}",
+            f.forward / 1e9
+        );
         // backward: twice the forward but for the stem's input gradient
         let stem = 2.0 * 64.0 * 32.0 * 32.0 * 27.0;
         assert!((f.backward - (2.0 * f.forward - stem)).abs() < 1.0);

@@ -60,7 +60,8 @@ fn stats(x: &[f32], s: &BnShape) -> (Vec<f64>, Vec<f64>) {
                     }
                 }
                 let d = |v: f32| (v - k) as f64;
-                sum += a.iter().map(|&v| v as f64).sum::<f64>() + rest.iter().map(|&v| d(v)).sum::<f64>();
+                sum += a.iter().map(|&v| v as f64).sum::<f64>()
+                    + rest.iter().map(|&v| d(v)).sum::<f64>();
                 sq += b.iter().map(|&v| v as f64).sum::<f64>()
                     + rest.iter().map(|&v| d(v) * d(v)).sum::<f64>();
             }
@@ -100,7 +101,9 @@ pub fn forward(
     assert_eq!(beta.len(), s.c, "batch norm beta");
     let (mean, var) = stats(x, s);
     let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let scale: Vec<f32> = (0..s.c).map(|c| (gamma[c] as f64 * inv[c]) as f32).collect();
+    let scale: Vec<f32> = (0..s.c)
+        .map(|c| (gamma[c] as f64 * inv[c]) as f32)
+        .collect();
     let shift: Vec<f32> = (0..s.c)
         .map(|c| (beta[c] as f64 - mean[c] * gamma[c] as f64 * inv[c]) as f32)
         .collect();
@@ -143,7 +146,9 @@ pub fn backward(
         })
         .unzip();
     // dx = k_c · (dy − x̂·dγ_c/S) − k_c·dβ_c/S  with  k_c = γ_c·inv_c
-    let k: Vec<f32> = (0..s.c).map(|c| (gamma[c] as f64 * inv[c]) as f32).collect();
+    let k: Vec<f32> = (0..s.c)
+        .map(|c| (gamma[c] as f64 * inv[c]) as f32)
+        .collect();
     let mut dx = vec![0.0f32; s.len()];
     dx.par_chunks_mut(s.c * s.hw)
         .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
@@ -170,7 +175,9 @@ mod tests {
 
     fn data(s: &BnShape, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut r = Rng(seed);
-        let x = (0..s.len()).map(|_| (r.uniform() * 3.0 + 1.0) as f32).collect();
+        let x = (0..s.len())
+            .map(|_| (r.uniform() * 3.0 + 1.0) as f32)
+            .collect();
         let g = (0..s.c).map(|_| (r.uniform() + 1.5) as f32).collect();
         let b = (0..s.c).map(|_| r.uniform() as f32).collect();
         let dy = (0..s.len()).map(|_| r.uniform() as f32).collect();
@@ -203,7 +210,12 @@ mod tests {
         // statistics and output
         for c in 0..s.c {
             let v: Vec<f64> = (0..s.n)
-                .flat_map(|n| s.plane(&x, n, c).iter().map(|&v| v as f64).collect::<Vec<_>>())
+                .flat_map(|n| {
+                    s.plane(&x, n, c)
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect::<Vec<_>>()
+                })
                 .collect();
             let m = v.iter().sum::<f64>() / v.len() as f64;
             let var_ref = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
@@ -238,13 +250,21 @@ mod tests {
                 gp[c] += e;
                 loss(&x64, &gp, &b64, &dy, &s, eps)
             });
-            assert!((dg[c] as f64 - d).abs() < 1e-4, "dgamma[{c}] {} vs {d}", dg[c]);
+            assert!(
+                (dg[c] as f64 - d).abs() < 1e-4,
+                "dgamma[{c}] {} vs {d}",
+                dg[c]
+            );
             let d = num(&|e| {
                 let mut bp = b64.clone();
                 bp[c] += e;
                 loss(&x64, &g64, &bp, &dy, &s, eps)
             });
-            assert!((db[c] as f64 - d).abs() < 1e-4, "dbeta[{c}] {} vs {d}", db[c]);
+            assert!(
+                (db[c] as f64 - d).abs() < 1e-4,
+                "dbeta[{c}] {} vs {d}",
+                db[c]
+            );
         }
     }
 }

@@ -267,10 +267,36 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
                 im2col(&x_g[i * chw..(i + 1) * chw], g, &mut col, ld, i * l);
             }
             if gn == 1 {
-                gemm(g.o, l, ck, y_g, false, w, 1, ck, &col, 1, l, p.gemm_parallel);
+                gemm(
+                    g.o,
+                    l,
+                    ck,
+                    y_g,
+                    false,
+                    w,
+                    1,
+                    ck,
+                    &col,
+                    1,
+                    l,
+                    p.gemm_parallel,
+                );
             } else {
                 out.resize(g.o * ld, 0.0);
-                gemm(g.o, ld, ck, &mut out, false, w, 1, ck, &col, 1, ld, p.gemm_parallel);
+                gemm(
+                    g.o,
+                    ld,
+                    ck,
+                    &mut out,
+                    false,
+                    w,
+                    1,
+                    ck,
+                    &col,
+                    1,
+                    ld,
+                    p.gemm_parallel,
+                );
                 for i in 0..gn {
                     scatter_rows(&out, g.o, l, &mut y_g[i * g.o * l..], ld, i * l);
                 }
@@ -312,12 +338,32 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
             } else {
                 dyg.resize(g.o * ld, 0.0);
                 for i in 0..gn {
-                    gather_rows(&dy_g[i * g.o * l..(i + 1) * g.o * l], g.o, l, &mut dyg, ld, i * l);
+                    gather_rows(
+                        &dy_g[i * g.o * l..(i + 1) * g.o * l],
+                        g.o,
+                        l,
+                        &mut dyg,
+                        ld,
+                        i * l,
+                    );
                 }
                 &dyg
             };
             // acc (O, CK) += dy_g (O, G·L) · colᵀ (G·L, CK)
-            gemm(g.o, ck, ld, &mut acc, true, dyr, 1, ld, colr, ld, 1, p.gemm_parallel);
+            gemm(
+                g.o,
+                ck,
+                ld,
+                &mut acc,
+                true,
+                dyr,
+                1,
+                ld,
+                colr,
+                ld,
+                1,
+                p.gemm_parallel,
+            );
         }
         acc
     };
@@ -351,7 +397,20 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
             let dx_g = &mut dxs[start * chw..(start + gn) * chw];
             if gn == 1 && g.is_pointwise() {
                 // dx_n (C, L) = Wᵀ (C, O) · dy_n (O, L)
-                gemm(ck, l, g.o, dx_g, false, w, ck, 1, dy_g, 1, l, p.gemm_parallel);
+                gemm(
+                    ck,
+                    l,
+                    g.o,
+                    dx_g,
+                    false,
+                    w,
+                    ck,
+                    1,
+                    dy_g,
+                    1,
+                    l,
+                    p.gemm_parallel,
+                );
                 continue;
             }
             let dyr: &[f32] = if gn == 1 {
@@ -359,12 +418,32 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
             } else {
                 dyg.resize(g.o * ld, 0.0);
                 for i in 0..gn {
-                    gather_rows(&dy_g[i * g.o * l..(i + 1) * g.o * l], g.o, l, &mut dyg, ld, i * l);
+                    gather_rows(
+                        &dy_g[i * g.o * l..(i + 1) * g.o * l],
+                        g.o,
+                        l,
+                        &mut dyg,
+                        ld,
+                        i * l,
+                    );
                 }
                 &dyg
             };
             col.resize(ck * ld, 0.0);
-            gemm(ck, ld, g.o, &mut col, false, w, ck, 1, dyr, 1, ld, p.gemm_parallel);
+            gemm(
+                ck,
+                ld,
+                g.o,
+                &mut col,
+                false,
+                w,
+                ck,
+                1,
+                dyr,
+                1,
+                ld,
+                p.gemm_parallel,
+            );
             for i in 0..gn {
                 col2im(&col, g, &mut dx_g[i * chw..(i + 1) * chw], ld, i * l);
             }
@@ -431,7 +510,8 @@ mod tests {
                                     {
                                         continue;
                                     }
-                                    let xv = x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let xv =
+                                        x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
                                     let wv = w[((o * g.c + c) * g.kh + ki) * g.kw + kj];
                                     s += xv as f64 * wv as f64;
                                 }
@@ -463,21 +543,24 @@ mod tests {
             pad: [p, p],
         };
         vec![
-            g(2, 3, 7, 6, 4, 3, 1, 1),  // 3×3 same
-            g(5, 2, 8, 8, 3, 3, 2, 1),  // 3×3 stride 2
-            g(4, 3, 5, 5, 2, 1, 1, 0),  // pointwise
-            g(4, 3, 7, 7, 2, 1, 2, 0),  // 1×1 stride 2 (shortcut)
-            g(1, 2, 9, 9, 3, 7, 2, 3),  // 7×7 stride 2 stem, one image
-            g(6, 1, 4, 4, 2, 3, 1, 0),  // valid
-            g(9, 3, 4, 4, 5, 3, 1, 1),  // small maps: images grouped per GEMM, odd count
-            g(9, 4, 4, 4, 3, 1, 1, 0),  // pointwise, grouped
+            g(2, 3, 7, 6, 4, 3, 1, 1), // 3×3 same
+            g(5, 2, 8, 8, 3, 3, 2, 1), // 3×3 stride 2
+            g(4, 3, 5, 5, 2, 1, 1, 0), // pointwise
+            g(4, 3, 7, 7, 2, 1, 2, 0), // 1×1 stride 2 (shortcut)
+            g(1, 2, 9, 9, 3, 7, 2, 3), // 7×7 stride 2 stem, one image
+            g(6, 1, 4, 4, 2, 3, 1, 0), // valid
+            g(9, 3, 4, 4, 5, 3, 1, 1), // small maps: images grouped per GEMM, odd count
+            g(9, 4, 4, 4, 3, 1, 1, 0), // pointwise, grouped
         ]
     }
 
     fn close(a: &[f32], b: &[f64], tol: f64) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((*x as f64 - y).abs() <= tol * (1.0 + y.abs()), "[{i}] {x} vs {y}");
+            assert!(
+                (*x as f64 - y).abs() <= tol * (1.0 + y.abs()),
+                "[{i}] {x} vs {y}"
+            );
         }
     }
 
@@ -499,7 +582,11 @@ mod tests {
             let w = rand(g.w_len(), 4);
             let dy = rand(g.y_len(), 5);
             let dot = |x: &[f32], w: &[f32]| -> f64 {
-                naive(x, w, &g).iter().zip(&dy).map(|(a, b)| a * *b as f64).sum()
+                naive(x, w, &g)
+                    .iter()
+                    .zip(&dy)
+                    .map(|(a, b)| a * *b as f64)
+                    .sum()
             };
             let gw = grad_weight(&x, &dy, &g);
             let gx = grad_input(&w, &dy, &g);

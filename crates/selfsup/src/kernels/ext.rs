@@ -2,8 +2,8 @@
 //! on the `flex` CPU backend, forward and backward (a hand-written autodiff node), and Burn's
 //! own `Conv2d::forward` everywhere else (GPU backends, groups, dilation, asymmetric padding).
 //!
-//! `SELFSUP_BURN_OPS=1` in the environment turns the extension off, so that the benchmark can
-//! measure both paths in one build.
+//! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (`=conv` or `=bn` one of
+//! its two operations), so that the benchmark can measure both paths in one build.
 
 use std::sync::OnceLock;
 
@@ -90,7 +90,11 @@ pub trait ConvBackend: Backend {
 }
 
 fn geom(x: [usize; 4], w: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> ConvGeom {
-    assert_eq!(x[1], w[1], "conv2d: input has {} channels, weight expects {}", x[1], w[1]);
+    assert_eq!(
+        x[1], w[1],
+        "conv2d: input has {} channels, weight expects {}",
+        x[1], w[1]
+    );
     ConvGeom {
         n: x[0],
         c: x[1],
@@ -114,10 +118,7 @@ fn with_f32<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     assert_eq!(t.dtype(), DType::F32, "selfsup conv2d runs in f32");
     match t.as_slice::<f32>() {
         Some(s) => f(s),
-        None => f(t
-            .to_contiguous()
-            .as_slice::<f32>()
-            .expect("contiguous f32")),
+        None => f(t.to_contiguous().as_slice::<f32>().expect("contiguous f32")),
     }
 }
 
@@ -146,7 +147,9 @@ impl ConvBackend for Flex {
         padding: [usize; 2],
     ) -> FlexTensor {
         let g = geom(x_shape, dims4(&weight), stride, padding);
-        let dx = with_f32(&weight, |ws| with_f32(&grad_out, |gy| k::grad_input(ws, gy, &g)));
+        let dx = with_f32(&weight, |ws| {
+            with_f32(&grad_out, |gy| k::grad_input(ws, gy, &g))
+        });
         flex_tensor(dx, x_shape)
     }
 
@@ -158,7 +161,9 @@ impl ConvBackend for Flex {
         padding: [usize; 2],
     ) -> FlexTensor {
         let g = geom(dims4(&x), weight_shape, stride, padding);
-        let dw = with_f32(&x, |xs| with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g)));
+        let dw = with_f32(&x, |xs| {
+            with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g))
+        });
         flex_tensor(dw, weight_shape)
     }
 
@@ -206,7 +211,9 @@ trait BnBackendFlex {
     fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnTrain<Flex> {
         let (s, dims) = bn_shape(&x);
         let (y, mean, var) = with_f32(&x, |xs| {
-            with_f32(&gamma, |g| with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s)))
+            with_f32(&gamma, |g| {
+                with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s))
+            })
         });
         BnTrain {
             output: flex_vec(y, dims),
@@ -227,7 +234,9 @@ trait BnBackendFlex {
         let (dx, dg, db) = with_f32(&x, |xs| {
             with_f32(&gamma, |g| {
                 with_f32(&mean, |m| {
-                    with_f32(&var, |v| with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s)))
+                    with_f32(&var, |v| {
+                        with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s))
+                    })
                 })
             })
         });
@@ -396,10 +405,21 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 }
 
-/// Whether our kernels are enabled (not `SELFSUP_BURN_OPS=1`).
-pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("SELFSUP_BURN_OPS").map_or(true, |v| v != "1"))
+/// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` both, `conv` or `bn` one
+/// (unset: none). Read once.
+fn burn_ops() -> &'static str {
+    static V: OnceLock<String> = OnceLock::new();
+    V.get_or_init(|| std::env::var("SELFSUP_BURN_OPS").unwrap_or_default())
+}
+
+/// Whether our convolution is enabled.
+pub fn conv_enabled() -> bool {
+    !matches!(burn_ops(), "1" | "all" | "conv")
+}
+
+/// Whether our batch norm is enabled.
+pub fn bn_enabled() -> bool {
+    !matches!(burn_ops(), "1" | "all" | "bn")
 }
 
 fn on_flex(device: &Device) -> bool {
@@ -420,7 +440,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let pad = symmetric_padding(conv);
     match pad {
         Some(pad)
-            if enabled()
+            if conv_enabled()
                 && conv.groups == 1
                 && conv.dilation == [1, 1]
                 && on_flex(&x.device()) =>
@@ -448,7 +468,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// statistics exactly as Burn's `BatchNorm::forward` does.
 pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    if !(enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(&device)) {
+    if !(bn_enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(&device)) {
         return norm.forward(x);
     }
     let r = <Dispatch as ConvBackend>::selfsup_batch_norm_train(
@@ -466,7 +486,9 @@ pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     let running_mean = running_mean
         .mul_scalar(1.0 - m)
         .add(mean.detach().mul_scalar(m));
-    let running_var = running_var.mul_scalar(1.0 - m).add(var.detach().mul_scalar(m));
+    let running_var = running_var
+        .mul_scalar(1.0 - m)
+        .add(var.detach().mul_scalar(m));
     norm.running_mean.update(running_mean.detach());
     norm.running_var.update(running_var.detach());
     output
@@ -537,8 +559,14 @@ mod tests {
                 .into_scalar::<f32>();
             assert!(d < 1e-3, "beta gradient differs by {d}");
             for (a, b) in [
-                (ours.running_mean.value_sync(), theirs.running_mean.value_sync()),
-                (ours.running_var.value_sync(), theirs.running_var.value_sync()),
+                (
+                    ours.running_mean.value_sync(),
+                    theirs.running_mean.value_sync(),
+                ),
+                (
+                    ours.running_var.value_sync(),
+                    theirs.running_var.value_sync(),
+                ),
             ] {
                 let d = (a - b).abs().max().into_scalar::<f32>();
                 assert!(d < 1e-4, "running statistics differ by {d}");
