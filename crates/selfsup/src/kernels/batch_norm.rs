@@ -189,7 +189,7 @@ mod tests {
         let mut l = 0.0;
         for c in 0..s.c {
             let vals: Vec<(usize, f64)> = (0..s.n)
-                .flat_map(|n| (0..s.hw).map(move |i| ((n * s.c + c) * s.hw + i)))
+                .flat_map(|n| (0..s.hw).map(move |i| (n * s.c + c) * s.hw + i))
                 .map(|i| (i, x[i]))
                 .collect();
             let m = vals.iter().map(|v| v.1).sum::<f64>() / vals.len() as f64;

@@ -367,14 +367,19 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
         }
         acc
     };
-    dy.par_chunks(p.per_thread * g.o * l)
+    // one accumulator per run of images, summed in a fixed order: the result does not depend
+    // on how rayon schedules the runs
+    let parts: Vec<Vec<f32>> = dy
+        .par_chunks(p.per_thread * g.o * l)
         .zip(x.par_chunks(p.per_thread * chw))
         .map(|(dys, xs)| task(xs, dys))
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        })
-        .unwrap_or_else(|| vec![0.0; g.w_len()])
+        .collect();
+    let mut parts = parts.into_iter();
+    let mut acc = parts.next().unwrap_or_else(|| vec![0.0; g.w_len()]);
+    for part in parts {
+        acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+    }
+    acc
 }
 
 /// Gradient of the input: `dx_n = col2im(Wᵀ · dy_n)`, shape `(N, C, H, W)`.
