@@ -5,6 +5,7 @@ pub mod backbone;
 pub mod bench;
 pub mod checkpoint;
 pub mod device;
+pub mod ema;
 pub mod eval;
 pub mod flops;
 pub mod heads;
