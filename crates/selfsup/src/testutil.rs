@@ -52,3 +52,49 @@ pub fn assert_close(a: &[f32], b: &[f64], tol: f64, what: &str) {
         );
     }
 }
+
+/// Checks a loss of two `(n, d)` inputs against a float64 reference: the value, and both
+/// gradients against central differences of the reference.
+pub fn check_two_input_loss(
+    n: usize,
+    d: usize,
+    seed: u64,
+    loss: impl Fn(burn::tensor::Tensor<2>, burn::tensor::Tensor<2>) -> burn::tensor::Tensor<1>,
+    reference: impl Fn(&[f64], &[f64]) -> f64,
+    tol: f64,
+) {
+    use burn::tensor::{Device, Tensor, TensorData};
+    let mut rng = Rng(seed);
+    let a = rng.vec(n * d);
+    let b = rng.vec(n * d);
+    let dev = Device::flex().autodiff();
+    let ta = Tensor::<2>::from_data(TensorData::new(to_f32(&a), [n, d]), &dev).require_grad();
+    let tb = Tensor::<2>::from_data(TensorData::new(to_f32(&b), [n, d]), &dev).require_grad();
+    let l = loss(ta.clone(), tb.clone());
+    let value = l.clone().into_scalar::<f32>();
+    assert_close(&[value], &[reference(&a, &b)], tol, "loss");
+    let grads = l.backward();
+    let grad = |t: &Tensor<2>| -> Vec<f32> {
+        t.grad(&grads)
+            .map(|g| g.into_data().try_to_vec::<f32>().expect("f32"))
+            .unwrap_or_else(|| vec![0.0; n * d])
+    };
+    let (ga, gb) = (grad(&ta), grad(&tb));
+    assert_close(
+        &ga,
+        &numeric_grad(&a, |x| reference(x, &b)),
+        tol * 10.0,
+        "dL/da",
+    );
+    assert_close(
+        &gb,
+        &numeric_grad(&b, |x| reference(&a, x)),
+        tol * 10.0,
+        "dL/db",
+    );
+}
+
+/// Rows of a row-major `(n, d)` matrix.
+pub fn rows(x: &[f64], d: usize) -> Vec<&[f64]> {
+    x.chunks(d).collect()
+}
