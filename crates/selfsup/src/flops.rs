@@ -21,6 +21,14 @@ impl Flops {
         self.forward + self.backward
     }
 
+    /// A pass without gradients (a target / momentum network).
+    pub fn forward_only(f: f64) -> Self {
+        Self {
+            forward: f,
+            backward: 0.0,
+        }
+    }
+
     /// A layer with `f` forward FLOPs; `input_grad`: whether its input needs a gradient.
     pub fn layer(f: f64, input_grad: bool) -> Self {
         Self {

@@ -81,8 +81,9 @@ pub fn build_model(
     let (c, h) = (channels, image_size);
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     device.seed(seed);
-    let encoder = recipe.model.init(c, h, device);
-    let model = recipe.method.init(encoder, device);
+    let model = recipe
+        .method
+        .init(&|| recipe.model.init(c, h, device), device);
     // parameters are initialised lazily: draw them now, in a fixed order, under the lock
     burn::module::Module::visit(&model, &mut Materialize);
     model
@@ -272,6 +273,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             let grads = GradientsParams::from_grads(out.loss.backward(), &model);
             model = optim.step(lr, model, grads).0;
             state.global_step += 1;
+            model = model.after_step(state.global_step, total);
             loss_sum += loss as f64;
             n_steps += 1;
             images_seen += b;

@@ -268,3 +268,35 @@ fn evaluation_table_has_the_baselines() {
     // raw pixels on digits are far above chance with kNN
     assert!(rows[2].knn.unwrap().top1 > 80.0, "{:?}", rows[2]);
 }
+
+/// The methods with state beyond the online weights — MoCo v2's queue, the EMA targets of BYOL
+/// and MoCo v3 — resume exactly: the interrupted + resumed run ends with the same weights,
+/// target and queue included, as the uninterrupted one.
+#[test]
+fn stateful_methods_resume_exactly() {
+    for method in [
+        "name = \"moco-v2\"\nqueue_size = 96\nproj_hidden_dim = 32\nproj_dim = 16",
+        "name = \"byol\"\nproj_hidden_dim = 32\nproj_dim = 16\npred_hidden_dim = 16",
+        "name = \"moco-v3\"\nproj_hidden_dim = 32\nproj_dim = 16\npred_hidden_dim = 16",
+    ] {
+        let toml = format!(
+            "[data]\nspec = \"digits\"\nlimit = 192\n[model]\nbackbone = \"convnet\"\nwidths = [8, 16]\n\
+             [method]\n{method}\n[train]\nepochs = 3\nbatch_size = 64\nseed = 3\n[optim]\nlr = 0.1\n"
+        );
+        let r = Recipe::from_toml(&toml, "m.toml").unwrap();
+        let p = prepare(&r).unwrap();
+        let straight = tempfile::tempdir().unwrap();
+        let a = pretrain(&p, straight.path(), &opts(false, None)).unwrap();
+        let cut = tempfile::tempdir().unwrap();
+        pretrain(&p, cut.path(), &opts(false, Some(2))).unwrap();
+        let b = pretrain(&p, cut.path(), &opts(true, None)).unwrap();
+        let (wa, wb) = (weights(&a.model), weights(&b.model));
+        let name = method.lines().next().unwrap();
+        assert!(
+            wa.iter()
+                .any(|(k, _)| k.contains("key_") || k.contains("target_")),
+            "{name}: the checkpoint holds the target network"
+        );
+        assert_same(&wa, &wb, name);
+    }
+}

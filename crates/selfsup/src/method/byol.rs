@@ -1,0 +1,132 @@
+//! BYOL (Grill et al., 2020): an online network (encoder, projector, predictor) predicts the
+//! projection of the other view by a target network (encoder, projector) that is an
+//! exponential moving average of the online one; no negatives.
+//!
+//! ```text
+//! p1, p2 = q(g(f(x1))), q(g(f(x2)))          # online: encoder f, projector g, predictor q
+//! z1', z2' = g'(f'(x1)), g'(f'(x2))          # target (no gradient)
+//! L = byol(p1, z2') + byol(p2, z1')          # byol = 2 − 2·cos
+//! after the optimiser step:  (f', g') ← τ·(f', g') + (1 − τ)·(f, g),  τ: τ_base → 1 (cosine)
+//! ```
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::ema::{copy_into, cosine_momentum, ema_update};
+use crate::flops::Flops;
+use crate::heads::ProjectionHead;
+use crate::loss::byol;
+use crate::method::{StepOutput, two_views};
+
+/// `[method]` settings of BYOL.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByolConfig {
+    pub proj_hidden_dim: usize,
+    pub proj_dim: usize,
+    pub pred_hidden_dim: usize,
+    /// τ_base of the EMA; τ follows a cosine from τ_base to 1 over the run.
+    pub momentum: f64,
+}
+
+impl Default for ByolConfig {
+    fn default() -> Self {
+        Self {
+            proj_hidden_dim: 512,
+            proj_dim: 128,
+            pred_hidden_dim: 512,
+            momentum: 0.99,
+        }
+    }
+}
+
+impl ByolConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        super::check_dims(&[
+            ("proj_hidden_dim", self.proj_hidden_dim),
+            ("proj_dim", self.proj_dim),
+            ("pred_hidden_dim", self.pred_hidden_dim),
+        ])?;
+        super::check_momentum(self.momentum)
+    }
+
+    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> Byol {
+        let projector = ProjectionHead::new(
+            encoder.out_dim(),
+            self.proj_hidden_dim,
+            self.proj_dim,
+            2,
+            device,
+        );
+        let predictor = ProjectionHead::new(
+            self.proj_dim,
+            self.pred_hidden_dim,
+            self.proj_dim,
+            2,
+            device,
+        );
+        let t_projector = ProjectionHead::new(
+            encoder.out_dim(),
+            self.proj_hidden_dim,
+            self.proj_dim,
+            2,
+            device,
+        );
+        Byol {
+            target_encoder: copy_into(fresh, &encoder),
+            target_projector: copy_into(t_projector, &projector),
+            encoder,
+            projector,
+            predictor,
+            momentum: self.momentum,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Byol {
+    pub encoder: Backbone,
+    pub projector: ProjectionHead,
+    pub predictor: ProjectionHead,
+    pub target_encoder: Backbone,
+    pub target_projector: ProjectionHead,
+    momentum: f64,
+}
+
+impl Byol {
+    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+        let (x, n) = two_views(views);
+        let z = self.projector.forward(self.encoder.forward(x.clone()));
+        let p = self.predictor.forward(z.clone());
+        let t = self
+            .target_projector
+            .forward(self.target_encoder.forward(x.detach()))
+            .detach();
+        let (t1, t2) = (t.clone().narrow(0, 0, n), t.narrow(0, n, n));
+        let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
+        StepOutput {
+            loss: byol(p1, t2) + byol(p2, t1),
+            embeddings: z.narrow(0, 0, n).detach(),
+        }
+    }
+
+    /// The EMA of the target after the optimiser's step `step` of `total`.
+    pub fn after_step(self, step: u64, total: u64) -> Self {
+        let m = cosine_momentum(self.momentum, step, total);
+        Self {
+            target_encoder: ema_update(self.target_encoder, &self.encoder, m),
+            target_projector: ema_update(self.target_projector, &self.projector, m),
+            ..self
+        }
+    }
+
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let target = self.target_encoder.flops(2 * n, h, w) + self.target_projector.flops(2 * n);
+        self.encoder.flops(2 * n, h, w)
+            + self.projector.flops(2 * n)
+            + self.predictor.flops(2 * n)
+            + Flops::forward_only(target.forward)
+    }
+}

@@ -1,0 +1,128 @@
+//! MoCo v3 (Chen, Xie & He, 2021): query network with a predictor, a momentum key network, and
+//! InfoNCE against the other view's keys of the same batch (no queue), symmetrised.
+//!
+//! ```text
+//! q1, q2 = h(g(f(x1))), h(g(f(x2)))            # encoder f, projector g, predictor h
+//! k1, k2 = g'(f'(x1)), g'(f'(x2))              # momentum network (EMA, no gradient)
+//! L = ctr(q1, k2) + ctr(q2, k1),  ctr = 2τ · CE(q kᵀ / τ, identity)
+//! after the optimiser step: (f', g') ← m·(f', g') + (1 − m)·(f, g),  m: m₀ → 1 (cosine)
+//! ```
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::ema::{copy_into, cosine_momentum, ema_update};
+use crate::flops::{self, Flops};
+use crate::heads::ProjectionHead;
+use crate::loss::info_nce_batch;
+use crate::method::{StepOutput, two_views};
+
+/// `[method]` settings of MoCo v3.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoV3Config {
+    pub proj_hidden_dim: usize,
+    pub proj_dim: usize,
+    pub pred_hidden_dim: usize,
+    pub temperature: f32,
+    /// m₀ of the EMA; m follows a cosine from m₀ to 1 over the run.
+    pub momentum: f64,
+}
+
+impl Default for MocoV3Config {
+    fn default() -> Self {
+        Self {
+            proj_hidden_dim: 512,
+            proj_dim: 128,
+            pred_hidden_dim: 512,
+            temperature: 0.2,
+            momentum: 0.99,
+        }
+    }
+}
+
+impl MocoV3Config {
+    pub fn validate(&self) -> Result<(), String> {
+        super::check_dims(&[
+            ("proj_hidden_dim", self.proj_hidden_dim),
+            ("proj_dim", self.proj_dim),
+            ("pred_hidden_dim", self.pred_hidden_dim),
+        ])?;
+        super::check_temperature(self.temperature)?;
+        super::check_momentum(self.momentum)
+    }
+
+    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> MocoV3 {
+        let d = encoder.out_dim();
+        let projector = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
+        let predictor = ProjectionHead::new(
+            self.proj_dim,
+            self.pred_hidden_dim,
+            self.proj_dim,
+            2,
+            device,
+        );
+        let key_projector = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
+        MocoV3 {
+            key_encoder: copy_into(fresh, &encoder),
+            key_projector: copy_into(key_projector, &projector),
+            encoder,
+            projector,
+            predictor,
+            temperature: self.temperature,
+            momentum: self.momentum,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct MocoV3 {
+    pub encoder: Backbone,
+    pub projector: ProjectionHead,
+    pub predictor: ProjectionHead,
+    pub key_encoder: Backbone,
+    pub key_projector: ProjectionHead,
+    temperature: f32,
+    momentum: f64,
+}
+
+impl MocoV3 {
+    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+        let (x, n) = two_views(views);
+        let z = self.projector.forward(self.encoder.forward(x.clone()));
+        let q = self.predictor.forward(z.clone());
+        let k = self
+            .key_projector
+            .forward(self.key_encoder.forward(x.detach()))
+            .detach();
+        let (q1, q2) = (q.clone().narrow(0, 0, n), q.narrow(0, n, n));
+        let (k1, k2) = (k.clone().narrow(0, 0, n), k.narrow(0, n, n));
+        StepOutput {
+            loss: info_nce_batch(q1, k2, self.temperature)
+                + info_nce_batch(q2, k1, self.temperature),
+            embeddings: z.narrow(0, 0, n).detach(),
+        }
+    }
+
+    pub fn after_step(self, step: u64, total: u64) -> Self {
+        let m = cosine_momentum(self.momentum, step, total);
+        Self {
+            key_encoder: ema_update(self.key_encoder, &self.encoder, m),
+            key_projector: ema_update(self.key_projector, &self.projector, m),
+            ..self
+        }
+    }
+
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let key = self.key_encoder.flops(2 * n, h, w) + self.key_projector.flops(2 * n);
+        let d = self.projector.out_dim();
+        self.encoder.flops(2 * n, h, w)
+            + self.projector.flops(2 * n)
+            + self.predictor.flops(2 * n)
+            + Flops::forward_only(key.forward)
+            + flops::matmul(n, d, n)
+            + flops::matmul(n, d, n)
+    }
+}

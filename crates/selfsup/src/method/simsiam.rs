@@ -1,0 +1,110 @@
+//! SimSiam (Chen & He, 2021): one encoder + projector for both views, a predictor on top, and a
+//! stop-gradient on the target branch — without it the network collapses to a constant.
+//!
+//! ```text
+//! z1, z2 = g(f(x1)), g(f(x2))            # encoder f, projector g
+//! p1, p2 = h(z1), h(z2)                  # predictor h
+//! L = D(p1, stopgrad(z2))/2 + D(p2, stopgrad(z1))/2      # D = negative cosine
+//! ```
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::flops::Flops;
+use crate::heads::ProjectionHead;
+use crate::loss::neg_cosine;
+use crate::method::{StepOutput, two_views};
+
+/// `[method]` settings of SimSiam.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimSiamConfig {
+    pub proj_hidden_dim: usize,
+    pub proj_dim: usize,
+    pub proj_layers: usize,
+    /// Bottleneck width of the predictor.
+    pub pred_hidden_dim: usize,
+    /// Debug switch: `false` removes the stop-gradient (the network then collapses; the
+    /// collapse monitors show it).
+    pub stop_gradient: bool,
+}
+
+impl Default for SimSiamConfig {
+    fn default() -> Self {
+        Self {
+            proj_hidden_dim: 512,
+            proj_dim: 512,
+            proj_layers: 2,
+            pred_hidden_dim: 128,
+            stop_gradient: true,
+        }
+    }
+}
+
+impl SimSiamConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        super::check_dims(&[
+            ("proj_hidden_dim", self.proj_hidden_dim),
+            ("proj_dim", self.proj_dim),
+            ("pred_hidden_dim", self.pred_hidden_dim),
+        ])?;
+        super::check_layers(self.proj_layers)
+    }
+
+    pub fn init(&self, encoder: Backbone, device: &Device) -> SimSiam {
+        let projector = ProjectionHead::new(
+            encoder.out_dim(),
+            self.proj_hidden_dim,
+            self.proj_dim,
+            self.proj_layers,
+            device,
+        );
+        let predictor = ProjectionHead::new(
+            self.proj_dim,
+            self.pred_hidden_dim,
+            self.proj_dim,
+            2,
+            device,
+        );
+        SimSiam {
+            encoder,
+            projector,
+            predictor,
+            stop_gradient: self.stop_gradient,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct SimSiam {
+    pub encoder: Backbone,
+    pub projector: ProjectionHead,
+    pub predictor: ProjectionHead,
+    stop_gradient: bool,
+}
+
+impl SimSiam {
+    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+        let (x, n) = two_views(views);
+        let z = self.projector.forward(self.encoder.forward(x));
+        let p = self.predictor.forward(z.clone());
+        let target = if self.stop_gradient {
+            z.clone().detach()
+        } else {
+            z.clone()
+        };
+        let (z1, z2) = (target.clone().narrow(0, 0, n), target.narrow(0, n, n));
+        let (p1, p2) = (p.clone().narrow(0, 0, n), p.narrow(0, n, n));
+        let loss = (neg_cosine(p1, z2) + neg_cosine(p2, z1)).div_scalar(2.0);
+        StepOutput {
+            loss,
+            embeddings: z.narrow(0, 0, n).detach(),
+        }
+    }
+
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        self.encoder.flops(2 * n, h, w) + self.projector.flops(2 * n) + self.predictor.flops(2 * n)
+    }
+}

@@ -1,0 +1,116 @@
+//! VICReg (Bardes et al., 2022): invariance between the views' embeddings, a hinge that keeps
+//! every dimension's standard deviation up (variance), and decorrelated dimensions
+//! (covariance). No negatives, no asymmetry.
+//!
+//! ```text
+//! z1, z2 = g(f(x1)), g(f(x2))            # encoder f, expander g
+//! L = λ·mse(z1, z2) + μ·[v(z1) + v(z2)]/2 + ν·[c(z1) + c(z2)]
+//! ```
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::flops::{self, Flops};
+use crate::heads::ProjectionHead;
+use crate::loss::{VicregWeights, vicreg};
+use crate::method::{StepOutput, two_views};
+
+/// `[method]` settings of VICReg.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VicregConfig {
+    pub proj_hidden_dim: usize,
+    pub proj_dim: usize,
+    pub proj_layers: usize,
+    /// λ (invariance), μ (variance), ν (covariance).
+    pub invariance_weight: f32,
+    pub variance_weight: f32,
+    pub covariance_weight: f32,
+}
+
+impl Default for VicregConfig {
+    fn default() -> Self {
+        Self {
+            proj_hidden_dim: 512,
+            proj_dim: 512,
+            proj_layers: 3,
+            invariance_weight: 25.0,
+            variance_weight: 25.0,
+            covariance_weight: 1.0,
+        }
+    }
+}
+
+impl VicregConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        super::check_dims(&[
+            ("proj_hidden_dim", self.proj_hidden_dim),
+            ("proj_dim", self.proj_dim),
+        ])?;
+        super::check_layers(self.proj_layers)?;
+        for (k, v) in [
+            ("invariance_weight", self.invariance_weight),
+            ("variance_weight", self.variance_weight),
+            ("covariance_weight", self.covariance_weight),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("method.{k}: must be >= 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, encoder: Backbone, device: &Device) -> Vicreg {
+        let projector = ProjectionHead::new(
+            encoder.out_dim(),
+            self.proj_hidden_dim,
+            self.proj_dim,
+            self.proj_layers,
+            device,
+        );
+        Vicreg {
+            encoder,
+            projector,
+            invariance: self.invariance_weight,
+            variance: self.variance_weight,
+            covariance: self.covariance_weight,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Vicreg {
+    pub encoder: Backbone,
+    pub projector: ProjectionHead,
+    invariance: f32,
+    variance: f32,
+    covariance: f32,
+}
+
+impl Vicreg {
+    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+        let (x, n) = two_views(views);
+        let z = self.projector.forward(self.encoder.forward(x));
+        let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
+        let w = VicregWeights {
+            invariance: self.invariance,
+            variance: self.variance,
+            covariance: self.covariance,
+            ..VicregWeights::default()
+        };
+        StepOutput {
+            loss: vicreg(z1.clone(), z2, &w),
+            embeddings: z1.detach(),
+        }
+    }
+
+    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        let d = self.projector.out_dim();
+        self.encoder.flops(2 * n, h, w)
+            + self.projector.flops(2 * n)
+            + flops::matmul(d, n, d)
+            + flops::matmul(d, n, d)
+    }
+}
