@@ -16,7 +16,7 @@ pub struct Args {
     /// Data: `digits` (built in), `idx:DIR`, `folder:DIR` or `csv:FILE`.
     #[arg(long)]
     data: Option<String>,
-    /// Method name (simclr).
+    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg.
     #[arg(long)]
     method: Option<String>,
     #[arg(long)]
@@ -43,6 +43,10 @@ pub struct Args {
         conflicts_with_all = ["out", "config", "data", "method", "batch_size", "lr", "seed"]
     )]
     resume: Option<PathBuf>,
+    /// End the run when the collapse monitors stay below their thresholds (see
+    /// `train.collapse_*`), keeping the last healthy checkpoint.
+    #[arg(long)]
+    stop_on_collapse: bool,
     /// Skip the final evaluation.
     #[arg(long)]
     no_eval: bool,
@@ -84,6 +88,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(d) = a.device {
         recipe.train.device = d;
+    }
+    if a.stop_on_collapse {
+        recipe.train.stop_on_collapse = true;
     }
     recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     if a.resume.is_none() {

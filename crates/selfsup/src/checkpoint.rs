@@ -58,6 +58,19 @@ pub fn save<M: Module>(
     optim: &Optimizer,
     state: &TrainState,
 ) -> anyhow::Result<PathBuf> {
+    save_keeping(run_dir, model, optim, state, None)
+}
+
+/// [`save`], also keeping the checkpoint after epoch `keep` (the last healthy one while a
+/// collapse is suspected).
+pub fn save_keeping<M: Module>(
+    run_dir: &Path,
+    model: &M,
+    optim: &Optimizer,
+    state: &TrainState,
+    keep: Option<usize>,
+) -> anyhow::Result<PathBuf> {
+    let keep = keep.map(|e| format!("epoch-{e:04}"));
     let root = ckpt_root(run_dir);
     fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("epoch-{:04}", state.epoch);
@@ -94,7 +107,11 @@ pub fn save<M: Module>(
     if let Ok(entries) = fs::read_dir(&root) {
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("epoch-") && n != name && Some(&n) != previous.as_ref() {
+            if n.starts_with("epoch-")
+                && n != name
+                && Some(&n) != previous.as_ref()
+                && Some(&n) != keep.as_ref()
+            {
                 fs::remove_dir_all(e.path()).ok();
             }
         }
@@ -121,6 +138,32 @@ fn is_complete(dir: &Path) -> bool {
     ["model.bpk", "optim.safetensors", "state.json"]
         .iter()
         .all(|f| dir.join(f).is_file())
+}
+
+/// Makes the checkpoint after epoch `epoch` the run's newest again: later checkpoints are
+/// removed and `latest` points at it (with `epoch` 0, or when it does not exist, no checkpoint
+/// is left). Returns the folder kept.
+pub fn rollback_to(run_dir: &Path, epoch: usize) -> anyhow::Result<Option<PathBuf>> {
+    let root = ckpt_root(run_dir);
+    let name = format!("epoch-{epoch:04}");
+    let kept = root.join(&name);
+    let kept = (epoch > 0 && is_complete(&kept)).then_some(kept);
+    if let Ok(entries) = fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("epoch-") && n.as_str() > name.as_str() {
+                fs::remove_dir_all(e.path())
+                    .with_context(|| format!("cannot remove {}", e.path().display()))?;
+            }
+        }
+    }
+    match &kept {
+        Some(_) => write_atomic(&root.join("latest"), name.as_bytes())?,
+        None => {
+            fs::remove_file(root.join("latest")).ok();
+        }
+    }
+    Ok(kept)
 }
 
 /// The folder of the newest complete checkpoint of a run, if any: the one `latest` names, or,

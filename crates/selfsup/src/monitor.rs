@@ -116,9 +116,115 @@ fn symmetric_eigenvalues(mut a: Vec<f64>, d: usize) -> Vec<f64> {
     (0..d).map(|i| a[i * d + i]).collect()
 }
 
+/// Thresholds of the collapse warning (the `[train]` keys `collapse_*`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CollapseRule {
+    /// Collapsed when `std < ratio · std_healthy` …
+    pub std_ratio: f64,
+    /// … or when the effective rank is below this.
+    pub min_rank: f64,
+    /// … for this many epochs in a row.
+    pub patience: usize,
+}
+
+/// What [`CollapseWatch::observe`] concludes about an epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Healthy,
+    /// Below a threshold, `streak` epochs in a row, not yet `patience`.
+    Suspect {
+        streak: usize,
+    },
+    /// Below a threshold for `patience` epochs: the plain-words warning.
+    Collapsed(String),
+}
+
+/// Follows the monitors epoch after epoch and says when a run is collapsing.
+#[derive(Clone, Debug)]
+pub struct CollapseWatch {
+    rule: CollapseRule,
+    streak: usize,
+}
+
+impl CollapseWatch {
+    pub fn new(rule: CollapseRule) -> Self {
+        Self { rule, streak: 0 }
+    }
+
+    /// Feeds the monitors of one epoch of embeddings of width `d`.
+    pub fn observe(&mut self, m: &Collapse, d: usize) -> Verdict {
+        let low_std = m.std < self.rule.std_ratio * m.std_healthy;
+        let low_rank = m.rank < self.rule.min_rank;
+        if !(low_std || low_rank) {
+            self.streak = 0;
+            return Verdict::Healthy;
+        }
+        self.streak += 1;
+        if self.streak < self.rule.patience.max(1) {
+            return Verdict::Suspect {
+                streak: self.streak,
+            };
+        }
+        Verdict::Collapsed(format!(
+            "the embeddings are collapsing: for {} epochs their per-dimension std has been below \
+             {:.0} % of the healthy value (now {:.4}, healthy ≈ {:.4}) or their effective rank \
+             below {} (now {:.1} of {d}): the encoder maps every image to nearly the same point. \
+             Usual causes: a missing stop-gradient or predictor (SimSiam, BYOL), a learning rate \
+             too high, augmentations too weak, or too little weight on a variance term (VICReg)",
+            self.streak,
+            100.0 * self.rule.std_ratio,
+            m.std,
+            m.std_healthy,
+            self.rule.min_rank,
+            m.rank
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_needs_patience_epochs_in_a_row() {
+        let rule = CollapseRule {
+            std_ratio: 0.25,
+            min_rank: 2.0,
+            patience: 2,
+        };
+        let mut w = CollapseWatch::new(rule);
+        let healthy = Collapse {
+            std: 0.08,
+            std_healthy: 0.1,
+            rank: 20.0,
+        };
+        let low = Collapse {
+            std: 0.01,
+            std_healthy: 0.1,
+            rank: 5.0,
+        };
+        let flat = Collapse {
+            std: 0.09,
+            std_healthy: 0.1,
+            rank: 1.2,
+        };
+        assert_eq!(w.observe(&healthy, 64), Verdict::Healthy);
+        assert_eq!(w.observe(&low, 64), Verdict::Suspect { streak: 1 });
+        assert_eq!(
+            w.observe(&healthy, 64),
+            Verdict::Healthy,
+            "a healthy epoch resets"
+        );
+        assert_eq!(w.observe(&low, 64), Verdict::Suspect { streak: 1 });
+        match w.observe(&flat, 64) {
+            Verdict::Collapsed(msg) => {
+                assert!(msg.contains("collapsing"), "{msg}");
+                assert!(msg.contains("stop-gradient"), "{msg}");
+                assert!(msg.contains("rank"), "{msg}");
+            }
+            v => panic!("expected a collapse, got {v:?}"),
+        }
+    }
 
     #[test]
     fn collapsed_and_spread_embeddings() {

@@ -79,6 +79,14 @@ pub struct TrainSection {
     pub eval_batch_size: usize,
     /// Batches the loader prepares ahead of the step.
     pub prefetch: usize,
+    /// Collapse warning: embedding std below this fraction of 1/√d …
+    pub collapse_std_ratio: f64,
+    /// … or effective rank below this …
+    pub collapse_min_rank: f64,
+    /// … for this many epochs in a row.
+    pub collapse_patience: usize,
+    /// End the run at a collapse, keeping the last healthy checkpoint.
+    pub stop_on_collapse: bool,
 }
 
 impl Default for TrainSection {
@@ -91,6 +99,10 @@ impl Default for TrainSection {
             knn_every: 0,
             eval_batch_size: 512,
             prefetch: 2,
+            collapse_std_ratio: 0.25,
+            collapse_min_rank: 2.0,
+            collapse_patience: 2,
+            stop_on_collapse: false,
         }
     }
 }
@@ -222,6 +234,25 @@ impl Recipe {
                 "train.batch_size: must be ≥ 2, got {}",
                 self.train.batch_size
             ));
+        }
+        let t = &self.train;
+        if !(t.collapse_std_ratio.is_finite()
+            && t.collapse_std_ratio >= 0.0
+            && t.collapse_std_ratio <= 1.0)
+        {
+            return Err(format!(
+                "train.collapse_std_ratio: must be in [0, 1], got {}",
+                t.collapse_std_ratio
+            ));
+        }
+        if !(t.collapse_min_rank.is_finite() && t.collapse_min_rank >= 0.0) {
+            return Err(format!(
+                "train.collapse_min_rank: must be >= 0, got {}",
+                t.collapse_min_rank
+            ));
+        }
+        if t.collapse_patience == 0 {
+            return Err("train.collapse_patience: must be at least 1".into());
         }
         if self.train.eval_batch_size == 0 {
             return Err("train.eval_batch_size: must be ≥ 1".into());

@@ -18,7 +18,7 @@ use crate::checkpoint::{self, TrainState};
 use crate::eval::knn_classify;
 use crate::eval::report::encoder_feature_set;
 use crate::method::Model;
-use crate::monitor::collapse_monitors;
+use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
 use crate::optim::{Optimizer, WarmupCosine};
 use crate::recipe::Recipe;
 
@@ -216,6 +216,13 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     let started = Instant::now();
     let mut images_seen = 0usize;
 
+    let mut watch = CollapseWatch::new(CollapseRule {
+        std_ratio: r.train.collapse_std_ratio,
+        min_rank: r.train.collapse_min_rank,
+        patience: r.train.collapse_patience,
+    });
+    // the newest checkpoint written while the monitors were healthy
+    let mut last_healthy = state.epoch;
     let last_epoch = opts
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
@@ -303,6 +310,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             epoch + 1,
             r.train.epochs
         );
+        let mut verdict = Verdict::Healthy;
         if let Some(z) = last_emb {
             let [n, d] = z.dims();
             let data = z.into_data();
@@ -314,6 +322,15 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 ", emb std {:.3} (healthy ≈ {:.3}), eff. rank {:.1}",
                 mon.std, mon.std_healthy, mon.rank
             ));
+            verdict = watch.observe(&mon, d);
+            match &verdict {
+                Verdict::Healthy => {}
+                Verdict::Suspect { .. } => msg.push_str(" [collapse?]"),
+                Verdict::Collapsed(w) => {
+                    msg.push_str(" [COLLAPSE]");
+                    line["collapse_warning"] = json!(w);
+                }
+            }
         }
         if r.train.knn_every > 0
             && (epoch + 1) % r.train.knn_every == 0
@@ -345,7 +362,31 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         }
         state.epoch = epoch + 1;
         append_metrics(run_dir, &line)?;
-        checkpoint::save(run_dir, &model, &optim, &state)?;
+        if let Verdict::Collapsed(w) = &verdict {
+            if r.train.stop_on_collapse {
+                let kept = checkpoint::rollback_to(run_dir, last_healthy)?;
+                let kept = kept.map_or("no healthy checkpoint had been written".into(), |d| {
+                    format!("the last healthy checkpoint is kept in {}", d.display())
+                });
+                bail!(
+                    "epoch {}: {w}. Stopped (stop_on_collapse); {kept}",
+                    epoch + 1
+                );
+            }
+            eprintln!("warning: epoch {}: {w}", epoch + 1);
+            tracing::warn!("epoch {}: {w}", epoch + 1);
+        }
+        let healthy = verdict == Verdict::Healthy;
+        checkpoint::save_keeping(
+            run_dir,
+            &model,
+            &optim,
+            &state,
+            (!healthy).then_some(last_healthy),
+        )?;
+        if healthy {
+            last_healthy = state.epoch;
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     let meta = [

@@ -300,3 +300,67 @@ fn stateful_methods_resume_exactly() {
         assert_same(&wa, &wb, name);
     }
 }
+
+/// The collapse monitors at work: SimSiam without its stop-gradient (the debug switch)
+/// collapses on the digits, the watch says so in plain words, and `stop_on_collapse` ends the
+/// run keeping the last healthy checkpoint; with the stop-gradient nothing is flagged.
+#[test]
+fn simsiam_without_stop_gradient_collapses_and_is_caught() {
+    let recipe = |stop_gradient: bool| {
+        Recipe::from_toml(
+            &format!(
+                "[data]\nspec = \"digits\"\n[model]\nbackbone = \"convnet\"\nwidths = [16, 32]\n\
+                 [method]\nname = \"simsiam\"\nstop_gradient = {stop_gradient}\nproj_hidden_dim = 64\n\
+                 proj_dim = 64\npred_hidden_dim = 16\n[train]\nepochs = 8\nbatch_size = 128\n\
+                 stop_on_collapse = true\n[optim]\nlr = 0.1\n"
+            ),
+            "simsiam.toml",
+        )
+        .unwrap()
+    };
+    let lines = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+
+    let bad = tempfile::tempdir().unwrap();
+    let p = prepare(&recipe(false)).unwrap();
+    let err = match pretrain(&p, bad.path(), &opts(false, None)) {
+        Ok(_) => panic!("SimSiam without stop-gradient was not flagged"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("collapsing"), "{err}");
+    assert!(err.contains("stop-gradient"), "{err}");
+    assert!(err.contains("last healthy checkpoint"), "{err}");
+    let m = lines(bad.path());
+    let flagged = m.last().unwrap();
+    assert!(flagged.get("collapse_warning").is_some(), "{flagged}");
+    assert!(m.len() < 8, "stopped early, after {} epochs", m.len());
+    // the kept checkpoint is the last epoch whose monitors were healthy
+    let kept = checkpoint::latest(bad.path()).expect("a healthy checkpoint");
+    let kept_epoch = checkpoint::read_state(&kept).unwrap().epoch;
+    let first_low = m
+        .iter()
+        .position(|l| {
+            l["collapse_std"].as_f64().unwrap() < 0.25 * l["collapse_std_healthy"].as_f64().unwrap()
+                || l["effective_rank"].as_f64().unwrap() < 2.0
+        })
+        .unwrap();
+    assert_eq!(kept_epoch, first_low, "kept epoch {kept_epoch}");
+
+    let good = tempfile::tempdir().unwrap();
+    let p = prepare(&recipe(true)).unwrap();
+    pretrain(&p, good.path(), &opts(false, None)).expect("SimSiam with stop-gradient trains");
+    let m = lines(good.path());
+    assert_eq!(m.len(), 8);
+    assert!(m.iter().all(|l| l.get("collapse_warning").is_none()));
+    let last = m.last().unwrap();
+    assert!(
+        last["collapse_std"].as_f64().unwrap()
+            > 0.5 * last["collapse_std_healthy"].as_f64().unwrap(),
+        "{last}"
+    );
+}
