@@ -574,8 +574,22 @@ impl Pipeline {
         epoch: u64,
         n_views: u32,
     ) -> Vec<Vec<f32>> {
+        self.views_batch_from(images, indices, seed, epoch, 0, n_views)
+    }
+
+    /// [`Pipeline::views_batch`] for view numbers `first..first + n_views` (multi-crop: the
+    /// local crops continue the numbering of the global ones, so each draws its own randomness).
+    pub fn views_batch_from(
+        &self,
+        images: &[Image],
+        indices: &[usize],
+        seed: u64,
+        epoch: u64,
+        first: u32,
+        n_views: u32,
+    ) -> Vec<Vec<f32>> {
         let chw = self.c * self.h * self.w;
-        (0..n_views)
+        (first..first + n_views)
             .map(|v| {
                 let mut out = vec![0f32; indices.len() * chw];
                 out.par_chunks_mut(chw)

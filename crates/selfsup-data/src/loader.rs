@@ -26,6 +26,8 @@ pub struct ViewBatch {
     pub views: Vec<Vec<f32>>,
     /// Number of images in the batch.
     pub batch_size: usize,
+    /// Multi-crop: the local crops (smaller, from the local pipeline), empty without.
+    pub local_views: Vec<Vec<f32>>,
 }
 
 /// An iterator over the batches of one epoch: shuffled order (from `seed` and `epoch`), full
@@ -52,6 +54,24 @@ impl Loader {
         n_views: u32,
         prefetch: usize,
     ) -> Self {
+        Self::multi_crop(
+            pipeline, None, images, batch_size, seed, epoch, n_views, prefetch,
+        )
+    }
+
+    /// [`Loader::new`] with `local = (pipeline, count)`: each batch also carries `count` local
+    /// crops made by that pipeline (multi-crop, e.g. DINO's small crops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn multi_crop(
+        pipeline: Arc<Pipeline>,
+        local: Option<(Arc<Pipeline>, u32)>,
+        images: Arc<Vec<Image>>,
+        batch_size: usize,
+        seed: u64,
+        epoch: u64,
+        n_views: u32,
+        prefetch: usize,
+    ) -> Self {
         let num_batches = images.len().checked_div(batch_size).unwrap_or(0);
         if num_batches == 0 {
             return Loader {
@@ -69,10 +89,17 @@ impl Loader {
                 for b in 0..num_batches {
                     let indices = order[b * batch_size..(b + 1) * batch_size].to_vec();
                     let views = pipeline.views_batch(&images, &indices, seed, epoch, n_views);
+                    let local_views = match &local {
+                        Some((lp, count)) => {
+                            lp.views_batch_from(&images, &indices, seed, epoch, n_views, *count)
+                        }
+                        None => Vec::new(),
+                    };
                     let batch = ViewBatch {
                         indices,
                         views,
                         batch_size,
+                        local_views,
                     };
                     if tx.send(batch).is_err() {
                         return; // the loader was dropped

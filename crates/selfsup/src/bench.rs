@@ -255,7 +255,7 @@ fn train_step(
     lr: f64,
 ) -> f32 {
     let m = model.take().expect("model");
-    let out = m.step(vec![x1.clone(), x2.clone()]);
+    let out = m.step(vec![x1.clone(), x2.clone()], Default::default());
     let loss = out.loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(out.loss.backward(), &m);
     *model = Some(optim.step(lr, m, grads).0);
@@ -293,7 +293,7 @@ fn step(
     if let Some(dir) = &opts.check_dir {
         // the loss of these weights on this batch, for the reference to recompute
         let loss = model
-            .step(vec![x1.clone(), x2.clone()])
+            .step(vec![x1.clone(), x2.clone()], Default::default())
             .loss
             .into_scalar::<f32>();
         let mut tensors = named_tensors(&model);

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::checkpoint::{self, TrainState};
 use crate::eval::knn_classify;
 use crate::eval::report::encoder_feature_set;
-use crate::method::Model;
+use crate::method::{Model, StepInfo};
 use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
 use crate::optim::{Optimizer, WarmupCosine};
 use crate::recipe::Recipe;
@@ -27,6 +27,8 @@ pub struct Prepared {
     pub recipe: Recipe,
     pub split: Split,
     pub pipeline: Arc<Pipeline>,
+    /// Multi-crop methods: the pipeline of the local crops and how many per image.
+    pub local: Option<(Arc<Pipeline>, u32)>,
     pub device: Device,
 }
 
@@ -44,7 +46,23 @@ pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
         .augment
         .clone()
         .unwrap_or_else(|| AugmentConfig::for_dataset(&split.train.name, c, h));
-    let pipeline = Arc::new(Pipeline::new(aug.clone(), h, w, mean, std).context("augmentation")?);
+    let pipeline = Arc::new(
+        Pipeline::new(aug.clone(), h, w, mean.clone(), std.clone()).context("augmentation")?,
+    );
+    // local crops: the same augmentation, smaller crops of a smaller area
+    let local = match recipe.method.local_crops(h) {
+        Some(lc) => {
+            let mut la = aug.clone();
+            la.crop = Some(selfsup_data::augment::CropConfig {
+                p: 1.0,
+                scale: lc.scale,
+                ratio: la.crop.map_or([0.75, 4.0 / 3.0], |c| c.ratio),
+            });
+            let lp = Pipeline::new(la, lc.side, lc.side, mean, std).context("local crops")?;
+            Some((Arc::new(lp), lc.count))
+        }
+        None => None,
+    };
     let device = recipe.train.device.device()?;
     // the run's recipe records the augmentation actually used, not "the default"
     let mut recipe = recipe.clone();
@@ -53,6 +71,7 @@ pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
         recipe,
         split,
         pipeline,
+        local,
         device,
     })
 }
@@ -228,8 +247,9 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
-        let loader = Loader::new(
+        let loader = Loader::multi_crop(
             p.pipeline.clone(),
+            p.local.clone(),
             images.clone(),
             bs,
             r.train.seed,
@@ -258,12 +278,22 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         for (i, batch) in loader.enumerate() {
             wait += t_wait.elapsed().as_secs_f64();
             let b = batch.batch_size;
-            let views: Vec<Tensor<4>> = batch
+            let mut views: Vec<Tensor<4>> = batch
                 .views
                 .into_iter()
                 .map(|v| Tensor::<4>::from_data(TensorData::new(v, [b, c, h, w]), &train_device))
                 .collect();
-            let out = model.step(views);
+            if let Some((lp, _)) = &p.local {
+                let (lc, lh, lw) = lp.out_shape();
+                views.extend(batch.local_views.into_iter().map(|v| {
+                    Tensor::<4>::from_data(TensorData::new(v, [b, lc, lh, lw]), &train_device)
+                }));
+            }
+            let info = StepInfo {
+                step: state.global_step + 1,
+                total,
+            };
+            let out = model.step(views, info);
             let loss = out.loss.clone().into_scalar::<f32>();
             if !loss.is_finite() {
                 bar.abandon();

@@ -269,8 +269,8 @@ fn evaluation_table_has_the_baselines() {
     assert!(rows[2].knn.unwrap().top1 > 80.0, "{:?}", rows[2]);
 }
 
-/// The methods with state beyond the online weights — MoCo v2's queue, the EMA targets of BYOL
-/// and MoCo v3 — resume exactly: the interrupted + resumed run ends with the same weights,
+/// The methods with state beyond the online weights — MoCo v2's queue, the EMA targets of BYOL,
+/// MoCo v3 and DINO, DINO's centre and multi-crop views — resume exactly: the interrupted + resumed run ends with the same weights,
 /// target and queue included, as the uninterrupted one.
 #[test]
 fn stateful_methods_resume_exactly() {
@@ -278,6 +278,7 @@ fn stateful_methods_resume_exactly() {
         "name = \"moco-v2\"\nqueue_size = 96\nproj_hidden_dim = 32\nproj_dim = 16",
         "name = \"byol\"\nproj_hidden_dim = 32\nproj_dim = 16\npred_hidden_dim = 16",
         "name = \"moco-v3\"\nproj_hidden_dim = 32\nproj_dim = 16\npred_hidden_dim = 16",
+        "name = \"dino\"\nhead_hidden_dim = 32\nbottleneck_dim = 16\nprototypes = 32\nlocal_crops = 2",
     ] {
         let toml = format!(
             "[data]\nspec = \"digits\"\nlimit = 192\n[model]\nbackbone = \"convnet\"\nwidths = [8, 16]\n\
@@ -293,8 +294,9 @@ fn stateful_methods_resume_exactly() {
         let (wa, wb) = (weights(&a.model), weights(&b.model));
         let name = method.lines().next().unwrap();
         assert!(
-            wa.iter()
-                .any(|(k, _)| k.contains("key_") || k.contains("target_")),
+            wa.iter().any(|(k, _)| ["key_", "target_", "teacher_"]
+                .iter()
+                .any(|t| k.contains(t))),
             "{name}: the checkpoint holds the target network"
         );
         assert_same(&wa, &wb, name);

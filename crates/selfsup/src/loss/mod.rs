@@ -1,12 +1,14 @@
 //! Losses, one per file, each citing its paper and stating its input shapes.
 pub mod barlow;
 pub mod cosine;
+pub mod dino;
 pub mod info_nce;
 pub mod nt_xent;
 pub mod vicreg;
 
 pub use barlow::barlow_twins;
 pub use cosine::{byol, neg_cosine};
+pub use dino::dino_loss;
 pub use info_nce::{info_nce_batch, info_nce_queue};
 pub use nt_xent::{NtXent, l2_normalize};
 pub use vicreg::{VicregWeights, vicreg};

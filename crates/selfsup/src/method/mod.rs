@@ -4,6 +4,7 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod dino;
 pub mod moco_v2;
 pub mod moco_v3;
 pub mod simclr;
@@ -18,6 +19,7 @@ use crate::backbone::Backbone;
 use crate::flops::Flops;
 pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
 pub use byol::{Byol, ByolConfig};
+pub use dino::{Dino, DinoConfig};
 pub use moco_v2::{MocoV2, MocoV2Config};
 pub use moco_v3::{MocoV3, MocoV3Config};
 pub use simclr::{SimClr, SimClrConfig};
@@ -30,6 +32,21 @@ pub struct StepOutput {
     pub loss: Tensor<1>,
     /// Detached embeddings of the first view `(N, d)`, for the collapse monitors.
     pub embeddings: Tensor<2>,
+}
+
+/// Where a step is in the run (1-based `step` of the optimiser steps done so far, `total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepInfo {
+    pub step: u64,
+    pub total: u64,
+}
+
+/// Multi-crop views a method asks for besides its two global ones.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LocalCrops {
+    pub count: u32,
+    pub side: usize,
+    pub scale: [f32; 2],
 }
 
 /// The two views as one batch `(2N, C, H, W)`, and N.
@@ -80,6 +97,7 @@ pub enum MethodConfig {
     Simsiam(SimSiamConfig),
     BarlowTwins(BarlowTwinsConfig),
     Vicreg(VicregConfig),
+    Dino(DinoConfig),
 }
 
 /// The names `--method` accepts.
@@ -91,6 +109,7 @@ pub const METHOD_NAMES: &[&str] = &[
     "simsiam",
     "barlow-twins",
     "vicreg",
+    "dino",
 ];
 
 impl Default for MethodConfig {
@@ -109,6 +128,7 @@ impl MethodConfig {
             Self::Simsiam(_) => "simsiam",
             Self::BarlowTwins(_) => "barlow-twins",
             Self::Vicreg(_) => "vicreg",
+            Self::Dino(_) => "dino",
         }
     }
 
@@ -122,6 +142,7 @@ impl MethodConfig {
             "simsiam" => Self::Simsiam(SimSiamConfig::default()),
             "barlow-twins" => Self::BarlowTwins(BarlowTwinsConfig::default()),
             "vicreg" => Self::Vicreg(VicregConfig::default()),
+            "dino" => Self::Dino(DinoConfig::default()),
             other => {
                 return Err(format!(
                     "unknown method '{other}': known methods are {}",
@@ -131,9 +152,21 @@ impl MethodConfig {
         })
     }
 
-    /// How many augmented views of each image a step needs.
+    /// How many augmented (global) views of each image a step needs.
     pub fn num_views(&self) -> u32 {
         2
+    }
+
+    /// The local crops of a multi-crop method, for global views of side `global`.
+    pub fn local_crops(&self, global: usize) -> Option<LocalCrops> {
+        match self {
+            Self::Dino(c) if c.local_crops > 0 => Some(LocalCrops {
+                count: c.local_crops,
+                side: c.local_side(global),
+                scale: c.local_scale,
+            }),
+            _ => None,
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -145,6 +178,7 @@ impl MethodConfig {
             Self::Simsiam(c) => c.validate(),
             Self::BarlowTwins(c) => c.validate(),
             Self::Vicreg(c) => c.validate(),
+            Self::Dino(c) => c.validate(),
         }
     }
 
@@ -160,6 +194,7 @@ impl MethodConfig {
             Self::Simsiam(c) => Model::Simsiam(c.init(encoder, device)),
             Self::BarlowTwins(c) => Model::BarlowTwins(c.init(encoder, device)),
             Self::Vicreg(c) => Model::Vicreg(c.init(encoder, device)),
+            Self::Dino(c) => Model::Dino(c.init(encoder, make_encoder(), device)),
         }
     }
 }
@@ -176,6 +211,7 @@ pub enum Model {
     Simsiam(SimSiam),
     BarlowTwins(BarlowTwins),
     Vicreg(Vicreg),
+    Dino(Dino),
 }
 
 impl Model {
@@ -189,6 +225,7 @@ impl Model {
             Self::Simsiam(m) => &m.encoder,
             Self::BarlowTwins(m) => &m.encoder,
             Self::Vicreg(m) => &m.encoder,
+            Self::Dino(m) => &m.encoder,
         }
     }
 
@@ -202,11 +239,13 @@ impl Model {
             Self::Simsiam(m) => m.flops(n, h, w),
             Self::BarlowTwins(m) => m.flops(n, h, w),
             Self::Vicreg(m) => m.flops(n, h, w),
+            Self::Dino(m) => m.flops(n, h, w),
         }
     }
 
-    /// Loss (and monitor embeddings) for one batch of views.
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+    /// Loss (and monitor embeddings) for one batch of views: the global views, then the local
+    /// crops of a multi-crop method.
+    pub fn step(&self, views: Vec<Tensor<4>>, info: StepInfo) -> StepOutput {
         match self {
             Self::Simclr(m) => m.step(views),
             Self::MocoV2(m) => m.step(views),
@@ -215,6 +254,7 @@ impl Model {
             Self::Simsiam(m) => m.step(views),
             Self::BarlowTwins(m) => m.step(views),
             Self::Vicreg(m) => m.step(views),
+            Self::Dino(m) => m.step(views, info),
         }
     }
 
@@ -225,6 +265,7 @@ impl Model {
             Self::MocoV2(m) => Self::MocoV2(m.after_step(step, total)),
             Self::MocoV3(m) => Self::MocoV3(m.after_step(step, total)),
             Self::Byol(m) => Self::Byol(m.after_step(step, total)),
+            Self::Dino(m) => Self::Dino(m.after_step(step, total)),
             other => other,
         }
     }
