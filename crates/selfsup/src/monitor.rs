@@ -36,28 +36,7 @@ pub fn collapse_monitors(z: &[f32], n: usize, d: usize) -> Collapse {
         let var = rows.iter().map(|r| (r[j] - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
         std_sum += var.sqrt();
     }
-    // singular values of Z (un-normalised) = sqrt of the eigenvalues of ZᵀZ
-    let mut g = vec![0.0f64; d * d];
-    for r in z.chunks(d) {
-        for a in 0..d {
-            let ra = r[a] as f64;
-            if ra == 0.0 {
-                continue;
-            }
-            for b in a..d {
-                g[a * d + b] += ra * r[b] as f64;
-            }
-        }
-    }
-    for a in 0..d {
-        for b in 0..a {
-            g[a * d + b] = g[b * d + a];
-        }
-    }
-    let sv: Vec<f64> = symmetric_eigenvalues(g, d)
-        .into_iter()
-        .map(|e| e.max(0.0).sqrt())
-        .collect();
+    let sv = singular_values(z, n, d);
     let total: f64 = sv.iter().sum();
     let rank = if total > 0.0 {
         let h: f64 = sv
@@ -76,44 +55,50 @@ pub fn collapse_monitors(z: &[f32], n: usize, d: usize) -> Collapse {
     }
 }
 
-/// Eigenvalues of a symmetric `d × d` matrix by cyclic Jacobi rotations.
-fn symmetric_eigenvalues(mut a: Vec<f64>, d: usize) -> Vec<f64> {
-    for _sweep in 0..50 {
-        let off: f64 = (0..d)
-            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * d + j].powi(2))
-            .sum();
-        let diag: f64 = (0..d).map(|i| a[i * d + i].powi(2)).sum();
-        if off <= 1e-22 * diag.max(1e-300) {
-            break;
-        }
-        for p in 0..d {
-            for q in p + 1..d {
-                let apq = a[p * d + q];
-                if apq.abs() < 1e-300 {
+/// Singular values of the row-major `(n × d)` matrix `z` by one-sided (Hestenes) Jacobi
+/// rotations on its min(n, d) rows or columns, in f64: pairs of vectors are rotated until
+/// orthogonal, and the singular values are then their norms. Work per sweep
+/// ~ min(n, d)² · max(n, d), all on contiguous vectors.
+fn singular_values(z: &[f32], n: usize, d: usize) -> Vec<f64> {
+    let mut u: Vec<Vec<f64>> = if n <= d {
+        z.chunks(d)
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect()
+    } else {
+        (0..d)
+            .map(|j| (0..n).map(|i| z[i * d + j] as f64).collect())
+            .collect()
+    };
+    let m = u.len();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for _sweep in 0..60 {
+        let mut rotated = false;
+        for i in 0..m {
+            for j in i + 1..m {
+                let (a, b) = (dot(&u[i], &u[i]), dot(&u[j], &u[j]));
+                let g = dot(&u[i], &u[j]);
+                if g.abs() <= 1e-12 * (a * b).sqrt() || g == 0.0 {
                     continue;
                 }
-                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..d {
-                    let akp = a[k * d + p];
-                    let akq = a[k * d + q];
-                    a[k * d + p] = c * akp - s * akq;
-                    a[k * d + q] = s * akp + c * akq;
-                }
-                for k in 0..d {
-                    let apk = a[p * d + k];
-                    let aqk = a[q * d + k];
-                    a[p * d + k] = c * apk - s * aqk;
-                    a[q * d + k] = s * apk + c * aqk;
+                rotated = true;
+                let zeta = (b - a) / (2.0 * g);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let t = if zeta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = c * t;
+                let (lo, hi) = u.split_at_mut(j);
+                for (x, y) in lo[i].iter_mut().zip(hi[0].iter_mut()) {
+                    let (xi, yj) = (*x, *y);
+                    *x = c * xi - s * yj;
+                    *y = s * xi + c * yj;
                 }
             }
         }
+        if !rotated {
+            break;
+        }
     }
-    (0..d).map(|i| a[i * d + i]).collect()
+    u.iter().map(|v| dot(v, v).sqrt()).collect()
 }
 
 /// Thresholds of the collapse warning (the `[train]` keys `collapse_*`).
@@ -250,13 +235,39 @@ mod tests {
     }
 
     #[test]
-    fn jacobi_eigenvalues() {
-        // [[2,1],[1,2]] → 1 and 3
-        let mut e = symmetric_eigenvalues(vec![2.0, 1.0, 1.0, 2.0], 2);
-        e.sort_by(f64::total_cmp);
-        assert!(
-            (e[0] - 1.0).abs() < 1e-12 && (e[1] - 3.0).abs() < 1e-12,
-            "{e:?}"
-        );
+    fn jacobi_singular_values() {
+        // [[2,1],[1,2]] has singular values 1 and 3; the 3 × 2 matrix [[3,0],[0,4],[0,0]]
+        // has 4 and 3 (rows and columns paths)
+        for (z, n, d, want) in [
+            (vec![2.0f32, 1.0, 1.0, 2.0], 2, 2, [1.0, 3.0]),
+            (vec![3.0, 0.0, 0.0, 4.0, 0.0, 0.0], 3, 2, [3.0, 4.0]),
+            (vec![3.0, 0.0, 0.0, 0.0, 4.0, 0.0], 2, 3, [3.0, 4.0]),
+        ] {
+            let mut e = singular_values(&z, n, d);
+            e.sort_by(f64::total_cmp);
+            assert!(
+                (e[0] - want[0]).abs() < 1e-9 && (e[1] - want[1]).abs() < 1e-9,
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wide_embeddings_are_fast_and_exact() {
+        // 128 × 512 (the SimSiam digits case that took minutes with a d × d eigen-solver):
+        // rank-3 data gives an effective rank ≤ 3
+        let (n, d) = (128, 512);
+        let mut r = crate::testutil::Rng(3);
+        let basis: Vec<Vec<f64>> = (0..3).map(|_| r.vec(d)).collect();
+        let z: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                let w = r.vec(3);
+                (0..d)
+                    .map(|j| (0..3).map(|k| w[k] * basis[k][j]).sum::<f64>() as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let m = collapse_monitors(&z, n, d);
+        assert!(m.rank > 1.5 && m.rank <= 3.01, "{m:?}");
     }
 }
