@@ -360,5 +360,11 @@ mod tests {
             }
         }
         assert!(n >= 2, "expected the shipped recipes in {}", dir.display());
+        // every method has a digits recipe naming it
+        for m in crate::method::METHOD_NAMES {
+            let r = Recipe::load(&dir.join(format!("digits-{m}.toml")))
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            assert_eq!(r.method.name(), *m);
+        }
     }
 }
