@@ -7,7 +7,9 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use selfsup::bench::{BenchOptions, LINE_IDS, Line, default_fashion_dir, run_line};
+use selfsup::bench::{
+    BenchOptions, LINE_IDS, Line, METHOD_LINE_IDS, default_fashion_dir, run_line,
+};
 use selfsup::checkpoint::write_atomic;
 
 #[derive(Parser)]
@@ -18,6 +20,9 @@ pub struct Args {
     /// Few repetitions and small sizes: a smoke test, not a measurement.
     #[arg(long)]
     quick: bool,
+    /// Also time one training step of every method (lines `method-<name>`).
+    #[arg(long)]
+    methods: bool,
     /// Write the table as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -96,16 +101,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ids: Vec<String> = match &a.only {
         Some(v) => {
             for id in v {
-                if !LINE_IDS.contains(&id.as_str()) {
+                if !LINE_IDS.contains(&id.as_str()) && !METHOD_LINE_IDS.contains(&id.as_str()) {
                     bail!(
-                        "--only: unknown line '{id}': known lines are {}",
-                        LINE_IDS.join(", ")
+                        "--only: unknown line '{id}': known lines are {}, {}",
+                        LINE_IDS.join(", "),
+                        METHOD_LINE_IDS.join(", ")
                     );
                 }
             }
             v.clone()
         }
-        None => LINE_IDS.iter().map(|s| s.to_string()).collect(),
+        None => {
+            let mut ids: Vec<String> = LINE_IDS.iter().map(|s| s.to_string()).collect();
+            if a.methods {
+                ids.extend(METHOD_LINE_IDS.iter().map(|s| s.to_string()));
+            }
+            ids
+        }
     };
     let exe = std::env::current_exe().context("cannot find the selfsup binary")?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -116,7 +128,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if a.quick { ", --quick" } else { "" }
     );
     println!(
-        "{:<13} {:>14} {:>9} {:>11}  what",
+        "{:<20} {:>14} {:>9} {:>11}  what",
         "line", "value", "GEMM %", "peak RSS"
     );
     let mut lines = Vec::new();
@@ -150,7 +162,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let share = peak_share(&line, peak).map_or(String::new(), |s| format!("{s:.1} %"));
         println!(
-            "{:<13} {:>14} {:>9} {:>8.0} MB  {}",
+            "{:<20} {:>14} {:>9} {:>8.0} MB  {}",
             line.id,
             fmt_value(&line),
             share,

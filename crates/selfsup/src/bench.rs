@@ -52,6 +52,20 @@ pub const LINE_IDS: &[&str] = &[
     "linear",
 ];
 
+/// Opt-in lines (`selfsup bench --methods`): one training step of each method with its default
+/// settings, on ResNet-18 at quarter width with the CIFAR stem, 1×28×28, 2×64 views (the
+/// Fashion-MNIST setting at a smaller batch).
+pub const METHOD_LINE_IDS: &[&str] = &[
+    "method-simclr",
+    "method-moco-v2",
+    "method-moco-v3",
+    "method-byol",
+    "method-simsiam",
+    "method-barlow-twins",
+    "method-vicreg",
+    "method-dino",
+];
+
 /// One line of the table (the JSON shape shared with the PyTorch reference).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Line {
@@ -149,9 +163,11 @@ pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
         "loader-step" => loader_step(opts),
         "knn" => knn(opts),
         "linear" => linear(opts),
+        other if other.starts_with("method-") => method_step(other, opts),
         other => bail!(
-            "unknown benchmark line '{other}': known lines are {}",
-            LINE_IDS.join(", ")
+            "unknown benchmark line '{other}': known lines are {}, and with --methods {}",
+            LINE_IDS.join(", "),
+            METHOD_LINE_IDS.join(", ")
         ),
     }?;
     line.peak_rss_mb = peak_rss_mb();
@@ -333,6 +349,62 @@ fn step(
     line.loss = Some(last_loss as f64);
     line.set("reps", reps);
     line.set("achieved_gflops", flops / med / 1e9);
+    Ok(line)
+}
+
+/// One training step of a method with its default settings (global views only for DINO: the
+/// local crops are the loader's business, so this line times the two global crops).
+fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
+    let name = id.trim_start_matches("method-");
+    let method = MethodConfig::from_name(name).map_err(anyhow::Error::msg)?;
+    let recipe = Recipe {
+        model: BackboneConfig::Resnet {
+            depth: 18,
+            cifar_stem: true,
+            width: 0.25,
+        },
+        method,
+        ..step_recipe(resnet(0.25))
+    };
+    let (c, side, n) = (1, 28, 64);
+    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
+    let model = build_model(&recipe, c, side, &dev, 0);
+    let flops = model.step_flops(n, side, side).total();
+    let mut optim = Optimizer::new(recipe.optim.clone());
+    let mut rng = SplitMix64::new(7);
+    let shape = [n, c, side, side];
+    let x1 = Tensor::<4>::from_data(
+        TensorData::new(normal(&mut rng, n * side * side), shape),
+        &dev,
+    );
+    let x2 = Tensor::<4>::from_data(
+        TensorData::new(normal(&mut rng, n * side * side), shape),
+        &dev,
+    );
+    let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 9) };
+    let mut model = Some(model);
+    let mut step = 0u64;
+    let mut last_loss = 0.0;
+    let times = time_reps(warmup, reps, || {
+        let m = model.take().expect("model");
+        step += 1;
+        let info = crate::method::StepInfo { step, total: 1000 };
+        let out = m.step(vec![x1.clone(), x2.clone()], info);
+        last_loss = out.loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(out.loss.backward(), &m);
+        model = Some(optim.step(0.06, m, grads).0.after_step(step, 1000));
+    });
+    let med = median(&times);
+    let mut line = Line::new(
+        id,
+        format!("{name} step (defaults), ResNet-18 ×0.25 CIFAR stem, 1×28×28, 2×{n} views"),
+        "img/s",
+    );
+    line.value = Some((2 * n) as f64 / med);
+    line.median_s = Some(med);
+    line.flops = Some(flops);
+    line.loss = Some(last_loss as f64);
+    line.set("reps", reps);
     Ok(line)
 }
 
