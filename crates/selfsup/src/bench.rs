@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::BackboneConfig;
 use crate::checkpoint::{named_tensors, tensors_to_safetensors, write_atomic};
 use crate::eval::{KnnConfig, LinearConfig, knn_classify, linear_probe};
-use crate::method::{MethodConfig, Model, SimClrConfig};
+use crate::method::{MethodConfig, Model, SimClrConfig, StepInfo};
 use crate::optim::{OptimConfig, OptimKind, Optimizer};
 use crate::recipe::Recipe;
 use crate::train::build_model;
@@ -271,10 +271,15 @@ fn train_step(
     lr: f64,
 ) -> f32 {
     let m = model.take().expect("model");
-    let out = m.step(vec![x1.clone(), x2.clone()], Default::default());
+    // a nominal run of 1,000 steps for the schedules of the EMA methods
+    let info = StepInfo {
+        step: optim.steps() + 1,
+        total: 1000,
+    };
+    let out = m.step(vec![x1.clone(), x2.clone()], info);
     let loss = out.loss.clone().into_scalar::<f32>();
     let grads = GradientsParams::from_grads(out.loss.backward(), &m);
-    *model = Some(optim.step(lr, m, grads).0);
+    *model = Some(optim.step(lr, m, grads).0.after_step(info.step, info.total));
     loss
 }
 
@@ -358,11 +363,6 @@ fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
     let name = id.trim_start_matches("method-");
     let method = MethodConfig::from_name(name).map_err(anyhow::Error::msg)?;
     let recipe = Recipe {
-        model: BackboneConfig::Resnet {
-            depth: 18,
-            cifar_stem: true,
-            width: 0.25,
-        },
         method,
         ..step_recipe(resnet(0.25))
     };
@@ -383,16 +383,9 @@ fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
     );
     let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 9) };
     let mut model = Some(model);
-    let mut step = 0u64;
     let mut last_loss = 0.0;
     let times = time_reps(warmup, reps, || {
-        let m = model.take().expect("model");
-        step += 1;
-        let info = crate::method::StepInfo { step, total: 1000 };
-        let out = m.step(vec![x1.clone(), x2.clone()], info);
-        last_loss = out.loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(out.loss.backward(), &m);
-        model = Some(optim.step(0.06, m, grads).0.after_step(step, 1000));
+        last_loss = train_step(&mut model, &mut optim, &x1, &x2, 0.06);
     });
     let med = median(&times);
     let mut line = Line::new(

@@ -236,6 +236,32 @@ fn gather_rows(src: &[f32], rows: usize, l: usize, dst: &mut [f32], ld: usize, o
     }
 }
 
+/// The output gradients of `gn` images `(gn, rows, L)` as one `(rows, gn·L)` matrix: the
+/// images themselves for one image, else gathered into `buf`.
+fn group_rows<'a>(
+    src: &'a [f32],
+    rows: usize,
+    l: usize,
+    gn: usize,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if gn == 1 {
+        return src;
+    }
+    buf.resize(rows * gn * l, 0.0);
+    for i in 0..gn {
+        gather_rows(
+            &src[i * rows * l..(i + 1) * rows * l],
+            rows,
+            l,
+            buf,
+            gn * l,
+            i * l,
+        );
+    }
+    buf
+}
+
 /// The inverse of [`gather_rows`].
 fn scatter_rows(src: &[f32], rows: usize, l: usize, dst: &mut [f32], ld: usize, off: usize) {
     for r in 0..rows {
@@ -333,22 +359,7 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                 }
                 &col
             };
-            let dyr: &[f32] = if gn == 1 {
-                dy_g
-            } else {
-                dyg.resize(g.o * ld, 0.0);
-                for i in 0..gn {
-                    gather_rows(
-                        &dy_g[i * g.o * l..(i + 1) * g.o * l],
-                        g.o,
-                        l,
-                        &mut dyg,
-                        ld,
-                        i * l,
-                    );
-                }
-                &dyg
-            };
+            let dyr = group_rows(dy_g, g.o, l, gn, &mut dyg);
             // acc (O, CK) += dy_g (O, G·L) · colᵀ (G·L, CK)
             gemm(
                 g.o,
@@ -418,22 +429,7 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                 );
                 continue;
             }
-            let dyr: &[f32] = if gn == 1 {
-                dy_g
-            } else {
-                dyg.resize(g.o * ld, 0.0);
-                for i in 0..gn {
-                    gather_rows(
-                        &dy_g[i * g.o * l..(i + 1) * g.o * l],
-                        g.o,
-                        l,
-                        &mut dyg,
-                        ld,
-                        i * l,
-                    );
-                }
-                &dyg
-            };
+            let dyr = group_rows(dy_g, g.o, l, gn, &mut dyg);
             col.resize(ck * ld, 0.0);
             gemm(
                 ck,

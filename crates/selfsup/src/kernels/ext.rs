@@ -122,8 +122,8 @@ fn with_f32<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
     }
 }
 
-fn flex_tensor(v: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, Shape::new(shape)))
+fn flex_tensor(v: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.into()))
 }
 
 impl ConvBackend for Flex {
@@ -173,7 +173,7 @@ impl ConvBackend for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> BnTrain<Self> {
-        <Flex as BnBackendFlex>::bn_train(x, gamma, beta, epsilon)
+        bn_train(x, gamma, beta, epsilon)
     }
 
     fn selfsup_batch_norm_backward(
@@ -184,7 +184,7 @@ impl ConvBackend for Flex {
         grad_out: FlexTensor,
         epsilon: f64,
     ) -> BnGrads<Self> {
-        <Flex as BnBackendFlex>::bn_backward(x, gamma, mean, var, grad_out, epsilon)
+        bn_backward(x, gamma, mean, var, grad_out, epsilon)
     }
 }
 
@@ -200,51 +200,42 @@ fn bn_shape(t: &FlexTensor) -> (BnShape, Vec<usize>) {
     (s, dims)
 }
 
-fn flex_vec(v: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(v, Shape::from(shape)))
+fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnTrain<Flex> {
+    let (s, dims) = bn_shape(&x);
+    let (y, mean, var) = with_f32(&x, |xs| {
+        with_f32(&gamma, |g| {
+            with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s))
+        })
+    });
+    BnTrain {
+        output: flex_tensor(y, dims),
+        mean: flex_tensor(mean, vec![s.c]),
+        var: flex_tensor(var, vec![s.c]),
+    }
 }
 
-impl BnBackendFlex for Flex {}
-
-/// The batch norm half of the Flex implementation (kept apart for readability).
-trait BnBackendFlex {
-    fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnTrain<Flex> {
-        let (s, dims) = bn_shape(&x);
-        let (y, mean, var) = with_f32(&x, |xs| {
-            with_f32(&gamma, |g| {
-                with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s))
-            })
-        });
-        BnTrain {
-            output: flex_vec(y, dims),
-            mean: flex_vec(mean, vec![s.c]),
-            var: flex_vec(var, vec![s.c]),
-        }
-    }
-
-    fn bn_backward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        mean: FlexTensor,
-        var: FlexTensor,
-        dy: FlexTensor,
-        eps: f64,
-    ) -> BnGrads<Flex> {
-        let (s, dims) = bn_shape(&x);
-        let (dx, dg, db) = with_f32(&x, |xs| {
-            with_f32(&gamma, |g| {
-                with_f32(&mean, |m| {
-                    with_f32(&var, |v| {
-                        with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s))
-                    })
+fn bn_backward(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    var: FlexTensor,
+    dy: FlexTensor,
+    eps: f64,
+) -> BnGrads<Flex> {
+    let (s, dims) = bn_shape(&x);
+    let (dx, dg, db) = with_f32(&x, |xs| {
+        with_f32(&gamma, |g| {
+            with_f32(&mean, |m| {
+                with_f32(&var, |v| {
+                    with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s))
                 })
             })
-        });
-        BnGrads {
-            x: flex_vec(dx, dims),
-            gamma: flex_vec(dg, vec![s.c]),
-            beta: flex_vec(db, vec![s.c]),
-        }
+        })
+    });
+    BnGrads {
+        x: flex_tensor(dx, dims),
+        gamma: flex_tensor(dg, vec![s.c]),
+        beta: flex_tensor(db, vec![s.c]),
     }
 }
 
@@ -426,7 +417,7 @@ fn on_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
-/// The symmetric padding of `conv` for an input of `h × w`, if it has one we support.
+/// The symmetric padding of `conv`, if it has one we support.
 fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
     match conv.padding {
         PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),

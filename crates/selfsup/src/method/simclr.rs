@@ -18,7 +18,7 @@ use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::NtXent;
-use crate::method::StepOutput;
+use crate::method::{StepOutput, two_views};
 
 /// `[method]` settings of SimCLR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,10 +87,9 @@ pub struct SimClr {
 impl SimClr {
     /// `views`: two batches `(N, C, H, W)` of the same N images.
     pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
-        let [x1, x2]: [Tensor<4>; 2] = views.try_into().expect("SimCLR takes two views");
-        let n = x1.dims()[0];
         // one pass over both views: (2N, C, H, W) → h: (2N, F) → z: (2N, d)
-        let h = self.encoder.forward(Tensor::cat(vec![x1, x2], 0));
+        let (x, n) = two_views(views);
+        let h = self.encoder.forward(x);
         let z = self.head.forward(h.clone());
         let z1 = z.clone().narrow(0, 0, n);
         let z2 = z.narrow(0, n, n);
