@@ -4,6 +4,7 @@ mod bench;
 mod embed;
 mod eval;
 mod pretrain;
+mod report;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval::Args),
     /// Write the encoder's features of every image to CSV or .npy.
     Embed(embed::Args),
+    /// Compare evaluated runs in one table (accuracy, speed, memory, collapse monitors).
+    Report(report::Args),
     /// Time the training step, augmentation, loader, kNN and linear probe (one table + JSON).
     Bench(bench::Args),
     /// Write a PNG grid of images beside their augmented views.
@@ -58,6 +61,7 @@ fn main() {
         Command::Embed(a) => embed::run(a),
         Command::Views(a) => views::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -16,7 +16,7 @@ pub struct Args {
     /// Data: `digits` (built in), `idx:DIR`, `folder:DIR` or `csv:FILE`.
     #[arg(long)]
     data: Option<String>,
-    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg.
+    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg, dino.
     #[arg(long)]
     method: Option<String>,
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Continue the run in RUN_DIR from its newest checkpoint, with its own recipe. Only
     /// `--epochs` (extends the run; the cosine is recomputed over the new total), `--device`,
-    /// `--no-eval` and `--quiet` may be given with it.
+    /// `--stop-after`, `--no-eval` and `--quiet` may be given with it.
     #[arg(
         long,
         value_name = "RUN_DIR",
@@ -47,6 +47,11 @@ pub struct Args {
     /// `train.collapse_*`), keeping the last healthy checkpoint.
     #[arg(long)]
     stop_on_collapse: bool,
+    /// Stop after this many epochs (counted from the start of the run), with a checkpoint, as
+    /// if interrupted there: the schedules still span all epochs and `--resume` continues the
+    /// run exactly. No evaluation follows an early stop.
+    #[arg(long, value_name = "EPOCHS")]
+    stop_after: Option<usize>,
     /// Skip the final evaluation.
     #[arg(long)]
     no_eval: bool,
@@ -56,6 +61,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.stop_after == Some(0) {
+        anyhow::bail!("--stop-after: must be at least 1 epoch");
+    }
     let mut recipe = if let Some(dir) = &a.resume {
         Recipe::load(&dir.join("recipe.toml"))
             .with_context(|| format!("--resume {}: not a run folder", dir.display()))?
@@ -132,7 +140,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &TrainOptions {
             progress: !a.quiet,
             resume: a.resume.is_some(),
-            stop_after: None,
+            stop_after: a.stop_after,
         },
     )?;
     eprintln!(
@@ -141,6 +149,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         trained.images_per_s,
         run_dir.join("encoder.safetensors").display()
     );
+    if let Some(n) = a.stop_after
+        && n < recipe.train.epochs
+    {
+        eprintln!(
+            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
+            recipe.train.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
     if a.no_eval {
         return Ok(());
     }

@@ -159,6 +159,90 @@ fn tiny_run_resume_eval_embed_views() {
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
 }
 
+fn metric_epochs(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn stop_after_resume_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let r = recipe.to_str().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    let o = selfsup(&["pretrain", "-q", "-c", r, "--out", a_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // interrupted on purpose after epoch 1 of 2: a checkpoint, no evaluation, a hint to resume
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "-c",
+        r,
+        "--method",
+        "byol",
+        "--stop-after",
+        "1",
+        "--out",
+        b_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
+    assert!(!b.join("eval.json").exists());
+    assert_eq!(metric_epochs(&b).len(), 1);
+    // the report refuses a run without an evaluation, naming the folder
+    let o = selfsup(&["report", b_s]);
+    assert_clean_failure(&o, "no eval-all.json or eval.json");
+
+    let o = selfsup(&["pretrain", "-q", "--resume", b_s, "--no-eval"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines = metric_epochs(&b);
+    let epochs: Vec<u64> = lines.iter().map(|l| l["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![1, 2]);
+    for l in &lines {
+        assert!(l["peak_rss_mb"].as_f64().unwrap() > 0.0, "{l}");
+        assert!(l["effective_rank"].as_f64().unwrap() >= 1.0, "{l}");
+    }
+    let o = selfsup(&["eval", "all", "--run", b_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let md = dir.path().join("doc.md");
+    std::fs::write(
+        &md,
+        "intro\n<!-- methods:begin -->\nold\n<!-- methods:end -->\nend\n",
+    )
+    .unwrap();
+    let o = selfsup(&["report", a_s, b_s, "--markdown", md.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout).to_string();
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    // the baselines: random init, raw and standardised pixels
+    assert_eq!(rows.len(), 6, "{rows:#?}");
+    assert!(rows[1].starts_with("| simclr | 2 | "), "{table}");
+    assert!(rows[2].starts_with("| byol | 2 | "), "{table}");
+    assert!(rows[3].starts_with("| *random-init encoder* |"), "{table}");
+    assert!(rows[4].starts_with("| *raw pixels* |"), "{table}");
+    let doc = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        doc.starts_with("intro\n<!-- methods:begin -->\n| method |"),
+        "{doc}"
+    );
+    assert!(
+        doc.ends_with("<!-- methods:end -->\nend\n") && !doc.contains("old"),
+        "{doc}"
+    );
+
+    let o = selfsup(&["pretrain", "-q", "-c", r, "--stop-after", "0"]);
+    assert_clean_failure(&o, "--stop-after");
+}
+
 #[test]
 fn bad_inputs_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,5 +15,6 @@ pub mod method;
 pub mod monitor;
 pub mod optim;
 pub mod recipe;
+pub mod summary;
 mod testutil;
 pub mod train;

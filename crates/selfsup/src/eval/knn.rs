@@ -27,7 +27,7 @@ impl Default for KnnConfig {
 }
 
 /// Top-1 and top-5 accuracy (top-5 only with ≥ 5 classes), in percent.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnnResult {
     pub top1: f64,
     pub top5: Option<f64>,

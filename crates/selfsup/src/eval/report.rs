@@ -2,7 +2,7 @@
 //! baselines computed in the same run (raw pixels, an encoder with random initial weights).
 
 use anyhow::bail;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::eval::{
@@ -11,7 +11,7 @@ use crate::eval::{
 use crate::train::{Prepared, build_model};
 
 /// One row of the table.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalRow {
     pub features: String,
     pub dim: usize,

@@ -1,0 +1,290 @@
+//! Comparison of finished runs (`selfsup report`): one row per run folder with what its
+//! evaluation measured (kNN, linear probe on all labels and on 1 %), what its training cost
+//! (images/s, peak memory) and its final collapse monitors, beside the raw-pixel and
+//! random-init baselines.
+//!
+//! Everything comes from the files a run writes: `recipe.toml`, `metrics.jsonl` (one line per
+//! epoch) and `eval-all.json` (`selfsup eval all`) or `eval.json` (the evaluation at the end of
+//! `selfsup pretrain`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use crate::eval::report::EvalRow;
+use crate::recipe::Recipe;
+
+/// What one run folder says about its run.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub method: String,
+    pub data: String,
+    /// Epochs done (from the metrics), and the epochs of the recipe.
+    pub epochs_done: usize,
+    pub epochs: usize,
+    /// Images of all epochs over the seconds of all epochs.
+    pub images_per_s: f64,
+    /// Highest peak resident set size over the run's processes, if logged.
+    pub peak_rss_mb: Option<f64>,
+    /// Collapse monitors of the last epoch: std of the l2-normalised embeddings, its healthy
+    /// value 1/√d, and the effective rank.
+    pub collapse_std: Option<f64>,
+    pub collapse_std_healthy: Option<f64>,
+    pub effective_rank: Option<f64>,
+    /// The SSL encoder's row and the other rows (baselines) of the evaluation.
+    pub ssl: EvalRow,
+    pub baselines: Vec<EvalRow>,
+}
+
+impl RunSummary {
+    /// Reads a run folder; errors name the file and what is wrong with it.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a run folder", dir.display());
+        }
+        let recipe = Recipe::load(&dir.join("recipe.toml"))?;
+        let metrics_path = dir.join("metrics.jsonl");
+        let text = std::fs::read_to_string(&metrics_path)
+            .with_context(|| format!("cannot read {}", metrics_path.display()))?;
+        // the last line of each epoch counts (a run resumed from an older checkpoint repeats some)
+        let mut epochs: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{} line {}: not JSON", metrics_path.display(), i + 1))?;
+            let Some(e) = v.get("epoch").and_then(|e| e.as_u64()) else {
+                bail!("{} line {}: no `epoch`", metrics_path.display(), i + 1);
+            };
+            epochs.insert(e, v);
+        }
+        let Some(last) = epochs.values().next_back() else {
+            bail!("{}: no epoch was logged", metrics_path.display());
+        };
+        let num = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_f64());
+        let (mut images, mut seconds) = (0.0, 0.0);
+        for (e, v) in &epochs {
+            let (Some(ips), Some(s)) = (num(v, "images_per_s"), num(v, "epoch_seconds")) else {
+                bail!(
+                    "{}: epoch {e} lacks `images_per_s` or `epoch_seconds`",
+                    metrics_path.display()
+                );
+            };
+            images += ips * s;
+            seconds += s;
+        }
+        let peak_rss_mb = epochs
+            .values()
+            .filter_map(|v| num(v, "peak_rss_mb"))
+            .reduce(f64::max);
+
+        let eval_path = ["eval-all.json", "eval.json"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "{}: no eval-all.json or eval.json (run `selfsup eval all --run {}`)",
+                    dir.display(),
+                    dir.display()
+                )
+            })?;
+        let text = std::fs::read_to_string(&eval_path)
+            .with_context(|| format!("cannot read {}", eval_path.display()))?;
+        let rows: Vec<EvalRow> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an evaluation table", eval_path.display()))?;
+        let (ssl, baselines): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|r| r.features.ends_with("(SSL)"));
+        let Some(ssl) = ssl.into_iter().next() else {
+            bail!("{}: no row of the SSL encoder", eval_path.display());
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            method: recipe.method.name().to_string(),
+            data: recipe.data.spec.clone(),
+            epochs_done: *epochs.keys().next_back().unwrap_or(&0) as usize,
+            epochs: recipe.train.epochs,
+            images_per_s: images / seconds.max(1e-9),
+            peak_rss_mb,
+            collapse_std: num(last, "collapse_std"),
+            collapse_std_healthy: num(last, "collapse_std_healthy"),
+            effective_rank: num(last, "effective_rank"),
+            ssl,
+            baselines,
+        })
+    }
+}
+
+/// Top-1 of the linear probe trained on `fraction` of the labels, if it was run.
+fn linear_at(row: &EvalRow, fraction: f64) -> Option<f64> {
+    row.linear
+        .iter()
+        .find(|(f, _)| (f - fraction).abs() < 1e-9)
+        .map(|&(_, a)| a)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn eval_cells(row: &EvalRow) -> String {
+    format!(
+        "{} | {} | {}",
+        pct(row.knn.map(|k| k.top1)),
+        pct(linear_at(row, 1.0)),
+        pct(linear_at(row, 0.01))
+    )
+}
+
+/// The comparison table (Markdown): one row per run, then the baselines of the first run that
+/// has them.
+pub fn format_comparison(runs: &[RunSummary]) -> String {
+    let mut s = String::from(
+        "| method | epochs | kNN top-1 | linear top-1 | linear, 1 % labels | images/s | peak RSS (MB) | embedding std (healthy 1/√d) | effective rank (of d) |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in runs {
+        let epochs = if r.epochs_done == r.epochs {
+            r.epochs.to_string()
+        } else {
+            format!("{} of {}", r.epochs_done, r.epochs)
+        };
+        let std = match (r.collapse_std, r.collapse_std_healthy) {
+            (Some(v), Some(h)) => format!("{v:.4} ({h:.4})"),
+            (Some(v), None) => format!("{v:.4}"),
+            _ => "–".into(),
+        };
+        s += &format!(
+            "| {} | {epochs} | {} | {:.0} | {} | {std} | {} |\n",
+            r.method,
+            eval_cells(&r.ssl),
+            r.images_per_s,
+            r.peak_rss_mb.map_or("–".into(), |m| format!("{m:.0}")),
+            match (r.effective_rank, r.collapse_std_healthy) {
+                // the monitored embedding has d dimensions, and its healthy std is 1/√d
+                (Some(v), Some(h)) => format!("{v:.1} ({:.0})", 1.0 / (h * h)),
+                (Some(v), None) => format!("{v:.1}"),
+                _ => "–".into(),
+            },
+        );
+    }
+    if let Some(first) = runs.iter().find(|r| !r.baselines.is_empty()) {
+        for b in &first.baselines {
+            s += &format!(
+                "| *{}* | – | {} | – | – | – | – |\n",
+                b.features,
+                eval_cells(b)
+            );
+        }
+    }
+    s
+}
+
+/// Replaces the text between the lines `begin` and `end` of `text` with `block`.
+pub fn replace_block(text: &str, begin: &str, end: &str, block: &str) -> Option<String> {
+    let (pre, rest) = text.split_once(begin)?;
+    let (_, post) = rest.split_once(end)?;
+    Some(format!("{pre}{begin}\n{block}{end}{post}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RECIPE: &str =
+        "[data]\nspec = \"digits\"\n\n[method]\nname = \"byol\"\n\n[train]\nepochs = 3\n";
+
+    fn fixture(dir: &Path, metrics: &str, eval: &str) {
+        std::fs::write(dir.join("recipe.toml"), RECIPE).unwrap();
+        std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+        std::fs::write(dir.join("eval-all.json"), eval).unwrap();
+    }
+
+    const EVAL: &str = r#"[
+      {"features": "byol (SSL)", "dim": 128, "knn": {"top1": 91.25, "top5": 99.0},
+       "linear": [[1.0, 97.5], [0.01, 60.04]]},
+      {"features": "random-init encoder", "dim": 128, "knn": {"top1": 88.0, "top5": null},
+       "linear": [[1.0, 96.0], [0.01, 59.0]]},
+      {"features": "raw pixels", "dim": 64, "knn": {"top1": 94.1, "top5": null},
+       "linear": [[1.0, 95.5]]}
+    ]"#;
+
+    #[test]
+    fn summarises_a_run_folder() {
+        let t = tempfile::tempdir().unwrap();
+        // epoch 2 logged twice (resumed from an older checkpoint): the last line counts
+        let metrics = [
+            r#"{"epoch":1,"images_per_s":100.0,"epoch_seconds":10.0,"peak_rss_mb":300.0}"#,
+            r#"{"epoch":2,"images_per_s":50.0,"epoch_seconds":10.0,"peak_rss_mb":500.0}"#,
+            r#"{"epoch":2,"images_per_s":200.0,"epoch_seconds":10.0,"peak_rss_mb":250.0,"collapse_std":0.07,"collapse_std_healthy":0.08838834764831845,"effective_rank":23.4}"#,
+        ]
+        .join("\n");
+        fixture(t.path(), &metrics, EVAL);
+        let r = RunSummary::load(t.path()).unwrap();
+        assert_eq!(r.method, "byol");
+        assert_eq!((r.epochs_done, r.epochs), (2, 3));
+        // (100·10 + 200·10) images over 20 s
+        assert!((r.images_per_s - 150.0).abs() < 1e-9, "{}", r.images_per_s);
+        assert_eq!(r.peak_rss_mb, Some(300.0));
+        assert_eq!(r.effective_rank, Some(23.4));
+        assert_eq!(r.baselines.len(), 2);
+        let table = format_comparison(&[r]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert_eq!(
+            lines[2],
+            "| byol | 2 of 3 | 91.2 | 97.5 | 60.0 | 150 | 300 | 0.0700 (0.0884) | 23.4 (128) |"
+        );
+        assert_eq!(
+            lines[4],
+            "| *raw pixels* | – | 94.1 | 95.5 | – | – | – | – | – |"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        fixture(
+            t.path(),
+            "{\"epoch\":1,\"images_per_s\":1.0,\"epoch_seconds\":1.0}\nnot json\n",
+            EVAL,
+        );
+        let e = format!("{:#}", RunSummary::load(t.path()).unwrap_err());
+        assert!(e.contains("metrics.jsonl line 2: not JSON"), "{e}");
+
+        fixture(
+            t.path(),
+            "{\"epoch\":1,\"images_per_s\":1.0,\"epoch_seconds\":1.0}\n",
+            "[]",
+        );
+        let e = format!("{:#}", RunSummary::load(t.path()).unwrap_err());
+        assert!(
+            e.contains("eval-all.json: no row of the SSL encoder"),
+            "{e}"
+        );
+
+        std::fs::remove_file(t.path().join("eval-all.json")).unwrap();
+        let e = format!("{:#}", RunSummary::load(t.path()).unwrap_err());
+        assert!(e.contains("no eval-all.json or eval.json"), "{e}");
+
+        let e = format!(
+            "{:#}",
+            RunSummary::load(&t.path().join("nope")).unwrap_err()
+        );
+        assert!(e.contains("nope: not a run folder"), "{e}");
+    }
+
+    #[test]
+    fn replaces_only_the_block() {
+        let text = "a\n<!-- b -->\nold\n<!-- e -->\nz\n";
+        assert_eq!(
+            replace_block(text, "<!-- b -->", "<!-- e -->", "new\n").unwrap(),
+            "a\n<!-- b -->\nnew\n<!-- e -->\nz\n"
+        );
+        assert!(replace_block("no markers", "<!-- b -->", "<!-- e -->", "x").is_none());
+    }
+}
