@@ -103,6 +103,19 @@ pub fn ema_update<M: Module>(target: M, online: &M, m: f64) -> M {
     })
 }
 
+/// Whether any parameter of `module` requires a gradient (an EMA target never should).
+pub fn requires_grad<M: Module>(module: &M) -> bool {
+    struct Req(bool);
+    impl ModuleVisitor for Req {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0 |= p.val().is_require_grad();
+        }
+    }
+    let mut r = Req(false);
+    module.visit(&mut r);
+    r.0
+}
+
 /// The cosine schedule of the EMA momentum (BYOL): `1 − (1 − m₀)·(cos(π·step/total) + 1)/2`,
 /// from `m₀` at step 0 to 1 at the last step.
 pub fn cosine_momentum(base: f64, step: u64, total: u64) -> f64 {
@@ -213,15 +226,10 @@ mod tests {
         }
         // target parameters never require gradients
         assert!(collect(&target).iter().all(|(t, _)| !t.is_require_grad()));
-        struct Req(bool);
-        impl ModuleVisitor for Req {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                self.0 |= p.val().is_require_grad();
-            }
-        }
-        let mut r = Req(false);
-        target.visit(&mut r);
-        assert!(!r.0, "a target parameter requires a gradient");
+        assert!(
+            !requires_grad(&target),
+            "a target parameter requires a gradient"
+        );
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         match checkpoint::latest(run_dir) {
             Some(dir) => {
                 let (m, s) = checkpoint::load(&dir, model, &mut optim, &train_device)?;
-                model = m;
+                model = m.freeze_targets();
                 state = s;
                 tracing::info!("resuming {} after epoch {}", run_dir.display(), state.epoch);
             }

@@ -96,6 +96,14 @@ pub struct Byol {
 }
 
 impl Byol {
+    /// The target network as a constant: its parameters never require a gradient (a loaded
+    /// checkpoint gives them `require_grad` back).
+    pub fn freeze_target(mut self) -> Self {
+        self.target_encoder = self.target_encoder.no_grad();
+        self.target_projector = self.target_projector.no_grad();
+        self
+    }
+
     pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x.clone()));

@@ -188,6 +188,14 @@ pub struct Dino {
 }
 
 impl Dino {
+    /// The target network as a constant: its parameters never require a gradient (a loaded
+    /// checkpoint gives them `require_grad` back).
+    pub fn freeze_target(mut self) -> Self {
+        self.teacher_encoder = self.teacher_encoder.no_grad();
+        self.teacher_head = self.teacher_head.no_grad();
+        self
+    }
+
     /// Teacher temperature at this point of the run.
     pub fn teacher_temp(&self, info: StepInfo) -> f32 {
         let c = &self.cfg;

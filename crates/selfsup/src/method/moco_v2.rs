@@ -95,6 +95,14 @@ pub struct MocoV2 {
 }
 
 impl MocoV2 {
+    /// The target network as a constant: its parameters never require a gradient (a loaded
+    /// checkpoint gives them `require_grad` back).
+    pub fn freeze_target(mut self) -> Self {
+        self.key_encoder = self.key_encoder.no_grad();
+        self.key_head = self.key_head.no_grad();
+        self
+    }
+
     pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
         let (x, n) = two_views(views);
         let q = self.head.forward(self.encoder.forward(x.clone()));

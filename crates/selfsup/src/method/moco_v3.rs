@@ -89,6 +89,14 @@ pub struct MocoV3 {
 }
 
 impl MocoV3 {
+    /// The target network as a constant: its parameters never require a gradient (a loaded
+    /// checkpoint gives them `require_grad` back).
+    pub fn freeze_target(mut self) -> Self {
+        self.key_encoder = self.key_encoder.no_grad();
+        self.key_projector = self.key_projector.no_grad();
+        self
+    }
+
     pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x.clone()));
