@@ -6,7 +6,7 @@
 #
 #   scripts/compare-methods.sh [EPOCHS] [OUT]     # default: 2 epochs, runs/compare-fashion-mnist
 #
-# About 100 minutes on 2 cores for 2 epochs. Each run is interrupted after half its epochs and
+# About 95 minutes on 2 cores for 2 epochs. Each run is interrupted after half its epochs and
 # continued with `--resume`, so the table also exercises exact resume (queues, EMA targets and
 # DINO's centre included). Re-running the command skips methods already evaluated, so an
 # interrupted comparison picks up where it stopped.
