@@ -91,14 +91,9 @@ fn tiny_run_resume_eval_embed_views() {
         "--no-eval",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let epochs: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
-                .as_u64()
-                .unwrap()
-        })
+    let epochs: Vec<u64> = metric_epochs(&run)
+        .iter()
+        .map(|l| l["epoch"].as_u64().unwrap())
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
 
@@ -271,16 +266,7 @@ fn every_method_resumes_exactly_from_the_cli() {
             .map(|l| l["loss"].as_f64().unwrap())
             .collect()
     };
-    for m in [
-        "simclr",
-        "moco-v2",
-        "moco-v3",
-        "byol",
-        "simsiam",
-        "barlow-twins",
-        "vicreg",
-        "dino",
-    ] {
+    for &m in selfsup::method::METHOD_NAMES {
         let whole = dir.path().join(format!("{m}-whole"));
         let parts = dir.path().join(format!("{m}-parts"));
         let base = [

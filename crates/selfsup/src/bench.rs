@@ -138,9 +138,9 @@ pub use crate::monitor::peak_rss_mb;
 pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
     let mut line = match id {
         "gemm" => gemm(opts),
-        "step-a" => step(id, resnet(1.0), 3, 32, 64, opts),
-        "step-b" => step(id, resnet(0.5), 3, 32, 32, opts),
-        "step-c" => step(
+        "step-a" => simclr_step(id, resnet(1.0), 3, 32, 64, opts),
+        "step-b" => simclr_step(id, resnet(0.5), 3, 32, 32, opts),
+        "step-c" => simclr_step(
             id,
             BackboneConfig::Convnet {
                 widths: vec![32, 64, 128],
@@ -277,7 +277,8 @@ fn train_step(
     loss
 }
 
-fn step(
+/// The SimCLR step of the model `backbone` on `c`×`side`×`side` images, 2×`n` views.
+fn simclr_step(
     id: &str,
     backbone: BackboneConfig,
     c: usize,
@@ -293,9 +294,33 @@ fn step(
             format!("SimCLR step, ConvNet {widths:?}, {c}×{side}×{side}, 2×{n} views")
         }
     };
-    let recipe = step_recipe(backbone);
+    step(id, what, &step_recipe(backbone), [c, side, n], opts)
+}
+
+/// One training step of a method with its default settings (global views only for DINO: the
+/// local crops are the loader's business, so this line times the two global crops).
+fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
+    let name = id.trim_start_matches("method-");
+    let method = MethodConfig::from_name(name).map_err(anyhow::Error::msg)?;
+    let recipe = Recipe {
+        method,
+        ..step_recipe(resnet(0.25))
+    };
+    let what = format!("{name} step (defaults), ResNet-18 ×0.25 CIFAR stem, 1×28×28, 2×64 views");
+    step(id, what, &recipe, [1, 28, 64], opts)
+}
+
+/// Times the training step of `recipe`'s model and method on random `c`×`side`×`side` images,
+/// 2×`n` views; with `opts.check_dir`, also writes the weights, the input and the loss there.
+fn step(
+    id: &str,
+    what: String,
+    recipe: &Recipe,
+    [c, side, n]: [usize; 3],
+    opts: &BenchOptions,
+) -> anyhow::Result<Line> {
     let dev = crate::device::DeviceChoice::Cpu.train_device()?;
-    let model = build_model(&recipe, c, side, &dev, 0);
+    let model = build_model(recipe, c, side, &dev, 0);
     let flops = model.step_flops(n, side, side).total();
     let mut optim = Optimizer::new(recipe.optim.clone());
     let mut rng = SplitMix64::new(7);
@@ -348,50 +373,6 @@ fn step(
     line.loss = Some(last_loss as f64);
     line.set("reps", reps);
     line.set("achieved_gflops", flops / med / 1e9);
-    Ok(line)
-}
-
-/// One training step of a method with its default settings (global views only for DINO: the
-/// local crops are the loader's business, so this line times the two global crops).
-fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
-    let name = id.trim_start_matches("method-");
-    let method = MethodConfig::from_name(name).map_err(anyhow::Error::msg)?;
-    let recipe = Recipe {
-        method,
-        ..step_recipe(resnet(0.25))
-    };
-    let (c, side, n) = (1, 28, 64);
-    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
-    let model = build_model(&recipe, c, side, &dev, 0);
-    let flops = model.step_flops(n, side, side).total();
-    let mut optim = Optimizer::new(recipe.optim.clone());
-    let mut rng = SplitMix64::new(7);
-    let shape = [n, c, side, side];
-    let x1 = Tensor::<4>::from_data(
-        TensorData::new(normal(&mut rng, n * side * side), shape),
-        &dev,
-    );
-    let x2 = Tensor::<4>::from_data(
-        TensorData::new(normal(&mut rng, n * side * side), shape),
-        &dev,
-    );
-    let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 9) };
-    let mut model = Some(model);
-    let mut last_loss = 0.0;
-    let times = time_reps(warmup, reps, || {
-        last_loss = train_step(&mut model, &mut optim, &x1, &x2, 0.06);
-    });
-    let med = median(&times);
-    let mut line = Line::new(
-        id,
-        format!("{name} step (defaults), ResNet-18 ×0.25 CIFAR stem, 1×28×28, 2×{n} views"),
-        "img/s",
-    );
-    line.value = Some((2 * n) as f64 / med);
-    line.median_s = Some(med);
-    line.flops = Some(flops);
-    line.loss = Some(last_loss as f64);
-    line.set("reps", reps);
     Ok(line)
 }
 
