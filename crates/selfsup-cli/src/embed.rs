@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Parser;
 use selfsup::checkpoint::write_atomic;
 use selfsup::eval::encoder_features;
-use selfsup::train::load_run;
+use selfsup::run::load_run;
 
 #[derive(Parser)]
 pub struct Args {

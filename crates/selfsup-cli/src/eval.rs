@@ -3,20 +3,24 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use selfsup::checkpoint::write_atomic;
 use selfsup::eval::report::{
-    EvalRow, Which, encoder_feature_set, evaluate, feature_sets, format_table,
+    EvalRow, RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets,
+    format_table, random_encoder,
 };
-use selfsup::train::load_run;
+use selfsup::run::load_run;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     Knn,
     Linear,
+    /// Fine-tune the encoder end to end (with --baselines: beside the same network trained
+    /// from scratch).
+    Finetune,
     All,
 }
 
 #[derive(Parser)]
 pub struct Args {
-    /// knn, linear or all.
+    /// knn, linear, finetune or all.
     #[arg(value_enum)]
     kind: Kind,
     /// The run folder written by `selfsup pretrain`.
@@ -31,9 +35,16 @@ pub struct Args {
     /// Override k of the kNN.
     #[arg(long)]
     k: Option<usize>,
-    /// Override the label fractions of the linear probe, e.g. `--fractions 0.01,0.1`.
+    /// Override the label fractions of the linear probe (and of fine-tuning), e.g.
+    /// `--fractions 0.01,0.1`.
     #[arg(long, value_delimiter = ',')]
     fractions: Option<Vec<f64>>,
+    /// `all`: also fine-tune (slow: the encoder is trained end to end).
+    #[arg(long)]
+    finetune: bool,
+    /// Override the fine-tuning epochs.
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
     /// cpu, vulkan or cuda (default: the run's).
     #[arg(long)]
     device: Option<selfsup::device::DeviceChoice>,
@@ -64,7 +75,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             r.eval.knn.k = k;
         }
         if let Some(f) = a.fractions.clone() {
-            r.eval.linear.label_fractions = f;
+            if matches!(a.kind, Kind::Finetune) {
+                r.eval.finetune.label_fractions = f;
+            } else {
+                r.eval.linear.label_fractions = f;
+            }
+        }
+        if let Some(e) = a.finetune_epochs {
+            r.eval.finetune.epochs = e;
         }
         if let Some(d) = a.device {
             r.train.device = d;
@@ -87,6 +105,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             "linear",
         ),
+        Kind::Finetune => (
+            Which {
+                knn: false,
+                linear: false,
+            },
+            "finetune",
+        ),
         Kind::All => (
             Which {
                 knn: true,
@@ -95,13 +120,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "all",
         ),
     };
+    let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
     let label = format!("{} (SSL)", recipe.method.name());
-    let sets = if a.baselines {
+    let sets = if !(which.knn || which.linear) {
+        Vec::new()
+    } else if a.baselines {
         feature_sets(model.encoder(), &label, &p)
     } else {
         vec![encoder_feature_set(&label, model.encoder(), &p)]
     };
-    let rows = evaluate(&sets, &p, which)?;
+    let mut rows = if which.knn || which.linear {
+        evaluate(&sets, &p, which)?
+    } else {
+        Vec::new()
+    };
+    if finetune {
+        let random = a.baselines.then(|| random_encoder(&p));
+        let mut encoders = vec![(label.as_str(), model.encoder())];
+        if let Some(r) = &random {
+            encoders.push((RANDOM_INIT, r));
+        }
+        add_finetune(&mut rows, &encoders, &p)?;
+    }
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
     println!("data: {}\n\n{table}", recipe.data.spec);
     // never replaces the table of the pretraining run (eval.md)

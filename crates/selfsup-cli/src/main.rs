@@ -4,6 +4,7 @@ mod bench;
 mod embed;
 mod eval;
 mod pretrain;
+mod reconstruct;
 mod report;
 mod views;
 
@@ -44,6 +45,9 @@ enum Command {
     Bench(bench::Args),
     /// Write a PNG grid of images beside their augmented views.
     Views(views::Args),
+    /// Write a PNG grid of test images, their masked/noisy input and the reconstruction
+    /// (MAE and DAE runs).
+    Reconstruct(reconstruct::Args),
 }
 
 fn main() {
@@ -62,6 +66,7 @@ fn main() {
         Command::Views(a) => views::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Report(a) => report::run(a),
+        Command::Reconstruct(a) => reconstruct::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,7 +6,8 @@ use selfsup::device::DeviceChoice;
 use selfsup::eval::report::{Which, evaluate, feature_sets, format_table};
 use selfsup::method::MethodConfig;
 use selfsup::recipe::Recipe;
-use selfsup::train::{TrainOptions, prepare, pretrain};
+use selfsup::run::prepare;
+use selfsup::train::{TrainOptions, pretrain};
 
 #[derive(Parser)]
 pub struct Args {

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use selfsup::recipe::Recipe;
-use selfsup::train::prepare;
+use selfsup::run::prepare;
 
 #[derive(Parser)]
 pub struct Args {

@@ -259,7 +259,16 @@ fn every_method_resumes_exactly_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = dir.path().join("tiny.toml");
     std::fs::write(&recipe, TINY.replace("epochs = 2\n", "epochs = 3\n")).unwrap();
-    let r = recipe.to_str().unwrap();
+    // MAE masks ViT patches: the same recipe on a tiny ViT
+    let vit_recipe = dir.path().join("tiny-vit.toml");
+    std::fs::write(
+        &vit_recipe,
+        TINY.replace("epochs = 2\n", "epochs = 3\n").replace(
+            "backbone = \"convnet\"\nwidths = [8, 16]",
+            "backbone = \"vit\"\npatch_size = 2\ndim = 16\ndepth = 1\nheads = 2",
+        ),
+    )
+    .unwrap();
     let losses = |run: &Path| -> Vec<f64> {
         metric_epochs(run)
             .iter()
@@ -267,6 +276,11 @@ fn every_method_resumes_exactly_from_the_cli() {
             .collect()
     };
     for &m in selfsup::method::METHOD_NAMES {
+        let r = if m == "mae" {
+            vit_recipe.to_str().unwrap()
+        } else {
+            recipe.to_str().unwrap()
+        };
         let whole = dir.path().join(format!("{m}-whole"));
         let parts = dir.path().join(format!("{m}-parts"));
         let base = [

@@ -21,16 +21,20 @@
 #![warn(missing_docs)]
 
 pub mod augment;
+pub mod batch;
 pub mod error;
 pub mod grid;
 pub mod image;
 pub mod loader;
+pub mod masking;
 pub mod rng;
 pub mod source;
 
 pub use augment::{AugmentConfig, Pipeline};
+pub use batch::{Batch, TokenBatch};
 pub use error::DataError;
 pub use grid::save_views_grid;
 pub use image::Image;
 pub use loader::{Loader, ViewBatch, epoch_order};
+pub use masking::{Noise, PatchMask, random_patch_mask};
 pub use source::{DataSpec, Dataset, LoadOptions, Split, load};

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use selfsup_data::rng::SplitMix64;
 use selfsup_data::{AugmentConfig, Image, Loader, Pipeline};
@@ -32,10 +31,11 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::BackboneConfig;
 use crate::checkpoint::{named_tensors, tensors_to_safetensors, write_atomic};
 use crate::eval::{KnnConfig, LinearConfig, knn_classify, linear_probe};
-use crate::method::{MethodConfig, Model, SimClrConfig, StepInfo};
+use crate::method::{Input, MethodConfig, Model, SimClrConfig, StepInfo};
 use crate::optim::{OptimConfig, OptimKind, Optimizer};
 use crate::recipe::Recipe;
-use crate::train::build_model;
+use crate::run::build_model;
+use crate::train::train_step;
 
 /// Every line, in table order.
 pub const LINE_IDS: &[&str] = &[
@@ -256,25 +256,30 @@ fn step_recipe(backbone: BackboneConfig) -> Recipe {
     }
 }
 
-/// One training step; returns the loss.
-fn train_step(
+/// One training step through the loop's [`train_step`]; returns the loss.
+fn bench_step(
     model: &mut Option<Model>,
     optim: &mut Optimizer,
     x1: &Tensor<4>,
     x2: &Tensor<4>,
     lr: f64,
 ) -> f32 {
-    let m = model.take().expect("model");
     // a nominal run of 1,000 steps for the schedules of the EMA methods
     let info = StepInfo {
         step: optim.steps() + 1,
         total: 1000,
+        seed: 0,
     };
-    let out = m.step(vec![x1.clone(), x2.clone()], info);
-    let loss = out.loss.clone().into_scalar::<f32>();
-    let grads = GradientsParams::from_grads(out.loss.backward(), &m);
-    *model = Some(optim.step(lr, m, grads).0.after_step(info.step, info.total));
-    loss
+    let m = model.take().expect("model");
+    let (m, out) = train_step(
+        m,
+        optim,
+        Input::Views(vec![x1.clone(), x2.clone()]),
+        info,
+        lr,
+    );
+    *model = Some(m);
+    out.loss
 }
 
 /// The SimCLR step of the model `backbone` on `c`×`side`×`side` images, 2×`n` views.
@@ -292,6 +297,10 @@ fn simclr_step(
         }
         BackboneConfig::Convnet { widths } => {
             format!("SimCLR step, ConvNet {widths:?}, {c}×{side}×{side}, 2×{n} views")
+        }
+        BackboneConfig::Vit(v) => {
+            let (d, l, h) = v.dims();
+            format!("SimCLR step, ViT {d}-d {l} blocks {h} heads, {c}×{side}×{side}, 2×{n} views")
         }
     };
     step(id, what, &step_recipe(backbone), [c, side, n], opts)
@@ -333,7 +342,10 @@ fn step(
     if let Some(dir) = &opts.check_dir {
         // the loss of these weights on this batch, for the reference to recompute
         let loss = model
-            .step(vec![x1.clone(), x2.clone()], Default::default())
+            .step(
+                Input::Views(vec![x1.clone(), x2.clone()]),
+                Default::default(),
+            )
             .loss
             .into_scalar::<f32>();
         let mut tensors = named_tensors(&model);
@@ -363,7 +375,7 @@ fn step(
     let mut model = Some(model);
     let mut last_loss = 0.0;
     let times = time_reps(warmup, reps, || {
-        last_loss = train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        last_loss = bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
     });
     let med = median(&times);
     let mut line = Line::new(id, what, "img/s");
@@ -453,7 +465,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
         widths: vec![32, 64, 128],
     });
     recipe.data.spec = format!("idx:{}", dir.display());
-    let p = crate::train::prepare(&recipe)?;
+    let p = crate::run::prepare(&recipe)?;
     let (c, h, w) = p.pipeline.out_shape();
     let n = 256;
     let dev = crate::device::DeviceChoice::Cpu.train_device()?;
@@ -470,7 +482,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
         let b = loader.next().context("the data set is too small")?;
         let mut views = b.views.into_iter().map(to_tensor);
         let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
-        train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
         premade.push((x1, x2));
     }
     let (mut wait, t0) = (0.0, Instant::now());
@@ -480,7 +492,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
         wait += tw.elapsed().as_secs_f64();
         let mut views = b.views.into_iter().map(to_tensor);
         let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
-        train_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
     }
     let with_loader = t0.elapsed().as_secs_f64();
     drop(loader);
@@ -488,7 +500,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
     let t1 = Instant::now();
     for i in 0..steps {
         let (x1, x2) = &premade[i % premade.len()];
-        train_step(&mut model, &mut optim, x1, x2, 0.06);
+        bench_step(&mut model, &mut optim, x1, x2, 0.06);
     }
     let alone = t1.elapsed().as_secs_f64();
     line.value = Some((steps * 2 * n) as f64 / with_loader);

@@ -25,8 +25,9 @@ pub struct TrainState {
     pub global_step: u64,
     /// The run's seed: with (seed, epoch, index) it determines every augmentation.
     pub seed: u64,
-    /// `[channels, height, width]` of the encoder's input.
-    pub input_shape: [usize; 3],
+    /// Shape of one encoder input: `[channels, height, width]` for images, `[seq_len]` for
+    /// token sequences.
+    pub input_shape: Vec<usize>,
 }
 
 /// Reads `state.json` of a checkpoint folder.

@@ -15,6 +15,7 @@ pub mod method;
 pub mod monitor;
 pub mod optim;
 pub mod recipe;
+pub mod run;
 pub mod summary;
 mod testutil;
 pub mod train;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::BackboneConfig;
 use crate::device::DeviceChoice;
-use crate::eval::{KnnConfig, LinearConfig};
+use crate::eval::{FinetuneConfig, KnnConfig, LinearConfig};
 use crate::method::MethodConfig;
 use crate::optim::OptimConfig;
 
@@ -112,6 +112,8 @@ impl Default for TrainSection {
 pub struct EvalSection {
     pub knn: KnnConfig,
     pub linear: LinearConfig,
+    /// Fine-tuning (`selfsup eval finetune`, or `eval all --finetune`).
+    pub finetune: FinetuneConfig,
     /// Also evaluate raw pixels and a random-init encoder (the baselines).
     pub baselines: bool,
 }
@@ -121,6 +123,7 @@ impl Default for EvalSection {
         Self {
             knn: KnnConfig::default(),
             linear: LinearConfig::default(),
+            finetune: FinetuneConfig::default(),
             baselines: true,
         }
     }
@@ -216,6 +219,7 @@ impl Recipe {
         }
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
+        self.method.check_backbone(&self.model)?;
         if self.train.epochs == 0 || self.train.epochs > 1_000_000 {
             return Err(format!(
                 "train.epochs: must be in 1..=1000000, got {}",
@@ -272,6 +276,7 @@ impl Recipe {
             ));
         }
         self.eval.linear.validate()?;
+        self.eval.finetune.validate()?;
         Ok(())
     }
 }

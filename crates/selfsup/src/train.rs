@@ -9,103 +9,80 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use selfsup_data::{AugmentConfig, Loader, Pipeline, Split};
+use selfsup_data::{Batch, Loader};
 use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
 use crate::eval::knn_classify;
 use crate::eval::report::encoder_feature_set;
-use crate::method::{Model, StepInfo};
+use crate::method::{Input, Model, StepInfo};
 use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
 use crate::optim::{Optimizer, WarmupCosine};
-use crate::recipe::Recipe;
+use crate::run::{Prepared, build_model};
 
-/// Everything a run needs once its data is loaded.
-pub struct Prepared {
-    pub recipe: Recipe,
-    pub split: Split,
-    pub pipeline: Arc<Pipeline>,
-    /// Multi-crop methods: the pipeline of the local crops and how many per image.
-    pub local: Option<(Arc<Pipeline>, u32)>,
-    pub device: Device,
-}
-
-/// Loads the data of a recipe and builds its augmentation pipeline.
-pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
-    let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
-    let split = selfsup_data::load(&spec, &recipe.load_options())
-        .with_context(|| format!("cannot load data '{spec}'"))?;
-    if split.train.is_empty() {
-        bail!("data '{spec}': the training set is empty");
-    }
-    let (c, h, w) = split.train.shape();
-    let (mean, std) = split.train.channel_mean_std();
-    let aug = recipe
-        .augment
-        .clone()
-        .unwrap_or_else(|| AugmentConfig::for_dataset(&split.train.name, c, h));
-    let pipeline = Arc::new(
-        Pipeline::new(aug.clone(), h, w, mean.clone(), std.clone()).context("augmentation")?,
-    );
-    // local crops: the same augmentation, smaller crops of a smaller area
-    let local = match recipe.method.local_crops(h) {
-        Some(lc) => {
-            let mut la = aug.clone();
-            la.crop = Some(selfsup_data::augment::CropConfig {
-                p: 1.0,
-                scale: lc.scale,
-                ratio: la.crop.map_or([0.75, 4.0 / 3.0], |c| c.ratio),
-            });
-            let lp = Pipeline::new(la, lc.side, lc.side, mean, std).context("local crops")?;
-            Some((Arc::new(lp), lc.count))
-        }
-        None => None,
-    };
-    let device = recipe.train.device.device()?;
-    // the run's recipe records the augmentation actually used, not "the default"
-    let mut recipe = recipe.clone();
-    recipe.augment = Some(aug);
-    Ok(Prepared {
-        recipe,
-        split,
-        pipeline,
-        local,
-        device,
-    })
-}
-
-/// Serialises model construction: Burn draws initial weights from one RNG per device, so
-/// seeding and drawing must not interleave with another thread's.
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-struct Materialize;
-
-impl burn::module::ModuleVisitor for Materialize {
-    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-        let _ = param.val();
-    }
-}
-
-/// Builds the method's networks for images with `channels` channels and side `image_size`
-/// (deterministic for the seed).
-pub fn build_model(
-    recipe: &Recipe,
-    channels: usize,
-    image_size: usize,
+/// One loader batch as a method's input on `device`. `global` is the `[C, H, W]` of the
+/// views, `local` that of the local crops (multi-crop).
+pub fn to_input(
+    batch: Batch,
+    global: [usize; 3],
+    local: Option<[usize; 3]>,
     device: &Device,
-    seed: u64,
-) -> Model {
-    let (c, h) = (channels, image_size);
-    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    let model = recipe
-        .method
-        .init(&|| recipe.model.init(c, h, device), device);
-    // parameters are initialised lazily: draw them now, in a fixed order, under the lock
-    burn::module::Module::visit(&model, &mut Materialize);
-    model
+) -> Input {
+    match batch {
+        Batch::Images(b) => {
+            let n = b.batch_size;
+            let image = |v: Vec<f32>, [c, h, w]: [usize; 3]| {
+                Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), device)
+            };
+            let mut views: Vec<Tensor<4>> = b.views.into_iter().map(|v| image(v, global)).collect();
+            if let Some(shape) = local {
+                views.extend(b.local_views.into_iter().map(|v| image(v, shape)));
+            }
+            Input::Views(views)
+        }
+        Batch::Tokens(b) => {
+            let shape = [b.batch_size, b.seq_len];
+            let ids: Vec<i32> = b.ids.iter().map(|&t| t as i32).collect();
+            Input::Tokens {
+                ids: Tensor::<2, Int>::from_data(TensorData::new(ids, shape), device),
+                mask: Tensor::<2, Bool>::from_data(TensorData::new(b.mask, shape), device),
+            }
+        }
+    }
+}
+
+/// What [`train_step`] gives back.
+pub struct Stepped {
+    /// The loss before the update.
+    pub loss: f32,
+    /// The method's detached monitor embeddings `(N, d)`.
+    pub embeddings: Tensor<2>,
+}
+
+/// One training step, shared by the loop and `selfsup bench`: the method's loss on `input`,
+/// backward, the optimiser step at `lr`, then the method's after-step update (EMA, queue).
+/// A non-finite loss leaves the model as it was; the caller reports it.
+pub fn train_step(
+    model: Model,
+    optim: &mut Optimizer,
+    input: Input,
+    info: StepInfo,
+    lr: f64,
+) -> (Model, Stepped) {
+    let out = model.step(input, info);
+    let loss = out.loss.clone().into_scalar::<f32>();
+    let stepped = Stepped {
+        loss,
+        embeddings: out.embeddings,
+    };
+    if !loss.is_finite() {
+        return (model, stepped);
+    }
+    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let model = optim.step(lr, model, grads).0.after_step(info);
+    (model, stepped)
 }
 
 /// Options of [`pretrain`] that are not part of the recipe.
@@ -196,7 +173,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         epoch: 0,
         global_step: 0,
         seed: r.train.seed,
-        input_shape: [c, h, w],
+        input_shape: vec![c, h, w],
     };
     if opts.resume {
         match checkpoint::latest(run_dir) {
@@ -278,23 +255,20 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         for (i, batch) in loader.enumerate() {
             wait += t_wait.elapsed().as_secs_f64();
             let b = batch.batch_size;
-            let mut views: Vec<Tensor<4>> = batch
-                .views
-                .into_iter()
-                .map(|v| Tensor::<4>::from_data(TensorData::new(v, [b, c, h, w]), &train_device))
-                .collect();
-            if let Some((lp, _)) = &p.local {
+            let local = p.local.as_ref().map(|(lp, _)| {
                 let (lc, lh, lw) = lp.out_shape();
-                views.extend(batch.local_views.into_iter().map(|v| {
-                    Tensor::<4>::from_data(TensorData::new(v, [b, lc, lh, lw]), &train_device)
-                }));
-            }
+                [lc, lh, lw]
+            });
+            let input = to_input(Batch::Images(batch), [c, h, w], local, &train_device);
             let info = StepInfo {
                 step: state.global_step + 1,
                 total,
+                seed: r.train.seed,
             };
-            let out = model.step(views, info);
-            let loss = out.loss.clone().into_scalar::<f32>();
+            lr = sched.lr(state.global_step);
+            let (m, out) = train_step(model, &mut optim, input, info, lr);
+            model = m;
+            let loss = out.loss;
             if !loss.is_finite() {
                 bar.abandon();
                 bail!(diverged(
@@ -306,11 +280,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                     )
                 ));
             }
-            lr = sched.lr(state.global_step);
-            let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-            model = optim.step(lr, model, grads).0;
             state.global_step += 1;
-            model = model.after_step(state.global_step, total);
             loss_sum += loss as f64;
             n_steps += 1;
             images_seen += b;
@@ -437,35 +407,4 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         images_per_s: images_seen as f64 / seconds.max(1e-9),
         seconds,
     })
-}
-
-/// Loads the encoder of a finished or interrupted run (its newest checkpoint) and prepares the
-/// data of its recipe after `adjust` (e.g. other data, another device). Other data is converted
-/// to the channels and size the encoder was trained on.
-pub fn load_run(
-    run_dir: &Path,
-    adjust: impl FnOnce(&mut Recipe),
-) -> anyhow::Result<(Model, Prepared)> {
-    let mut recipe = Recipe::load(&run_dir.join("recipe.toml"))
-        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
-    let dir = checkpoint::latest(run_dir).with_context(|| {
-        format!(
-            "{}: no checkpoint found under checkpoints/",
-            run_dir.display()
-        )
-    })?;
-    let state = checkpoint::read_state(&dir)?;
-    let original = recipe.data.clone();
-    adjust(&mut recipe);
-    let [c, h, _] = state.input_shape;
-    if recipe.data.spec != original.spec {
-        recipe.data.channels = Some(c);
-        recipe.data.image_size = Some(h);
-        recipe.data.limit = None;
-    }
-    recipe.validate().map_err(anyhow::Error::msg)?;
-    let p = prepare(&recipe)?;
-    let model = build_model(&recipe, c, h, &p.device, recipe.train.seed);
-    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
-    Ok((model, p))
 }

@@ -7,7 +7,8 @@ use selfsup::checkpoint::{self, named_tensors};
 use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::optim::Optimizer;
 use selfsup::recipe::Recipe;
-use selfsup::train::{TrainOptions, build_model, prepare, pretrain};
+use selfsup::run::{build_model, prepare};
+use selfsup::train::{TrainOptions, pretrain};
 
 fn tiny_recipe() -> Recipe {
     Recipe::from_toml(

@@ -84,6 +84,11 @@ impl ConvNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.avgpool.forward(self.forward_map(x)).flatten(1, 3)
+    }
+
+    /// The last feature map `(N, out_dim, h', w')`, before the global pooling.
+    pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x;
         for s in &self.stages {
             h = relu(crate::kernels::batch_norm(
@@ -94,11 +99,21 @@ impl ConvNet {
                 h = p.forward(h);
             }
         }
-        self.avgpool.forward(h).flatten(1, 3)
+        h
     }
 
     /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
     pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        self.flops_and_map(n, h, w).0
+    }
+
+    /// Side lengths of the last feature map for `h × w` images.
+    pub fn map_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (_, a, b) = self.flops_and_map(1, h, w);
+        (a, b)
+    }
+
+    fn flops_and_map(&self, n: usize, h: usize, w: usize) -> (Flops, usize, usize) {
         let (mut total, mut h, mut w) = (Flops::default(), h, w);
         for (i, s) in self.stages.iter().enumerate() {
             let (f, a, b) = flops::conv2d(&s.conv, n, h, w, i > 0);
@@ -108,6 +123,6 @@ impl ConvNet {
                 (h, w) = flops::max_pool2d(p, h, w);
             }
         }
-        total
+        (total, h, w)
     }
 }

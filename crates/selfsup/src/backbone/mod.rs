@@ -1,8 +1,13 @@
 //! Encoders ("backbones"): images `(N, C, H, W)` in, features `(N, out_dim)` out. The features
-//! are what evaluation and export use; heads sit on top during pretraining only.
+//! are what evaluation and export use; heads sit on top during pretraining only. Besides the
+//! pooled features an encoder gives its sequence of output tokens `(N, T, out_dim)` (a ViT's
+//! class and patch tokens, a CNN's last feature map as one token per position), for the
+//! methods that work on tokens.
 
 pub mod convnet;
 pub mod resnet;
+pub mod transformer;
+pub mod vit;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
@@ -10,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use resnet::{ResNet, ResNetConfig};
+pub use vit::{Vit, VitSettings};
 
 /// The encoder section of a recipe (`[model]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +35,8 @@ pub enum BackboneConfig {
         #[serde(default = "default_widths")]
         widths: Vec<usize>,
     },
+    /// `backbone = "vit"`, with `size`, `patch_size`, `pool`, `positions` ([`VitSettings`]).
+    Vit(VitSettings),
 }
 
 fn default_depth() -> usize {
@@ -72,6 +80,23 @@ impl BackboneConfig {
                 image_size: 8,
             }
             .validate(),
+            Self::Vit(v) => v.validate(),
+        }
+    }
+
+    /// Whether the encoder takes `c × h × w` images (a ViT's patches must tile them).
+    pub fn check_input(&self, _c: usize, h: usize, w: usize) -> Result<(), String> {
+        match self {
+            Self::Vit(v) => v.check_input(h, w),
+            Self::Resnet { .. } | Self::Convnet { .. } => Ok(()),
+        }
+    }
+
+    /// Whether this is a convolutional encoder (with a feature map).
+    pub fn is_cnn(&self) -> bool {
+        match self {
+            Self::Resnet { .. } | Self::Convnet { .. } => true,
+            Self::Vit(_) => false,
         }
     }
 
@@ -99,6 +124,7 @@ impl BackboneConfig {
                 }
                 .init(device),
             ),
+            Self::Vit(v) => Backbone::Vit(v.init(channels, image_size, image_size, device)),
         }
     }
 }
@@ -109,6 +135,7 @@ impl BackboneConfig {
 pub enum Backbone {
     ResNet(ResNet),
     ConvNet(ConvNet),
+    Vit(Vit),
 }
 
 impl Backbone {
@@ -116,21 +143,59 @@ impl Backbone {
         match self {
             Self::ResNet(m) => m.out_dim(),
             Self::ConvNet(m) => m.out_dim(),
+            Self::Vit(m) => m.out_dim(),
         }
     }
 
+    /// Pooled features `(N, out_dim)`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
             Self::ResNet(m) => m.forward(x),
             Self::ConvNet(m) => m.forward(x),
+            Self::Vit(m) => m.forward(x),
         }
     }
 
-    /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
+    /// The output tokens `(N, T, out_dim)`: a ViT's class token then its patch tokens; a
+    /// CNN's last feature map, one token per position (row-major).
+    pub fn forward_tokens(&self, x: Tensor<4>) -> Tensor<3> {
+        let map = |m: Tensor<4>| {
+            let [n, c, h, w] = m.dims();
+            m.reshape([n, c, h * w]).swap_dims(1, 2)
+        };
+        match self {
+            Self::ResNet(m) => map(m.forward_map(x)),
+            Self::ConvNet(m) => map(m.forward_map(x)),
+            Self::Vit(m) => m.forward_tokens(x),
+        }
+    }
+
+    /// Side lengths `(h', w')` of a CNN's last feature map for `h × w` images; `None` for a
+    /// ViT.
+    pub fn map_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        match self {
+            Self::ResNet(m) => Some(m.map_size(h, w)),
+            Self::ConvNet(m) => Some(m.map_size(h, w)),
+            Self::Vit(_) => None,
+        }
+    }
+
+    /// A CNN's last feature map `(N, out_dim, h', w')`; `None` for a ViT.
+    pub fn forward_map(&self, x: Tensor<4>) -> Option<Tensor<4>> {
+        match self {
+            Self::ResNet(m) => Some(m.forward_map(x)),
+            Self::ConvNet(m) => Some(m.forward_map(x)),
+            Self::Vit(_) => None,
+        }
+    }
+
+    /// Convolution and matrix-product FLOPs of a forward and backward pass on `n` images of
+    /// `h × w`.
     pub fn flops(&self, n: usize, h: usize, w: usize) -> crate::flops::Flops {
         match self {
             Self::ResNet(m) => m.flops(n, h, w),
             Self::ConvNet(m) => m.flops(n, h, w),
+            Self::Vit(m) => m.flops(n),
         }
     }
 }

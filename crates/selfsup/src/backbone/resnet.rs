@@ -200,7 +200,8 @@ impl ResNet {
         self.out_dim
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+    /// The last feature map `(N, out_dim, h', w')`, before the global pooling.
+    pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = relu(self.stem.forward(x));
         if let Some(p) = &self.pool {
             h = p.forward(h);
@@ -208,11 +209,25 @@ impl ResNet {
         for b in &self.blocks {
             h = b.forward(h);
         }
-        self.avgpool.forward(h).flatten(1, 3)
+        h
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.avgpool.forward(self.forward_map(x)).flatten(1, 3)
     }
 
     /// Convolution FLOPs of a forward and backward pass on `n` images of `h × w`.
     pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+        self.flops_and_map(n, h, w).0
+    }
+
+    /// Side lengths of the last feature map for `h × w` images.
+    pub fn map_size(&self, h: usize, w: usize) -> (usize, usize) {
+        let (_, a, b) = self.flops_and_map(1, h, w);
+        (a, b)
+    }
+
+    fn flops_and_map(&self, n: usize, h: usize, w: usize) -> (Flops, usize, usize) {
         let (mut total, mut h, mut w) = self.stem.flops(n, h, w, false);
         if let Some(p) = &self.pool {
             (h, w) = flops::max_pool2d(p, h, w);
@@ -222,6 +237,6 @@ impl ResNet {
             total += f;
             (h, w) = (a, c);
         }
-        total
+        (total, h, w)
     }
 }

@@ -2,10 +2,12 @@
 //! and the two baselines (raw pixels, random-init encoder) computed in the same run.
 
 pub mod features;
+pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod report;
 
 pub use features::{encoder_features, pixel_features};
+pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
 pub use linear::{LinearConfig, linear_probe, stratified_subset};

@@ -1,14 +1,17 @@
-//! The evaluation table of a run: kNN and linear probe for the SSL encoder beside the two
-//! baselines computed in the same run (raw pixels, an encoder with random initial weights).
+//! The evaluation table of a run: kNN, linear probe and (when asked) fine-tuning for the SSL
+//! encoder beside the baselines computed in the same run (raw pixels, an encoder with random
+//! initial weights — fine-tuned, that row is the same network trained from scratch on the
+//! labels).
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::eval::{
-    KnnResult, encoder_features, knn_classify, linear_probe, pixel_features, stratified_subset,
+    KnnResult, encoder_features, finetune, knn_classify, linear_probe, pixel_features,
+    stratified_subset,
 };
-use crate::train::{Prepared, build_model};
+use crate::run::{Prepared, build_model};
 
 /// One row of the table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,6 +21,9 @@ pub struct EvalRow {
     pub knn: Option<KnnResult>,
     /// (label fraction, top-1 %) — fraction 1.0 first.
     pub linear: Vec<(f64, f64)>,
+    /// Fine-tuned end to end: (label fraction, top-1 %).
+    #[serde(default)]
+    pub finetune: Vec<(f64, f64)>,
 }
 
 /// Which evaluations to run.
@@ -61,24 +67,65 @@ pub fn pixel_feature_set(p: &Prepared, standardised: bool) -> FeatureSet {
     }
 }
 
+/// The name of the random-init baseline's row.
+pub const RANDOM_INIT: &str = "random-init encoder";
+
+/// The encoder of the run's architecture with random initial weights (the baseline; fine-tuned,
+/// it is the supervised-from-scratch row).
+pub fn random_encoder(p: &Prepared) -> Backbone {
+    let (c, h, _) = p.pipeline.out_shape();
+    build_model(
+        &p.recipe,
+        c,
+        h,
+        &p.device,
+        p.recipe.train.seed.wrapping_add(1),
+    )
+    .encoder()
+    .clone()
+}
+
+/// Fine-tunes each `(row name, encoder)` at every label fraction of `eval.finetune` and
+/// records the accuracies in the row of that name (added when missing).
+pub fn add_finetune(
+    rows: &mut Vec<EvalRow>,
+    encoders: &[(&str, &Backbone)],
+    p: &Prepared,
+) -> anyhow::Result<()> {
+    let cfg = &p.recipe.eval.finetune;
+    for (name, enc) in encoders {
+        let mut accs = Vec::new();
+        for &f in &cfg.label_fractions {
+            let (res, _) = finetune(enc, p, cfg, f, p.recipe.train.seed)?;
+            tracing::info!(
+                "fine-tune {name}, {} labels: {:.1} % ({} steps, {:.0} s)",
+                res.labels,
+                res.top1,
+                res.steps,
+                res.seconds
+            );
+            accs.push((f, res.top1));
+        }
+        match rows.iter_mut().find(|r| r.features == *name) {
+            Some(r) => r.finetune = accs,
+            None => rows.push(EvalRow {
+                features: name.to_string(),
+                dim: enc.out_dim(),
+                knn: None,
+                linear: Vec::new(),
+                finetune: accs,
+            }),
+        }
+    }
+    Ok(())
+}
+
 /// The feature sets of the table: the encoder, then (with `eval.baselines`) random init, raw
 /// pixels and standardised pixels.
 pub fn feature_sets(encoder: &Backbone, label: &str, p: &Prepared) -> Vec<FeatureSet> {
     let mut sets = vec![encoder_feature_set(label, encoder, p)];
     if p.recipe.eval.baselines {
-        let (c, h, _) = p.pipeline.out_shape();
-        let random = build_model(
-            &p.recipe,
-            c,
-            h,
-            &p.device,
-            p.recipe.train.seed.wrapping_add(1),
-        );
-        sets.push(encoder_feature_set(
-            "random-init encoder",
-            random.encoder(),
-            p,
-        ));
+        sets.push(encoder_feature_set(RANDOM_INIT, &random_encoder(p), p));
         sets.push(pixel_feature_set(p, false));
         // cosine kNN on mean-centred pixels is a stronger baseline than on raw ones
         sets.push(pixel_feature_set(p, true));
@@ -158,6 +205,7 @@ pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Resu
             dim: s.dim,
             knn,
             linear,
+            finetune: Vec::new(),
         });
     }
     Ok(rows)
@@ -188,6 +236,21 @@ pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
             format!("linear, {} % labels", f * 100.0)
         });
     }
+    let mut ft: Vec<f64> = Vec::new();
+    for r in rows {
+        for (f, _) in &r.finetune {
+            if !ft.contains(f) {
+                ft.push(*f);
+            }
+        }
+    }
+    for f in &ft {
+        head.push(if *f >= 1.0 {
+            "fine-tune, all labels".into()
+        } else {
+            format!("fine-tune, {} % labels", f * 100.0)
+        });
+    }
     let mut out = format!(
         "| {} |\n|{}|\n",
         head.join(" | "),
@@ -195,10 +258,20 @@ pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
     );
     for r in rows {
         let mut cells = vec![r.features.clone(), r.dim.to_string()];
-        if let Some(k) = r.knn {
-            cells.push(format!("{:.1}", k.top1));
-            if let Some(t5) = k.top5 {
-                cells.push(format!("{t5:.1}"));
+        if has_knn {
+            match r.knn {
+                Some(k) => {
+                    cells.push(format!("{:.1}", k.top1));
+                    if let Some(t5) = k.top5 {
+                        cells.push(format!("{t5:.1}"));
+                    }
+                }
+                None => {
+                    cells.push(String::new());
+                    if rows.iter().any(|r| r.knn.and_then(|k| k.top5).is_some()) {
+                        cells.push(String::new());
+                    }
+                }
             }
         }
         for f in &fr {
@@ -209,7 +282,25 @@ pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
                     .map_or("".into(), |(_, a)| format!("{a:.1}")),
             );
         }
+        for f in &ft {
+            cells.push(
+                r.finetune
+                    .iter()
+                    .find(|(x, _)| x == f)
+                    .map_or("".into(), |(_, a)| format!("{a:.1}")),
+            );
+        }
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    if !ft.is_empty()
+        && rows
+            .iter()
+            .any(|r| r.features == RANDOM_INIT && !r.finetune.is_empty())
+    {
+        out.push_str(&format!(
+            "\nFine-tuned, the {RANDOM_INIT} row is the same network trained from scratch on the \
+             labels (same schedule).\n"
+        ));
     }
     out
 }

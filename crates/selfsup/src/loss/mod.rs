@@ -3,6 +3,7 @@ pub mod barlow;
 pub mod cosine;
 pub mod dino;
 pub mod info_nce;
+pub mod mse;
 pub mod nt_xent;
 pub mod vicreg;
 
@@ -10,5 +11,6 @@ pub use barlow::barlow_twins;
 pub use cosine::{byol, neg_cosine};
 pub use dino::dino_loss;
 pub use info_nce::{info_nce_batch, info_nce_queue};
+pub use mse::{mae_loss, mae_target, reconstruction_image, reconstruction_loss};
 pub use nt_xent::{NtXent, l2_normalize};
 pub use vicreg::{VicregWeights, vicreg};

@@ -8,14 +8,14 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::barlow_twins;
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of Barlow Twins.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +39,10 @@ impl Default for BarlowTwinsConfig {
     }
 }
 
-impl BarlowTwinsConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for BarlowTwinsConfig {
+    type Model = BarlowTwins;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -52,7 +54,13 @@ impl BarlowTwinsConfig {
         Ok(())
     }
 
-    pub fn init(&self, encoder: Backbone, device: &Device) -> BarlowTwins {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> BarlowTwins {
+        let encoder = make_encoder();
         let projector = ProjectionHead::new(
             encoder.out_dim(),
             self.proj_hidden_dim,
@@ -75,8 +83,13 @@ pub struct BarlowTwins {
     lambda: f32,
 }
 
-impl BarlowTwins {
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+impl Method for BarlowTwins {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x));
         let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
@@ -86,7 +99,7 @@ impl BarlowTwins {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let d = self.projector.out_dim();
         self.encoder.flops(2 * n, h, w) + self.projector.flops(2 * n) + flops::matmul(d, n, d)
     }

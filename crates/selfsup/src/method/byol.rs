@@ -10,15 +10,15 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update};
+use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
 use crate::flops::Flops;
 use crate::heads::ProjectionHead;
 use crate::loss::byol;
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of BYOL.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,8 +42,10 @@ impl Default for ByolConfig {
     }
 }
 
-impl ByolConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for ByolConfig {
+    type Model = Byol;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -52,7 +54,14 @@ impl ByolConfig {
         super::check_momentum(self.momentum)
     }
 
-    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> Byol {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> Byol {
+        let encoder = make_encoder();
+        let fresh = make_encoder();
         let projector = ProjectionHead::new(
             encoder.out_dim(),
             self.proj_hidden_dim,
@@ -95,16 +104,25 @@ pub struct Byol {
     momentum: f64,
 }
 
-impl Byol {
+impl Method for Byol {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
     /// The target network as a constant: its parameters never require a gradient (a loaded
     /// checkpoint gives them `require_grad` back).
-    pub fn freeze_target(mut self) -> Self {
+    fn freeze_targets(mut self) -> Self {
         self.target_encoder = self.target_encoder.no_grad();
         self.target_projector = self.target_projector.no_grad();
         self
     }
 
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+    fn target_requires_grad(&self) -> bool {
+        requires_grad(&self.target_encoder) || requires_grad(&self.target_projector)
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x.clone()));
         let p = self.predictor.forward(z.clone());
@@ -121,8 +139,8 @@ impl Byol {
     }
 
     /// The EMA of the target after the optimiser's step `step` of `total`.
-    pub fn after_step(self, step: u64, total: u64) -> Self {
-        let m = cosine_momentum(self.momentum, step, total);
+    fn after_step(self, info: StepInfo) -> Self {
+        let m = cosine_momentum(self.momentum, info.step, info.total);
         Self {
             target_encoder: ema_update(self.target_encoder, &self.encoder, m),
             target_projector: ema_update(self.target_projector, &self.projector, m),
@@ -130,7 +148,7 @@ impl Byol {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let target = self.target_encoder.flops(2 * n, h, w) + self.target_projector.flops(2 * n);
         self.encoder.flops(2 * n, h, w)
             + self.projector.flops(2 * n)

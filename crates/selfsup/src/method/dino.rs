@@ -18,11 +18,11 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update};
+use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::{dino_loss, l2_normalize};
-use crate::method::{StepInfo, StepOutput};
+use crate::method::{Input, LocalCrops, Method, MethodSettings, StepInfo, StepOutput};
 
 /// `[method]` settings of DINO.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,8 +70,10 @@ impl Default for DinoConfig {
     }
 }
 
-impl DinoConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for DinoConfig {
+    type Model = Dino;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("head_hidden_dim", self.head_hidden_dim),
             ("bottleneck_dim", self.bottleneck_dim),
@@ -108,20 +110,25 @@ impl DinoConfig {
         Ok(())
     }
 
-    /// Side of the local crops for global crops of side `global`.
-    pub fn local_side(&self, global: usize) -> usize {
-        if self.local_size > 0 {
-            self.local_size
-        } else {
-            (global * 3 / 7).max(4)
-        }
+    fn local_crops(&self, global: usize) -> Option<LocalCrops> {
+        (self.local_crops > 0).then(|| LocalCrops {
+            count: self.local_crops,
+            side: self.local_side(global),
+            scale: self.local_scale,
+        })
     }
 
-    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> Dino {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> Dino {
+        let encoder = make_encoder();
         let head = self.head(encoder.out_dim(), device);
         let t_head = copy_into(self.head(encoder.out_dim(), device), &head);
         Dino {
-            teacher_encoder: copy_into(fresh, &encoder),
+            teacher_encoder: copy_into(make_encoder(), &encoder),
             teacher_head: t_head,
             encoder,
             head,
@@ -134,6 +141,17 @@ impl DinoConfig {
                 momentum: self.momentum,
                 center_momentum: self.center_momentum,
             },
+        }
+    }
+}
+
+impl DinoConfig {
+    /// Side of the local crops for global crops of side `global`.
+    pub fn local_side(&self, global: usize) -> usize {
+        if self.local_size > 0 {
+            self.local_size
+        } else {
+            (global * 3 / 7).max(4)
         }
     }
 
@@ -188,14 +206,6 @@ pub struct Dino {
 }
 
 impl Dino {
-    /// The target network as a constant: its parameters never require a gradient (a loaded
-    /// checkpoint gives them `require_grad` back).
-    pub fn freeze_target(mut self) -> Self {
-        self.teacher_encoder = self.teacher_encoder.no_grad();
-        self.teacher_head = self.teacher_head.no_grad();
-        self
-    }
-
     /// Teacher temperature at this point of the run.
     pub fn teacher_temp(&self, info: StepInfo) -> f32 {
         let c = &self.cfg;
@@ -206,9 +216,28 @@ impl Dino {
         let p = info.step as f32 / warm as f32;
         c.warmup_teacher_temp + p * (c.teacher_temp - c.warmup_teacher_temp)
     }
+}
+
+impl Method for Dino {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
+    /// The teacher as a constant: its parameters never require a gradient (a loaded
+    /// checkpoint gives them `require_grad` back).
+    fn freeze_targets(mut self) -> Self {
+        self.teacher_encoder = self.teacher_encoder.no_grad();
+        self.teacher_head = self.teacher_head.no_grad();
+        self
+    }
+
+    fn target_requires_grad(&self) -> bool {
+        requires_grad(&self.teacher_encoder) || requires_grad(&self.teacher_head)
+    }
 
     /// `views`: the 2 global crops, then the local ones.
-    pub fn step(&self, views: Vec<Tensor<4>>, info: StepInfo) -> StepOutput {
+    fn step(&self, input: Input, info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         assert!(views.len() >= 2, "DINO needs two global crops");
         let n = views[0].dims()[0];
         let global = Tensor::cat(views[..2].to_vec(), 0);
@@ -243,8 +272,8 @@ impl Dino {
         }
     }
 
-    pub fn after_step(self, step: u64, total: u64) -> Self {
-        let m = cosine_momentum(self.cfg.momentum, step, total);
+    fn after_step(self, info: StepInfo) -> Self {
+        let m = cosine_momentum(self.cfg.momentum, info.step, info.total);
         Self {
             teacher_encoder: ema_update(self.teacher_encoder, &self.encoder, m),
             teacher_head: ema_update(self.teacher_head, &self.head, m),
@@ -253,7 +282,7 @@ impl Dino {
     }
 
     /// FLOPs with the global crops only (the local crops' size is not known here).
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let teacher = self.teacher_encoder.flops(2 * n, h, w) + self.teacher_head.flops(2 * n);
         self.encoder.flops(2 * n, h, w)
             + self.head.flops(2 * n)

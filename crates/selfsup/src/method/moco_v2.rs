@@ -14,11 +14,11 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, ema_update};
+use crate::ema::{copy_into, ema_update, requires_grad};
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::{info_nce_queue, l2_normalize};
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of MoCo v2.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,8 +48,10 @@ impl Default for MocoV2Config {
     }
 }
 
-impl MocoV2Config {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for MocoV2Config {
+    type Model = MocoV2;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -59,7 +61,14 @@ impl MocoV2Config {
         super::check_momentum(self.momentum)
     }
 
-    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> MocoV2 {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> MocoV2 {
+        let encoder = make_encoder();
+        let fresh = make_encoder();
         let d = encoder.out_dim();
         let head = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
         let key_head = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
@@ -94,16 +103,25 @@ pub struct MocoV2 {
     symmetric: bool,
 }
 
-impl MocoV2 {
+impl Method for MocoV2 {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
     /// The target network as a constant: its parameters never require a gradient (a loaded
     /// checkpoint gives them `require_grad` back).
-    pub fn freeze_target(mut self) -> Self {
+    fn freeze_targets(mut self) -> Self {
         self.key_encoder = self.key_encoder.no_grad();
         self.key_head = self.key_head.no_grad();
         self
     }
 
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+    fn target_requires_grad(&self) -> bool {
+        requires_grad(&self.key_encoder) || requires_grad(&self.key_head)
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let q = self.head.forward(self.encoder.forward(x.clone()));
         let k = l2_normalize(
@@ -139,7 +157,7 @@ impl MocoV2 {
         }
     }
 
-    pub fn after_step(self, _step: u64, _total: u64) -> Self {
+    fn after_step(self, _info: StepInfo) -> Self {
         let m = self.momentum;
         Self {
             key_encoder: ema_update(self.key_encoder, &self.encoder, m),
@@ -148,7 +166,7 @@ impl MocoV2 {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let key = self.key_encoder.flops(2 * n, h, w) + self.key_head.flops(2 * n);
         let d = self.head.out_dim();
         let k = self.queue.value_sync().dims()[0];

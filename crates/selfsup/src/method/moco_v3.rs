@@ -9,15 +9,15 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update};
+use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::info_nce_batch;
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of MoCo v3.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,8 +43,10 @@ impl Default for MocoV3Config {
     }
 }
 
-impl MocoV3Config {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for MocoV3Config {
+    type Model = MocoV3;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -54,7 +56,14 @@ impl MocoV3Config {
         super::check_momentum(self.momentum)
     }
 
-    pub fn init(&self, encoder: Backbone, fresh: Backbone, device: &Device) -> MocoV3 {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> MocoV3 {
+        let encoder = make_encoder();
+        let fresh = make_encoder();
         let d = encoder.out_dim();
         let projector = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
         let predictor = ProjectionHead::new(
@@ -88,16 +97,25 @@ pub struct MocoV3 {
     momentum: f64,
 }
 
-impl MocoV3 {
+impl Method for MocoV3 {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
     /// The target network as a constant: its parameters never require a gradient (a loaded
     /// checkpoint gives them `require_grad` back).
-    pub fn freeze_target(mut self) -> Self {
+    fn freeze_targets(mut self) -> Self {
         self.key_encoder = self.key_encoder.no_grad();
         self.key_projector = self.key_projector.no_grad();
         self
     }
 
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+    fn target_requires_grad(&self) -> bool {
+        requires_grad(&self.key_encoder) || requires_grad(&self.key_projector)
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x.clone()));
         let q = self.predictor.forward(z.clone());
@@ -114,8 +132,8 @@ impl MocoV3 {
         }
     }
 
-    pub fn after_step(self, step: u64, total: u64) -> Self {
-        let m = cosine_momentum(self.momentum, step, total);
+    fn after_step(self, info: StepInfo) -> Self {
+        let m = cosine_momentum(self.momentum, info.step, info.total);
         Self {
             key_encoder: ema_update(self.key_encoder, &self.encoder, m),
             key_projector: ema_update(self.key_projector, &self.projector, m),
@@ -123,7 +141,7 @@ impl MocoV3 {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let key = self.key_encoder.flops(2 * n, h, w) + self.key_projector.flops(2 * n);
         let d = self.projector.out_dim();
         self.encoder.flops(2 * n, h, w)

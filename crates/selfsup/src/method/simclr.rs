@@ -11,14 +11,14 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::NtXent;
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of SimCLR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,8 +45,10 @@ impl Default for SimClrConfig {
     }
 }
 
-impl SimClrConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for SimClrConfig {
+    type Model = SimClr;
+
+    fn validate(&self) -> Result<(), String> {
         NtXent::new(self.temperature).map_err(|e| format!("method.temperature: {e}"))?;
         if self.proj_hidden_dim == 0 || self.proj_dim == 0 {
             return Err("method.proj_hidden_dim and method.proj_dim must be > 0".into());
@@ -60,7 +62,13 @@ impl SimClrConfig {
         Ok(())
     }
 
-    pub fn init(&self, encoder: Backbone, device: &Device) -> SimClr {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> SimClr {
+        let encoder = make_encoder();
         let head = ProjectionHead::new(
             encoder.out_dim(),
             self.proj_hidden_dim,
@@ -84,9 +92,14 @@ pub struct SimClr {
     temperature: f32,
 }
 
-impl SimClr {
+impl Method for SimClr {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
     /// `views`: two batches `(N, C, H, W)` of the same N images.
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         // one pass over both views: (2N, C, H, W) → h: (2N, F) → z: (2N, d)
         let (x, n) = two_views(views);
         let h = self.encoder.forward(x);
@@ -104,7 +117,7 @@ impl SimClr {
 
     /// FLOPs of one step on `n` images of `h × w` (two views each): encoder and head on 2N
     /// views, and the 2N × 2N similarity product of NT-Xent.
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let proj = self.head.out_dim();
         self.encoder.flops(2 * n, h, w) + self.head.flops(2 * n) + flops::matmul(2 * n, proj, 2 * n)
     }

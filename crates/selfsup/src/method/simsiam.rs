@@ -8,14 +8,14 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::Flops;
 use crate::heads::ProjectionHead;
 use crate::loss::neg_cosine;
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of SimSiam.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,8 +43,10 @@ impl Default for SimSiamConfig {
     }
 }
 
-impl SimSiamConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for SimSiamConfig {
+    type Model = SimSiam;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -53,7 +55,13 @@ impl SimSiamConfig {
         super::check_layers(self.proj_layers)
     }
 
-    pub fn init(&self, encoder: Backbone, device: &Device) -> SimSiam {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> SimSiam {
+        let encoder = make_encoder();
         let projector = ProjectionHead::new(
             encoder.out_dim(),
             self.proj_hidden_dim,
@@ -85,8 +93,13 @@ pub struct SimSiam {
     stop_gradient: bool,
 }
 
-impl SimSiam {
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+impl Method for SimSiam {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x));
         let p = self.predictor.forward(z.clone());
@@ -104,7 +117,7 @@ impl SimSiam {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         self.encoder.flops(2 * n, h, w) + self.projector.flops(2 * n) + self.predictor.flops(2 * n)
     }
 }

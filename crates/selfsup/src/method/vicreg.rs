@@ -8,14 +8,14 @@
 //! ```
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
 use crate::heads::ProjectionHead;
 use crate::loss::{VicregWeights, vicreg};
-use crate::method::{StepOutput, two_views};
+use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
 /// `[method]` settings of VICReg.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,8 +43,10 @@ impl Default for VicregConfig {
     }
 }
 
-impl VicregConfig {
-    pub fn validate(&self) -> Result<(), String> {
+impl MethodSettings for VicregConfig {
+    type Model = Vicreg;
+
+    fn validate(&self) -> Result<(), String> {
         super::check_dims(&[
             ("proj_hidden_dim", self.proj_hidden_dim),
             ("proj_dim", self.proj_dim),
@@ -62,7 +64,13 @@ impl VicregConfig {
         Ok(())
     }
 
-    pub fn init(&self, encoder: Backbone, device: &Device) -> Vicreg {
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &Device,
+    ) -> Vicreg {
+        let encoder = make_encoder();
         let projector = ProjectionHead::new(
             encoder.out_dim(),
             self.proj_hidden_dim,
@@ -89,8 +97,13 @@ pub struct Vicreg {
     covariance: f32,
 }
 
-impl Vicreg {
-    pub fn step(&self, views: Vec<Tensor<4>>) -> StepOutput {
+impl Method for Vicreg {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
+    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
+        let views = input.into_views();
         let (x, n) = two_views(views);
         let z = self.projector.forward(self.encoder.forward(x));
         let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
@@ -106,7 +119,7 @@ impl Vicreg {
         }
     }
 
-    pub fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
+    fn flops(&self, n: usize, h: usize, w: usize) -> Flops {
         let d = self.projector.out_dim();
         self.encoder.flops(2 * n, h, w)
             + self.projector.flops(2 * n)

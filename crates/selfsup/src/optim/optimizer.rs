@@ -109,7 +109,11 @@ pub struct Optimizer {
     /// Number of steps taken (Adam's bias correction uses it).
     steps: u64,
     state: HashMap<String, Vec<Tensor<1>>>,
+    /// Per-parameter multiplier of the learning rate, by parameter path (layer-wise decay).
+    lr_scale: Option<LrScale>,
 }
+
+type LrScale = Box<dyn Fn(&str) -> f64 + Send + Sync>;
 
 impl Optimizer {
     pub fn new(cfg: OptimConfig) -> Self {
@@ -117,7 +121,15 @@ impl Optimizer {
             cfg,
             steps: 0,
             state: HashMap::new(),
+            lr_scale: None,
         }
+    }
+
+    /// Scales the learning rate of each parameter by `scale(path)` (its module path, e.g.
+    /// `encoder.blocks.3.attn.qkv.weight`): layer-wise learning-rate decay.
+    pub fn with_lr_scale(mut self, scale: impl Fn(&str) -> f64 + Send + Sync + 'static) -> Self {
+        self.lr_scale = Some(Box::new(scale));
+        self
     }
 
     pub fn config(&self) -> &OptimConfig {
@@ -167,6 +179,10 @@ impl Optimizer {
         g: Tensor<1>,
         lr: f64,
     ) -> Tensor<1> {
+        let lr = match &self.lr_scale {
+            Some(f) => lr * f(&path),
+            None => lr,
+        };
         let c = &self.cfg;
         let excluded = c.exclude_bias_norm && rank == 1;
         let wd = if excluded { 0.0 } else { c.weight_decay };

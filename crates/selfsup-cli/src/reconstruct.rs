@@ -1,0 +1,106 @@
+//! `selfsup reconstruct`: what a masked or denoising autoencoder does with test images, as a
+//! PNG grid — original, masked (MAE) or corrupted (DAE) input, reconstruction.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use burn::tensor::{Tensor, TensorData};
+use clap::Parser;
+use selfsup::burn;
+use selfsup::method::{Model, StepInfo};
+use selfsup::run::load_run;
+use selfsup_data::{Image, Pipeline};
+
+#[derive(Parser)]
+pub struct Args {
+    /// The run folder of an `mae` or `dae` run.
+    #[arg(long)]
+    run: PathBuf,
+    /// Where to write the PNG.
+    #[arg(long, default_value = "reconstruction.png")]
+    out: PathBuf,
+    /// Number of test images (rows).
+    #[arg(long, default_value_t = 8)]
+    count: usize,
+    /// Seed of the masks / noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Pixel upscaling factor.
+    #[arg(long)]
+    scale: Option<usize>,
+}
+
+/// Images `(N, C, H, W)` in the pipeline's space back to bytes.
+fn to_images(x: Tensor<4>, pipeline: &Pipeline) -> Vec<Image> {
+    let [n, c, h, w] = x.dims();
+    let v = x.into_data().try_to_vec::<f32>().expect("f32 pixels");
+    (0..n)
+        .map(|i| {
+            let pixels = (0..c * h * w)
+                .map(|j| {
+                    let ch = j / (h * w);
+                    let u = v[i * c * h * w + j] * pipeline.std()[ch] + pipeline.mean()[ch];
+                    (u * 255.0).round().clamp(0.0, 255.0) as u8
+                })
+                .collect();
+            Image {
+                channels: c,
+                height: h,
+                width: w,
+                pixels,
+            }
+        })
+        .collect()
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (model, p) = load_run(&a.run, |_| {})?;
+    let images = if p.split.test.is_empty() {
+        &p.split.train.images
+    } else {
+        &p.split.test.images
+    };
+    let n = a.count.min(images.len());
+    if n == 0 {
+        bail!("data '{}' has no images", p.recipe.data.spec);
+    }
+    let idx: Vec<usize> = (0..n).collect();
+    let (c, h, w) = p.pipeline.out_shape();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(p.pipeline.plain_batch(images, &idx), [n, c, h, w]),
+        &p.device,
+    );
+    let info = StepInfo {
+        step: 0,
+        total: 1,
+        seed: a.seed,
+    };
+    let (input, recon, what) = match &model {
+        Model::Mae(m) => {
+            let (masked, recon) = m.reconstruct(x.clone(), info);
+            (masked, recon, "masked input (hidden patches grey)")
+        }
+        Model::Dae(m) => {
+            let (noisy, recon) = m.reconstruct(x.clone(), info);
+            (noisy, recon, "corrupted input")
+        }
+        _ => bail!(
+            "{}: reconstruct needs an mae or dae run, this one is {}",
+            a.run.display(),
+            p.recipe.method.name()
+        ),
+    };
+    let originals = to_images(x, &p.pipeline);
+    let views: Vec<Vec<Image>> = to_images(input, &p.pipeline)
+        .into_iter()
+        .zip(to_images(recon, &p.pipeline))
+        .map(|(i, r)| vec![i, r])
+        .collect();
+    let scale = a.scale.unwrap_or((96 / h.max(1)).max(1));
+    selfsup_data::save_views_grid(&a.out, &originals, &views, scale)?;
+    eprintln!(
+        "wrote {} ({n} test images: original | {what} | reconstruction)",
+        a.out.display()
+    );
+    Ok(())
+}

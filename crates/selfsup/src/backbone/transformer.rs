@@ -1,0 +1,214 @@
+//! Pre-norm Transformer blocks shared by the ViT, MAE's decoder and (next) the text encoder:
+//!
+//! ```text
+//! x = x + proj(attention(LN₁(x)))          multi-head self-attention, qkv in one product
+//! x = x + fc₂(GELU(fc₁(LN₂(x))))           MLP of width mlp_ratio · d
+//! ```
+//!
+//! Shapes: tokens `(N, L, d)` in and out. Linear layers start Xavier-uniform with zero biases
+//! and layer norms at (1, 0), as in MAE's reference code.
+
+use burn::module::Module;
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, Device, Tensor};
+
+use crate::flops::{self, Flops};
+
+/// A Xavier-uniform linear layer with a zero bias (the init of ViT/MAE's reference code).
+pub fn xavier_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+        .init(device)
+        .map_bias_zero()
+}
+
+trait ZeroBias {
+    fn map_bias_zero(self) -> Self;
+}
+
+impl ZeroBias for Linear {
+    fn map_bias_zero(mut self) -> Self {
+        if let Some(b) = self.bias.take() {
+            let dims = b.dims();
+            let device = b.device();
+            self.bias = Some(Initializer::Zeros.init(dims, &device));
+        }
+        self
+    }
+}
+
+/// A layer norm with PyTorch's ε (1e-6 in ViT/MAE).
+pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
+    LayerNormConfig::new(d).with_epsilon(1e-6).init(device)
+}
+
+/// Multi-head self-attention: `(N, L, d)` → `(N, L, d)`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    pub fn new(dim: usize, heads: usize, device: &Device) -> Self {
+        Self {
+            qkv: xavier_linear(dim, 3 * dim, device),
+            proj: xavier_linear(dim, dim, device),
+            heads,
+        }
+    }
+
+    /// `mask`: `(N, L, L)` or broadcastable, true where attention is **not** allowed (the
+    /// causal mask of a decoder, padding); `None` attends everywhere.
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
+        let [n, l, d] = x.dims();
+        let h = self.heads;
+        let dh = d / h;
+        // qkv: (N, L, 3d) → (3, N, h, L, dh)
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([n, l, 3, h, dh])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n, h, l, dh]);
+        let (q, k, v) = (part(0), part(1), part(2));
+        // scores: (N, h, L, L)
+        let mut scores = q.matmul(k.transpose()).mul_scalar((dh as f64).powf(-0.5));
+        if let Some(m) = mask {
+            let m: Tensor<4, Bool> = m.unsqueeze_dim(1);
+            scores = scores.mask_fill(m, f32::NEG_INFINITY);
+        }
+        let attn = softmax(scores, 3);
+        // (N, h, L, dh) → (N, L, d)
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([n, l, d]);
+        self.proj.forward(out)
+    }
+
+    /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
+    pub fn flops(&self, n: usize, l: usize) -> Flops {
+        let [d, _] = self.proj.weight.dims();
+        let b = n * self.heads;
+        let dh = d / self.heads;
+        flops::linear(n * l, d, 3 * d, true)
+            + flops::linear(n * l, d, d, true)
+            + flops::matmul(b * l, dh, l)
+            + flops::matmul(b * l, l, dh)
+    }
+}
+
+/// The MLP of a block: `d → hidden → d` with GELU.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// One pre-norm Transformer block.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    pub fn new(dim: usize, heads: usize, mlp_ratio: f32, device: &Device) -> Self {
+        let hidden = ((dim as f32) * mlp_ratio).round() as usize;
+        Self {
+            norm1: layer_norm(dim, device),
+            attn: Attention::new(dim, heads, device),
+            norm2: layer_norm(dim, device),
+            mlp: Mlp {
+                fc1: xavier_linear(dim, hidden, device),
+                fc2: xavier_linear(hidden, dim, device),
+            },
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x), mask);
+        let h = self.mlp.fc1.forward(self.norm2.forward(x.clone()));
+        x + self.mlp.fc2.forward(gelu(h))
+    }
+
+    /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
+    pub fn flops(&self, n: usize, l: usize) -> Flops {
+        let [d, hidden] = self.mlp.fc1.weight.dims();
+        self.attn.flops(n, l)
+            + flops::linear(n * l, d, hidden, true)
+            + flops::linear(n * l, hidden, d, true)
+    }
+}
+
+/// Fixed 2-D sine-cosine positions for a `gh × gw` grid of `dim`-wide tokens (`dim` a multiple
+/// of 4), row-major over the grid: `(gh·gw, dim)` values. The first half of the channels
+/// encodes the column, the second half the row; each half is `[sin(p·ω_i), cos(p·ω_i)]` with
+/// `ω_i = 10000^(−i/(dim/4))` (MAE's `get_2d_sincos_pos_embed`).
+pub fn sincos_2d(gh: usize, gw: usize, dim: usize) -> Vec<f32> {
+    let q = dim / 4;
+    let omega: Vec<f64> = (0..q)
+        .map(|i| 1.0 / 10000f64.powf(i as f64 / q as f64))
+        .collect();
+    let mut out = Vec::with_capacity(gh * gw * dim);
+    for r in 0..gh {
+        for c in 0..gw {
+            for pos in [c as f64, r as f64] {
+                out.extend(omega.iter().map(|w| (pos * w).sin() as f32));
+                out.extend(omega.iter().map(|w| (pos * w).cos() as f32));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn attention_keeps_shapes_and_respects_the_mask() {
+        let dev = Device::flex();
+        let b = Block::new(16, 4, 2.0, &dev);
+        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &dev);
+        assert_eq!(b.forward(x.clone(), None).dims(), [2, 5, 16]);
+        // causal: changing the last token leaves the outputs at earlier positions unchanged
+        let causal: Vec<bool> = (0..5).flat_map(|i| (0..5).map(move |j| j > i)).collect();
+        let mask =
+            Tensor::<3, Bool>::from_data(TensorData::new(causal, [1, 5, 5]), &dev).repeat_dim(0, 2);
+        let y1 = b.forward(x.clone(), Some(mask.clone()));
+        let x2 = x.clone().slice_assign(
+            [0..2, 4..5, 0..16],
+            Tensor::random([2, 1, 16], Distribution::Normal(0.0, 1.0), &dev),
+        );
+        let y2 = b.forward(x2, Some(mask));
+        let d = (y1.clone().narrow(1, 0, 4) - y2.clone().narrow(1, 0, 4))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(d < 1e-6, "{d}");
+        let last = (y1.narrow(1, 4, 1) - y2.narrow(1, 4, 1))
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(last > 1e-3);
+    }
+
+    #[test]
+    fn sincos_positions_match_the_formula() {
+        let p = sincos_2d(2, 3, 8);
+        assert_eq!(p.len(), 6 * 8);
+        // token (row 1, col 2): column half [sin(2ω), cos(2ω)], row half [sin(ω), cos(ω)]
+        let t = &p[5 * 8..6 * 8];
+        let w = [1.0, 0.01f64];
+        for i in 0..2 {
+            assert!((t[i] as f64 - (2.0 * w[i]).sin()).abs() < 1e-6);
+            assert!((t[2 + i] as f64 - (2.0 * w[i]).cos()).abs() < 1e-6);
+            assert!((t[4 + i] as f64 - (1.0 * w[i]).sin()).abs() < 1e-6);
+            assert!((t[6 + i] as f64 - (1.0 * w[i]).cos()).abs() < 1e-6);
+        }
+    }
+}

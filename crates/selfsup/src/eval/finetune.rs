@@ -1,0 +1,266 @@
+//! Fine-tuning: the encoder and a linear head trained end to end on labels (all of them or a
+//! stratified fraction), with the run's augmentation, AdamW and a warm-up cosine schedule, and
+//! for a ViT layer-wise learning-rate decay (MAE's recipe). The same function with a
+//! random-init encoder is the supervised-from-scratch baseline: same architecture, schedule
+//! and labels.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::Backbone;
+use crate::eval::encoder_features;
+use crate::eval::linear::stratified_subset;
+use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
+use crate::run::{Prepared, seeded};
+
+/// `[eval.finetune]` settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FinetuneConfig {
+    pub epochs: usize,
+    /// At least this many optimiser steps (a 1 % subset has few batches per epoch).
+    pub min_steps: usize,
+    pub batch_size: usize,
+    /// AdamW's peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Warm-up, as a fraction of the steps.
+    pub warmup_fraction: f64,
+    /// ViT: the rate of block i is lr · decay^(depth + 1 − (i + 1)); 1.0 turns it off.
+    pub layer_decay: f64,
+    /// Label fractions to fine-tune with (1.0 = all labels).
+    pub label_fractions: Vec<f64>,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 2,
+            min_steps: 400,
+            batch_size: 128,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            warmup_fraction: 0.1,
+            layer_decay: 0.75,
+            label_fractions: vec![1.0, 0.01],
+        }
+    }
+}
+
+impl FinetuneConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("eval.finetune.epochs and eval.finetune.batch_size must be > 0".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("eval.finetune.lr: must be > 0, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            return Err(format!(
+                "eval.finetune.warmup_fraction: must be in [0, 1), got {}",
+                self.warmup_fraction
+            ));
+        }
+        if !(self.layer_decay > 0.0 && self.layer_decay <= 1.0) {
+            return Err(format!(
+                "eval.finetune.layer_decay: must be in (0, 1], got {}",
+                self.layer_decay
+            ));
+        }
+        for f in &self.label_fractions {
+            if !(*f > 0.0 && *f <= 1.0) {
+                return Err(format!(
+                    "eval.finetune.label_fractions: {f} is not in (0, 1]"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The encoder and its classification head.
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub encoder: Backbone,
+    pub head: Linear,
+}
+
+impl Classifier {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.encoder.forward(x))
+    }
+}
+
+/// What one fine-tuning gives back.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FinetuneResult {
+    pub fraction: f64,
+    /// Test top-1 accuracy, %.
+    pub top1: f64,
+    pub labels: usize,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// The learning-rate multiplier of the parameter at `path` under layer-wise decay for a ViT of
+/// `depth` blocks: the patch embedding, class token and positions get decay^(depth + 1),
+/// block i decay^(depth − i), the final norm and the head 1.
+pub fn layer_decay_scale(path: &str, depth: usize, decay: f64) -> f64 {
+    let layer =
+        if path.contains("patch_embed") || path.contains("cls_token") || path.contains("pos_embed")
+        {
+            0
+        } else if let Some(rest) = path.split("blocks.").nth(1) {
+            rest.split('.')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .map_or(depth + 1, |i| i + 1)
+        } else {
+            depth + 1
+        };
+    decay.powi((depth + 1 - layer) as i32)
+}
+
+/// Fine-tunes a copy of `encoder` with a new head on `fraction` of the training labels and
+/// returns the test accuracy. Deterministic for `seed`.
+pub fn finetune(
+    encoder: &Backbone,
+    p: &Prepared,
+    cfg: &FinetuneConfig,
+    fraction: f64,
+    seed: u64,
+) -> anyhow::Result<(FinetuneResult, Classifier)> {
+    let (Some(ytr), Some(yte)) = (&p.split.train.labels, &p.split.test.labels) else {
+        anyhow::bail!(
+            "fine-tuning needs labels: data '{}' has none",
+            p.recipe.data.spec
+        );
+    };
+    let k = p
+        .split
+        .train
+        .num_classes()
+        .unwrap_or(0)
+        .max(p.split.test.num_classes().unwrap_or(0));
+    let device = p.recipe.train.device.train_device()?;
+    let head = seeded(&device, seed ^ 0xF1E7, || {
+        LinearConfig::new(encoder.out_dim(), k).init(&device)
+    });
+    let mut model = Classifier {
+        encoder: encoder.clone().to_device(&device),
+        head,
+    };
+    let depth = match encoder {
+        Backbone::Vit(v) => Some(v.blocks.len()),
+        _ => None,
+    };
+    let mut optim = Optimizer::new(OptimConfig {
+        kind: OptimKind::Adamw,
+        lr: cfg.lr,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+        exclude_bias_norm: true,
+        ..OptimConfig::default()
+    });
+    if let (Some(depth), true) = (depth, cfg.layer_decay < 1.0) {
+        let decay = cfg.layer_decay;
+        optim = optim.with_lr_scale(move |path| layer_decay_scale(path, depth, decay));
+    }
+    let subset = stratified_subset(ytr, fraction, seed);
+    let n = subset.len();
+    let bs = cfg.batch_size.min(n).max(1);
+    let per_epoch = (n / bs).max(1);
+    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
+    let total = epochs * per_epoch;
+    let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
+    let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
+    let (c, h, w) = p.pipeline.out_shape();
+    let images = &p.split.train.images;
+    let started = Instant::now();
+    let mut step = 0u64;
+    for epoch in 0..epochs {
+        let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
+        for b in 0..per_epoch {
+            let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
+                .iter()
+                .map(|&o| subset[o])
+                .collect();
+            let view = p
+                .pipeline
+                .views_batch(images, &idx, seed ^ 0xF1E7, epoch as u64, 1)
+                .swap_remove(0);
+            let x = Tensor::<4>::from_data(TensorData::new(view, [bs, c, h, w]), &device);
+            let y: Vec<i64> = idx.iter().map(|&i| ytr[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [bs]), &device);
+            let logp = burn::tensor::activation::log_softmax(model.forward(x), 1);
+            let loss = logp.gather(1, y.unsqueeze_dim::<2>(1)).mean().neg();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(sched.lr(step), model, grads).0;
+            step += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // test: features of the fine-tuned encoder (no augmentation, inference mode), then the head
+    let bs_eval = p.recipe.train.eval_batch_size;
+    let d = model.encoder.out_dim();
+    let feats = encoder_features(
+        &model.encoder,
+        &p.pipeline,
+        &p.split.test.images,
+        bs_eval,
+        &p.device,
+    );
+    let m = yte.len();
+    let head = model.head.valid().to_device(&p.device);
+    let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), &p.device);
+    let pred = head
+        .forward(f)
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("int predictions");
+    let hits = pred
+        .iter()
+        .zip(yte)
+        .filter(|(p, l)| **p == **l as i64)
+        .count();
+    Ok((
+        FinetuneResult {
+            fraction,
+            top1: 100.0 * hits as f64 / m.max(1) as f64,
+            labels: n,
+            steps: step as usize,
+            seconds,
+        },
+        model,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_decay_scales_by_depth() {
+        let d = 0.5;
+        assert_eq!(layer_decay_scale("encoder.patch_embed.weight", 2, d), 0.125);
+        assert_eq!(layer_decay_scale("encoder.cls_token", 2, d), 0.125);
+        assert_eq!(
+            layer_decay_scale("encoder.blocks.0.attn.qkv.weight", 2, d),
+            0.25
+        );
+        assert_eq!(
+            layer_decay_scale("encoder.blocks.1.mlp.fc1.bias", 2, d),
+            0.5
+        );
+        assert_eq!(layer_decay_scale("encoder.norm.gamma", 2, d), 1.0);
+        assert_eq!(layer_decay_scale("head.weight", 2, d), 1.0);
+    }
+}
