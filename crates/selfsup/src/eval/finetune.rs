@@ -151,8 +151,9 @@ pub fn finetune(
     let head = seeded(&device, seed ^ 0xF1E7, || {
         LinearConfig::new(encoder.out_dim(), k).init(&device)
     });
+    // a trainable copy on the training device, whatever device and mode the encoder was in
     let mut model = Classifier {
-        encoder: encoder.clone().to_device(&device),
+        encoder: encoder.clone().fork(&device).train().set_require_grad(true),
         head,
     };
     let depth = match encoder {

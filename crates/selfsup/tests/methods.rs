@@ -1,0 +1,321 @@
+//! The method registry as a whole: every registered method has its recipes, trains a step, and
+//! has its target (EMA) networks wired — a parameter that gets no gradient must be a constant
+//! (also after a checkpoint load) and must be moved by the method's after-step update. Also the
+//! masked / denoising methods' own behaviour and fine-tuning.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use selfsup::burn;
+use selfsup::checkpoint::{self, TrainState, named_tensors};
+use selfsup::eval::report::{Which, evaluate, feature_sets};
+use selfsup::eval::{FinetuneConfig, finetune};
+use selfsup::method::{METHOD_NAMES, MethodConfig, Model, StepInfo};
+use selfsup::optim::Optimizer;
+use selfsup::recipe::Recipe;
+use selfsup::run::{Prepared, build_model, prepare};
+use selfsup::train::{to_input, train_step};
+use selfsup_data::Loader;
+
+/// A tiny recipe for `method` on 200 digits (a ViT for MAE, a ConvNet otherwise).
+fn tiny(method: &str) -> Recipe {
+    let model = if method == "mae" {
+        "backbone = \"vit\"\npatch_size = 2\ndim = 16\ndepth = 1\nheads = 2"
+    } else {
+        "backbone = \"convnet\"\nwidths = [8, 16]"
+    };
+    let mut r = Recipe::from_toml(
+        &format!(
+            "[data]\nspec = \"digits\"\nlimit = 200\n[model]\n{model}\n[train]\nepochs = 2\n\
+             batch_size = 32\nseed = 4\n[optim]\nlr = 0.05\n[eval.linear]\nepochs = 2\n\
+             min_steps = 10\nlabel_fractions = []\n"
+        ),
+        "tiny.toml",
+    )
+    .unwrap();
+    r.method = MethodConfig::from_name(method).unwrap();
+    r.validate().unwrap();
+    r
+}
+
+/// Per parameter (by id): whether it requires a gradient, and its values.
+struct Collect(Vec<(String, bool, Vec<f32>)>);
+
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let t = p.val();
+        let req = t.is_require_grad();
+        let v = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
+        self.0.push((p.id.to_string(), req, v));
+    }
+}
+
+fn params(m: &Model) -> Vec<(String, bool, Vec<f32>)> {
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+/// Ids of the parameters that receive a gradient from one step.
+struct WithGrad<'a>(&'a GradientsParams, Vec<String>);
+
+impl ModuleVisitor for WithGrad<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if self.0.get::<D>(p.id).is_some() {
+            self.1.push(p.id.to_string());
+        }
+    }
+}
+
+fn first_input(p: &Prepared) -> selfsup::method::Input {
+    let (c, h, w) = p.pipeline.out_shape();
+    let local = p.local.as_ref().map(|(lp, _)| {
+        let (a, b, d) = lp.out_shape();
+        [a, b, d]
+    });
+    let images = std::sync::Arc::new(p.split.train.images.clone());
+    let batch = Loader::multi_crop(
+        p.pipeline.clone(),
+        p.local.clone(),
+        images,
+        32,
+        4,
+        0,
+        p.recipe.method.num_views(),
+        1,
+    )
+    .next()
+    .unwrap();
+    to_input(
+        batch.into(),
+        [c, h, w],
+        local,
+        &p.recipe.train.device.train_device().unwrap(),
+    )
+}
+
+#[test]
+fn every_method_is_wired() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for &name in METHOD_NAMES {
+        // its recipes
+        for data in ["digits", "fashion-mnist"] {
+            let path = configs.join(format!("{data}-{name}.toml"));
+            let r = Recipe::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(r.method.name(), name, "{}", path.display());
+        }
+        let r = tiny(name);
+        let p = prepare(&r).unwrap();
+        let (c, h, _) = p.pipeline.out_shape();
+        let dev = r.train.device.train_device().unwrap();
+        let model = build_model(&r, c, h, &dev, 1);
+        let before = params(&model);
+        let info = StepInfo {
+            step: 1,
+            total: 10,
+            seed: 4,
+        };
+        // which parameters get a gradient
+        let out = model.step(first_input(&p), info);
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let mut wg = WithGrad(&grads, Vec::new());
+        model.visit(&mut wg);
+        let with_grad: Vec<String> = wg.1;
+        assert!(
+            !with_grad.is_empty(),
+            "{name}: no parameter gets a gradient"
+        );
+        let frozen: Vec<&(String, bool, Vec<f32>)> = before
+            .iter()
+            .filter(|(id, _, _)| !with_grad.contains(id))
+            .collect();
+        for (id, req, _) in &frozen {
+            assert!(
+                !req,
+                "{name}: parameter {id} gets no gradient but requires one"
+            );
+        }
+        // one whole step: every parameter moves, by the optimiser or by the after-step update
+        let mut optim = Optimizer::new(r.optim.clone());
+        let (model, stepped) = train_step(model, &mut optim, first_input(&p), info, 0.05);
+        assert!(stepped.loss.is_finite(), "{name}");
+        let after: HashMap<String, Vec<f32>> = params(&model)
+            .into_iter()
+            .map(|(id, _, v)| (id, v))
+            .collect();
+        for (id, _, v) in &before {
+            assert!(
+                after[id] != *v,
+                "{name}: parameter {id} did not move in a step (a target network without its \
+                 after_step update?)"
+            );
+        }
+        // a checkpoint load gives every parameter require_grad back; freeze_targets must undo
+        // it for exactly the no-gradient ones
+        let dir = tempfile::tempdir().unwrap();
+        let state = TrainState {
+            epoch: 1,
+            global_step: 1,
+            seed: 4,
+            input_shape: vec![c, h, h],
+        };
+        let saved = checkpoint::save(dir.path(), &model, &optim, &state).unwrap();
+        let fresh = build_model(&r, c, h, &dev, 2);
+        let mut o2 = Optimizer::new(r.optim.clone());
+        let (loaded, _) = checkpoint::load(&saved, fresh, &mut o2, &dev).unwrap();
+        let loaded = loaded.freeze_targets();
+        assert!(!loaded.target_requires_grad(), "{name}");
+        let reqs: HashMap<String, bool> = params(&loaded)
+            .into_iter()
+            .map(|(id, q, _)| (id, q))
+            .collect();
+        for (id, _, _) in &frozen {
+            if let Some(q) = reqs.get(id) {
+                assert!(
+                    !q,
+                    "{name}: {id} requires a gradient after load + freeze_targets"
+                );
+            }
+        }
+        assert_eq!(
+            named_tensors(&loaded.valid()).len(),
+            named_tensors(&model.valid()).len()
+        );
+    }
+}
+
+#[test]
+fn mae_masks_depend_on_seed_and_step_only() {
+    let r = tiny("mae");
+    let p = prepare(&r).unwrap();
+    let (c, h, _) = p.pipeline.out_shape();
+    let model = build_model(&r, c, h, &p.device, 0);
+    let Model::Mae(mae) = &model else { panic!() };
+    let at = |seed, step| {
+        mae.masks(
+            8,
+            StepInfo {
+                step,
+                total: 10,
+                seed,
+            },
+        )
+    };
+    assert_eq!(at(1, 3), at(1, 3));
+    assert_ne!(at(1, 3).ids_keep, at(1, 4).ids_keep);
+    assert_ne!(at(1, 3).ids_keep, at(2, 3).ids_keep);
+    let m = at(1, 3);
+    assert_eq!((m.num, m.keep), (16, 4));
+}
+
+#[test]
+fn dae_sees_unit_pixels_and_its_noise_is_seeded() {
+    let r = tiny("dae");
+    let p = prepare(&r).unwrap();
+    assert!(p.pipeline.mean().iter().all(|&m| m == 0.0));
+    assert!(p.pipeline.std().iter().all(|&s| s == 1.0));
+    let (c, h, w) = p.pipeline.out_shape();
+    let model = build_model(&r, c, h, &p.device, 0);
+    let Model::Dae(dae) = &model else { panic!() };
+    let idx: Vec<usize> = (0..64).collect();
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(
+            p.pipeline.plain_batch(&p.split.train.images, &idx),
+            [64, c, h, w],
+        ),
+        &p.device,
+    );
+    let info = StepInfo {
+        step: 2,
+        total: 5,
+        seed: 1,
+    };
+    let a = dae.corrupt(&x, info).into_data();
+    assert_eq!(a, dae.corrupt(&x, info).into_data());
+    let b = dae.corrupt(&x, StepInfo { step: 3, ..info }).into_data();
+    assert_ne!(a, b);
+    // masking noise at 0.5 zeroes about half of the values (exactly: those drawn, plus zeros)
+    let v = a.try_into_vec::<f32>().unwrap();
+    let x = x.into_data().try_into_vec::<f32>().unwrap();
+    let zeroed = v
+        .iter()
+        .zip(&x)
+        .filter(|(n, o)| **n == 0.0 && **o != 0.0)
+        .count();
+    let nonzero = x.iter().filter(|&&o| o != 0.0).count();
+    let share = zeroed as f64 / nonzero as f64;
+    assert!((share - 0.5).abs() < 0.05, "{share}");
+    let (noisy, recon) = dae.reconstruct(Tensor::zeros([2, c, h, w], &p.device), info);
+    assert_eq!(noisy.dims(), [2, c, h, w]);
+    assert_eq!(recon.dims(), [2, c, h, w]);
+}
+
+fn encoder_weights(m: &impl Module) -> Vec<(String, Vec<f32>)> {
+    named_tensors(&m.valid())
+        .into_iter()
+        .map(|(k, v)| (k, v.convert::<f32>().try_into_vec::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn fine_tuning_updates_the_encoder_and_the_frozen_probe_does_not() {
+    for method in ["mae", "simclr"] {
+        let r = tiny(method);
+        let p = prepare(&r).unwrap();
+        let (c, h, _) = p.pipeline.out_shape();
+        let model = build_model(&r, c, h, &p.device, 0);
+        let enc = model.encoder().clone();
+        let before = encoder_weights(&enc);
+        // the frozen evaluation leaves the encoder as it was
+        let sets = feature_sets(&enc, "ssl", &p);
+        evaluate(
+            &sets[..1],
+            &p,
+            Which {
+                knn: true,
+                linear: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(encoder_weights(&enc), before, "{method}: frozen probe");
+        // fine-tuning moves every encoder tensor (the copy, not the original)
+        let cfg = FinetuneConfig {
+            epochs: 1,
+            min_steps: 6,
+            batch_size: 32,
+            label_fractions: vec![1.0],
+            ..Default::default()
+        };
+        let (res, tuned) = finetune(&enc, &p, &cfg, 1.0, 0).unwrap();
+        assert_eq!(res.steps, 6);
+        assert!((0.0..=100.0).contains(&res.top1));
+        assert_eq!(
+            encoder_weights(&enc),
+            before,
+            "{method}: the original is untouched"
+        );
+        let after = encoder_weights(&tuned.encoder);
+        assert_eq!(after.len(), before.len());
+        let moved = after
+            .iter()
+            .zip(&before)
+            .filter(|((_, a), (_, b))| a != b)
+            .count();
+        // BatchNorm running statistics move too; every weight tensor must
+        assert!(
+            moved * 10 >= after.len() * 9,
+            "{method}: only {moved} of {} encoder tensors moved",
+            after.len()
+        );
+        // deterministic for the seed
+        let (again, _) = finetune(&enc, &p, &cfg, 1.0, 0).unwrap();
+        assert_eq!(again.top1, res.top1, "{method}");
+    }
+}
