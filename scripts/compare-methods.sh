@@ -11,7 +11,12 @@
 # DINO's centre included). Re-running the command skips methods already evaluated, so an
 # interrupted comparison picks up where it stopped.
 # Data: ../shared/data/fashion-mnist, or DATA=idx:DIR (see scripts/fetch-fashion-mnist.sh).
-# METHODS="simclr byol" limits the comparison to some methods (no BENCHMARKS.md update then).
+# METHODS="simclr byol" limits the comparison to some methods (no BENCHMARKS.md update then,
+# unless BLOCK names the marked block to write). FINETUNE=1 also fine-tunes each encoder (all
+# labels and 1 %) beside its random-init twin trained from scratch; BASELINES=each evaluates
+# the baselines with every run (for methods with different encoders).
+# The masked and reconstructive table of BENCHMARKS.md:
+#   METHODS="mae dae" FINETUNE=1 BASELINES=each BLOCK=masked scripts/compare-methods.sh 2 runs/compare-masked
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +37,10 @@ first=1
 for m in $methods; do
     dir="$out/$m"
     baselines=()
-    [[ $first -eq 1 ]] && baselines=(--baselines)
+    [[ $first -eq 1 || "${BASELINES:-}" == each ]] && baselines=(--baselines)
     first=0
+    finetune=()
+    [[ -n "${FINETUNE:-}" ]] && finetune=(--finetune)
     if [[ -f "$dir/eval-all.json" ]]; then
         echo "== $m: already evaluated ($dir/eval-all.json)"
         continue
@@ -50,11 +57,12 @@ for m in $methods; do
         fi
     fi
     $bin pretrain --resume "$dir" --no-eval --quiet || { failed+=("$m"); continue; }
-    $bin eval all --run "$dir" "${baselines[@]}" || { failed+=("$m"); continue; }
+    $bin eval all --run "$dir" "${baselines[@]}" "${finetune[@]}" || { failed+=("$m"); continue; }
 done
 
 md=()
 [[ -z "${METHODS:-}" ]] && md=(--markdown BENCHMARKS.md)
+[[ -n "${BLOCK:-}" ]] && md=(--markdown BENCHMARKS.md --block "$BLOCK")
 runs=()
 for m in $methods; do [[ -f "$out/$m/eval-all.json" ]] && runs+=("$out/$m"); done
 $bin report "${runs[@]}" "${md[@]}"

@@ -36,7 +36,7 @@ REPO = HERE.parent.parent
 DEFAULT_FMNIST = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 LINE_IDS = [
-    "gemm", "step-a", "step-b", "step-c",
+    "gemm", "step-a", "step-b", "step-c", "step-vit",
     "aug-32-1core", "aug-32-all", "aug-28-1core", "aug-28-all",
     "loader-step", "knn", "linear",
 ]
@@ -192,6 +192,62 @@ def line_step(id_, quick):
             "unit": "img/s", "value": 2 * n / med, "median_s": med, "flops": flops,
             "loss": losses[0], "flops_forward": flops_fwd, "gflops_per_s": flops / med / 1e9,
             "loss_last": losses[-1], "views": 2 * n, "images": n,
+            "params": sum(p.numel() for p in model.parameters()), "times_s": ts}
+
+
+# ---------------------------------------------------------------------------------------------
+# MAE train step (bench.rs `vit_step`)
+
+def make_adamw(params):
+    """optim/optimizer.rs AdamW (decoupled decay p *= 1 - lr wd, bias-corrected moments, eps
+    outside the square root): torch.optim.AdamW. The fused CPU kernel when this torch has it."""
+    kw = dict(lr=1.5e-4, betas=(0.9, 0.95), eps=1e-8)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kw), "fused"
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, **kw), "default"
+
+
+def line_step_vit(quick):
+    cfg = models.CONFIGS["step-vit"]
+    n = cfg["n"]   # 64 also with --quick, as the Rust side (quick only cuts the repeats)
+    c, side = cfg["channels"], cfg["side"]
+    torch.manual_seed(0)
+    model = models.build("step-vit")
+    model.train()
+    opt, opt_impl = make_adamw(models.param_groups(model, 0.05))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, c, side, side, generator=g)
+
+    # FLOPs with explicit attention matmuls (FlopCounterMode then sees the two bmm of every
+    # attention, as the Rust count has them); grads cleared afterwards, no update
+    models.set_sdpa(model, False)
+    flops_fwd = count_flops(lambda: model.loss(x))
+    flops = count_flops(lambda: model.loss(x).backward())
+    opt.zero_grad(set_to_none=True)
+    models.set_sdpa(model, True)
+
+    losses = []
+
+    def step():
+        # a new mask every step (argsort of uniform noise per sample, inside model.loss)
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+
+    warmup, reps = (1, 2) if quick else (3, 15)
+    med, ts = timed(step, warmup, reps)
+    return {"what": f"MAE step: ViT mini (patch {cfg['patch']}, {cfg['dim']}-d, {cfg['depth']} "
+                    f"blocks, {cfg['heads']} heads; decoder {cfg['decoder_dim']}-d, "
+                    f"{cfg['decoder_depth']} blocks), {c}x{side}x{side}, N={n}, mask "
+                    f"{cfg['mask_ratio']} ({model.keep} of {model.encoder.num_patches} patches "
+                    f"visible), norm-pix MSE, SDPA attention, backward, AdamW(1.5e-4, "
+                    f"(0.9, 0.95), wd 0.05 not on 1-D params, {opt_impl})",
+            "unit": "img/s", "value": n / med, "median_s": med, "flops": flops,
+            "loss": losses[0], "flops_forward": flops_fwd, "gflops_per_s": flops / med / 1e9,
+            "loss_last": losses[-1], "images": n, "optimizer": opt_impl, "reps": reps,
             "params": sum(p.numel() for p in model.parameters()), "times_s": ts}
 
 
@@ -522,6 +578,7 @@ def main():
         "step-a": lambda: line_step("step-a", args.quick),
         "step-b": lambda: line_step("step-b", args.quick),
         "step-c": lambda: line_step("step-c", args.quick),
+        "step-vit": lambda: line_step_vit(args.quick),
         "aug-32-1core": lambda: line_aug_1core("cifar10", args.quick, threads),
         "aug-32-all": lambda: line_aug_all("cifar10", args.quick, cpus),
         "aug-28-1core": lambda: line_aug_1core("fashion-mnist", args.quick, threads),

@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Loss agreement between Burn (selfsup) and the PyTorch re-implementation.
 
-    python check.py DIR            # checks DIR/step-a.safetensors, step-b, step-c (those present)
+    python check.py DIR            # checks DIR/step-{a,b,c,vit}.safetensors (those present)
     python check.py --make-fake DIR  # writes Burn-style files from torch (tests this script)
 
-Each file (written by `selfsup bench --check-dir DIR`) holds the SimCLR model's weights under
-Burn module paths (BatchNorm gamma/beta/running_mean/running_var, Linear weight stored [in, out]),
-`__input__` (the 2N views, view 1 of every image first) and `__loss__` (Burn's train-mode loss),
-optionally `__flops__` (Burn side's FLOP count of one step, forward + backward).
+Each file (written by `selfsup bench --check-dir DIR`) holds the model's weights under Burn
+module paths (BatchNorm/LayerNorm gamma/beta, BatchNorm running_mean/running_var, Linear weight
+stored [in, out]), `__input__` and `__loss__` (Burn's train-mode loss), optionally `__flops__`
+(Burn side's FLOP count of one step, forward + backward).
+
+- step-a/b/c (SimCLR): `__input__` is the 2N views, view 1 of every image first; NT-Xent loss.
+- step-vit (MAE): `__input__` (N, 3, 32, 32), `__ids_keep__` (N, K) and `__ids_restore__` (N, L)
+  (integers stored as float32): the masks of Burn's step; masked norm-pix MSE loss.
 
 The torch model is loaded strictly (every torch parameter and buffer set except BatchNorm's
-num_batches_tracked, every file tensor used), run in train mode on `__input__`, and its NT-Xent
-loss compared with `__loss__`. Exit status 1 when a relative difference exceeds 1e-4 or a file
+num_batches_tracked, every file tensor used), run in train mode on `__input__`, and its loss
+compared with `__loss__`. Exit status 1 when a relative difference exceeds 1e-4 or a file
 does not load.
 """
 
@@ -27,7 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 import models
 
 TOL = 1e-4
-VARIANTS = {models.ResNet: "ResNet", models.ConvNet: "ConvNet"}
+VARIANTS = {models.ResNet: "ResNet", models.ConvNet: "ConvNet", models.Vit: "Vit"}
+# Top-level field names of the models (a first path segment that is none of them is the root
+# module's name, e.g. `Simclr.` or `Mae.`).
+FIELDS = ("encoder", "head", "decoder_embed", "mask_token", "decoder_blocks", "decoder_norm",
+          "decoder_pred")
 # Burn-only entries that carry no tensor the torch model needs (e.g. a BatchNorm training flag).
 IGNORABLE_SUFFIXES = (".training",)
 
@@ -52,7 +60,7 @@ def strip_root(tensors):
     heads = {k.split(".", 1)[0] for k in keys}
     if len(heads) == 1 and all("." in k for k in keys):
         root = heads.pop()
-        if root not in ("encoder", "head"):
+        if root not in FIELDS:
             return {(k.split(".", 1)[1] if not k.startswith("__") else k): v
                     for k, v in tensors.items()}, root
     return tensors, None
@@ -91,11 +99,34 @@ def load_into(model, tensors):
     return missing, unused, mapping
 
 
-def flops_of(model, x):
+def flops_of(model, loss_fn):
+    """FlopCounterMode of forward + backward. Attention (MAE) runs as explicit matmuls here so
+    that its two products are counted whatever SDPA kernel the CPU build would pick."""
+    models.set_sdpa(model, False)
     with FlopCounterMode(display=False) as fc:
-        model.loss(x).backward()
+        loss_fn(model).backward()
     model.zero_grad(set_to_none=True)
+    models.set_sdpa(model, True)
     return float(fc.get_total_flops())
+
+
+def mae_masks(tensors, n, num, keep):
+    """`__ids_keep__` / `__ids_restore__` (float32 integers) -> int64, checked: each row of
+    ids_restore a permutation of 0..L whose first K positions are ids_keep's patches."""
+    ik = np.asarray(tensors["__ids_keep__"])
+    ir = np.asarray(tensors["__ids_restore__"])
+    if ik.shape != (n, keep) or ir.shape != (n, num):
+        raise ValueError(f"mask shapes {ik.shape}, {ir.shape}; want {(n, keep)}, {(n, num)}")
+    if not (np.all(ik == np.round(ik)) and np.all(ir == np.round(ir))):
+        raise ValueError("mask ids are not integers")
+    ik = torch.from_numpy(np.rint(ik).astype(np.int64))
+    ir = torch.from_numpy(np.rint(ir).astype(np.int64))
+    if not torch.equal(ir.sort(1).values, torch.arange(num).expand(n, num)):
+        raise ValueError("a row of __ids_restore__ is not a permutation")
+    shuffle = torch.argsort(ir, 1)          # the shuffled order
+    if not torch.equal(shuffle[:, :keep], ik):
+        raise ValueError("__ids_keep__ is not the first K of the order __ids_restore__ inverts")
+    return ik, ir
 
 
 def check_file(path, verbose):
@@ -112,6 +143,19 @@ def check_file(path, verbose):
     burn_loss = float(np.asarray(tensors["__loss__"]).reshape(-1)[0])
     torch.manual_seed(0)
     model = models.build(id_)
+    is_mae = isinstance(model, models.Mae)
+    if is_mae:
+        for need in ("__ids_keep__", "__ids_restore__"):
+            if need not in tensors:
+                print(f"{id_}: FAIL, {need} missing from {path}")
+                return False
+        ids = mae_masks(tensors, x.shape[0], model.encoder.num_patches, model.keep)
+
+        def loss_of(m, inp):
+            return m.loss(inp, *ids)
+    else:
+        def loss_of(m, inp):
+            return m.loss(inp)
     missing, unused, mapping = load_into(model, tensors)
     ignored = [k for k in tensors if k.endswith(IGNORABLE_SUFFIXES)]
     if verbose:
@@ -128,7 +172,7 @@ def check_file(path, verbose):
     m64.load_state_dict(model.state_dict())
     model.train()
     with torch.no_grad():
-        loss32 = float(model.loss(x))
+        loss32 = float(loss_of(model, x))
     ok = True
     rel = abs(loss32 - burn_loss) / max(abs(loss32), 1e-12)
     print(f"{id_}: input {tuple(x.shape)}, {len(mapping)} tensors loaded"
@@ -137,12 +181,21 @@ def check_file(path, verbose):
     print(f"  loss burn {burn_loss:.7f}  torch f32 {loss32:.7f}  rel diff {rel:.2e}"
           f"  {'ok' if rel <= TOL else 'FAIL (> %.0e)' % TOL}")
     ok &= rel <= TOL
+    if is_mae:   # the same in f32 with explicit attention matmuls instead of SDPA
+        models.set_sdpa(model, False)
+        with torch.no_grad():
+            loss_mm = float(loss_of(model, x))
+        models.set_sdpa(model, True)
+        rel_mm = abs(loss_mm - burn_loss) / max(abs(loss_mm), 1e-12)
+        print(f"  loss torch f32 explicit attention {loss_mm:.7f}  rel diff {rel_mm:.2e}"
+              f"  {'ok' if rel_mm <= TOL else 'FAIL (> %.0e)' % TOL}")
+        ok &= rel_mm <= TOL
     with torch.no_grad():
-        loss64 = float(m64.train().loss(x.double()))
+        loss64 = float(loss_of(m64.train(), x.double()))
     rel64 = abs(loss64 - burn_loss) / max(abs(loss64), 1e-12)
     print(f"  loss torch f64 {loss64:.9f}  rel diff burn vs f64 {rel64:.2e}, "
           f"torch f32 vs f64 {abs(loss32 - loss64) / abs(loss64):.2e}")
-    fl = flops_of(model, x)
+    fl = flops_of(model, lambda m: loss_of(m, x))
     if "__flops__" in tensors:
         bf = float(np.asarray(tensors["__flops__"]).reshape(-1)[0])
         print(f"  flops (forward+backward) burn {bf:.4e}  torch FlopCounterMode {fl:.4e}  "
@@ -164,7 +217,8 @@ def make_fake(out_dir):
                 torch.nn.init.uniform_(m.weight, 0.5, 1.5)
                 torch.nn.init.uniform_(m.bias, -0.2, 0.2)
         n = 4
-        x = torch.randn(2 * n, cfg["channels"], cfg["side"], cfg["side"])
+        is_mae = isinstance(model, models.Mae)
+        x = torch.randn(n if is_mae else 2 * n, cfg["channels"], cfg["side"], cfg["side"])
         out = {}
         for key, t in model.state_dict().items():
             name = candidates(model, key)
@@ -172,10 +226,17 @@ def make_fake(out_dir):
                 continue
             if models.is_linear_weight(model, key):
                 t = t.t()
-            out["Simclr." + name[0]] = t.contiguous().numpy()
+            out[("Mae." if is_mae else "Simclr.") + name[0]] = t.contiguous().numpy()
         model.train()
-        with torch.no_grad():
-            out["__loss__"] = np.array([float(model.loss(x))], dtype=np.float32)
+        if is_mae:
+            ik, ir = model.masks(n)
+            out["__ids_keep__"] = ik.float().numpy()
+            out["__ids_restore__"] = ir.float().numpy()
+            with torch.no_grad():
+                out["__loss__"] = np.array([float(model.loss(x, ik, ir))], dtype=np.float32)
+        else:
+            with torch.no_grad():
+                out["__loss__"] = np.array([float(model.loss(x))], dtype=np.float32)
         out["__input__"] = x.numpy()
         save_file(out, str(out_dir / f"{id_}.safetensors"))
         print(f"wrote {out_dir / (id_ + '.safetensors')}")
@@ -196,7 +257,7 @@ def main():
         return 0
     files = [d / f"{i}.safetensors" for i in models.CONFIGS if (d / f"{i}.safetensors").exists()]
     if not files:
-        print(f"no step-a/b/c .safetensors in {d}")
+        print(f"no {'/'.join(models.CONFIGS)} .safetensors in {d}")
         return 1
     ok = True
     for f in files:

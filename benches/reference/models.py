@@ -6,10 +6,17 @@ Sources mirrored (crates/selfsup/src):
 - heads.rs             projection head: [Linear(no bias) -> BN1d -> ReLU] x (layers-1) -> Linear(bias)
 - loss/nt_xent.rs      NT-Xent, mean over the 2N rows
 - method/simclr.rs     both views concatenated into one batch of 2N through encoder and head
+- backbone/vit.rs      ViT: patchify (channel, row, col) within row-major patches, patch embedding
+                       as a Linear, class token, fixed 2-D sin-cos positions, final LayerNorm
+- backbone/transformer.rs  pre-norm Block (norm1, attn{qkv, proj}, norm2, mlp{fc1, fc2}), exact
+                       GELU, softmax attention scaled by dh^-0.5, `sincos_2d`, LayerNorm eps 1e-6
+- method/mae.rs        MAE: encoder on the visible patches, decoder, norm-pix target (unbiased
+- loss/mse.rs          variance, +1e-6), mean over the masked patches of the per-patch MSE
 
 Module attribute names follow the Rust struct field names, so that a torch state_dict key maps
-onto Burn's module path by renaming BatchNorm's weight/bias to gamma/beta (see `burn_name`).
-BatchNorm: eps 1e-5, momentum 0.1 (Burn's defaults, same update rule as torch for the mean).
+onto Burn's module path by renaming BatchNorm's and LayerNorm's weight/bias to gamma/beta (see
+`burn_name`). BatchNorm: eps 1e-5, momentum 0.1 (Burn's defaults, same update rule as torch for
+the mean).
 """
 
 import math
@@ -209,16 +216,227 @@ class SimClr(nn.Module):
         return nt_xent(z[:n], z[n:], self.temperature)
 
 
-# The three benchmark configurations (ids shared with the Rust side).
+# ---------------------------------------------------------------------------------------------
+# ViT and MAE (backbone/vit.rs, backbone/transformer.rs, method/mae.rs, loss/mse.rs)
+
+LN_EPS = 1e-6
+
+
+def _ln(d):
+    return nn.LayerNorm(d, eps=LN_EPS)
+
+
+def sincos_2d(gh, gw, dim):
+    """transformer.rs `sincos_2d`: (gh*gw, dim), row-major over the grid; first half of the
+    channels the column, second half the row, each [sin(p w_i), cos(p w_i)],
+    w_i = 10000^(-i/(dim/4)); computed in float64, rounded to float32 (as the Rust side)."""
+    q = dim // 4
+    omega = 1.0 / 10000.0 ** (np.arange(q, dtype=np.float64) / q)
+    out = np.empty((gh * gw, dim), dtype=np.float64)
+    for r in range(gh):
+        for c in range(gw):
+            row = []
+            for pos in (float(c), float(r)):
+                row.append(np.sin(pos * omega))
+                row.append(np.cos(pos * omega))
+            out[r * gw + c] = np.concatenate(row)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def positions_with_cls(gh, gw, dim):
+    """(1, 1+L, dim): a zero row for the class token, then `sincos_2d` (vit.rs `positions`)."""
+    return torch.cat([torch.zeros(1, dim), sincos_2d(gh, gw, dim)], 0).unsqueeze(0)
+
+
+class Attention(nn.Module):
+    """transformer.rs `Attention`: qkv in one Linear, (N, L, 3d) -> (3, N, h, L, dh), softmax
+    of q k^T * dh^-0.5, proj. `use_sdpa`: the same math through F.scaled_dot_product_attention
+    (fused kernel); False: explicit matmul / softmax / matmul (what FlopCounterMode always sees
+    as two bmm)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.heads = heads
+        self.use_sdpa = True
+
+    def forward(self, x):
+        n, l, d = x.shape
+        h = self.heads
+        dh = d // h
+        qkv = self.qkv(x).reshape(n, l, 3, h, dh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v, scale=dh ** -0.5)
+        else:
+            attn = torch.softmax((q @ k.transpose(-2, -1)) * dh ** -0.5, dim=-1)
+            out = attn @ v
+        return self.proj(out.transpose(1, 2).reshape(n, l, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="none"))
+
+
+class TransformerBlock(nn.Module):
+    """transformer.rs `Block` (pre-norm): x + proj(attn(LN1 x)); x + fc2(GELU(fc1(LN2 x)))."""
+
+    def __init__(self, dim, heads, mlp_ratio=4.0):
+        super().__init__()
+        hidden = int(math.floor(float(np.float32(dim) * np.float32(mlp_ratio)) + 0.5))
+        self.norm1 = _ln(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = _ln(dim)
+        self.mlp = Mlp(dim, hidden)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Vit(nn.Module):
+    """vit.rs `Vit` with fixed sin-cos positions (no `pos_embed` parameter)."""
+
+    def __init__(self, dim=128, depth=6, heads=4, mlp_ratio=4.0, patch=4, channels=3,
+                 image_size=32):
+        super().__init__()
+        self.patch, self.channels = patch, channels
+        self.grid = image_size // patch
+        self.dim = dim
+        self.patch_embed = nn.Linear(channels * patch * patch, dim)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = _ln(dim)
+        self.register_buffer("pos", positions_with_cls(self.grid, self.grid, dim),
+                             persistent=False)
+        self.out_dim = dim
+
+    @property
+    def num_patches(self):
+        return self.grid * self.grid
+
+    def patchify(self, x):
+        """(N, C, H, W) -> (N, L, C*p*p): row-major patches, each (channel, row, col)."""
+        n = x.shape[0]
+        p, c, g = self.patch, self.channels, self.grid
+        return x.reshape(n, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, c * p * p)
+
+    def forward_visible(self, x, ids_keep):
+        """vit.rs `forward_visible`: (N, 1+K, d), class token first."""
+        n = x.shape[0]
+        tokens = self.patch_embed(self.patchify(x)) + self.pos[:, 1:]
+        cls = (self.cls_token + self.pos[:, :1]).expand(n, -1, -1)
+        k = ids_keep.shape[1]
+        visible = tokens.gather(1, ids_keep.unsqueeze(-1).expand(n, k, self.dim))
+        t = torch.cat([cls, visible], 1)
+        for b in self.blocks:
+            t = b(t)
+        return self.norm(t)
+
+
+def random_masking(n, num, keep, device=None, generator=None):
+    """MAE's reference masking: argsort of uniform noise per sample. Returns (ids_keep (N, K),
+    ids_restore (N, L)), int64."""
+    noise = torch.rand(n, num, device=device, generator=generator)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    return ids_shuffle[:, :keep], ids_restore
+
+
+def visible_count(num, ratio):
+    """masking.rs `visible_count`: floor(L (1 - ratio)) in f64 of the f32 ratio, in [1, L]."""
+    return min(max(int(math.floor(num * (1.0 - float(np.float32(ratio))))), 1), num)
+
+
+class Mae(nn.Module):
+    """method/mae.rs `Mae`."""
+
+    def __init__(self, encoder, decoder_dim=64, decoder_depth=2, decoder_heads=4,
+                 mask_ratio=0.75, norm_pix_loss=True):
+        super().__init__()
+        self.encoder = encoder
+        dd = decoder_dim
+        pdim = encoder.channels * encoder.patch * encoder.patch
+        self.decoder_embed = nn.Linear(encoder.out_dim, dd)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, dd) * 0.02)
+        self.decoder_blocks = nn.ModuleList(TransformerBlock(dd, decoder_heads, 4.0)
+                                            for _ in range(decoder_depth))
+        self.decoder_norm = _ln(dd)
+        self.decoder_pred = nn.Linear(dd, pdim)
+        self.register_buffer("decoder_pos", positions_with_cls(encoder.grid, encoder.grid, dd),
+                             persistent=False)
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.keep = visible_count(encoder.num_patches, mask_ratio)
+
+    def masks(self, n, generator=None):
+        return random_masking(n, self.encoder.num_patches, self.keep, self.mask_token.device,
+                              generator)
+
+    def target(self, x):
+        """loss/mse.rs `mae_target`: per-patch (t - mean) / sqrt(unbiased var + 1e-6)."""
+        patches = self.encoder.patchify(x)
+        if not self.norm_pix_loss:
+            return patches
+        mean = patches.mean(-1, keepdim=True)
+        var = patches.var(-1, keepdim=True, unbiased=True)
+        return (patches - mean) / (var + 1e-6).sqrt()
+
+    def loss(self, x, ids_keep=None, ids_restore=None):
+        """The step's loss; without masks, draws them (torch RNG) as MAE's reference code."""
+        if ids_keep is None:
+            ids_keep, ids_restore = self.masks(x.shape[0])
+        n, l = ids_restore.shape
+        k = ids_keep.shape[1]
+        latent = self.encoder.forward_visible(x, ids_keep)
+        y = self.decoder_embed(latent)
+        dd = y.shape[2]
+        tokens = torch.cat([y[:, 1:], self.mask_token.expand(n, l - k, dd)], 1)
+        tokens = tokens.gather(1, ids_restore.unsqueeze(-1).expand(n, l, dd))
+        t = torch.cat([y[:, :1], tokens], 1) + self.decoder_pos
+        for b in self.decoder_blocks:
+            t = b(t)
+        pred = self.decoder_pred(self.decoder_norm(t))[:, 1:]
+        target = self.target(x)
+        mask = (ids_restore >= k).to(pred.dtype)     # 1 for a hidden patch
+        per_patch = (pred - target).square().mean(-1)
+        return (per_patch * mask).sum() / mask.sum()
+
+
+def set_sdpa(model, on):
+    """Attention through F.scaled_dot_product_attention (on) or explicit matmuls (off)."""
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.use_sdpa = on
+    return model
+
+
+# The benchmark configurations (ids shared with the Rust side).
 CONFIGS = {
     "step-a": dict(kind="resnet", width=1.0, channels=3, side=32, n=64),
     "step-b": dict(kind="resnet", width=0.5, channels=3, side=32, n=32),
     "step-c": dict(kind="convnet", widths=(32, 64, 128), channels=1, side=28, n=256),
+    # bench.rs `vit_step_recipe`: ViT mini, patch 4; MAE decoder 64-d, 2 blocks, 4 heads
+    "step-vit": dict(kind="mae", dim=128, depth=6, heads=4, mlp_ratio=4.0, patch=4,
+                     decoder_dim=64, decoder_depth=2, decoder_heads=4, mask_ratio=0.75,
+                     channels=3, side=32, n=64),
 }
 
 
 def build(id_, hidden=512, out=128, temperature=0.5):
     cfg = CONFIGS[id_]
+    if cfg["kind"] == "mae":
+        vit = Vit(cfg["dim"], cfg["depth"], cfg["heads"], cfg["mlp_ratio"], cfg["patch"],
+                  cfg["channels"], cfg["side"])
+        return Mae(vit, cfg["decoder_dim"], cfg["decoder_depth"], cfg["decoder_heads"],
+                   cfg["mask_ratio"], norm_pix_loss=True)
     if cfg["kind"] == "resnet":
         enc = ResNet(18, cifar_stem=True, width=cfg["width"], in_channels=cfg["channels"])
     else:
@@ -238,15 +456,15 @@ def param_groups(model, weight_decay):
 
 def burn_name(model, torch_key):
     """Burn module path of a torch state_dict key (without any enum variant segment):
-    BatchNorm weight/bias -> gamma/beta; everything else keeps its name. Returns None for
-    torch-only buffers (num_batches_tracked)."""
+    BatchNorm and LayerNorm weight/bias -> gamma/beta; everything else keeps its name. Returns
+    None for torch-only buffers (num_batches_tracked)."""
     mod_path, _, leaf = torch_key.rpartition(".")
     if leaf == "num_batches_tracked":
         return None
     mod = model.get_submodule(mod_path)
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+    if isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
         leaf = {"weight": "gamma", "bias": "beta"}.get(leaf, leaf)
-    return f"{mod_path}.{leaf}"
+    return f"{mod_path}.{leaf}" if mod_path else leaf
 
 
 def is_linear_weight(model, torch_key):

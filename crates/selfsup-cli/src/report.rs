@@ -5,18 +5,19 @@ use clap::Parser;
 use selfsup::checkpoint::write_atomic;
 use selfsup::summary::{RunSummary, format_comparison, replace_block};
 
-const BEGIN: &str = "<!-- methods:begin -->";
-const END: &str = "<!-- methods:end -->";
 
 #[derive(Parser)]
 pub struct Args {
     /// Run folders written by `selfsup pretrain` and evaluated (`eval.json` or `eval-all.json`).
     #[arg(required = true, value_name = "RUN_DIR")]
     runs: Vec<PathBuf>,
-    /// Also write the table into FILE, between the lines `<!-- methods:begin -->` and
-    /// `<!-- methods:end -->`.
+    /// Also write the table into FILE, between the lines `<!-- BLOCK:begin -->` and
+    /// `<!-- BLOCK:end -->`.
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
+    /// The name of the marked block of `--markdown`.
+    #[arg(long, default_value = "methods")]
+    block: String,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -34,11 +35,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("{table}");
     if let Some(path) = &a.markdown {
+        let (begin, end) = (
+            format!("<!-- {}:begin -->", a.block),
+            format!("<!-- {}:end -->", a.block),
+        );
+        let (begin, end) = (begin.as_str(), end.as_str());
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let new = replace_block(&text, BEGIN, END, &table).with_context(|| {
+        let new = replace_block(&text, begin, end, &table).with_context(|| {
             format!(
-                "{}: no `{BEGIN}` … `{END}` block to replace",
+                "{}: no `{begin}` … `{end}` block to replace",
                 path.display()
             )
         })?;

@@ -10,6 +10,7 @@
 //! | `step-c` | SimCLR step, ConvNet [32, 64, 128], 1×28×28, 2×256 views | views/s |
 //! | `aug-32-1core`, `aug-32-all` | two SimCLR views of 3×32×32 images, one core / all cores | images/s |
 //! | `aug-28-1core`, `aug-28-all` | the same for 1×28×28 grey images | images/s |
+//! | `step-vit` | MAE step, ViT mini (patch 4, 128-d, 6 blocks, 4 heads; decoder 64-d, 2 blocks), 3×32×32, 64 images, mask 0.75, AdamW | images/s |
 //! | `loader-step` | step-c fed by the real loader on Fashion-MNIST, against pre-made batches | views/s |
 //! | `knn` | weighted kNN (k = 200, T = 0.1, chunks of 512), 60,000 × 512 train, 10,000 test | s |
 //! | `linear` | linear probe, 10 epochs on 60,000 × 512 precomputed features | s |
@@ -43,6 +44,7 @@ pub const LINE_IDS: &[&str] = &[
     "step-a",
     "step-b",
     "step-c",
+    "step-vit",
     "aug-32-1core",
     "aug-32-all",
     "aug-28-1core",
@@ -150,6 +152,7 @@ pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             256,
             opts,
         ),
+        "step-vit" => vit_step(id, opts),
         "aug-32-1core" => augmentation(id, 3, 32, true, opts),
         "aug-32-all" => augmentation(id, 3, 32, false, opts),
         "aug-28-1core" => augmentation(id, 1, 28, true, opts),
@@ -380,6 +383,109 @@ fn step(
     let med = median(&times);
     let mut line = Line::new(id, what, "img/s");
     line.value = Some((2 * n) as f64 / med);
+    line.median_s = Some(med);
+    line.flops = Some(flops);
+    line.loss = Some(last_loss as f64);
+    line.set("reps", reps);
+    line.set("achieved_gflops", flops / med / 1e9);
+    Ok(line)
+}
+
+/// The MAE recipe of `step-vit`.
+pub fn vit_step_recipe() -> Recipe {
+    Recipe::from_toml(
+        r#"
+[model]
+backbone = "vit"
+size = "mini"
+patch_size = 4
+[method]
+name = "mae"
+mask_ratio = 0.75
+decoder_dim = 64
+decoder_depth = 2
+decoder_heads = 4
+norm_pix_loss = true
+[optim]
+kind = "adamw"
+lr = 1.5e-4
+betas = [0.9, 0.95]
+eps = 1e-8
+weight_decay = 0.05
+"#,
+        "step-vit",
+    )
+    .expect("a valid recipe")
+}
+
+/// The MAE training step of the small ViT on 3×32×32 images, `n` = 64; with
+/// `opts.check_dir` it also writes the weights, the input, the masks of step 1 and the loss.
+fn vit_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
+    let (c, side, n) = (3, 32, 64);
+    let recipe = vit_step_recipe();
+    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
+    let model = build_model(&recipe, c, side, &dev, 0);
+    let flops = model.step_flops(n, side, side).total();
+    let mut rng = SplitMix64::new(7);
+    let xv = normal(&mut rng, n * c * side * side);
+    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, c, side, side]), &dev);
+    if let Some(dir) = &opts.check_dir {
+        let info = StepInfo {
+            step: 1,
+            total: 1000,
+            seed: 0,
+        };
+        let Model::Mae(mae) = &model else {
+            bail!("step-vit: not an MAE model")
+        };
+        let m = mae.masks(n, info);
+        let loss = model
+            .step(Input::Views(vec![x.clone()]), info)
+            .loss
+            .into_scalar::<f32>();
+        let ints = |v: &[usize], shape: [usize; 2]| {
+            TensorData::new(v.iter().map(|&i| i as f32).collect::<Vec<f32>>(), shape)
+        };
+        let mut tensors = named_tensors(&model);
+        tensors.push((
+            "__input__".into(),
+            TensorData::new(xv, [n, c, side, side]),
+        ));
+        tensors.push(("__ids_keep__".into(), ints(&m.ids_keep, [n, m.keep])));
+        tensors.push(("__ids_restore__".into(), ints(&m.ids_restore, [n, m.num])));
+        tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
+        tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
+        let meta = HashMap::from([("id".to_string(), id.to_string())]);
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_atomic(
+            &dir.join(format!("{id}.safetensors")),
+            &tensors_to_safetensors(&tensors, Some(meta))?,
+        )?;
+    }
+    let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 15) };
+    let mut optim = Optimizer::new(recipe.optim.clone());
+    let mut model = Some(model);
+    let mut last_loss = 0.0;
+    let times = time_reps(warmup, reps, || {
+        // a new mask every step, as in training
+        let info = StepInfo {
+            step: optim.steps() + 1,
+            total: 1000,
+            seed: 0,
+        };
+        let m = model.take().expect("model");
+        let (m, out) = train_step(m, &mut optim, Input::Views(vec![x.clone()]), info, 1.5e-4);
+        model = Some(m);
+        last_loss = out.loss;
+    });
+    let med = median(&times);
+    let mut line = Line::new(
+        id,
+        "MAE step, ViT mini (patch 4, 128-d, 6 blocks, 4 heads; decoder 64-d, 2 blocks), \
+         3×32×32, 64 images, mask 0.75, AdamW",
+        "img/s",
+    );
+    line.value = Some(n as f64 / med);
     line.median_s = Some(med);
     line.flops = Some(flops);
     line.loss = Some(last_loss as f64);

@@ -131,22 +131,49 @@ fn pct(x: Option<f64>) -> String {
     x.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
-fn eval_cells(row: &EvalRow) -> String {
-    format!(
+/// Top-1 after fine-tuning on `fraction` of the labels, if it was run.
+fn finetune_at(row: &EvalRow, fraction: f64) -> Option<f64> {
+    row.finetune
+        .iter()
+        .find(|(f, _)| (f - fraction).abs() < 1e-9)
+        .map(|&(_, a)| a)
+}
+
+fn eval_cells(row: &EvalRow, finetune: bool) -> String {
+    let mut s = format!(
         "{} | {} | {}",
         pct(row.knn.map(|k| k.top1)),
         pct(linear_at(row, 1.0)),
         pct(linear_at(row, 0.01))
-    )
+    );
+    if finetune {
+        s += &format!(
+            " | {} | {}",
+            pct(finetune_at(row, 1.0)),
+            pct(finetune_at(row, 0.01))
+        );
+    }
+    s
 }
 
-/// The comparison table (Markdown): one row per run, then the baselines of the first run that
-/// has them.
+/// The comparison table (Markdown): one row per run, then the baselines. With fine-tuning
+/// figures in any run, two more columns (fine-tune on all labels and on 1 %); the random-init
+/// row fine-tuned is the same network trained from scratch on the labels. When several runs
+/// carry baselines (different encoders), each run's encoder baselines are listed, named after
+/// its method; the pixel baselines once.
 pub fn format_comparison(runs: &[RunSummary]) -> String {
+    let ft = runs
+        .iter()
+        .any(|r| !r.ssl.finetune.is_empty() || r.baselines.iter().any(|b| !b.finetune.is_empty()));
     let mut s = String::from(
-        "| method | epochs | kNN top-1 | linear top-1 | linear, 1 % labels | images/s | peak RSS (MB) | embedding std (healthy 1/√d) | effective rank (of d) |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| method | epochs | kNN top-1 | linear top-1 | linear, 1 % labels |",
     );
+    if ft {
+        s += " fine-tune, all labels | fine-tune, 1 % labels |";
+    }
+    s += " images/s | peak RSS (MB) | embedding std (healthy 1/√d) | effective rank (of d) |\n|";
+    s += &"---|".repeat(if ft { 11 } else { 9 });
+    s += "\n";
     for r in runs {
         let epochs = if r.epochs_done == r.epochs {
             r.epochs.to_string()
@@ -161,7 +188,7 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
         s += &format!(
             "| {} | {epochs} | {} | {:.0} | {} | {std} | {} |\n",
             r.method,
-            eval_cells(&r.ssl),
+            eval_cells(&r.ssl, ft),
             r.images_per_s,
             r.peak_rss_mb.map_or("–".into(), |m| format!("{m:.0}")),
             match (r.effective_rank, r.collapse_std_healthy) {
@@ -172,14 +199,30 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
             },
         );
     }
-    if let Some(first) = runs.iter().find(|r| !r.baselines.is_empty()) {
-        for b in &first.baselines {
-            s += &format!(
-                "| *{}* | – | {} | – | – | – | – |\n",
-                b.features,
-                eval_cells(b)
-            );
+    let with_baselines: Vec<&RunSummary> =
+        runs.iter().filter(|r| !r.baselines.is_empty()).collect();
+    let mut pixels_done = false;
+    for r in &with_baselines {
+        for b in &r.baselines {
+            let pixels = b.features.contains("pixels");
+            if pixels && pixels_done {
+                continue;
+            }
+            let name = if with_baselines.len() > 1 && !pixels {
+                format!("{} ({}'s encoder)", b.features, r.method)
+            } else {
+                b.features.clone()
+            };
+            s += &format!("| *{name}* | – | {} | – | – | – | – |\n", eval_cells(b, ft));
         }
+        pixels_done = true;
+        if with_baselines.len() == 1 {
+            break;
+        }
+    }
+    if ft {
+        s += "\nFine-tuned, a random-init encoder row is that network trained from scratch on the \
+              labels (same schedule).\n";
     }
     s
 }
