@@ -375,6 +375,12 @@ class Mae(nn.Module):
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.keep = visible_count(encoder.num_patches, mask_ratio)
+        # transformer.rs `xavier_linear` (and MAE's reference code): Xavier-uniform weights,
+        # zero biases; LayerNorms (1, 0) and tokens N(0, 0.02^2) are already so
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def masks(self, n, generator=None):
         return random_masking(n, self.encoder.num_patches, self.keep, self.mask_token.device,

@@ -5,7 +5,6 @@ use clap::Parser;
 use selfsup::checkpoint::write_atomic;
 use selfsup::summary::{RunSummary, format_comparison, replace_block};
 
-
 #[derive(Parser)]
 pub struct Args {
     /// Run folders written by `selfsup pretrain` and evaluated (`eval.json` or `eval-all.json`).

@@ -447,10 +447,7 @@ fn vit_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             TensorData::new(v.iter().map(|&i| i as f32).collect::<Vec<f32>>(), shape)
         };
         let mut tensors = named_tensors(&model);
-        tensors.push((
-            "__input__".into(),
-            TensorData::new(xv, [n, c, side, side]),
-        ));
+        tensors.push(("__input__".into(), TensorData::new(xv, [n, c, side, side])));
         tensors.push(("__ids_keep__".into(), ints(&m.ids_keep, [n, m.keep])));
         tensors.push(("__ids_restore__".into(), ints(&m.ids_restore, [n, m.num])));
         tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));

@@ -165,9 +165,7 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
     let ft = runs
         .iter()
         .any(|r| !r.ssl.finetune.is_empty() || r.baselines.iter().any(|b| !b.finetune.is_empty()));
-    let mut s = String::from(
-        "| method | epochs | kNN top-1 | linear top-1 | linear, 1 % labels |",
-    );
+    let mut s = String::from("| method | epochs | kNN top-1 | linear top-1 | linear, 1 % labels |");
     if ft {
         s += " fine-tune, all labels | fine-tune, 1 % labels |";
     }

@@ -10,10 +10,10 @@
 
 use burn::module::Module;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::flops::{self, Flops};
+use crate::kernels::{gelu, layer_norm as ln, softmax_last};
 
 /// A Xavier-uniform linear layer with a zero bias (the init of ViT/MAE's reference code).
 pub fn xavier_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
@@ -38,9 +38,12 @@ impl ZeroBias for Linear {
     }
 }
 
-/// A layer norm with PyTorch's ε (1e-6 in ViT/MAE).
+/// ε of every layer norm of the blocks (ViT/MAE's 1e-6).
+pub const LN_EPS: f64 = 1e-6;
+
+/// A layer norm with ε = [`LN_EPS`].
 pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
-    LayerNormConfig::new(d).with_epsilon(1e-6).init(device)
+    LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device)
 }
 
 /// Multi-head self-attention: `(N, L, d)` → `(N, L, d)`.
@@ -80,7 +83,7 @@ impl Attention {
             let m: Tensor<4, Bool> = m.unsqueeze_dim(1);
             scores = scores.mask_fill(m, f32::NEG_INFINITY);
         }
-        let attn = softmax(scores, 3);
+        let attn = softmax_last(scores);
         // (N, h, L, dh) → (N, L, d)
         let out = attn.matmul(v).swap_dims(1, 2).reshape([n, l, d]);
         self.proj.forward(out)
@@ -129,8 +132,8 @@ impl Block {
     }
 
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x), mask);
-        let h = self.mlp.fc1.forward(self.norm2.forward(x.clone()));
+        let x = x.clone() + self.attn.forward(ln(&self.norm1, LN_EPS, x), mask);
+        let h = self.mlp.fc1.forward(ln(&self.norm2, LN_EPS, x.clone()));
         x + self.mlp.fc2.forward(gelu(h))
     }
 

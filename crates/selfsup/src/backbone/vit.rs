@@ -266,7 +266,7 @@ impl Vit {
         for b in &self.blocks {
             t = b.forward(t, None);
         }
-        self.norm.forward(t)
+        crate::kernels::layer_norm(&self.norm, super::transformer::LN_EPS, t)
     }
 
     /// All output tokens `(N, 1+L, d)`: the class token, then the patches.

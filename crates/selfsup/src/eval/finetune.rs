@@ -23,8 +23,10 @@ use crate::run::{Prepared, seeded};
 #[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
     pub epochs: usize,
-    /// At least this many optimiser steps (a 1 % subset has few batches per epoch).
+    /// At least this many optimiser steps (a 1 % subset has few batches per epoch) …
     pub min_steps: usize,
+    /// … and at most this many (a step budget for all labels on a slow encoder).
+    pub max_steps: Option<usize>,
     pub batch_size: usize,
     /// AdamW's peak learning rate.
     pub lr: f64,
@@ -42,6 +44,7 @@ impl Default for FinetuneConfig {
         Self {
             epochs: 2,
             min_steps: 400,
+            max_steps: None,
             batch_size: 128,
             lr: 1e-3,
             weight_decay: 0.05,
@@ -56,6 +59,9 @@ impl FinetuneConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.epochs == 0 || self.batch_size == 0 {
             return Err("eval.finetune.epochs and eval.finetune.batch_size must be > 0".into());
+        }
+        if self.max_steps == Some(0) {
+            return Err("eval.finetune.max_steps: must be > 0".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("eval.finetune.lr: must be > 0, got {}", self.lr));
@@ -178,7 +184,9 @@ pub fn finetune(
     let bs = cfg.batch_size.min(n).max(1);
     let per_epoch = (n / bs).max(1);
     let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
-    let total = epochs * per_epoch;
+    let total = cfg
+        .max_steps
+        .map_or(epochs * per_epoch, |m| m.min(epochs * per_epoch));
     let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
     let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
     let (c, h, w) = p.pipeline.out_shape();
@@ -188,6 +196,9 @@ pub fn finetune(
     for epoch in 0..epochs {
         let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
         for b in 0..per_epoch {
+            if step as usize == total {
+                break;
+            }
             let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
                 .iter()
                 .map(|&o| subset[o])

@@ -2,8 +2,12 @@
 //! on the `flex` CPU backend, forward and backward (a hand-written autodiff node), and Burn's
 //! own `Conv2d::forward` everywhere else (GPU backends, groups, dilation, asymmetric padding).
 //!
-//! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (`=conv` or `=bn` one of
-//! its two operations), so that the benchmark can measure both paths in one build.
+//! The same extension runs the Transformer's layer norm, softmax and GELU through the fused
+//! row-wise kernels of [`super::rowwise`].
+//!
+//! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (a comma-separated list of
+//! `conv`, `bn`, `ln`, `softmax`, `gelu` turns off those), so that the benchmark can measure
+//! both paths in one build.
 
 use std::sync::OnceLock;
 
@@ -17,13 +21,14 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Autodiff, Backend, Dispatch, ExtensionType, Flex, TensorMetadata, backend_extension,
 };
-use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, LayerNorm};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 use super::batch_norm::{self as bn, BnShape};
 use super::conv2d::{self as k, ConvGeom};
+use super::rowwise;
 
 /// Output of a training-mode batch norm: the normalised tensor and the batch statistics.
 #[derive(ExtensionType)]
@@ -41,7 +46,16 @@ pub struct BnGrads<B: Backend> {
     pub beta: FloatTensor<B>,
 }
 
-/// Convolution primitives of selfsup (groups 1, dilation 1, symmetric padding).
+/// Output of a layer norm: the normalised tensor and per-row mean and 1/σ.
+#[derive(ExtensionType)]
+pub struct LnOut<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub rstd: FloatTensor<B>,
+}
+
+/// selfsup's primitives: convolution (groups 1, dilation 1, symmetric padding), training-mode
+/// batch norm, and the row-wise layer norm, softmax and GELU.
 #[backend_extension(Flex, Autodiff)]
 pub trait ConvBackend: Backend {
     /// `x (N, C, H, W)`, `weight (O, C, KH, KW)` → `(N, O, OH, OW)`.
@@ -87,6 +101,41 @@ pub trait ConvBackend: Backend {
         grad_out: FloatTensor<Self>,
         epsilon: f64,
     ) -> BnGrads<Self>;
+
+    /// Layer norm over the last dimension of `x`.
+    fn selfsup_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> LnOut<Self>;
+
+    /// Gradients of [`Self::selfsup_layer_norm`] (`x`, `gamma`, `beta`).
+    fn selfsup_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> BnGrads<Self>;
+
+    /// Softmax over the last dimension.
+    fn selfsup_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of the softmax from its output `y`.
+    fn selfsup_softmax_backward(
+        y: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// GELU (exact, with erf).
+    fn selfsup_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of the GELU at `x`.
+    fn selfsup_gelu_backward(
+        x: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 fn geom(x: [usize; 4], w: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -> ConvGeom {
@@ -186,6 +235,86 @@ impl ConvBackend for Flex {
     ) -> BnGrads<Self> {
         bn_backward(x, gamma, mean, var, grad_out, epsilon)
     }
+
+    fn selfsup_layer_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> LnOut<Self> {
+        let (dims, d) = row_shape(&x);
+        let rows: usize = dims.iter().product::<usize>() / d;
+        let (y, mean, rstd) = with_f32(&x, |xs| {
+            with_f32(&gamma, |g| {
+                with_f32(&beta, |b| rowwise::layer_norm_forward(xs, g, b, d, epsilon))
+            })
+        });
+        LnOut {
+            output: flex_tensor(y, dims),
+            mean: flex_tensor(mean, vec![rows]),
+            rstd: flex_tensor(rstd, vec![rows]),
+        }
+    }
+
+    fn selfsup_layer_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        rstd: FlexTensor,
+        grad_out: FlexTensor,
+    ) -> BnGrads<Self> {
+        let (dims, d) = row_shape(&x);
+        let (dx, dg, db) = with_f32(&x, |xs| {
+            with_f32(&gamma, |g| {
+                with_f32(&mean, |m| {
+                    with_f32(&rstd, |r| {
+                        with_f32(&grad_out, |dy| {
+                            rowwise::layer_norm_backward(xs, g, m, r, dy, d)
+                        })
+                    })
+                })
+            })
+        });
+        BnGrads {
+            x: flex_tensor(dx, dims),
+            gamma: flex_tensor(dg, vec![d]),
+            beta: flex_tensor(db, vec![d]),
+        }
+    }
+
+    fn selfsup_softmax(x: FlexTensor) -> FlexTensor {
+        let (dims, d) = row_shape(&x);
+        flex_tensor(with_f32(&x, |xs| rowwise::softmax_forward(xs, d)), dims)
+    }
+
+    fn selfsup_softmax_backward(y: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
+        let (dims, d) = row_shape(&y);
+        let dx = with_f32(&y, |ys| {
+            with_f32(&grad_out, |g| rowwise::softmax_backward(ys, g, d))
+        });
+        flex_tensor(dx, dims)
+    }
+
+    fn selfsup_gelu(x: FlexTensor) -> FlexTensor {
+        let (dims, _) = row_shape(&x);
+        flex_tensor(with_f32(&x, rowwise::gelu_forward), dims)
+    }
+
+    fn selfsup_gelu_backward(x: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
+        let (dims, _) = row_shape(&x);
+        let dx = with_f32(&x, |xs| {
+            with_f32(&grad_out, |g| rowwise::gelu_backward(xs, g))
+        });
+        flex_tensor(dx, dims)
+    }
+}
+
+/// The shape of `t` and its last dimension (the row length).
+fn row_shape(t: &FlexTensor) -> (Vec<usize>, usize) {
+    let shape = t.layout().shape();
+    let dims: Vec<usize> = (0..shape.num_dims()).map(|i| shape[i]).collect();
+    let d = *dims.last().expect("a tensor with dimensions");
+    (dims, d)
 }
 
 fn bn_shape(t: &FlexTensor) -> (BnShape, Vec<usize>) {
@@ -260,6 +389,63 @@ impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
         }
         if let Some(node) = node_beta {
             grads.register::<B>(node.id, g.beta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: ConvBackend> Backward<B, 3> for LayerNormBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, gamma_id, mean, rstd) = ops.state;
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
+        let gamma: FloatTensor<B> = ckpt.retrieve_node_output(gamma_id);
+        let g = B::selfsup_layer_norm_backward(x, gamma, mean, rstd, grad);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, g.x);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, g.gamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, g.beta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for SoftmaxBackward {
+    /// The output y.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _ckpt: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::selfsup_softmax_backward(ops.state, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for GeluBackward {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(ops.state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::selfsup_gelu_backward(x, grad));
         }
     }
 }
@@ -394,23 +580,130 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     ) -> BnGrads<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
+
+    fn selfsup_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> LnOut<Self> {
+        match LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let gamma_id = prep.checkpoint(&gamma);
+                let r = B::selfsup_layer_norm(
+                    x.primitive().clone(),
+                    gamma.primitive().clone(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                let state = (x_id, gamma_id, r.mean.clone(), r.rstd.clone());
+                LnOut {
+                    output: prep.finish(state, r.output),
+                    mean: FloatTensor::<Self>::new(r.mean),
+                    rstd: FloatTensor::<Self>::new(r.rstd),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let r = B::selfsup_layer_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                LnOut {
+                    output: prep.finish(r.output),
+                    mean: FloatTensor::<Self>::new(r.mean),
+                    rstd: FloatTensor::<Self>::new(r.rstd),
+                }
+            }
+        }
+    }
+
+    fn selfsup_layer_norm_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _rstd: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+    ) -> BnGrads<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+
+    fn selfsup_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::selfsup_softmax(x.into_primitive());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::selfsup_softmax(x.into_primitive())),
+        }
+    }
+
+    fn selfsup_softmax_backward(
+        _y: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+
+    fn selfsup_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let y = B::selfsup_gelu(x.primitive().clone());
+                prep.finish(x_id, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::selfsup_gelu(x.into_primitive())),
+        }
+    }
+
+    fn selfsup_gelu_backward(
+        _x: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
 }
 
-/// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` both, `conv` or `bn` one
-/// (unset: none). Read once.
-fn burn_ops() -> &'static str {
-    static V: OnceLock<String> = OnceLock::new();
-    V.get_or_init(|| std::env::var("SELFSUP_BURN_OPS").unwrap_or_default())
+/// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` every one, else a
+/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu` (unset: none). Read once.
+fn burn_ops() -> &'static [String] {
+    static V: OnceLock<Vec<String>> = OnceLock::new();
+    V.get_or_init(|| {
+        std::env::var("SELFSUP_BURN_OPS")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+fn enabled(op: &str) -> bool {
+    !burn_ops().iter().any(|o| o == "1" || o == "all" || o == op)
 }
 
 /// Whether our convolution is enabled.
 pub fn conv_enabled() -> bool {
-    !matches!(burn_ops(), "1" | "all" | "conv")
+    enabled("conv")
 }
 
 /// Whether our batch norm is enabled.
 pub fn bn_enabled() -> bool {
-    !matches!(burn_ops(), "1" | "all" | "bn")
+    enabled("bn")
 }
 
 fn on_flex(device: &Device) -> bool {
@@ -483,6 +776,44 @@ pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     norm.running_mean.update(running_mean.detach());
     norm.running_var.update(running_var.detach());
     output
+}
+
+/// `norm.forward(x)` (over the last dimension), through our fused kernel on `flex`; `epsilon`
+/// must be the one `norm` was built with (Burn keeps it private).
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    if !(enabled("ln") && on_flex(&x.device())) {
+        return norm.forward(x);
+    }
+    let d = x.dims()[D - 1];
+    let beta = match &norm.beta {
+        Some(b) => b.val(),
+        None => Tensor::zeros([d], &x.device()),
+    };
+    let r = <Dispatch as ConvBackend>::selfsup_layer_norm(
+        x.into_dispatch(),
+        norm.gamma.val().into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
+    Tensor::<D>::from_dispatch(r.output)
+}
+
+/// Softmax over the last dimension, through our fused kernel on `flex`.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !(enabled("softmax") && on_flex(&x.device())) {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    Tensor::<D>::from_dispatch(<Dispatch as ConvBackend>::selfsup_softmax(
+        x.into_dispatch(),
+    ))
+}
+
+/// GELU (exact), through our fused kernel on `flex`.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !(enabled("gelu") && on_flex(&x.device())) {
+        return burn::tensor::activation::gelu(x);
+    }
+    Tensor::<D>::from_dispatch(<Dispatch as ConvBackend>::selfsup_gelu(x.into_dispatch()))
 }
 
 #[cfg(test)]
@@ -563,6 +894,70 @@ mod tests {
                 assert!(d < 1e-4, "running statistics differ by {d}");
             }
         }
+    }
+
+    /// Layer norm, softmax and GELU: same values and input/parameter gradients as Burn's own,
+    /// through autodiff (a 3-D input, a 4-D one for the softmax as in attention).
+    #[test]
+    fn rowwise_ops_match_burn() {
+        use burn::nn::LayerNormConfig;
+        let dev = Device::flex().autodiff();
+        let close = |a: Tensor<3>, b: Tensor<3>, tol: f32, what: &str| {
+            let d = (a - b).abs().max().into_scalar::<f32>();
+            assert!(d < tol, "{what} differs by {d}");
+        };
+        let x =
+            Tensor::<3>::random([4, 5, 24], Distribution::Normal(0.5, 2.0), &dev).require_grad();
+        let r = Tensor::<3>::random([4, 5, 24], Distribution::Normal(0.0, 1.0), &dev);
+        // layer norm with a non-trivial affine part
+        let mut ln = LayerNormConfig::new(24).with_epsilon(1e-6).init(&dev);
+        ln.gamma = burn::module::Param::from_tensor(
+            Tensor::<1>::random([24], Distribution::Normal(1.0, 0.3), &dev).require_grad(),
+        );
+        let (y1, y2) = (layer_norm(&ln, 1e-6, x.clone()), ln.forward(x.clone()));
+        close(y1.clone(), y2.clone(), 1e-5, "layer norm");
+        let g1 = (y1 * r.clone()).sum().backward();
+        let g2 = (y2 * r.clone()).sum().backward();
+        close(
+            x.grad(&g1).unwrap(),
+            x.grad(&g2).unwrap(),
+            1e-4,
+            "layer norm dx",
+        );
+        let dg = (ln.gamma.grad(&g1).unwrap() - ln.gamma.grad(&g2).unwrap())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(dg < 1e-4, "layer norm dγ differs by {dg}");
+        let beta = ln.beta.as_ref().unwrap();
+        let db = (beta.grad(&g1).unwrap() - beta.grad(&g2).unwrap())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(db < 1e-4, "layer norm dβ differs by {db}");
+        // GELU
+        let (y1, y2) = (gelu(x.clone()), burn::tensor::activation::gelu(x.clone()));
+        close(y1.clone(), y2.clone(), 1e-6, "gelu");
+        let g1 = (y1 * r.clone()).sum().backward();
+        let g2 = (y2 * r.clone()).sum().backward();
+        close(x.grad(&g1).unwrap(), x.grad(&g2).unwrap(), 1e-5, "gelu dx");
+        // softmax over the last dimension of a 4-D tensor
+        let s =
+            Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 3.0), &dev).require_grad();
+        let rs = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+        let (y1, y2) = (
+            softmax_last(s.clone()),
+            burn::tensor::activation::softmax(s.clone(), 3),
+        );
+        let d = (y1.clone() - y2.clone()).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-6, "softmax differs by {d}");
+        let g1 = (y1 * rs.clone()).sum().backward();
+        let g2 = (y2 * rs).sum().backward();
+        let d = (s.grad(&g1).unwrap() - s.grad(&g2).unwrap())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(d < 1e-5, "softmax dx differs by {d}");
     }
 
     /// Same values and same gradients as Burn's own convolution, through autodiff.

@@ -4,5 +4,6 @@
 pub mod batch_norm;
 pub mod conv2d;
 pub mod ext;
+pub mod rowwise;
 
-pub use ext::{batch_norm, conv2d};
+pub use ext::{batch_norm, conv2d, gelu, layer_norm, softmax_last};

@@ -19,7 +19,7 @@ use selfsup_data::masking::{PatchMask, random_patch_mask};
 use selfsup_data::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::transformer::{Block, layer_norm, sincos_2d, xavier_linear};
+use crate::backbone::transformer::{Block, LN_EPS, layer_norm, sincos_2d, xavier_linear};
 use crate::backbone::{Backbone, BackboneConfig, Vit};
 use crate::flops::{self, Flops};
 use crate::loss::{mae_loss, mae_target};
@@ -195,7 +195,7 @@ impl Mae {
         }
         let pred = self
             .decoder_pred
-            .forward(self.decoder_norm.forward(t))
+            .forward(crate::kernels::layer_norm(&self.decoder_norm, LN_EPS, t))
             .narrow(1, 1, l);
         let target = mae_target(vit.patchify(x), self.norm_pix_loss);
         MaeForward {

@@ -1,0 +1,257 @@
+//! The Transformer's element- and row-wise operations, fused, on contiguous `f32` slices whose
+//! last dimension (`d` values) is a row: layer norm, softmax and GELU, forward and backward.
+//!
+//! Burn 0.22 composes each from generic tensor operations — layer norm from about eight (mean,
+//! subtraction, square, mean, add, sqrt, division, affine), softmax from five — and its autodiff
+//! keeps an intermediate for each; `flex` runs every one as its own pass over memory. Here the
+//! forward is one pass per row and the backward one more, rows in parallel.
+//!
+//! ```text
+//! layer norm:  μ = mean(x)  r = 1/√(var(x) + ε)  x̂ = (x − μ)·r  y = γ·x̂ + β
+//!              dβ = Σ_rows dy   dγ = Σ_rows dy·x̂   dx = r·(g − mean(g) − x̂·mean(g·x̂)),  g = γ·dy
+//! softmax:     y = exp(x − max x) / Σ exp(x − max x)      dx = y·(dy − Σ dy·y)
+//! GELU (erf):  y = x·Φ(x)                                 dx = dy·(Φ(x) + x·φ(x))
+//! ```
+
+use rayon::prelude::*;
+
+/// Rows per parallel task (keeps tasks ≥ ~32 KB of work on small rows).
+fn rows_per_task(d: usize) -> usize {
+    (8192 / d.max(1)).max(1)
+}
+
+/// Layer norm over rows of `d`: output, per-row mean and 1/σ.
+pub fn layer_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let rows = x.len() / d;
+    let mut y = vec![0.0f32; x.len()];
+    let mut mean = vec![0.0f32; rows];
+    let mut rstd = vec![0.0f32; rows];
+    let t = rows_per_task(d);
+    y.par_chunks_mut(t * d)
+        .zip(mean.par_chunks_mut(t))
+        .zip(rstd.par_chunks_mut(t))
+        .enumerate()
+        .for_each(|(task, ((yc, mc), rc))| {
+            for (i, (yr, (m, r))) in yc
+                .chunks_mut(d)
+                .zip(mc.iter_mut().zip(rc.iter_mut()))
+                .enumerate()
+            {
+                let row = task * t + i;
+                let xr = &x[row * d..(row + 1) * d];
+                let mu = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
+                let var = xr.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
+                let inv = 1.0 / (var + eps).sqrt();
+                let (mu32, inv32) = (mu as f32, inv as f32);
+                for j in 0..d {
+                    yr[j] = (xr[j] - mu32) * inv32 * gamma[j] + beta[j];
+                }
+                *m = mu32;
+                *r = inv32;
+            }
+        });
+    (y, mean, rstd)
+}
+
+/// Gradients of [`layer_norm_forward`]: `dx`, `dγ`, `dβ` (the parameter sums in a fixed order:
+/// per-task partials summed in task order).
+pub fn layer_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    d: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; x.len()];
+    let t = rows_per_task(d);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(t * d)
+        .enumerate()
+        .map(|(task, dxc)| {
+            let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let mut xhat = vec![0.0f32; d];
+            let mut g = vec![0.0f32; d];
+            for (i, dxr) in dxc.chunks_mut(d).enumerate() {
+                let row = task * t + i;
+                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+                let (mu, r) = (mean[row], rstd[row]);
+                let (mut sg, mut sgx) = (0.0f32, 0.0f32);
+                for j in 0..d {
+                    xhat[j] = (xr[j] - mu) * r;
+                    g[j] = gamma[j] * dyr[j];
+                    sg += g[j];
+                    sgx += g[j] * xhat[j];
+                    dg[j] += dyr[j] * xhat[j];
+                    db[j] += dyr[j];
+                }
+                let (mg, mgx) = (sg / d as f32, sgx / d as f32);
+                for j in 0..d {
+                    dxr[j] = r * (g[j] - mg - xhat[j] * mgx);
+                }
+            }
+            (dg, db)
+        })
+        .collect();
+    let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for (pg, pb) in partials {
+        for j in 0..d {
+            dg[j] += pg[j];
+            db[j] += pb[j];
+        }
+    }
+    (dx, dg, db)
+}
+
+/// Softmax over rows of `d`.
+pub fn softmax_forward(x: &[f32], d: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    let t = rows_per_task(d);
+    y.par_chunks_mut(t * d).enumerate().for_each(|(task, yc)| {
+        for (i, yr) in yc.chunks_mut(d).enumerate() {
+            let row = task * t + i;
+            let xr = &x[row * d..(row + 1) * d];
+            let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0.0f32;
+            for j in 0..d {
+                let e = (xr[j] - m).exp();
+                yr[j] = e;
+                s += e;
+            }
+            let inv = 1.0 / s;
+            yr.iter_mut().for_each(|v| *v *= inv);
+        }
+    });
+    y
+}
+
+/// Gradient of [`softmax_forward`] from its output `y`.
+pub fn softmax_backward(y: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; y.len()];
+    let t = rows_per_task(d);
+    dx.par_chunks_mut(t * d).enumerate().for_each(|(task, dc)| {
+        for (i, dr) in dc.chunks_mut(d).enumerate() {
+            let row = task * t + i;
+            let (yr, gr) = (&y[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for j in 0..d {
+                dr[j] = yr[j] * (gr[j] - dot);
+            }
+        }
+    });
+    dx
+}
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1/√(2π)
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// GELU with the exact (erf) Φ.
+pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(8192)
+        .zip(x.par_chunks(8192))
+        .for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = 0.5 * v * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+            }
+        });
+    y
+}
+
+/// Gradient of [`gelu_forward`] at `x`.
+pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(8192)
+        .zip(x.par_chunks(8192).zip(dy.par_chunks(8192)))
+        .for_each(|(dc, (xc, gc))| {
+            for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                let cdf = 0.5 * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
+                *o = g * (cdf + v * pdf);
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Rng, assert_close, numeric_grad};
+
+    #[test]
+    fn layer_norm_matches_float64_with_gradients() {
+        let (rows, d) = (5, 7);
+        let mut rng = Rng(3);
+        let x: Vec<f64> = rng.vec(rows * d).iter().map(|v| 2.0 * v + 0.3).collect();
+        let g = rng.vec(d);
+        let b = rng.vec(d);
+        let dy = rng.vec(rows * d);
+        let f32v = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let ln64 = |x: &[f64], g: &[f64], b: &[f64]| -> Vec<f64> {
+            x.chunks(d)
+                .flat_map(|r| {
+                    let m = r.iter().sum::<f64>() / d as f64;
+                    let v = r.iter().map(|a| (a - m).powi(2)).sum::<f64>() / d as f64;
+                    let inv = 1.0 / (v + 1e-6).sqrt();
+                    r.iter()
+                        .enumerate()
+                        .map(move |(j, a)| (a - m) * inv * g[j] + b[j])
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let (y, mean, rstd) = layer_norm_forward(&f32v(&x), &f32v(&g), &f32v(&b), d, 1e-6);
+        assert_close(&y, &ln64(&x, &g, &b), 1e-5, "y");
+        let (dx, dg, db) = layer_norm_backward(&f32v(&x), &f32v(&g), &mean, &rstd, &f32v(&dy), d);
+        let dot = |out: Vec<f64>| out.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>();
+        assert_close(&dx, &numeric_grad(&x, |x| dot(ln64(x, &g, &b))), 1e-4, "dx");
+        assert_close(&dg, &numeric_grad(&g, |g| dot(ln64(&x, g, &b))), 1e-4, "dγ");
+        assert_close(&db, &numeric_grad(&b, |b| dot(ln64(&x, &g, b))), 1e-4, "dβ");
+    }
+
+    #[test]
+    fn softmax_and_gelu_match_float64_with_gradients() {
+        let (rows, d) = (4, 6);
+        let mut rng = Rng(9);
+        let x: Vec<f64> = rng.vec(rows * d).iter().map(|v| 3.0 * v).collect();
+        let dy = rng.vec(rows * d);
+        let xf: Vec<f32> = x.iter().map(|&a| a as f32).collect();
+        let dyf: Vec<f32> = dy.iter().map(|&a| a as f32).collect();
+        let sm64 = |x: &[f64]| -> Vec<f64> {
+            x.chunks(d)
+                .flat_map(|r| {
+                    let m = r.iter().cloned().fold(f64::MIN, f64::max);
+                    let s: f64 = r.iter().map(|a| (a - m).exp()).sum();
+                    r.iter().map(move |a| (a - m).exp() / s).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let dot = |out: Vec<f64>| out.iter().zip(&dy).map(|(a, b)| a * b).sum::<f64>();
+        let y = softmax_forward(&xf, d);
+        assert_close(&y, &sm64(&x), 1e-6, "softmax");
+        let dx = softmax_backward(&y, &dyf, d);
+        assert_close(&dx, &numeric_grad(&x, |x| dot(sm64(x))), 1e-5, "softmax dx");
+
+        // Φ(x) through erf in f64 (Abramowitz–Stegun 7.1.26 is not precise enough: use the
+        // series-free identity with libm's f64 erf)
+        let gelu64 = |x: &[f64]| -> Vec<f64> {
+            x.iter()
+                .map(|&v| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
+                .collect()
+        };
+        assert_close(&gelu_forward(&xf), &gelu64(&x), 1e-6, "gelu");
+        assert_close(
+            &gelu_backward(&xf, &dyf),
+            &numeric_grad(&x, |x| dot(gelu64(x))),
+            1e-5,
+            "gelu dx",
+        );
+    }
+}
