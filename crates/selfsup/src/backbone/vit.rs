@@ -128,7 +128,7 @@ impl VitSettings {
     /// Whether images of `h × w` cut into whole patches.
     pub fn check_input(&self, h: usize, w: usize) -> Result<(), String> {
         let p = self.patch_size;
-        if h % p != 0 || w % p != 0 {
+        if !h.is_multiple_of(p) || !w.is_multiple_of(p) {
             return Err(format!(
                 "model.patch_size: {p} does not divide the {h}×{w} images (set data.image_size \
                  or another patch size)"

@@ -151,7 +151,7 @@ pub struct Dae {
 }
 
 /// Tag of the DAE's random stream (with the seed and the step).
-const NOISE_STREAM: u64 = 0x4441_45;
+const NOISE_STREAM: u64 = 0x0044_4145;
 
 impl Dae {
     /// The corrupted images of step `info` (a pure function of the clean ones, seed and step).

@@ -66,7 +66,9 @@ impl MethodSettings for MaeConfig {
             ("decoder_depth", self.decoder_depth),
             ("decoder_heads", self.decoder_heads),
         ])?;
-        if self.decoder_dim % 4 != 0 || self.decoder_dim % self.decoder_heads != 0 {
+        if !self.decoder_dim.is_multiple_of(4)
+            || !self.decoder_dim.is_multiple_of(self.decoder_heads)
+        {
             return Err(format!(
                 "method.decoder_dim: must be a multiple of 4 and of decoder_heads ({}), got {}",
                 self.decoder_heads, self.decoder_dim
@@ -144,7 +146,7 @@ pub struct MaeForward {
 }
 
 /// Tag of MAE's random stream (with the seed and the step).
-const MASK_STREAM: u64 = 0x4D41_45;
+const MASK_STREAM: u64 = 0x004D_4145;
 
 impl Mae {
     fn vit(&self) -> &Vit {

@@ -54,6 +54,7 @@ pub struct StepInfo {
 /// One batch on the device, as a method's step receives it (built from the loader's
 /// [`selfsup_data::Batch`]).
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Input {
     /// Image views `(N, C, H, W)`: the global views, then the local crops of a multi-crop
     /// method.
