@@ -148,6 +148,19 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
     dx
 }
 
+/// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5·10⁻⁷ in exact arithmetic, about 2·10⁻⁷ in
+/// f32): a rational polynomial and one `exp`, several times cheaper than a full-precision erf
+/// (measured: `libm::erff` took 7 % of a ViT fine-tuning step).
+#[inline]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t
+        + 0.254_829_6)
+        * t;
+    (1.0 - poly * (-a * a).exp()).copysign(x)
+}
+
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1/√(2π)
 const INV_SQRT_2PI: f32 = 0.398_942_3;
@@ -159,7 +172,7 @@ pub fn gelu_forward(x: &[f32]) -> Vec<f32> {
         .zip(x.par_chunks(8192))
         .for_each(|(yc, xc)| {
             for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = 0.5 * v * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                *o = 0.5 * v * (1.0 + erf(v * FRAC_1_SQRT_2));
             }
         });
     y
@@ -172,7 +185,7 @@ pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
         .zip(x.par_chunks(8192).zip(dy.par_chunks(8192)))
         .for_each(|(dc, (xc, gc))| {
             for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                let cdf = 0.5 * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
                 let pdf = INV_SQRT_2PI * (-0.5 * v * v).exp();
                 *o = g * (cdf + v * pdf);
             }
@@ -239,8 +252,12 @@ mod tests {
         let dx = softmax_backward(&y, &dyf, d);
         assert_close(&dx, &numeric_grad(&x, |x| dot(sm64(x))), 1e-5, "softmax dx");
 
-        // Φ(x) through erf in f64 (Abramowitz–Stegun 7.1.26 is not precise enough: use the
-        // series-free identity with libm's f64 erf)
+        // Φ(x) through libm's full-precision f64 erf
+        for i in -400..=400 {
+            let v = i as f32 / 50.0;
+            let e = (erf(v) as f64 - libm::erf(v as f64)).abs();
+            assert!(e < 3e-7, "erf({v}) off by {e}");
+        }
         let gelu64 = |x: &[f64]| -> Vec<f64> {
             x.iter()
                 .map(|&v| 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)))
