@@ -322,6 +322,28 @@ fn method_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
     step(id, what, &recipe, [1, 28, 64], opts)
 }
 
+/// Writes `DIR/<id>.safetensors` for `benches/reference/check.py`: the model's weights, the
+/// `extra` tensors (input, masks), the loss and the FLOPs.
+fn write_check(
+    dir: &Path,
+    id: &str,
+    model: &Model,
+    extra: Vec<(String, TensorData)>,
+    loss: f32,
+    flops: f64,
+) -> anyhow::Result<()> {
+    let mut tensors = named_tensors(model);
+    tensors.extend(extra);
+    tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
+    tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
+    let meta = HashMap::from([("id".to_string(), id.to_string())]);
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(
+        &dir.join(format!("{id}.safetensors")),
+        &tensors_to_safetensors(&tensors, Some(meta))?,
+    )
+}
+
 /// Times the training step of `recipe`'s model and method on random `c`×`side`×`side` images,
 /// 2×`n` views; with `opts.check_dir`, also writes the weights, the input and the loss there.
 fn step(
@@ -351,20 +373,16 @@ fn step(
             )
             .loss
             .into_scalar::<f32>();
-        let mut tensors = named_tensors(&model);
         let mut input = x1v;
         input.extend_from_slice(&x2v);
-        tensors.push((
-            "__input__".into(),
-            TensorData::new(input, [2 * n, c, side, side]),
-        ));
-        tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
-        tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
-        let meta = HashMap::from([("id".to_string(), id.to_string())]);
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        write_atomic(
-            &dir.join(format!("{id}.safetensors")),
-            &tensors_to_safetensors(&tensors, Some(meta))?,
+        let input = TensorData::new(input, [2 * n, c, side, side]);
+        write_check(
+            dir,
+            id,
+            &model,
+            vec![("__input__".into(), input)],
+            loss,
+            flops,
         )?;
     }
 
@@ -446,18 +464,12 @@ fn vit_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
         let ints = |v: &[usize], shape: [usize; 2]| {
             TensorData::new(v.iter().map(|&i| i as f32).collect::<Vec<f32>>(), shape)
         };
-        let mut tensors = named_tensors(&model);
-        tensors.push(("__input__".into(), TensorData::new(xv, [n, c, side, side])));
-        tensors.push(("__ids_keep__".into(), ints(&m.ids_keep, [n, m.keep])));
-        tensors.push(("__ids_restore__".into(), ints(&m.ids_restore, [n, m.num])));
-        tensors.push(("__loss__".into(), TensorData::new(vec![loss], [1])));
-        tensors.push(("__flops__".into(), TensorData::new(vec![flops as f32], [1])));
-        let meta = HashMap::from([("id".to_string(), id.to_string())]);
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        write_atomic(
-            &dir.join(format!("{id}.safetensors")),
-            &tensors_to_safetensors(&tensors, Some(meta))?,
-        )?;
+        let extra = vec![
+            ("__input__".into(), TensorData::new(xv, [n, c, side, side])),
+            ("__ids_keep__".into(), ints(&m.ids_keep, [n, m.keep])),
+            ("__ids_restore__".into(), ints(&m.ids_restore, [n, m.num])),
+        ];
+        write_check(dir, id, &model, extra, loss, flops)?;
     }
     let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 15) };
     let mut optim = Optimizer::new(recipe.optim.clone());

@@ -22,6 +22,17 @@ pub struct Prepared {
     pub device: Device,
 }
 
+impl Prepared {
+    /// Number of classes over both splits (0 without labels).
+    pub fn num_classes(&self) -> usize {
+        self.split
+            .train
+            .num_classes()
+            .unwrap_or(0)
+            .max(self.split.test.num_classes().unwrap_or(0))
+    }
+}
+
 /// Loads the data of a recipe and builds its augmentation pipeline.
 pub fn prepare(recipe: &Recipe) -> anyhow::Result<Prepared> {
     let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;

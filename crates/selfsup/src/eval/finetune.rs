@@ -147,12 +147,7 @@ pub fn finetune(
             p.recipe.data.spec
         );
     };
-    let k = p
-        .split
-        .train
-        .num_classes()
-        .unwrap_or(0)
-        .max(p.split.test.num_classes().unwrap_or(0));
+    let k = p.num_classes();
     let device = p.recipe.train.device.train_device()?;
     let head = seeded(&device, seed ^ 0xF1E7, || {
         LinearConfig::new(encoder.out_dim(), k).init(&device)

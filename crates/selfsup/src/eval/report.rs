@@ -147,12 +147,7 @@ pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Resu
             p.recipe.data.spec
         );
     }
-    let k = p
-        .split
-        .train
-        .num_classes()
-        .unwrap_or(0)
-        .max(p.split.test.num_classes().unwrap_or(0));
+    let k = p.num_classes();
     let r = &p.recipe;
     let mut rows = Vec::new();
     for s in sets {
