@@ -28,16 +28,6 @@ pub enum Batch {
     Tokens(TokenBatch),
 }
 
-impl Batch {
-    /// Number of samples in the batch.
-    pub fn batch_size(&self) -> usize {
-        match self {
-            Self::Images(b) => b.batch_size,
-            Self::Tokens(b) => b.batch_size,
-        }
-    }
-}
-
 impl From<ViewBatch> for Batch {
     fn from(b: ViewBatch) -> Self {
         Self::Images(b)

@@ -398,15 +398,20 @@ fn step(
     let times = time_reps(warmup, reps, || {
         last_loss = bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
     });
-    let med = median(&times);
+    Ok(step_line(id, what, 2 * n, &times, flops, last_loss))
+}
+
+/// The line of a timed training step: `images` per step, the median of `times`.
+fn step_line(id: &str, what: String, images: usize, times: &[f64], flops: f64, loss: f32) -> Line {
+    let med = median(times);
     let mut line = Line::new(id, what, "img/s");
-    line.value = Some((2 * n) as f64 / med);
+    line.value = Some(images as f64 / med);
     line.median_s = Some(med);
     line.flops = Some(flops);
-    line.loss = Some(last_loss as f64);
-    line.set("reps", reps);
+    line.loss = Some(loss as f64);
+    line.set("reps", times.len());
     line.set("achieved_gflops", flops / med / 1e9);
-    Ok(line)
+    line
 }
 
 /// The MAE recipe of `step-vit`.
@@ -487,20 +492,9 @@ fn vit_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
         model = Some(m);
         last_loss = out.loss;
     });
-    let med = median(&times);
-    let mut line = Line::new(
-        id,
-        "MAE step, ViT mini (patch 4, 128-d, 6 blocks, 4 heads; decoder 64-d, 2 blocks), \
-         3×32×32, 64 images, mask 0.75, AdamW",
-        "img/s",
-    );
-    line.value = Some(n as f64 / med);
-    line.median_s = Some(med);
-    line.flops = Some(flops);
-    line.loss = Some(last_loss as f64);
-    line.set("reps", reps);
-    line.set("achieved_gflops", flops / med / 1e9);
-    Ok(line)
+    let what = "MAE step, ViT mini (patch 4, 128-d, 6 blocks, 4 heads; decoder 64-d, 2 blocks), \
+                3×32×32, 64 images, mask 0.75, AdamW";
+    Ok(step_line(id, what.into(), n, &times, flops, last_loss))
 }
 
 /// Random images (uniform bytes with smooth structure so that crops differ).

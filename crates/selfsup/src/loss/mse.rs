@@ -10,16 +10,20 @@ pub fn mae_target(patches: Tensor<3>, norm_pix: bool) -> Tensor<3> {
     if !norm_pix {
         return patches;
     }
+    let (mean, var) = patch_mean_var(patches.clone());
+    (patches - mean) / (var + 1e-6).sqrt()
+}
+
+/// Per-patch mean and unbiased variance (torch.var's default) of `(N, L, P)` patches, each
+/// `(N, L, 1)`: the statistics of the norm-pix target.
+pub fn patch_mean_var(patches: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
     let p = patches.dims()[2];
     let mean = patches.clone().mean_dim(2);
-    let centred = patches - mean;
-    // unbiased variance, as torch.var's default
-    let var = centred
-        .clone()
+    let var = (patches - mean.clone())
         .powi_scalar(2)
         .sum_dim(2)
         .div_scalar((p.max(2) - 1) as f64);
-    centred / (var + 1e-6).sqrt()
+    (mean, var)
 }
 
 /// MAE's loss: the mean over masked patches of the per-patch mean squared error.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::transformer::{Block, LN_EPS, layer_norm, sincos_2d, xavier_linear};
 use crate::backbone::{Backbone, BackboneConfig, Vit};
 use crate::flops::{self, Flops};
+use crate::loss::mse::patch_mean_var;
 use crate::loss::{mae_loss, mae_target};
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput};
 
@@ -227,11 +228,8 @@ impl Mae {
         let [_, l, p] = patches.dims();
         let mut pred = out.pred;
         if self.norm_pix_loss {
-            let mean = patches.clone().mean_dim(2);
-            let var = (patches.clone() - mean.clone())
-                .powi_scalar(2)
-                .sum_dim(2)
-                .div_scalar((p.max(2) - 1) as f64);
+            // back from the norm-pix target's space with each patch's own statistics
+            let (mean, var) = patch_mean_var(patches.clone());
             pred = pred * (var + 1e-6).sqrt() + mean;
         }
         let hidden = out.mask.reshape([n, l, 1]).expand([n, l, p]);

@@ -75,14 +75,6 @@ impl Input {
             Self::Tokens { .. } => panic!("this method takes image views, not token sequences"),
         }
     }
-
-    /// Number of samples in the batch.
-    pub fn batch_size(&self) -> usize {
-        match self {
-            Self::Views(v) => v.first().map_or(0, |x| x.dims()[0]),
-            Self::Tokens { ids, .. } => ids.dims()[0],
-        }
-    }
 }
 
 /// What kind of samples a method trains on.
