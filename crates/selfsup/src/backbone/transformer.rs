@@ -13,7 +13,7 @@ use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::flops::{self, Flops};
-use crate::kernels::{gelu, layer_norm as ln, softmax_last};
+use crate::kernels::{attention, attention_enabled, gelu, layer_norm as ln, linear, softmax_last};
 
 /// A Xavier-uniform linear layer with a zero bias (the init of ViT/MAE's reference code).
 pub fn xavier_linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
@@ -69,12 +69,13 @@ impl Attention {
         let [n, l, d] = x.dims();
         let h = self.heads;
         let dh = d / h;
+        let qkv = linear(&self.qkv, x);
+        if mask.is_none() && attention_enabled(&qkv.device()) {
+            // the fused kernel on the packed (N, L, 3d) rows
+            return linear(&self.proj, attention(qkv, h, false));
+        }
         // qkv: (N, L, 3d) → (3, N, h, L, dh)
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([n, l, 3, h, dh])
-            .permute([2, 0, 3, 1, 4]);
+        let qkv = qkv.reshape([n, l, 3, h, dh]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n, h, l, dh]);
         let (q, k, v) = (part(0), part(1), part(2));
         // scores: (N, h, L, L)
@@ -86,7 +87,7 @@ impl Attention {
         let attn = softmax_last(scores);
         // (N, h, L, dh) → (N, L, d)
         let out = attn.matmul(v).swap_dims(1, 2).reshape([n, l, d]);
-        self.proj.forward(out)
+        linear(&self.proj, out)
     }
 
     /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
@@ -133,8 +134,8 @@ impl Block {
 
     pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(ln(&self.norm1, LN_EPS, x), mask);
-        let h = self.mlp.fc1.forward(ln(&self.norm2, LN_EPS, x.clone()));
-        x + self.mlp.fc2.forward(gelu(h))
+        let h = linear(&self.mlp.fc1, ln(&self.norm2, LN_EPS, x.clone()));
+        x + linear(&self.mlp.fc2, gelu(h))
     }
 
     /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
@@ -198,6 +199,34 @@ mod tests {
             .max()
             .into_scalar::<f32>();
         assert!(last > 1e-3);
+    }
+
+    /// The fused attention kernel (no mask) gives the values and gradients of the attention
+    /// composed from Burn's operations (forced here by an all-false mask).
+    #[test]
+    fn fused_attention_matches_the_composed_one() {
+        let dev = Device::flex().autodiff();
+        for (d, heads, l) in [(16, 4, 5), (64, 2, 17)] {
+            let a = Attention::new(d, heads, &dev);
+            let x =
+                Tensor::<3>::random([3, l, d], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+            let r = Tensor::<3>::random([3, l, d], Distribution::Normal(0.0, 1.0), &dev);
+            let none = Tensor::<3, Bool>::from_data(
+                TensorData::new(vec![false; 3 * l * l], [3, l, l]),
+                &dev,
+            );
+            let fused = a.forward(x.clone(), None);
+            let composed = a.forward(x.clone(), Some(none));
+            let diff = |u: Tensor<3>, v: Tensor<3>| (u - v).abs().max().into_scalar::<f32>();
+            assert!(diff(fused.clone(), composed.clone()) < 1e-5);
+            let g1 = (fused * r.clone()).sum().backward();
+            let g2 = (composed * r).sum().backward();
+            assert!(diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4);
+            let w1 = a.qkv.weight.grad(&g1).unwrap();
+            let w2 = a.qkv.weight.grad(&g2).unwrap();
+            let dw = (w1 - w2).abs().max().into_scalar::<f32>();
+            assert!(dw < 1e-4, "qkv weight gradient differs by {dw}");
+        }
     }
 
     #[test]

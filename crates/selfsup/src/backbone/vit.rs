@@ -256,7 +256,8 @@ impl Vit {
         let device = x.device();
         let pos = self.positions(&device);
         let l = self.num_patches();
-        let tokens = self.patch_embed.forward(self.patchify(x)) + pos.clone().narrow(1, 1, l);
+        let tokens = crate::kernels::linear(&self.patch_embed, self.patchify(x))
+            + pos.clone().narrow(1, 1, l);
         let cls = (self.cls_token.val() + pos.narrow(1, 0, 1)).repeat_dim(0, n);
         (tokens, cls)
     }

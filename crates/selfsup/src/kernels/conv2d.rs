@@ -20,6 +20,8 @@
 
 use rayon::prelude::*;
 
+use super::matmul::gemm;
+
 /// Shapes of a convolution (groups 1, dilation 1, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -146,58 +148,6 @@ fn col2im(col: &[f32], g: &ConvGeom, dx: &mut [f32], ld: usize, off: usize) {
                 }
             }
         }
-    }
-}
-
-/// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, strides in elements (column, row); `dst`
-/// has row stride `n`.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_cs: usize,
-    rhs_rs: usize,
-    parallel: bool,
-) {
-    assert!(dst.len() >= m * n, "gemm destination");
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    let par = if parallel {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above show that every element addressed through (m, n, k) and the
-    // strides lies inside the slices, and `dst` is a unique borrow, so it aliases no input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
     }
 }
 

@@ -3,10 +3,11 @@
 //! own `Conv2d::forward` everywhere else (GPU backends, groups, dilation, asymmetric padding).
 //!
 //! The same extension runs the Transformer's layer norm, softmax and GELU through the fused
-//! row-wise kernels of [`super::rowwise`].
+//! row-wise kernels of [`super::rowwise`], and its multi-head attention through
+//! [`super::attention`].
 //!
 //! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (a comma-separated list of
-//! `conv`, `bn`, `ln`, `softmax`, `gelu` turns off those), so that the benchmark can measure
+//! `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear` turns off those), so that the benchmark can measure
 //! both paths in one build.
 
 use std::sync::OnceLock;
@@ -23,11 +24,13 @@ use burn::backend::{
 };
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, LayerNorm};
+use burn::nn::{BatchNorm, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
+use super::attention::{self, AttnShape};
 use super::batch_norm::{self as bn, BnShape};
 use super::conv2d::{self as k, ConvGeom};
+use super::matmul;
 use super::rowwise;
 
 /// Output of a training-mode batch norm: the normalised tensor and the batch statistics.
@@ -52,6 +55,21 @@ pub struct LnOut<B: Backend> {
     pub output: FloatTensor<B>,
     pub mean: FloatTensor<B>,
     pub rstd: FloatTensor<B>,
+}
+
+/// Gradients of a fully connected layer.
+#[derive(ExtensionType)]
+pub struct LinearGrads<B: Backend> {
+    pub x: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub bias: FloatTensor<B>,
+}
+
+/// Output of the fused attention: `(N, L, d)` and the weights `(N, h, L, L)` for the backward.
+#[derive(ExtensionType)]
+pub struct AttnOut<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub probs: FloatTensor<B>,
 }
 
 /// selfsup's primitives: convolution (groups 1, dilation 1, symmetric padding), training-mode
@@ -130,6 +148,33 @@ pub trait ConvBackend: Backend {
 
     /// GELU (exact, with erf).
     fn selfsup_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Fully connected layer over the last dimension: `x (..., k)`, `weight (k, n)`,
+    /// `bias (n)` → `(..., n)` (see [`super::matmul`]).
+    fn selfsup_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Gradients of [`Self::selfsup_linear`].
+    fn selfsup_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> LinearGrads<Self>;
+
+    /// Multi-head self-attention of the packed `qkv (N, L, 3d)` (see [`super::attention`]).
+    fn selfsup_attention(qkv: FloatTensor<Self>, heads: usize, causal: bool) -> AttnOut<Self>;
+
+    /// Gradient of `qkv` from the weights `probs` and the output's gradient.
+    fn selfsup_attention_backward(
+        qkv: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        heads: usize,
+        causal: bool,
+    ) -> FloatTensor<Self>;
 
     /// Gradient of the GELU at `x`.
     fn selfsup_gelu_backward(
@@ -307,6 +352,89 @@ impl ConvBackend for Flex {
         });
         flex_tensor(dx, dims)
     }
+
+    fn selfsup_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let (mut dims, k) = row_shape(&x);
+        let m = dims.iter().product::<usize>() / k;
+        let n = linear_out(&weight, k);
+        let y = with_f32(&x, |xs| {
+            with_f32(&weight, |w| {
+                with_f32(&bias, |b| matmul::linear_forward(xs, w, b, m, k, n))
+            })
+        });
+        *dims.last_mut().expect("a tensor with dimensions") = n;
+        flex_tensor(y, dims)
+    }
+
+    fn selfsup_linear_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad_out: FlexTensor,
+    ) -> LinearGrads<Self> {
+        let (dims, k) = row_shape(&x);
+        let m = dims.iter().product::<usize>() / k;
+        let n = linear_out(&weight, k);
+        let (dx, dw, db) = with_f32(&x, |xs| {
+            with_f32(&weight, |w| {
+                with_f32(&grad_out, |g| matmul::linear_backward(xs, w, g, m, k, n))
+            })
+        });
+        LinearGrads {
+            x: flex_tensor(dx, dims),
+            weight: flex_tensor(dw, [k, n]),
+            bias: flex_tensor(db, [n]),
+        }
+    }
+
+    fn selfsup_attention(qkv: FlexTensor, heads: usize, causal: bool) -> AttnOut<Self> {
+        let s = attn_shape(&qkv, heads);
+        let (out, probs) = with_f32(&qkv, |x| attention::forward(x, s, causal));
+        AttnOut {
+            output: flex_tensor(out, [s.n, s.l, s.d()]),
+            probs: flex_tensor(probs, [s.n, heads, s.l, s.l]),
+        }
+    }
+
+    fn selfsup_attention_backward(
+        qkv: FlexTensor,
+        probs: FlexTensor,
+        grad_out: FlexTensor,
+        heads: usize,
+        causal: bool,
+    ) -> FlexTensor {
+        let s = attn_shape(&qkv, heads);
+        let g = with_f32(&qkv, |x| {
+            with_f32(&probs, |p| {
+                with_f32(&grad_out, |go| attention::backward(x, p, go, s, causal))
+            })
+        });
+        flex_tensor(g, [s.n, s.l, 3 * s.d()])
+    }
+}
+
+/// Output width of a `(k, n)` weight, checked against the input width `k`.
+fn linear_out(weight: &FlexTensor, k: usize) -> usize {
+    let (wd, n) = row_shape(weight);
+    assert!(
+        wd.len() == 2 && wd[0] == k,
+        "linear: weight {wd:?} does not take inputs of width {k}"
+    );
+    n
+}
+
+/// The attention sizes of a packed `qkv (N, L, 3d)` split into `heads`.
+fn attn_shape(qkv: &FlexTensor, heads: usize) -> AttnShape {
+    let (dims, w) = row_shape(qkv);
+    assert!(
+        dims.len() == 3 && w % (3 * heads) == 0,
+        "attention: qkv must be (N, L, 3d) with d a multiple of {heads} heads, got {dims:?}"
+    );
+    AttnShape {
+        n: dims[0],
+        l: dims[1],
+        heads,
+        dh: w / (3 * heads),
+    }
 }
 
 /// The shape of `t` and its last dimension (the row length).
@@ -446,6 +574,51 @@ impl<B: ConvBackend> Backward<B, 1> for GeluBackward {
         let x: FloatTensor<B> = ckpt.retrieve_node_output(ops.state);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::selfsup_gelu_backward(x, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: ConvBackend> Backward<B, 3> for LinearBackward {
+    /// The nodes of `x` and of the weight.
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, w_id) = ops.state;
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
+        let w: FloatTensor<B> = ckpt.retrieve_node_output(w_id);
+        let g = B::selfsup_linear_backward(x, w, grad);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, g.x);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, g.weight);
+        }
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, g.bias);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for AttentionBackward {
+    /// `qkv`'s node, the weights, heads, causal.
+    type State = (NodeId, FloatTensor<B>, usize, bool);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_qkv] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (qkv_id, probs, heads, causal) = ops.state;
+        if let Some(node) = node_qkv {
+            let qkv: FloatTensor<B> = ckpt.retrieve_node_output(qkv_id);
+            let g = B::selfsup_attention_backward(qkv, probs, grad, heads, causal);
+            grads.register::<B>(node.id, g);
         }
     }
 }
@@ -676,10 +849,81 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
+
+    fn selfsup_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match LinearBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let w_id = prep.checkpoint(&weight);
+                let y = B::selfsup_linear(
+                    x.primitive().clone(),
+                    weight.primitive().clone(),
+                    bias.into_primitive(),
+                );
+                prep.finish((x_id, w_id), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::selfsup_linear(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+            )),
+        }
+    }
+
+    fn selfsup_linear_backward(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+    ) -> LinearGrads<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+
+    fn selfsup_attention(qkv: FloatTensor<Self>, heads: usize, causal: bool) -> AttnOut<Self> {
+        match AttentionBackward
+            .prepare::<C>([qkv.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let qkv_id = prep.checkpoint(&qkv);
+                let r = B::selfsup_attention(qkv.primitive().clone(), heads, causal);
+                let state = (qkv_id, r.probs.clone(), heads, causal);
+                AttnOut {
+                    output: prep.finish(state, r.output),
+                    probs: FloatTensor::<Self>::new(r.probs),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let r = B::selfsup_attention(qkv.into_primitive(), heads, causal);
+                AttnOut {
+                    output: prep.finish(r.output),
+                    probs: FloatTensor::<Self>::new(r.probs),
+                }
+            }
+        }
+    }
+
+    fn selfsup_attention_backward(
+        _qkv: FloatTensor<Self>,
+        _probs: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+        _heads: usize,
+        _causal: bool,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
 }
 
 /// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` every one, else a
-/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu` (unset: none). Read once.
+/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear` (unset: none). Read once.
 fn burn_ops() -> &'static [String] {
     static V: OnceLock<Vec<String>> = OnceLock::new();
     V.get_or_init(|| {
@@ -816,6 +1060,33 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as ConvBackend>::selfsup_gelu(x.into_dispatch()))
 }
 
+/// `layer.forward(x)`, through our fused kernel on `flex` when the layer has a bias.
+pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    match &layer.bias {
+        Some(b) if enabled("linear") && on_flex(&x.device()) => {
+            Tensor::<D>::from_dispatch(<Dispatch as ConvBackend>::selfsup_linear(
+                x.into_dispatch(),
+                layer.weight.val().into_dispatch(),
+                b.val().into_dispatch(),
+            ))
+        }
+        _ => layer.forward(x),
+    }
+}
+
+/// Whether [`attention`] runs our fused kernel on `device` (else the caller composes the
+/// attention from Burn's operations).
+pub fn attention_enabled(device: &Device) -> bool {
+    enabled("attn") && on_flex(device)
+}
+
+/// Multi-head self-attention of the packed `qkv (N, L, 3d)` → `(N, L, d)` through the fused
+/// kernel (check [`attention_enabled`] first); `causal`: query `i` sees keys `0..=i` only.
+pub fn attention(qkv: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
+    let r = <Dispatch as ConvBackend>::selfsup_attention(qkv.into_dispatch(), heads, causal);
+    Tensor::<3>::from_dispatch(r.output)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,6 +1165,41 @@ mod tests {
                 assert!(d < 1e-4, "running statistics differ by {d}");
             }
         }
+    }
+
+    /// The fused fully connected layer: same values and gradients as Burn's `Linear`.
+    #[test]
+    fn linear_matches_burn() {
+        use burn::nn::LinearConfig;
+        let dev = Device::flex().autodiff();
+        let layer = LinearConfig::new(6, 5).init(&dev);
+        let layer = Linear {
+            bias: Some(burn::module::Param::from_tensor(Tensor::<1>::random(
+                [5],
+                Distribution::Normal(0.0, 1.0),
+                &dev,
+            ))),
+            ..layer
+        };
+        let x = Tensor::<3>::random([2, 3, 6], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let r = Tensor::<3>::random([2, 3, 5], Distribution::Normal(0.0, 1.0), &dev);
+        let (y1, y2) = (linear(&layer, x.clone()), layer.forward(x.clone()));
+        let d = (y1.clone() - y2.clone()).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "output differs by {d}");
+        let g1 = (y1 * r.clone()).sum().backward();
+        let g2 = (y2 * r).sum().backward();
+        let d = (x.grad(&g1).unwrap() - x.grad(&g2).unwrap())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(d < 1e-5, "input gradient differs by {d}");
+        let w1 = layer.weight.grad(&g1).unwrap();
+        let w2 = layer.weight.grad(&g2).unwrap();
+        assert!((w1 - w2).abs().max().into_scalar::<f32>() < 1e-5);
+        let bias = layer.bias.as_ref().unwrap();
+        let b1 = bias.grad(&g1).unwrap();
+        let b2 = bias.grad(&g2).unwrap();
+        assert!((b1 - b2).abs().max().into_scalar::<f32>() < 1e-5);
     }
 
     /// Layer norm, softmax and GELU: same values and input/parameter gradients as Burn's own,

@@ -1,9 +1,14 @@
 //! CPU kernels of our own for the operations the benchmark shows Burn's `flex` backend slow at,
 //! plugged in as a Burn backend extension (see `BENCHMARKS.md` for the measurements).
 
+pub mod attention;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod ext;
+pub mod matmul;
 pub mod rowwise;
+pub mod simd;
 
-pub use ext::{batch_norm, conv2d, gelu, layer_norm, softmax_last};
+pub use ext::{
+    attention, attention_enabled, batch_norm, conv2d, gelu, layer_norm, linear, softmax_last,
+};

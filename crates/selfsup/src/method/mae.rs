@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::backbone::transformer::{Block, LN_EPS, layer_norm, sincos_2d, xavier_linear};
 use crate::backbone::{Backbone, BackboneConfig, Vit};
 use crate::flops::{self, Flops};
+use crate::kernels::linear;
 use crate::loss::mse::patch_mean_var;
 use crate::loss::{mae_loss, mae_target};
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput};
@@ -179,7 +180,7 @@ impl Mae {
         // encoder on the visible patches: (N, 1+K, d)
         let latent = vit.forward_visible(x.clone(), keep);
         // decoder: (N, 1+K, d') → shuffled order [visible; mask tokens] → patch order
-        let y = self.decoder_embed.forward(latent.clone());
+        let y = linear(&self.decoder_embed, latent.clone());
         let dd = y.dims()[2];
         let cls = y.clone().narrow(1, 0, 1);
         let tokens = Tensor::cat(
@@ -196,10 +197,11 @@ impl Mae {
         for b in &self.decoder_blocks {
             t = b.forward(t, None);
         }
-        let pred = self
-            .decoder_pred
-            .forward(crate::kernels::layer_norm(&self.decoder_norm, LN_EPS, t))
-            .narrow(1, 1, l);
+        let pred = linear(
+            &self.decoder_pred,
+            crate::kernels::layer_norm(&self.decoder_norm, LN_EPS, t),
+        )
+        .narrow(1, 1, l);
         let target = mae_target(vit.patchify(x), self.norm_pix_loss);
         MaeForward {
             pred,

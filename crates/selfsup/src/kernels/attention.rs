@@ -1,0 +1,384 @@
+//! Fused multi-head self-attention, forward and backward, on the packed `qkv` of a Transformer
+//! block: `(N, L, 3d)` rows `[q | k | v]`, head `h` at columns `h·dₕ .. (h+1)·dₕ` of each third.
+//!
+//! ```text
+//! S = q·kᵀ/√dₕ   P = softmax(S) (rows; under `causal`, key j > query i gets weight 0)   O = P·v
+//! dv = Pᵀ·dO     dP = dO·vᵀ     dS = P ⊙ (dP − rowsum(dO ⊙ O))     dq = dS·k/√dₕ   dk = dSᵀ·q/√dₕ
+//! ```
+//! (rowsum(dO ⊙ O) is computed as rowsum(P ⊙ dP), the same number.)
+//!
+//! Composed from Burn's operations, attention is a permute copy of `qkv`, three `narrow` copies,
+//! a transpose, two batched matrix products of `N·h` tiny matrices (17 × 32 in the MAE encoder),
+//! a scaling pass, the softmax and a permute copy of the output — and as many again backward.
+//! Here each sample is one parallel task that reads its `qkv` rows once; the products are
+//! plain loops over `dₕ`, which for these sizes stay in L1.
+
+use rayon::prelude::*;
+
+use super::simd::{axpy, dot, exp, sum, wide_fn};
+
+/// Sizes of an attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    /// Sequences.
+    pub n: usize,
+    /// Tokens per sequence.
+    pub l: usize,
+    pub heads: usize,
+    /// Width of a head.
+    pub dh: usize,
+}
+
+impl AttnShape {
+    /// Model width `d = heads · dₕ`.
+    pub fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+
+    fn scale(&self) -> f32 {
+        // as Burn's composed path: the f64 power, used as an f32 scalar
+        (self.dh as f64).powf(-0.5) as f32
+    }
+
+    /// Keys query `i` may attend to: `0 .. keys(i)`.
+    fn keys(&self, i: usize, causal: bool) -> usize {
+        if causal { i + 1 } else { self.l }
+    }
+}
+
+/// Copies head `h` of part `part` (0 q, 1 k, 2 v) of one sample's `(L, 3d)` rows into `dst`
+/// `(L, dₕ)`.
+#[inline(always)]
+fn gather(x: &[f32], s: AttnShape, part: usize, h: usize, dst: &mut [f32]) {
+    let (d, dh) = (s.d(), s.dh);
+    for (i, row) in dst.chunks_exact_mut(dh).enumerate() {
+        let at = i * 3 * d + part * d + h * dh;
+        row.copy_from_slice(&x[at..at + dh]);
+    }
+}
+
+/// The same head and part transposed: `dst` `(dₕ, L)`.
+#[inline(always)]
+fn gather_t(x: &[f32], s: AttnShape, part: usize, h: usize, dst: &mut [f32]) {
+    let (d, dh, l) = (s.d(), s.dh, s.l);
+    for i in 0..l {
+        let at = i * 3 * d + part * d + h * dh;
+        for (t, &v) in x[at..at + dh].iter().enumerate() {
+            dst[t * l + i] = v;
+        }
+    }
+}
+
+/// `row_j = Σ_t a_t · bt[t, j]` for `j < row.len()`: a row of products against a transposed
+/// `(dₕ, L)` matrix, vectorised along the row.
+#[inline(always)]
+fn row_times_t(row: &mut [f32], a: &[f32], bt: &[f32], l: usize) {
+    let jn = row.len();
+    row.fill(0.0);
+    for (t, &at) in a.iter().enumerate() {
+        axpy(row, at, &bt[t * l..t * l + jn]);
+    }
+}
+
+/// Forward: the output `(N, L, d)` and the attention weights `P` `(N, h, L, L)` (kept for the
+/// backward; zeros where `causal` blocks).
+pub fn forward(qkv: &[f32], s: AttnShape, causal: bool) -> (Vec<f32>, Vec<f32>) {
+    let (l, h, d) = (s.l, s.heads, s.d());
+    assert_eq!(qkv.len(), s.n * l * 3 * d, "qkv is not (N, L, 3d)");
+    let mut out = vec![0.0f32; s.n * l * d];
+    let mut probs = vec![0.0f32; s.n * h * l * l];
+    out.par_chunks_mut(l * d)
+        .zip(probs.par_chunks_mut(h * l * l))
+        .enumerate()
+        .for_each(|(b, (o, p))| {
+            let x = &qkv[b * l * 3 * d..(b + 1) * l * 3 * d];
+            forward_one(x, o, p, s, causal);
+        });
+    (out, probs)
+}
+
+wide_fn!(fn forward_one = forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, causal: bool));
+
+/// Head widths compiled with a constant `dₕ` (fully unrolled, accumulators in registers).
+macro_rules! sized {
+    ($body:ident, $s:expr, ($($a:expr),*)) => {
+        match $s.dh {
+            8 => $body::<8>($($a),*),
+            16 => $body::<16>($($a),*),
+            32 => $body::<32>($($a),*),
+            64 => $body::<64>($($a),*),
+            _ => $body::<0>($($a),*),
+        }
+    };
+}
+
+#[inline(always)]
+fn forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, causal: bool) {
+    sized!(forward_body, s, (x, o, p, s, causal))
+}
+
+/// An accumulator of `dh` values: on the stack when `dh ≤ 64`.
+struct Acc {
+    arr: [f32; 64],
+    vec: Vec<f32>,
+}
+
+impl Acc {
+    #[inline(always)]
+    fn new(dh: usize) -> Self {
+        Self {
+            arr: [0.0; 64],
+            vec: if dh > 64 { vec![0.0; dh] } else { Vec::new() },
+        }
+    }
+
+    #[inline(always)]
+    fn zeroed(&mut self, dh: usize) -> &mut [f32] {
+        let a = if dh <= 64 {
+            &mut self.arr[..dh]
+        } else {
+            &mut self.vec[..]
+        };
+        a.fill(0.0);
+        a
+    }
+}
+
+/// `DH`: the head width when known at compile time, 0 for "read it from `s`".
+#[inline(always)]
+fn forward_body<const DH: usize>(
+    x: &[f32],
+    o: &mut [f32],
+    p: &mut [f32],
+    s: AttnShape,
+    causal: bool,
+) {
+    let dh = if DH == 0 { s.dh } else { DH };
+    let (l, d) = (s.l, s.d());
+    let scale = s.scale();
+    let mut q = vec![0.0f32; l * dh];
+    let mut kt = vec![0.0f32; dh * l];
+    let mut v = vec![0.0f32; l * dh];
+    let mut acc = Acc::new(dh);
+    for h in 0..s.heads {
+        gather(x, s, 0, h, &mut q);
+        gather_t(x, s, 1, h, &mut kt);
+        gather(x, s, 2, h, &mut v);
+        for i in 0..l {
+            let jn = s.keys(i, causal);
+            let row = &mut p[(h * l + i) * l..(h * l + i) * l + jn];
+            row_times_t(row, &q[i * dh..(i + 1) * dh], &kt, l);
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+            for r in row.iter_mut() {
+                *r = exp(*r * scale - m);
+            }
+            let inv = 1.0 / sum(row);
+            for r in row.iter_mut() {
+                *r *= inv;
+            }
+            // o_i = Σ_j P_ij v_j
+            let a = acc.zeroed(dh);
+            for (j, &pj) in row.iter().enumerate() {
+                axpy(a, pj, &v[j * dh..(j + 1) * dh]);
+            }
+            o[i * d + h * dh..i * d + (h + 1) * dh].copy_from_slice(a);
+        }
+    }
+}
+
+/// Backward: the gradient of `qkv` `(N, L, 3d)` from the forward's `P` and the output's
+/// gradient `dO` `(N, L, d)`.
+pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], s: AttnShape, causal: bool) -> Vec<f32> {
+    let (l, h, d) = (s.l, s.heads, s.d());
+    assert_eq!(qkv.len(), s.n * l * 3 * d, "qkv is not (N, L, 3d)");
+    assert_eq!(probs.len(), s.n * h * l * l, "P is not (N, h, L, L)");
+    assert_eq!(dout.len(), s.n * l * d, "dO is not (N, L, d)");
+    let mut dqkv = vec![0.0f32; qkv.len()];
+    dqkv.par_chunks_mut(l * 3 * d)
+        .enumerate()
+        .for_each(|(b, g)| {
+            let x = &qkv[b * l * 3 * d..(b + 1) * l * 3 * d];
+            let p = &probs[b * h * l * l..(b + 1) * h * l * l];
+            let go = &dout[b * l * d..(b + 1) * l * d];
+            backward_one(x, p, go, g, s, causal);
+        });
+    dqkv
+}
+
+wide_fn!(fn backward_one = backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, causal: bool));
+
+#[inline(always)]
+fn backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, causal: bool) {
+    sized!(backward_body, s, (x, p, go, g, s, causal))
+}
+
+#[inline(always)]
+fn backward_body<const DH: usize>(
+    x: &[f32],
+    p: &[f32],
+    go: &[f32],
+    g: &mut [f32],
+    s: AttnShape,
+    causal: bool,
+) {
+    let dh = if DH == 0 { s.dh } else { DH };
+    let (l, d) = (s.l, s.d());
+    let scale = s.scale();
+    let mut q = vec![0.0f32; l * dh];
+    let mut k = vec![0.0f32; l * dh];
+    let mut vt = vec![0.0f32; dh * l];
+    let mut ds = vec![0.0f32; l * l];
+    let mut acc = Acc::new(dh);
+    for h in 0..s.heads {
+        gather(x, s, 0, h, &mut q);
+        gather(x, s, 1, h, &mut k);
+        gather_t(x, s, 2, h, &mut vt);
+        let ph = &p[h * l * l..(h + 1) * l * l];
+        // dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') / √dₕ with dP_ij = dO_i · v_j
+        for i in 0..l {
+            let jn = s.keys(i, causal);
+            let pr = &ph[i * l..i * l + jn];
+            let doi = &go[i * d + h * dh..i * d + (h + 1) * dh];
+            let dsr = &mut ds[i * l..i * l + jn];
+            row_times_t(dsr, doi, &vt, l);
+            let c = dot(pr, dsr);
+            for (e, &pj) in dsr.iter_mut().zip(pr) {
+                *e = pj * (*e - c) * scale;
+            }
+        }
+        // dq_i = Σ_j dS_ij k_j
+        for i in 0..l {
+            let a = acc.zeroed(dh);
+            for (j, &e) in ds[i * l..i * l + s.keys(i, causal)].iter().enumerate() {
+                axpy(a, e, &k[j * dh..(j + 1) * dh]);
+            }
+            let at = i * 3 * d + h * dh;
+            g[at..at + dh].copy_from_slice(a);
+        }
+        // dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, over the queries that see key j
+        for j in 0..l {
+            let first = if causal { j } else { 0 };
+            let a = acc.zeroed(dh);
+            for i in first..l {
+                axpy(a, ds[i * l + j], &q[i * dh..(i + 1) * dh]);
+            }
+            let at = j * 3 * d + d + h * dh;
+            g[at..at + dh].copy_from_slice(a);
+            let a = acc.zeroed(dh);
+            for i in first..l {
+                axpy(a, ph[i * l + j], &go[i * d + h * dh..i * d + (h + 1) * dh]);
+            }
+            let at = j * 3 * d + 2 * d + h * dh;
+            g[at..at + dh].copy_from_slice(a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{Rng, assert_close, numeric_grad};
+
+    /// Attention in f64, straight from the formula.
+    fn attention64(qkv: &[f64], s: AttnShape, causal: bool) -> Vec<f64> {
+        let (l, dh, d) = (s.l, s.dh, s.d());
+        let mut out = vec![0.0; s.n * l * d];
+        for b in 0..s.n {
+            for h in 0..s.heads {
+                let at = |i: usize, part: usize, t: usize| {
+                    qkv[(b * l + i) * 3 * d + part * d + h * dh + t]
+                };
+                for i in 0..l {
+                    let jn = if causal { i + 1 } else { l };
+                    let sc: Vec<f64> = (0..jn)
+                        .map(|j| {
+                            (0..dh).map(|t| at(i, 0, t) * at(j, 1, t)).sum::<f64>()
+                                / (dh as f64).sqrt()
+                        })
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
+                    for t in 0..dh {
+                        out[(b * l + i) * d + h * dh + t] =
+                            (0..jn).map(|j| (sc[j] - m).exp() / z * at(j, 2, t)).sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_float64_with_gradients_and_causality() {
+        for (s, causal) in [
+            (
+                AttnShape {
+                    n: 2,
+                    l: 5,
+                    heads: 2,
+                    dh: 3,
+                },
+                false,
+            ),
+            (
+                AttnShape {
+                    n: 2,
+                    l: 6,
+                    heads: 3,
+                    dh: 9,
+                },
+                true,
+            ),
+            (
+                AttnShape {
+                    n: 1,
+                    l: 4,
+                    heads: 1,
+                    dh: 16,
+                },
+                false,
+            ),
+            (
+                AttnShape {
+                    n: 1,
+                    l: 3,
+                    heads: 2,
+                    dh: 32,
+                },
+                true,
+            ),
+            (
+                AttnShape {
+                    n: 1,
+                    l: 3,
+                    heads: 1,
+                    dh: 70,
+                },
+                false,
+            ),
+        ] {
+            let mut rng = Rng(11);
+            let qkv: Vec<f64> = rng
+                .vec(s.n * s.l * 3 * s.d())
+                .iter()
+                .map(|v| 1.5 * v)
+                .collect();
+            let go = rng.vec(s.n * s.l * s.d());
+            let f32v = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let (out, probs) = forward(&f32v(&qkv), s, causal);
+            assert_close(&out, &attention64(&qkv, s, causal), 1e-5, "output");
+            // each row of P sums to 1, with zeros above the diagonal under `causal`
+            for (r, row) in probs.chunks(s.l).enumerate() {
+                let i = r % s.l;
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                if causal {
+                    assert!(row[i + 1..].iter().all(|&v| v == 0.0));
+                }
+            }
+            let g = backward(&f32v(&qkv), &probs, &f32v(&go), s, causal);
+            let dot = |o: Vec<f64>| o.iter().zip(&go).map(|(a, b)| a * b).sum::<f64>();
+            let num = numeric_grad(&qkv, |x| dot(attention64(x, s, causal)));
+            assert_close(&g, &num, 1e-4, "dqkv");
+        }
+    }
+}
