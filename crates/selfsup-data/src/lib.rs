@@ -29,6 +29,7 @@ pub mod loader;
 pub mod masking;
 pub mod rng;
 pub mod source;
+pub mod text;
 
 pub use augment::{AugmentConfig, Pipeline};
 pub use batch::{Batch, TokenBatch};
