@@ -3,6 +3,7 @@
 mod bench;
 mod embed;
 mod eval;
+mod generate;
 mod pretrain;
 mod reconstruct;
 mod report;
@@ -60,6 +61,8 @@ enum Command {
     /// Write a PNG grid of test images, their masked/noisy input and the reconstruction
     /// (MAE and DAE runs).
     Reconstruct(reconstruct::Args),
+    /// Continue a prompt with a next-token (gpt) run's model.
+    Generate(generate::Args),
 }
 
 fn main() {
@@ -78,6 +81,7 @@ fn main() {
         Command::Embed(a) => embed::run(a),
         Command::Views(a) => views::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Generate(a) => generate::run(a),
         Command::Report(a) => report::run(a),
         Command::Reconstruct(a) => reconstruct::run(a),
     };

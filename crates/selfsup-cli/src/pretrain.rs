@@ -7,17 +7,21 @@ use selfsup::eval::report::{Which, evaluate, feature_sets, format_table};
 use selfsup::method::MethodConfig;
 use selfsup::recipe::Recipe;
 use selfsup::run::prepare;
+use selfsup::text_run::{TOKENIZER_FILE, prepare_text, pretrain_text, score};
 use selfsup::train::{TrainOptions, pretrain};
+use selfsup_data::text::TextTokenizer;
 
 #[derive(Parser)]
 pub struct Args {
     /// TOML recipe (see configs/). Without it: SimCLR on the built-in digits.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Data: `digits` (built in), `idx:DIR`, `folder:DIR` or `csv:FILE`.
+    /// Data: `digits` (built in), `idx:DIR`, `folder:DIR`, `csv:FILE`; text: `text:FILE`,
+    /// `text:DIR`, `tsv:FILE`.
     #[arg(long)]
     data: Option<String>,
-    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg, dino.
+    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg, dino, mae,
+    /// dae; for text: mlm, gpt.
     #[arg(long)]
     method: Option<String>,
     #[arg(long)]
@@ -105,6 +109,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.resume.is_none() {
         recipe.absolutize_data_path();
     }
+    if recipe.is_text() {
+        return run_text(recipe, a.resume, a.out, a.stop_after, a.quiet);
+    }
     let p = prepare(&recipe)?;
     let run_dir = match (&a.resume, a.out) {
         (Some(d), _) => d.clone(),
@@ -183,5 +190,109 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("\n{table}");
     eprintln!("evaluation took {:.1} s", t0.elapsed().as_secs_f64());
     crate::eval::save_report(&run_dir, "eval", &rows, &table)?;
+    Ok(())
+}
+
+/// Pretraining on text: the tokenizer, the loop with validation perplexity, and the test
+/// split's loss reported once at the end.
+fn run_text(
+    recipe: Recipe,
+    resume: Option<PathBuf>,
+    out: Option<PathBuf>,
+    stop_after: Option<usize>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let tokenizer = match &resume {
+        Some(d) if d.join(TOKENIZER_FILE).exists() => {
+            Some(TextTokenizer::load(&d.join(TOKENIZER_FILE))?)
+        }
+        _ => None,
+    };
+    let p = prepare_text(&recipe, tokenizer)?;
+    let run_dir = match (&resume, out) {
+        (Some(d), _) => d.clone(),
+        (None, Some(o)) => o,
+        (None, None) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            PathBuf::from("runs").join(format!(
+                "{}-{}-{t}",
+                recipe.method.name(),
+                p.split.train.name
+            ))
+        }
+    };
+    eprintln!(
+        "selfsup pretrain: {} on {} ({} / {} / {} train/val/test documents, {} train tokens, vocabulary {}), {} epochs, batch {} × {} tokens → {}",
+        recipe.method.name(),
+        recipe.data.spec,
+        p.split.train.len(),
+        p.split.val.len(),
+        p.split.test.len(),
+        p.train.num_tokens(),
+        p.tokenizer.vocab_size(),
+        recipe.train.epochs,
+        recipe.train.batch_size,
+        recipe.data.seq_len,
+        run_dir.display()
+    );
+    let trained = pretrain_text(
+        &p,
+        &run_dir,
+        &TrainOptions {
+            progress: !quiet,
+            resume: resume.is_some(),
+            stop_after,
+        },
+    )?;
+    eprintln!(
+        "pretraining done in {:.1} s ({:.0} tokens/s); encoder saved to {}",
+        trained.seconds,
+        trained.images_per_s,
+        run_dir.join("encoder.safetensors").display()
+    );
+    if let Some(n) = stop_after
+        && n < recipe.train.epochs
+    {
+        eprintln!(
+            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
+            recipe.train.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
+    use selfsup::burn::module::Module;
+    let m = trained.model.valid();
+    let bs = recipe.train.eval_batch_size.min(256);
+    let (val, test) = (
+        score(&m, &p.val, bs, recipe.train.seed),
+        score(&m, &p.test, bs, recipe.train.seed),
+    );
+    let what = if recipe.method.causal() {
+        "next-token"
+    } else {
+        "masked-token"
+    };
+    println!("split       tokens  {what} loss (nats)  perplexity  accuracy %");
+    for (name, s) in [("validation", val), ("test", test)] {
+        println!(
+            "{name:<10} {:>7}  {:>18.4}  {:>10.2}  {:>10.1}",
+            s.count,
+            s.loss(),
+            s.perplexity(),
+            s.accuracy()
+        );
+    }
+    let json = serde_json::json!({
+        "method": recipe.method.name(),
+        "validation": {"tokens": val.count, "loss": val.loss(), "perplexity": val.perplexity(), "accuracy": val.accuracy()},
+        "test": {"tokens": test.count, "loss": test.loss(), "perplexity": test.perplexity(), "accuracy": test.accuracy()},
+        "seconds": trained.seconds,
+    });
+    selfsup::checkpoint::write_atomic(
+        &run_dir.join("lm-eval.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     Ok(())
 }

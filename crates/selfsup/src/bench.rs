@@ -305,6 +305,9 @@ fn simclr_step(
             let (d, l, h) = v.dims();
             format!("SimCLR step, ViT {d}-d {l} blocks {h} heads, {c}×{side}×{side}, 2×{n} views")
         }
+        BackboneConfig::Transformer(_) => {
+            anyhow::bail!("{id}: the SimCLR step needs an image encoder")
+        }
     };
     step(id, what, &step_recipe(backbone), [c, side, n], opts)
 }

@@ -18,4 +18,5 @@ pub mod recipe;
 pub mod run;
 pub mod summary;
 mod testutil;
+pub mod text_run;
 pub mod train;

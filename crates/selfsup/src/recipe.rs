@@ -21,6 +21,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use selfsup_data::text::{SplitOrder, TextOptions, TokenizerConfig};
 use selfsup_data::{AugmentConfig, DataSpec, LoadOptions};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,21 @@ pub struct DataSection {
     pub limit: Option<usize>,
     /// Seed of the train/test split (defaults to `train.seed`).
     pub split_seed: Option<u64>,
+    /// Text: share of the documents held out for validation (model selection; the test split
+    /// is `test_fraction`).
+    pub val_fraction: f32,
+    /// Text: `random` (shuffled by the seed, stratified by label) or `ordered` (file order:
+    /// train, then validation, then test; for a running text such as Tiny Shakespeare).
+    pub split_order: SplitOrder,
+    /// TSV: the column with the text.
+    pub text_column: String,
+    /// TSV: the column with the label (evaluation), if any.
+    pub label_column: Option<String>,
+    /// Text: drop lines that are not UTF-8 (counted) instead of failing.
+    pub skip_bad_lines: bool,
+    /// Text: tokens per sequence (a packed window for next-token prediction; the longest
+    /// document sequence, `[CLS]` included, for masked language modelling).
+    pub seq_len: usize,
 }
 
 impl Default for DataSection {
@@ -62,6 +78,12 @@ impl Default for DataSection {
             skip_bad_images: false,
             limit: None,
             split_seed: None,
+            val_fraction: 0.1,
+            split_order: SplitOrder::Random,
+            text_column: "text".into(),
+            label_column: None,
+            skip_bad_lines: false,
+            seq_len: 128,
         }
     }
 }
@@ -87,6 +109,9 @@ pub struct TrainSection {
     pub collapse_patience: usize,
     /// End the run at a collapse, keeping the last healthy checkpoint.
     pub stop_on_collapse: bool,
+    /// Next-token text runs: an epoch is this many batches of windows at random offsets
+    /// (nanoGPT's sampling) instead of one pass over non-overlapping windows.
+    pub steps_per_epoch: Option<usize>,
 }
 
 impl Default for TrainSection {
@@ -103,6 +128,7 @@ impl Default for TrainSection {
             collapse_min_rank: 2.0,
             collapse_patience: 2,
             stop_on_collapse: false,
+            steps_per_epoch: None,
         }
     }
 }
@@ -141,6 +167,8 @@ pub struct Recipe {
     /// Absent: the defaults for the data set (`AugmentConfig::for_dataset`).
     pub augment: Option<AugmentConfig>,
     pub eval: EvalSection,
+    /// Text runs: the tokenizer trained on the training split.
+    pub tokenizer: TokenizerConfig,
 }
 
 impl Recipe {
@@ -171,14 +199,11 @@ impl Recipe {
     /// Makes a relative data path absolute, so that the run's recipe still finds its data
     /// when used from another directory.
     pub fn absolutize_data_path(&mut self) {
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let spec = match self.data_spec() {
-            Ok(DataSpec::Idx(p)) if p.is_relative() => DataSpec::Idx(abs(&p)),
-            Ok(DataSpec::Folder(p)) if p.is_relative() => DataSpec::Folder(abs(&p)),
-            Ok(DataSpec::Csv(p)) if p.is_relative() => DataSpec::Csv(abs(&p)),
-            _ => return,
-        };
-        self.data.spec = spec.to_string();
+        if let Ok(spec) = self.data_spec()
+            && spec != DataSpec::Digits
+        {
+            self.data.spec = spec.absolute().to_string();
+        }
     }
 
     pub fn data_spec(&self) -> Result<DataSpec, String> {
@@ -186,6 +211,25 @@ impl Recipe {
             .spec
             .parse::<DataSpec>()
             .map_err(|e| format!("data.spec: {e}"))
+    }
+
+    /// Whether the data is text (`text:` or `tsv:`).
+    pub fn is_text(&self) -> bool {
+        self.data_spec().is_ok_and(|s| s.text_source().is_some())
+    }
+
+    /// How to read and split text data.
+    pub fn text_options(&self) -> TextOptions {
+        TextOptions {
+            text_column: self.data.text_column.clone(),
+            label_column: self.data.label_column.clone(),
+            skip_bad_lines: self.data.skip_bad_lines,
+            val_fraction: self.data.val_fraction,
+            test_fraction: self.data.test_fraction,
+            order: self.data.split_order,
+            seed: self.data.split_seed.unwrap_or(self.train.seed),
+            limit: self.data.limit,
+        }
     }
 
     pub fn load_options(&self) -> LoadOptions {
@@ -216,6 +260,35 @@ impl Recipe {
         }
         if self.data.image_size == Some(0) {
             return Err("data.image_size: must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.data.val_fraction)
+            || self.data.val_fraction + self.data.test_fraction >= 1.0
+        {
+            return Err(format!(
+                "data.val_fraction: must be in [0, 1) with val_fraction + test_fraction < 1, got {}",
+                self.data.val_fraction
+            ));
+        }
+        if self.data.seq_len < 2 {
+            return Err(format!(
+                "data.seq_len: must be at least 2, got {}",
+                self.data.seq_len
+            ));
+        }
+        self.tokenizer.validate()?;
+        let text_method = self.method.input_kind() == crate::method::InputKind::Tokens;
+        if self.is_text() != text_method {
+            return Err(format!(
+                "method.name: '{}' trains on {}, but data.spec '{}' holds {}",
+                self.method.name(),
+                if text_method {
+                    "token sequences"
+                } else {
+                    "images"
+                },
+                self.data.spec,
+                if self.is_text() { "text" } else { "images" },
+            ));
         }
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
@@ -257,6 +330,15 @@ impl Recipe {
         }
         if t.collapse_patience == 0 {
             return Err("train.collapse_patience: must be at least 1".into());
+        }
+        if self.train.steps_per_epoch == Some(0) {
+            return Err("train.steps_per_epoch: must be at least 1".into());
+        }
+        if self.train.steps_per_epoch.is_some() && !self.method.causal() {
+            return Err(format!(
+                "train.steps_per_epoch: only next-token methods (gpt) sample random windows, not '{}'",
+                self.method.name()
+            ));
         }
         if self.train.eval_batch_size == 0 {
             return Err("train.eval_batch_size: must be ≥ 1".into());

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::optim::GradientsParams;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::{Batch, Loader};
 use serde_json::json;
@@ -42,14 +42,7 @@ pub fn to_input(
             }
             Input::Views(views)
         }
-        Batch::Tokens(b) => {
-            let shape = [b.batch_size, b.seq_len];
-            let ids: Vec<i32> = b.ids.iter().map(|&t| t as i32).collect();
-            Input::Tokens {
-                ids: Tensor::<2, Int>::from_data(TensorData::new(ids, shape), device),
-                mask: Tensor::<2, Bool>::from_data(TensorData::new(b.mask, shape), device),
-            }
-        }
+        Batch::Tokens(b) => Input::Tokens(b),
     }
 }
 
@@ -99,11 +92,12 @@ pub struct TrainOptions {
 /// What a finished pretraining gives back.
 pub struct Trained {
     pub model: Model,
+    /// Images per second (tokens per second for a text run).
     pub images_per_s: f64,
     pub seconds: f64,
 }
 
-fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     let path = run_dir.join("metrics.jsonl");
     let mut f = OpenOptions::new()
         .create(true)
@@ -116,7 +110,7 @@ fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyhow::Result<(
 
 /// Drops metric lines of epochs after `epochs_done` (written by a run that died before its
 /// checkpoint), so that a resumed run continues the numbering without duplicates.
-fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
+pub(crate) fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
     let path = run_dir.join("metrics.jsonl");
     let Ok(text) = fs::read_to_string(&path) else {
         return Ok(());
@@ -138,7 +132,7 @@ fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
 }
 
 /// The message of a run that diverged: what happened, which checkpoint survives, what to try.
-fn diverged(run_dir: &Path, what: &str) -> String {
+pub(crate) fn diverged(run_dir: &Path, what: &str) -> String {
     let kept = checkpoint::latest(run_dir)
         .map(|d| format!("the last good checkpoint is kept in {}", d.display()))
         .unwrap_or_else(|| "no checkpoint had been written yet".into());

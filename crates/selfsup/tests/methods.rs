@@ -13,10 +13,11 @@ use selfsup::burn;
 use selfsup::checkpoint::{self, TrainState, named_tensors};
 use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
-use selfsup::method::{METHOD_NAMES, MethodConfig, Model, StepInfo};
+use selfsup::method::{Input, InputKind, METHOD_NAMES, MethodConfig, Model, StepInfo};
 use selfsup::optim::Optimizer;
 use selfsup::recipe::Recipe;
 use selfsup::run::{Prepared, build_model, prepare};
+use selfsup::text_run::{build_text_model, prepare_text};
 use selfsup::train::{to_input, train_step};
 use selfsup_data::Loader;
 
@@ -101,21 +102,86 @@ fn first_input(p: &Prepared) -> selfsup::method::Input {
     )
 }
 
+/// A generated corpus of `lines` short lines in a temporary folder.
+fn corpus(lines: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let words = [
+        "the", "lord", "said", "unto", "moses", "and", "light", "was", "good",
+    ];
+    let text: String = (0..lines)
+        .map(|i| {
+            (0..5 + i % 7)
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect();
+    let path = dir.path().join("c.txt");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// A tiny text recipe for `method` on the corpus at `path`.
+fn tiny_text(method: &str, path: &Path) -> Recipe {
+    let r = Recipe::from_toml(
+        &format!(
+            "[data]\nspec = \"text:{}\"\nseq_len = 12\n[tokenizer]\nkind = \"char\"\nvocab_size = 64\n\
+             min_frequency = 0\n[model]\nbackbone = \"transformer\"\ndim = 16\ndepth = 1\nheads = 2\n\
+             max_len = 16\n[method]\nname = \"{method}\"\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n",
+            path.display()
+        ),
+        "tiny-text.toml",
+    )
+    .unwrap();
+    r.validate().unwrap();
+    r
+}
+
 #[test]
 fn every_method_is_wired() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let (_dir, text_path) = corpus(120);
     for &name in METHOD_NAMES {
+        let is_text = MethodConfig::from_name(name).unwrap().input_kind() == InputKind::Tokens;
         // its recipes
-        for data in ["digits", "fashion-mnist"] {
+        let datas: &[&str] = if is_text {
+            &["kjv"]
+        } else {
+            &["digits", "fashion-mnist"]
+        };
+        for data in datas {
             let path = configs.join(format!("{data}-{name}.toml"));
             let r = Recipe::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(r.method.name(), name, "{}", path.display());
         }
-        let r = tiny(name);
-        let p = prepare(&r).unwrap();
-        let (c, h, _) = p.pipeline.out_shape();
-        let dev = r.train.device.train_device().unwrap();
-        let model = build_model(&r, c, h, &dev, 1);
+        let (r, c, h, dev, input): (Recipe, usize, usize, _, Box<dyn Fn() -> Input>);
+        if is_text {
+            r = tiny_text(name, &text_path);
+            let p = prepare_text(&r, None).unwrap();
+            (c, h) = (r.data.seq_len, p.tokenizer.vocab_size());
+            dev = r.train.device.train_device().unwrap();
+            input = Box::new(move || {
+                let plan = p.train.plan(8, 4, 0, true);
+                Input::Tokens(p.train.batch(&plan[0]))
+            });
+        } else {
+            r = tiny(name);
+            let p = prepare(&r).unwrap();
+            let shape = p.pipeline.out_shape();
+            (c, h) = (shape.0, shape.1);
+            dev = r.train.device.train_device().unwrap();
+            input = Box::new(move || first_input(&p));
+        }
+        let build = |seed: u64| {
+            if is_text {
+                build_text_model(&r, h, &dev, seed)
+            } else {
+                build_model(&r, c, h, &dev, seed)
+            }
+        };
+        let model = build(1);
         let before = params(&model);
         let info = StepInfo {
             step: 1,
@@ -123,7 +189,7 @@ fn every_method_is_wired() {
             seed: 4,
         };
         // which parameters get a gradient
-        let out = model.step(first_input(&p), info);
+        let out = model.step(input(), info);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let mut wg = WithGrad(&grads, Vec::new());
         model.visit(&mut wg);
@@ -144,7 +210,7 @@ fn every_method_is_wired() {
         }
         // one whole step: every parameter moves, by the optimiser or by the after-step update
         let mut optim = Optimizer::new(r.optim.clone());
-        let (model, stepped) = train_step(model, &mut optim, first_input(&p), info, 0.05);
+        let (model, stepped) = train_step(model, &mut optim, input(), info, 0.05);
         assert!(stepped.loss.is_finite(), "{name}");
         let after: HashMap<String, Vec<f32>> = params(&model)
             .into_iter()
@@ -167,7 +233,7 @@ fn every_method_is_wired() {
             input_shape: vec![c, h, h],
         };
         let saved = checkpoint::save(dir.path(), &model, &optim, &state).unwrap();
-        let fresh = build_model(&r, c, h, &dev, 2);
+        let fresh = build(2);
         let mut o2 = Optimizer::new(r.optim.clone());
         let (loaded, _) = checkpoint::load(&saved, fresh, &mut o2, &dev).unwrap();
         let loaded = loaded.freeze_targets();
@@ -317,5 +383,73 @@ fn fine_tuning_updates_the_encoder_and_the_frozen_probe_does_not() {
         // deterministic for the seed
         let (again, _) = finetune(&enc, &p, &cfg, 1.0, 0).unwrap();
         assert_eq!(again.top1, res.top1, "{method}");
+    }
+}
+
+/// MLM's loss reads only the selected positions: changing the encoder's output anywhere else
+/// leaves it unchanged; changing it at a selected position does not.
+#[test]
+fn mlm_loss_only_reads_selected_positions() {
+    use selfsup::loss::token_cross_entropy;
+    let (_dir, path) = corpus(60);
+    let r = tiny_text("mlm", &path);
+    let p = prepare_text(&r, None).unwrap();
+    let dev = r.train.device.device().unwrap();
+    let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
+    let Model::Mlm(mlm) = &model else { panic!() };
+    let (n, l, d) = (2, 6, 16);
+    let targets: Vec<i32> = vec![-1, 7, -1, -1, 9, -1, -1, -1, 8, -1, -1, -1];
+    let h = Tensor::<3>::random(
+        [n, l, d],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let loss = |h: Tensor<3>| {
+        let (logits, t) = mlm.predict(h, &targets).unwrap();
+        token_cross_entropy(logits, t).into_scalar::<f32>()
+    };
+    let base = loss(h.clone());
+    let noise = |row: usize, pos: usize| {
+        h.clone().slice_assign(
+            [row..row + 1, pos..pos + 1, 0..d],
+            Tensor::random(
+                [1, 1, d],
+                burn::tensor::Distribution::Normal(0.0, 5.0),
+                &dev,
+            ),
+        )
+    };
+    // unselected: (0, 0), (0, 2), (1, 5)
+    for (row, pos) in [(0, 0), (0, 2), (1, 5)] {
+        assert_eq!(loss(noise(row, pos)), base);
+    }
+    // selected: (0, 1), (1, 2)
+    for (row, pos) in [(0, 1), (1, 2)] {
+        assert_ne!(loss(noise(row, pos)), base);
+    }
+    // no selection: no logits (the step then has a zero loss, not NaN)
+    assert!(mlm.predict(h, &[-1; 12]).is_none());
+}
+
+/// A text run's validation score: finite, and the same masks every time it is computed.
+#[test]
+fn text_scores_are_repeatable() {
+    let (_dir, path) = corpus(80);
+    for m in ["mlm", "gpt"] {
+        let r = tiny_text(m, &path);
+        let p = prepare_text(&r, None).unwrap();
+        let dev = r.train.device.device().unwrap();
+        let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
+        let a = selfsup::text_run::score(&model, &p.val, 16, 4);
+        let b = selfsup::text_run::score(&model, &p.val, 16, 4);
+        assert!(a.count > 0 && a.loss().is_finite(), "{m}");
+        assert_eq!(a, b, "{m}");
+        // an untrained model is near uniform over the vocabulary
+        let uniform = (p.tokenizer.vocab_size() as f64).ln();
+        assert!(
+            (a.loss() - uniform).abs() < 1.0,
+            "{m}: {} vs {uniform}",
+            a.loss()
+        );
     }
 }

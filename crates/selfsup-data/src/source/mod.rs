@@ -226,8 +226,8 @@ pub struct Split {
     pub skipped: usize,
 }
 
-/// Where a data set comes from. Parses from and displays as `digits`, `idx:DIR`, `folder:DIR`
-/// or `csv:FILE`.
+/// Where a data set comes from. Parses from and displays as `digits`, `idx:DIR`, `folder:DIR`,
+/// `csv:FILE`, `text:FILE`, `text:DIR` or `tsv:FILE`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataSpec {
     /// The built-in scikit-learn digits (1,797 grey 8x8 images, 10 classes).
@@ -238,6 +238,11 @@ pub enum DataSpec {
     Folder(PathBuf),
     /// A CSV file, one image per row (see [`csv`]).
     Csv(PathBuf),
+    /// Text: a file (one document per line, gzipped or not) or a folder of `.txt` files (see
+    /// [`crate::text`]).
+    Text(PathBuf),
+    /// A labelled tab-separated text file with a header row (see [`crate::text`]).
+    Tsv(PathBuf),
 }
 
 impl DataSpec {
@@ -251,6 +256,29 @@ impl DataSpec {
                 let name = name.strip_suffix(".gz").unwrap_or(&name);
                 name.strip_suffix(".csv").unwrap_or(name).to_string()
             }
+            DataSpec::Text(p) | DataSpec::Tsv(p) => crate::text::source::corpus_name(p),
+        }
+    }
+
+    /// The text source behind a `text:` or `tsv:` spec (`None` for image data).
+    pub fn text_source(&self) -> Option<crate::text::TextSource> {
+        match self {
+            DataSpec::Text(p) => Some(crate::text::TextSource::Text(p.clone())),
+            DataSpec::Tsv(p) => Some(crate::text::TextSource::Tsv(p.clone())),
+            _ => None,
+        }
+    }
+
+    /// The spec with its path made absolute (relative to the working directory).
+    pub fn absolute(&self) -> DataSpec {
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        match self {
+            DataSpec::Digits => DataSpec::Digits,
+            DataSpec::Idx(p) => DataSpec::Idx(abs(p)),
+            DataSpec::Folder(p) => DataSpec::Folder(abs(p)),
+            DataSpec::Csv(p) => DataSpec::Csv(abs(p)),
+            DataSpec::Text(p) => DataSpec::Text(abs(p)),
+            DataSpec::Tsv(p) => DataSpec::Tsv(abs(p)),
         }
     }
 }
@@ -288,7 +316,11 @@ impl FromStr for DataSpec {
             "idx" => Ok(DataSpec::Idx(p)),
             "folder" => Ok(DataSpec::Folder(p)),
             "csv" => Ok(DataSpec::Csv(p)),
-            _ => Err(err(&format!("unknown kind '{kind}'"))),
+            "text" => Ok(DataSpec::Text(p)),
+            "tsv" => Ok(DataSpec::Tsv(p)),
+            _ => Err(err(&format!(
+                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:)"
+            ))),
         }
     }
 }
@@ -300,6 +332,8 @@ impl fmt::Display for DataSpec {
             DataSpec::Idx(p) => write!(f, "idx:{}", p.display()),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
+            DataSpec::Text(p) => write!(f, "text:{}", p.display()),
+            DataSpec::Tsv(p) => write!(f, "tsv:{}", p.display()),
         }
     }
 }
@@ -390,6 +424,12 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
             }
         }
         DataSpec::Folder(dir) => return folder::load_folder(dir, &spec.name(), opts),
+        DataSpec::Text(p) | DataSpec::Tsv(p) => {
+            return Err(DataError::format(
+                p,
+                "this is text data: it needs a text method (mlm, gpt), see crate::text::load_text",
+            ));
+        }
     };
     split.train.convert(opts.channels, opts.image_size)?;
     split.test.convert(opts.channels, opts.image_size)?;

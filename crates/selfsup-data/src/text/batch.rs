@@ -123,6 +123,27 @@ impl TokenLoader {
         units.chunks(batch_size).map(<[usize]>::to_vec).collect()
     }
 
+    /// Packed windows only: `steps` batches of `batch_size` windows at random offsets (with
+    /// replacement, nanoGPT's sampling), drawn from `(seed, epoch)`; `None` for padded data.
+    pub fn plan_random(
+        &self,
+        batch_size: usize,
+        steps: usize,
+        seed: u64,
+        epoch: u64,
+    ) -> Option<Vec<Vec<usize>>> {
+        let TokenLayout::Packed { stream, len } = &self.layout else {
+            return None;
+        };
+        let span = stream.len().checked_sub(*len)? + 1;
+        let mut rng = SplitMix64::from_parts(&[seed, epoch, 0x5A4D]);
+        Some(
+            (0..steps)
+                .map(|_| (0..batch_size).map(|_| rng.below(span)).collect())
+                .collect(),
+        )
+    }
+
     /// The batch of `units` (from [`Self::plan`]).
     pub fn batch(&self, units: &[usize]) -> TokenBatch {
         match &self.layout {
@@ -229,6 +250,15 @@ mod tests {
         assert_eq!((b.batch_size, b.seq_len), (2, 3));
         assert_eq!(b.ids, [10, 11, 12, 3, 13, 14]);
         assert!(b.mask.iter().all(|&m| m));
+        let r = l.plan_random(4, 3, 1, 0).unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().flatten().all(|&s| s + 3 <= stream.len()));
+        assert_eq!(r, l.plan_random(4, 3, 1, 0).unwrap());
+        assert!(
+            TokenLoader::padded(&docs, 4)
+                .plan_random(4, 3, 1, 0)
+                .is_none()
+        );
         // shuffled epochs: deterministic, windows inside the stream
         for epoch in 0..5 {
             let p = l.plan(2, 7, epoch, true);

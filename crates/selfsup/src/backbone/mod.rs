@@ -6,6 +6,7 @@
 
 pub mod convnet;
 pub mod resnet;
+pub mod text;
 pub mod transformer;
 pub mod vit;
 
@@ -15,7 +16,13 @@ use serde::{Deserialize, Serialize};
 
 pub use convnet::{ConvNet, ConvNetConfig};
 pub use resnet::{ResNet, ResNetConfig};
+pub use text::{TextSettings, TextTransformer};
 pub use vit::{Vit, VitSettings};
+
+/// What every image-only entry point says when handed the text encoder (recipes check the
+/// data kind against the method before anything runs, so this marks a bug).
+const TEXT_ENCODER: &str =
+    "the text Transformer takes token ids, not images (checked by the recipe)";
 
 /// The encoder section of a recipe (`[model]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ pub enum BackboneConfig {
     },
     /// `backbone = "vit"`, with `size`, `patch_size`, `pool`, `positions` ([`VitSettings`]).
     Vit(VitSettings),
+    /// `backbone = "transformer"` for token sequences, with `size`, `dim`, `depth`, `heads`,
+    /// `pool`, `max_len` ([`TextSettings`]).
+    Transformer(TextSettings),
 }
 
 fn default_depth() -> usize {
@@ -81,6 +91,7 @@ impl BackboneConfig {
             }
             .validate(),
             Self::Vit(v) => v.validate(),
+            Self::Transformer(t) => t.validate(),
         }
     }
 
@@ -89,6 +100,9 @@ impl BackboneConfig {
         match self {
             Self::Vit(v) => v.check_input(h, w),
             Self::Resnet { .. } | Self::Convnet { .. } => Ok(()),
+            Self::Transformer(_) => {
+                Err("model.backbone: \"transformer\" takes text, not images".into())
+            }
         }
     }
 
@@ -96,7 +110,7 @@ impl BackboneConfig {
     pub fn is_cnn(&self) -> bool {
         match self {
             Self::Resnet { .. } | Self::Convnet { .. } => true,
-            Self::Vit(_) => false,
+            Self::Vit(_) | Self::Transformer(_) => false,
         }
     }
 
@@ -125,6 +139,15 @@ impl BackboneConfig {
                 .init(device),
             ),
             Self::Vit(v) => Backbone::Vit(v.init(channels, image_size, image_size, device)),
+            Self::Transformer(_) => panic!("{TEXT_ENCODER}"),
+        }
+    }
+
+    /// Builds the text encoder for a vocabulary of `vocab` tokens (`None` for image encoders).
+    pub fn init_text(&self, vocab: usize, causal: bool, device: &Device) -> Option<Backbone> {
+        match self {
+            Self::Transformer(t) => Some(Backbone::Text(t.init(vocab, causal, device))),
+            _ => None,
         }
     }
 }
@@ -136,6 +159,7 @@ pub enum Backbone {
     ResNet(ResNet),
     ConvNet(ConvNet),
     Vit(Vit),
+    Text(TextTransformer),
 }
 
 impl Backbone {
@@ -144,6 +168,15 @@ impl Backbone {
             Self::ResNet(m) => m.out_dim(),
             Self::ConvNet(m) => m.out_dim(),
             Self::Vit(m) => m.out_dim(),
+            Self::Text(m) => m.out_dim(),
+        }
+    }
+
+    /// The text encoder, if this is one.
+    pub fn text(&self) -> Option<&TextTransformer> {
+        match self {
+            Self::Text(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -153,6 +186,7 @@ impl Backbone {
             Self::ResNet(m) => m.forward(x),
             Self::ConvNet(m) => m.forward(x),
             Self::Vit(m) => m.forward(x),
+            Self::Text(_) => panic!("{TEXT_ENCODER}"),
         }
     }
 
@@ -167,6 +201,7 @@ impl Backbone {
             Self::ResNet(m) => map(m.forward_map(x)),
             Self::ConvNet(m) => map(m.forward_map(x)),
             Self::Vit(m) => m.forward_tokens(x),
+            Self::Text(_) => panic!("{TEXT_ENCODER}"),
         }
     }
 
@@ -176,7 +211,7 @@ impl Backbone {
         match self {
             Self::ResNet(m) => Some(m.map_size(h, w)),
             Self::ConvNet(m) => Some(m.map_size(h, w)),
-            Self::Vit(_) => None,
+            Self::Vit(_) | Self::Text(_) => None,
         }
     }
 
@@ -185,7 +220,7 @@ impl Backbone {
         match self {
             Self::ResNet(m) => Some(m.forward_map(x)),
             Self::ConvNet(m) => Some(m.forward_map(x)),
-            Self::Vit(_) => None,
+            Self::Vit(_) | Self::Text(_) => None,
         }
     }
 
@@ -196,6 +231,8 @@ impl Backbone {
             Self::ResNet(m) => m.flops(n, h, w),
             Self::ConvNet(m) => m.flops(n, h, w),
             Self::Vit(m) => m.flops(n),
+            // text: `h` is the sequence length
+            Self::Text(m) => m.flops(n, h),
         }
     }
 }

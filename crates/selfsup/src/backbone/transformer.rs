@@ -46,6 +46,42 @@ pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device)
 }
 
+/// Which keys each query may attend to.
+#[derive(Clone, Debug)]
+pub enum AttnMask {
+    /// Every key (an encoder without padding).
+    All,
+    /// Keys at or before the query (a decoder).
+    Causal,
+    /// `(N, L, L)`, true where attention is **not** allowed (padding, or any other pattern).
+    Blocked(Tensor<3, Bool>),
+}
+
+impl AttnMask {
+    /// Padding of `(N, L)` sequences (`real`: true for a token), with or without causality.
+    pub fn padded(real: &Tensor<2, Bool>, causal: bool) -> AttnMask {
+        let [n, l] = real.dims();
+        // blocked[n, i, j] = key j is padding (or, causal, j > i)
+        let pad: Tensor<3, Bool> = real
+            .clone()
+            .bool_not()
+            .unsqueeze_dim::<3>(1)
+            .expand([n, l, l]);
+        if causal {
+            let c = causal_mask(l, &real.device()).repeat_dim(0, n);
+            AttnMask::Blocked(pad.bool_or(c))
+        } else {
+            AttnMask::Blocked(pad)
+        }
+    }
+}
+
+/// `(1, L, L)`: true above the diagonal (key after query).
+pub fn causal_mask(l: usize, device: &Device) -> Tensor<3, Bool> {
+    let v: Vec<bool> = (0..l).flat_map(|i| (0..l).map(move |j| j > i)).collect();
+    Tensor::<3, Bool>::from_data(burn::tensor::TensorData::new(v, [1, l, l]), device)
+}
+
 /// Multi-head self-attention: `(N, L, d)` → `(N, L, d)`.
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -63,17 +99,28 @@ impl Attention {
         }
     }
 
-    /// `mask`: `(N, L, L)` or broadcastable, true where attention is **not** allowed (the
-    /// causal mask of a decoder, padding); `None` attends everywhere.
-    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
+    /// Self-attention under `mask` (see [`AttnMask`]).
+    pub fn forward(&self, x: Tensor<3>, mask: &AttnMask) -> Tensor<3> {
         let [n, l, d] = x.dims();
         let h = self.heads;
         let dh = d / h;
         let qkv = linear(&self.qkv, x);
-        if mask.is_none() && attention_enabled(&qkv.device()) {
+        let causal = match mask {
+            AttnMask::All => Some(false),
+            AttnMask::Causal => Some(true),
+            AttnMask::Blocked(_) => None,
+        };
+        if let Some(causal) = causal
+            && attention_enabled(&qkv.device())
+        {
             // the fused kernel on the packed (N, L, 3d) rows
-            return linear(&self.proj, attention(qkv, h, false));
+            return linear(&self.proj, attention(qkv, h, causal));
         }
+        let mask = match mask {
+            AttnMask::All => None,
+            AttnMask::Causal => Some(causal_mask(l, &qkv.device()).repeat_dim(0, n)),
+            AttnMask::Blocked(m) => Some(m.clone()),
+        };
         // qkv: (N, L, 3d) → (3, N, h, L, dh)
         let qkv = qkv.reshape([n, l, 3, h, dh]).permute([2, 0, 3, 1, 4]);
         let part = |i: usize| qkv.clone().narrow(0, i, 1).reshape([n, h, l, dh]);
@@ -132,7 +179,7 @@ impl Block {
         }
     }
 
-    pub fn forward(&self, x: Tensor<3>, mask: Option<Tensor<3, Bool>>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, mask: &AttnMask) -> Tensor<3> {
         let x = x.clone() + self.attn.forward(ln(&self.norm1, LN_EPS, x), mask);
         let h = linear(&self.mlp.fc1, ln(&self.norm2, LN_EPS, x.clone()));
         x + linear(&self.mlp.fc2, gelu(h))
@@ -178,27 +225,56 @@ mod tests {
         let dev = Device::flex();
         let b = Block::new(16, 4, 2.0, &dev);
         let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(0.0, 1.0), &dev);
-        assert_eq!(b.forward(x.clone(), None).dims(), [2, 5, 16]);
-        // causal: changing the last token leaves the outputs at earlier positions unchanged
-        let causal: Vec<bool> = (0..5).flat_map(|i| (0..5).map(move |j| j > i)).collect();
-        let mask =
-            Tensor::<3, Bool>::from_data(TensorData::new(causal, [1, 5, 5]), &dev).repeat_dim(0, 2);
-        let y1 = b.forward(x.clone(), Some(mask.clone()));
-        let x2 = x.clone().slice_assign(
-            [0..2, 4..5, 0..16],
-            Tensor::random([2, 1, 16], Distribution::Normal(0.0, 1.0), &dev),
+        assert_eq!(b.forward(x.clone(), &AttnMask::All).dims(), [2, 5, 16]);
+        // causal: changing the last token leaves the outputs at earlier positions unchanged,
+        // through the composed path (an explicit mask) and the fused kernel
+        let blocked = AttnMask::Blocked(causal_mask(5, &dev).repeat_dim(0, 2));
+        for mask in [blocked, AttnMask::Causal] {
+            let y1 = b.forward(x.clone(), &mask);
+            let x2 = x.clone().slice_assign(
+                [0..2, 4..5, 0..16],
+                Tensor::random([2, 1, 16], Distribution::Normal(0.0, 1.0), &dev),
+            );
+            let y2 = b.forward(x2, &mask);
+            let d = (y1.clone().narrow(1, 0, 4) - y2.clone().narrow(1, 0, 4))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-6, "{d}");
+            let last = (y1.narrow(1, 4, 1) - y2.narrow(1, 4, 1))
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(last > 1e-3);
+        }
+        // the fused causal kernel equals the composed causal attention
+        let fused = b.forward(x.clone(), &AttnMask::Causal);
+        let composed = b.forward(
+            x.clone(),
+            &AttnMask::Blocked(causal_mask(5, &dev).repeat_dim(0, 2)),
         );
-        let y2 = b.forward(x2, Some(mask));
-        let d = (y1.clone().narrow(1, 0, 4) - y2.clone().narrow(1, 0, 4))
+        let d = (fused - composed).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "{d}");
+        // padding: the real tokens' outputs do not depend on what the padding holds
+        let real = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                vec![true, true, true, false, false, true, true, true, true, true],
+                [2, 5],
+            ),
+            &dev,
+        );
+        let m = AttnMask::padded(&real, false);
+        let y1 = b.forward(x.clone(), &m);
+        let x3 = x.clone().slice_assign(
+            [0..1, 3..5, 0..16],
+            Tensor::random([1, 2, 16], Distribution::Normal(0.0, 1.0), &dev),
+        );
+        let y3 = b.forward(x3, &m);
+        let d = (y1.narrow(1, 0, 3).narrow(0, 0, 1) - y3.narrow(1, 0, 3).narrow(0, 0, 1))
             .abs()
             .max()
             .into_scalar::<f32>();
         assert!(d < 1e-6, "{d}");
-        let last = (y1.narrow(1, 4, 1) - y2.narrow(1, 4, 1))
-            .abs()
-            .max()
-            .into_scalar::<f32>();
-        assert!(last > 1e-3);
     }
 
     /// The fused attention kernel (no mask) gives the values and gradients of the attention
@@ -215,8 +291,8 @@ mod tests {
                 TensorData::new(vec![false; 3 * l * l], [3, l, l]),
                 &dev,
             );
-            let fused = a.forward(x.clone(), None);
-            let composed = a.forward(x.clone(), Some(none));
+            let fused = a.forward(x.clone(), &AttnMask::All);
+            let composed = a.forward(x.clone(), &AttnMask::Blocked(none));
             let diff = |u: Tensor<3>, v: Tensor<3>| (u - v).abs().max().into_scalar::<f32>();
             assert!(diff(fused.clone(), composed.clone()) < 1e-5);
             let g1 = (fused * r.clone()).sum().backward();

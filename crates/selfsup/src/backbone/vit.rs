@@ -14,7 +14,7 @@ use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::transformer::{Block, layer_norm, sincos_2d, xavier_linear};
+use super::transformer::{AttnMask, Block, layer_norm, sincos_2d, xavier_linear};
 use crate::flops::{self, Flops};
 
 /// Model sizes: `mini` for 28×28 / 32×32 images on 2 cores, `tiny` and `small` as in DeiT.
@@ -265,7 +265,7 @@ impl Vit {
     /// The blocks and the final norm on a token sequence `(N, T, d)`.
     pub fn encode(&self, mut t: Tensor<3>) -> Tensor<3> {
         for b in &self.blocks {
-            t = b.forward(t, None);
+            t = b.forward(t, &AttnMask::All);
         }
         crate::kernels::layer_norm(&self.norm, super::transformer::LN_EPS, t)
     }

@@ -1,6 +1,7 @@
 //! Losses, one per file, each citing its paper and stating its input shapes.
 pub mod barlow;
 pub mod cosine;
+pub mod cross_entropy;
 pub mod dino;
 pub mod info_nce;
 pub mod mse;
@@ -9,6 +10,7 @@ pub mod vicreg;
 
 pub use barlow::barlow_twins;
 pub use cosine::{byol, neg_cosine};
+pub use cross_entropy::{correct_count, token_cross_entropy};
 pub use dino::dino_loss;
 pub use info_nce::{info_nce_batch, info_nce_queue};
 pub use mse::{mae_loss, mae_target, reconstruction_image, reconstruction_loss};

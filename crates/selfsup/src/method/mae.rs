@@ -19,7 +19,7 @@ use selfsup_data::masking::{PatchMask, random_patch_mask};
 use selfsup_data::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
-use crate::backbone::transformer::{Block, LN_EPS, layer_norm, sincos_2d, xavier_linear};
+use crate::backbone::transformer::{AttnMask, Block, LN_EPS, layer_norm, sincos_2d, xavier_linear};
 use crate::backbone::{Backbone, BackboneConfig, Vit};
 use crate::flops::{self, Flops};
 use crate::kernels::linear;
@@ -195,7 +195,7 @@ impl Mae {
         let (gh, gw) = vit.grid();
         let mut t = Tensor::cat(vec![cls, tokens], 1) + self.decoder_positions(gh, gw, dd, &device);
         for b in &self.decoder_blocks {
-            t = b.forward(t, None);
+            t = b.forward(t, &AttnMask::All);
         }
         let pred = linear(
             &self.decoder_pred,

@@ -9,7 +9,9 @@ pub mod barlow_twins;
 pub mod byol;
 pub mod dae;
 pub mod dino;
+pub mod gpt;
 pub mod mae;
+pub mod mlm;
 pub mod moco_v2;
 pub mod moco_v3;
 pub mod simclr;
@@ -17,7 +19,8 @@ pub mod simsiam;
 pub mod vicreg;
 
 use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Device, Tensor};
+use selfsup_data::TokenBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Backbone, BackboneConfig};
@@ -26,7 +29,9 @@ pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
 pub use byol::{Byol, ByolConfig};
 pub use dae::{Dae, DaeConfig};
 pub use dino::{Dino, DinoConfig};
+pub use gpt::{Gpt, GptConfig};
 pub use mae::{Mae, MaeConfig};
+pub use mlm::{Mlm, MlmConfig};
 pub use moco_v2::{MocoV2, MocoV2Config};
 pub use moco_v3::{MocoV3, MocoV3Config};
 pub use simclr::{SimClr, SimClrConfig};
@@ -59,11 +64,9 @@ pub enum Input {
     /// Image views `(N, C, H, W)`: the global views, then the local crops of a multi-crop
     /// method.
     Views(Vec<Tensor<4>>),
-    /// Token sequences: ids `(N, L)` and the attention mask `(N, L)` (true = a real token).
-    Tokens {
-        ids: Tensor<2, Int>,
-        mask: Tensor<2, Bool>,
-    },
+    /// Token sequences, on the CPU: a method draws its masks there (from the seed and the
+    /// step) and moves the ids to its device.
+    Tokens(TokenBatch),
 }
 
 impl Input {
@@ -72,8 +75,50 @@ impl Input {
     pub fn into_views(self) -> Vec<Tensor<4>> {
         match self {
             Self::Views(v) => v,
-            Self::Tokens { .. } => panic!("this method takes image views, not token sequences"),
+            Self::Tokens(_) => panic!("this method takes image views, not token sequences"),
         }
+    }
+
+    /// The token sequences (see [`Self::into_views`]).
+    pub fn into_tokens(self) -> TokenBatch {
+        match self {
+            Self::Tokens(b) => b,
+            Self::Views(_) => panic!("this method takes token sequences, not image views"),
+        }
+    }
+}
+
+/// A text method's score on held-out sequences: the summed token loss, the number of
+/// predicted tokens, and how many of them were predicted right (argmax).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TokenScore {
+    pub loss_sum: f64,
+    pub count: usize,
+    pub correct: usize,
+}
+
+impl std::ops::AddAssign for TokenScore {
+    fn add_assign(&mut self, o: Self) {
+        self.loss_sum += o.loss_sum;
+        self.count += o.count;
+        self.correct += o.correct;
+    }
+}
+
+impl TokenScore {
+    /// Mean loss per predicted token (nats).
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1) as f64
+    }
+
+    /// `exp(loss)`.
+    pub fn perplexity(&self) -> f64 {
+        self.loss().exp()
+    }
+
+    /// Share of tokens predicted right, %.
+    pub fn accuracy(&self) -> f64 {
+        100.0 * self.correct as f64 / self.count.max(1) as f64
     }
 }
 
@@ -126,6 +171,12 @@ pub trait Method: Module + Sized {
     fn target_requires_grad(&self) -> bool {
         false
     }
+
+    /// Text methods: the score on held-out sequences (the masks of batch `index` drawn from the
+    /// seed alone, so every epoch is scored on the same masks). `None` for image methods.
+    fn score_tokens(&self, _batch: &TokenBatch, _seed: u64, _index: u64) -> Option<TokenScore> {
+        None
+    }
 }
 
 /// A method's `[method]` settings: checks, and how they build the networks.
@@ -153,6 +204,11 @@ pub trait MethodSettings {
     /// How many augmented (global) views of each image a step needs.
     fn num_views(&self) -> u32 {
         2
+    }
+
+    /// Text methods: whether the encoder is causal (next-token prediction).
+    fn causal(&self) -> bool {
+        false
     }
 
     /// Whether the method wants pixels in [0, 1] (`x / 255`) rather than standardised ones.
@@ -265,6 +321,10 @@ macro_rules! registry {
                 match self { $(Self::$variant(c) => c.unit_pixels(),)* }
             }
 
+            pub fn causal(&self) -> bool {
+                match self { $(Self::$variant(c) => c.causal(),)* }
+            }
+
             pub fn local_crops(&self, global: usize) -> Option<LocalCrops> {
                 match self { $(Self::$variant(c) => c.local_crops(global),)* }
             }
@@ -308,6 +368,10 @@ macro_rules! registry {
             pub fn target_requires_grad(&self) -> bool {
                 match self { $(Self::$variant(m) => m.target_requires_grad(),)* }
             }
+
+            pub fn score_tokens(&self, batch: &TokenBatch, seed: u64, index: u64) -> Option<TokenScore> {
+                match self { $(Self::$variant(m) => m.score_tokens(batch, seed, index),)* }
+            }
         }
     };
 }
@@ -323,6 +387,8 @@ registry! {
     Dino = "dino": DinoConfig => Dino,
     Mae = "mae": MaeConfig => Mae,
     Dae = "dae": DaeConfig => Dae,
+    Mlm = "mlm": MlmConfig => Mlm,
+    Gpt = "gpt": GptConfig => Gpt,
 }
 
 impl Default for MethodConfig {

@@ -1,0 +1,63 @@
+//! `selfsup generate`: continue a prompt with a next-token (GPT) run's model.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Parser;
+use selfsup::burn::module::Module;
+use selfsup::method::Model;
+use selfsup::method::gpt::Sampling;
+use selfsup::text_run::load_text_run;
+
+#[derive(Parser)]
+pub struct Args {
+    /// The run folder of a `gpt` pretraining.
+    #[arg(long)]
+    run: PathBuf,
+    /// The text to continue.
+    #[arg(long, default_value = "\n")]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    /// Sampling temperature (0: always the most likely token).
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the k most likely tokens only.
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        bail!("--temperature: must be ≥ 0, got {}", a.temperature);
+    }
+    if a.top_k == Some(0) {
+        bail!("--top-k: must be at least 1");
+    }
+    let (model, p) = load_text_run(&a.run)?;
+    let Model::Gpt(gpt) = model.valid() else {
+        bail!(
+            "{}: generation needs a next-token run (method gpt), this one is '{}'",
+            a.run.display(),
+            p.recipe.method.name()
+        );
+    };
+    let prompt = p.tokenizer.encode(&a.prompt);
+    if prompt.is_empty() {
+        bail!("--prompt: gives no tokens");
+    }
+    let out = gpt.generate(
+        &prompt,
+        a.tokens,
+        Sampling {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            seed: a.seed,
+        },
+    );
+    println!("{}", p.tokenizer.decode(&out));
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Masked language modelling, BERT's pretraining (Devlin et al., 2019): hide some tokens of a
+//! sequence and predict them from both sides.
+//!
+//! ```text
+//! select 15 % of the real tokens; of those 80 % → [MASK], 10 % → a random token, 10 % kept
+//! h = encoder(masked ids)                          (N, L, d)   bidirectional, padding masked
+//! logits = decoder(LN(GELU(dense(h[selected]))))   (S, V)      only the S selected positions
+//! loss = cross-entropy(logits, original ids)
+//! ```
+//! The selection is drawn from `(seed, step)`, so a resumed run masks as an uninterrupted one.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Int, Tensor, TensorData};
+use selfsup_data::TokenBatch;
+use selfsup_data::rng::SplitMix64;
+use selfsup_data::text::{MlmMask, mlm_mask};
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::text::{TextTransformer, ids_tensor, real_tensor};
+use crate::backbone::transformer::{LN_EPS, layer_norm, xavier_linear};
+use crate::backbone::{Backbone, BackboneConfig};
+use crate::flops::{self, Flops};
+use crate::kernels::{gelu, linear};
+use crate::loss::{correct_count, token_cross_entropy};
+use crate::method::{Input, InputKind, Method, MethodSettings, StepInfo, StepOutput, TokenScore};
+
+/// `[method]` settings of MLM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlmConfig {
+    /// Share of the real tokens selected for prediction.
+    pub mask_rate: f32,
+}
+
+impl Default for MlmConfig {
+    fn default() -> Self {
+        Self { mask_rate: 0.15 }
+    }
+}
+
+impl MethodSettings for MlmConfig {
+    type Model = Mlm;
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.mask_rate > 0.0 && self.mask_rate < 1.0) {
+            return Err(format!(
+                "method.mask_rate: must be in (0, 1), got {}",
+                self.mask_rate
+            ));
+        }
+        Ok(())
+    }
+
+    fn input_kind(&self) -> InputKind {
+        InputKind::Tokens
+    }
+
+    fn num_views(&self) -> u32 {
+        1
+    }
+
+    fn check_backbone(&self, backbone: &BackboneConfig) -> Result<(), String> {
+        match backbone {
+            BackboneConfig::Transformer(_) => Ok(()),
+            _ => Err("method 'mlm' needs model.backbone = \"transformer\"".into()),
+        }
+    }
+
+    fn init(
+        &self,
+        make_encoder: &dyn Fn() -> Backbone,
+        _input: [usize; 3],
+        device: &burn::tensor::Device,
+    ) -> Mlm {
+        let encoder = make_encoder();
+        let t = encoder
+            .text()
+            .expect("MLM needs the text Transformer (checked by the recipe)");
+        let (d, v) = (t.out_dim(), t.vocab_size());
+        Mlm {
+            dense: xavier_linear(d, d, device),
+            norm: layer_norm(d, device),
+            decoder: xavier_linear(d, v, device),
+            encoder,
+            mask_rate: self.mask_rate,
+        }
+    }
+}
+
+/// The encoder and BERT's prediction head.
+#[derive(Module, Debug)]
+pub struct Mlm {
+    pub encoder: Backbone,
+    pub dense: Linear,
+    pub norm: LayerNorm,
+    pub decoder: Linear,
+    mask_rate: f32,
+}
+
+/// Tag of MLM's random stream (with the seed and the step).
+const MASK_STREAM: u64 = 0x004D_4C4D;
+/// Tag of the validation masks (with the seed and the batch index).
+const EVAL_STREAM: u64 = 0x0045_564C;
+
+impl Mlm {
+    fn text(&self) -> &TextTransformer {
+        self.encoder
+            .text()
+            .expect("MLM is built on the text Transformer")
+    }
+
+    /// The masking of `batch` from `rng`.
+    pub fn mask(&self, batch: &TokenBatch, rng: &mut SplitMix64) -> MlmMask {
+        mlm_mask(
+            &batch.ids,
+            &batch.mask,
+            self.text().vocab_size(),
+            self.mask_rate,
+            rng,
+        )
+    }
+
+    /// Logits `(S, V)` of the selected positions and their targets `(S)`, and the encoder's
+    /// output tokens; `None` for the logits when nothing was selected.
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        m: &MlmMask,
+    ) -> (Option<(Tensor<2>, Tensor<1, Int>)>, Tensor<3>) {
+        let t = self.text();
+        let dev = t.device();
+        let (n, l) = (batch.batch_size, batch.seq_len);
+        let real = real_tensor(&batch.mask, n, l, &dev);
+        let h = t.forward(ids_tensor(&m.input, n, l, &dev), real.as_ref());
+        (self.predict(h.clone(), &m.targets), h)
+    }
+
+    /// The head on the selected rows of `h (N, L, d)`: positions where `targets ≥ 0`.
+    pub fn predict(&self, h: Tensor<3>, targets: &[i32]) -> Option<(Tensor<2>, Tensor<1, Int>)> {
+        let [n, l, d] = h.dims();
+        let dev = h.device();
+        let (pos, tgt): (Vec<i32>, Vec<i32>) = targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t >= 0)
+            .map(|(i, t)| (i as i32, *t))
+            .unzip();
+        if pos.is_empty() {
+            return None;
+        }
+        let s = pos.len();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(pos, [s]), &dev);
+        let hs = h.reshape([n * l, d]).select(0, idx);
+        let z = crate::kernels::layer_norm(&self.norm, LN_EPS, gelu(linear(&self.dense, hs)));
+        let logits = linear(&self.decoder, z);
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(tgt, [s]), &dev);
+        Some((logits, targets))
+    }
+}
+
+impl Method for Mlm {
+    fn encoder(&self) -> &Backbone {
+        &self.encoder
+    }
+
+    fn step(&self, input: Input, info: StepInfo) -> StepOutput {
+        let batch = input.into_tokens();
+        let mut rng = SplitMix64::from_parts(&[info.seed, info.step, MASK_STREAM]);
+        let m = self.mask(&batch, &mut rng);
+        let (pred, h) = self.forward(&batch, &m);
+        let loss = match pred {
+            Some((logits, targets)) => token_cross_entropy(logits, targets),
+            // nothing selected (a batch of very short sequences): no signal, no NaN
+            None => h.clone().sum().mul_scalar(0.0),
+        };
+        let dev = h.device();
+        let real = real_tensor(&batch.mask, batch.batch_size, batch.seq_len, &dev);
+        StepOutput {
+            loss,
+            embeddings: self.text().pool(h, real.as_ref()).detach(),
+        }
+    }
+
+    fn flops(&self, n: usize, l: usize, _w: usize) -> Flops {
+        let t = self.text();
+        let (d, v) = (t.out_dim(), t.vocab_size());
+        // the head runs on about mask_rate of the positions
+        let s = ((n * l) as f32 * self.mask_rate).ceil() as usize;
+        t.flops(n, l) + flops::linear(s, d, d, true) + flops::linear(s, d, v, true)
+    }
+
+    fn score_tokens(&self, batch: &TokenBatch, seed: u64, index: u64) -> Option<TokenScore> {
+        let mut rng = SplitMix64::from_parts(&[seed, index, EVAL_STREAM]);
+        let m = self.mask(batch, &mut rng);
+        let (pred, _) = self.forward(batch, &m);
+        let Some((logits, targets)) = pred else {
+            return Some(TokenScore::default());
+        };
+        let count = targets.dims()[0];
+        let correct = correct_count(logits.clone(), targets.clone());
+        let loss = token_cross_entropy(logits, targets).into_scalar::<f32>() as f64;
+        Some(TokenScore {
+            loss_sum: loss * count as f64,
+            count,
+            correct,
+        })
+    }
+}

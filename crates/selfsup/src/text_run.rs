@@ -1,0 +1,377 @@
+//! A text run: corpus → tokenizer (trained on the training split, saved as `tokenizer.json`
+//! in the run folder) → token sequences → a text method (MLM, GPT) → loss → optimiser, with the
+//! validation loss and perplexity logged every epoch.
+//!
+//! The loop shares the training step ([`crate::train::train_step`]), the checkpoints and the
+//! metrics file with the image loop; what differs is the data (token batches instead of
+//! augmented views) and the per-epoch monitor (held-out perplexity instead of collapse).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_data::text::{TextSplit, TextTokenizer, TokenLoader, load_text};
+use serde_json::json;
+
+use crate::checkpoint::{self, TrainState};
+use crate::method::{Input, Model, StepInfo, TokenScore};
+use crate::optim::{Optimizer, WarmupCosine};
+use crate::recipe::Recipe;
+use crate::run::seeded;
+use crate::train::{TrainOptions, Trained, append_metrics, diverged, train_step, truncate_metrics};
+
+/// The tokenizer file of a text run.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// A text recipe made concrete: the corpus, its tokenizer and its sequences.
+pub struct PreparedText {
+    pub recipe: Recipe,
+    pub split: TextSplit,
+    pub tokenizer: TextTokenizer,
+    pub train: TokenLoader,
+    pub val: TokenLoader,
+    pub test: TokenLoader,
+    pub device: Device,
+}
+
+/// Reads the corpus of a text recipe, trains its tokenizer on the training split (or uses
+/// `tokenizer`, a run's saved one) and cuts the sequences.
+pub fn prepare_text(
+    recipe: &Recipe,
+    tokenizer: Option<TextTokenizer>,
+) -> anyhow::Result<PreparedText> {
+    let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+    let source = spec
+        .text_source()
+        .with_context(|| format!("data '{spec}' is not text"))?;
+    let split = load_text(&source, &recipe.text_options())
+        .with_context(|| format!("cannot load data '{spec}'"))?;
+    if split.skipped > 0 {
+        eprintln!(
+            "warning: {}: skipped {} lines that were not UTF-8",
+            spec, split.skipped
+        );
+    }
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => {
+            let docs: Vec<String> = split
+                .train
+                .docs
+                .iter()
+                .filter(|d| !d.trim().is_empty())
+                .cloned()
+                .collect();
+            TextTokenizer::train(&recipe.tokenizer, &docs).context("training the tokenizer")?
+        }
+    };
+    let seq = recipe.data.seq_len;
+    let crate::backbone::BackboneConfig::Transformer(ts) = &recipe.model else {
+        bail!("model.backbone: text needs \"transformer\"");
+    };
+    let causal = recipe.method.causal();
+    if ts.max_len < seq {
+        bail!(
+            "model.max_len: {} positions, but data.seq_len is {seq} (make max_len at least seq_len)",
+            ts.max_len
+        );
+    }
+    let sep = tokenizer.doc_separator();
+    let cut = |docs: &[String]| {
+        let ids = tokenizer.encode_all(docs);
+        if causal {
+            // windows of seq_len inputs and the seq_len next tokens
+            TokenLoader::packed(&ids, &sep, seq + 1)
+        } else {
+            TokenLoader::padded(&ids, seq)
+        }
+    };
+    let (train, val, test) = (
+        cut(&split.train.docs),
+        cut(&split.val.docs),
+        cut(&split.test.docs),
+    );
+    if train.is_empty() {
+        bail!(
+            "data '{spec}': the training split holds {} tokens, fewer than one sequence of data.seq_len + 1 = {}",
+            train.num_tokens(),
+            seq + 1
+        );
+    }
+    let device = recipe.train.device.device()?;
+    Ok(PreparedText {
+        recipe: recipe.clone(),
+        split,
+        tokenizer,
+        train,
+        val,
+        test,
+        device,
+    })
+}
+
+/// Builds a text method's networks for a vocabulary of `vocab` tokens.
+pub fn build_text_model(recipe: &Recipe, vocab: usize, device: &Device, seed: u64) -> Model {
+    let causal = recipe.method.causal();
+    seeded(device, seed, || {
+        recipe.method.init(
+            &|| {
+                recipe
+                    .model
+                    .init_text(vocab, causal, device)
+                    .expect("a text recipe has a transformer (validated)")
+            },
+            [1, recipe.data.seq_len, vocab],
+            device,
+        )
+    })
+}
+
+/// Loads a text run's newest checkpoint, its tokenizer and its data.
+pub fn load_text_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedText)> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    if !recipe.is_text() {
+        bail!(
+            "{}: not a text run (data.spec = {})",
+            run_dir.display(),
+            recipe.data.spec
+        );
+    }
+    let tok = TextTokenizer::load(&run_dir.join(TOKENIZER_FILE))?;
+    let dir = checkpoint::latest(run_dir).with_context(|| {
+        format!(
+            "{}: no checkpoint found under checkpoints/",
+            run_dir.display()
+        )
+    })?;
+    let p = prepare_text(&recipe, Some(tok))?;
+    let model = build_text_model(
+        &recipe,
+        p.tokenizer.vocab_size(),
+        &p.device,
+        recipe.train.seed,
+    );
+    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
+    Ok((model, p))
+}
+
+/// The score of `model` on `data` (batches in order; the same masks every time).
+pub fn score(model: &Model, data: &TokenLoader, batch_size: usize, seed: u64) -> TokenScore {
+    let mut total = TokenScore::default();
+    for (i, units) in data.plan(batch_size, seed, 0, false).iter().enumerate() {
+        if let Some(s) = model.score_tokens(&data.batch(units), seed, i as u64) {
+            total += s;
+        }
+    }
+    total
+}
+
+/// Pretrains a text method in `run_dir` (see [`crate::train::pretrain`] for the options).
+pub fn pretrain_text(
+    p: &PreparedText,
+    run_dir: &Path,
+    opts: &TrainOptions,
+) -> anyhow::Result<Trained> {
+    let r = &p.recipe;
+    if !opts.resume
+        && ["recipe.toml", "metrics.jsonl", "checkpoints"]
+            .iter()
+            .any(|f| run_dir.join(f).exists())
+    {
+        bail!(
+            "{} already holds a run: continue it with --resume, or choose another --out",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    let tok_path = run_dir.join(TOKENIZER_FILE);
+    if !tok_path.exists() {
+        p.tokenizer.save(&tok_path)?;
+    }
+
+    let train_device = r.train.device.train_device()?;
+    let vocab = p.tokenizer.vocab_size();
+    let mut model = build_text_model(r, vocab, &train_device, r.train.seed);
+    let mut optim = Optimizer::new(r.optim.clone());
+    let shape = vec![r.data.seq_len, vocab];
+    let mut state = TrainState {
+        epoch: 0,
+        global_step: 0,
+        seed: r.train.seed,
+        input_shape: shape.clone(),
+    };
+    if opts.resume
+        && let Some(dir) = checkpoint::latest(run_dir)
+    {
+        let (m, s) = checkpoint::load(&dir, model, &mut optim, &train_device)?;
+        model = m.freeze_targets();
+        state = s;
+        if state.input_shape != shape {
+            bail!(
+                "{}: the checkpoint is for sequences of {:?} (seq_len, vocabulary), the run now has {shape:?}",
+                run_dir.display(),
+                state.input_shape
+            );
+        }
+    }
+    if state.seed != r.train.seed {
+        bail!(
+            "{}: the checkpoint was trained with seed {}, the recipe says {}",
+            run_dir.display(),
+            state.seed,
+            r.train.seed
+        );
+    }
+    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
+    truncate_metrics(run_dir, state.epoch)?;
+
+    let bs = r.train.batch_size;
+    let plan = |epoch: u64| -> Vec<Vec<usize>> {
+        match r.train.steps_per_epoch {
+            Some(steps) => p
+                .train
+                .plan_random(bs, steps, r.train.seed, epoch)
+                .expect("validated: random windows need packed data"),
+            None => p.train.plan(bs, r.train.seed, epoch, true),
+        }
+    };
+    let steps_per_epoch = plan(0).len().max(1);
+    let total = (steps_per_epoch * r.train.epochs) as u64;
+    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
+        .map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let mut tokens_seen = 0usize;
+    let last_epoch = opts
+        .stop_after
+        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    for epoch in state.epoch..last_epoch {
+        let t0 = Instant::now();
+        let batches = plan(epoch as u64);
+        let bar = if opts.progress {
+            let b = ProgressBar::new(batches.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                )
+                .unwrap()
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", epoch + 1, r.train.epochs));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let (mut loss_sum, mut n_steps, mut lr, mut tokens) = (0.0f64, 0usize, 0.0, 0usize);
+        for (i, units) in batches.iter().enumerate() {
+            let batch = p.train.batch(units);
+            let nt = batch.mask.iter().filter(|&&m| m).count();
+            let info = StepInfo {
+                step: state.global_step + 1,
+                total,
+                seed: r.train.seed,
+            };
+            lr = sched.lr(state.global_step);
+            let (m, out) = train_step(model, &mut optim, Input::Tokens(batch), info, lr);
+            model = m;
+            if !out.loss.is_finite() {
+                bar.abandon();
+                bail!(diverged(
+                    run_dir,
+                    &format!(
+                        "the loss became {} at epoch {} step {}",
+                        out.loss,
+                        epoch + 1,
+                        i + 1
+                    )
+                ));
+            }
+            state.global_step += 1;
+            loss_sum += out.loss as f64;
+            n_steps += 1;
+            tokens += nt;
+            let tps = tokens as f64 / t0.elapsed().as_secs_f64();
+            bar.set_message(format!("loss {:.4} lr {lr:.2e} {tps:.0} tok/s", out.loss));
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        tokens_seen += tokens;
+        let secs = t0.elapsed().as_secs_f64();
+        let mean_loss = loss_sum / n_steps.max(1) as f64;
+        let eval_model = model.valid();
+        let val = score(
+            &eval_model,
+            &p.val,
+            r.train.eval_batch_size.min(256),
+            r.train.seed,
+        );
+        let mut line = json!({
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "loss": mean_loss,
+            "lr": lr,
+            "tokens_per_s": tokens as f64 / secs,
+            "epoch_seconds": secs,
+            "elapsed_seconds": started.elapsed().as_secs_f64(),
+        });
+        let mut msg = format!(
+            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} tok/s, {secs:.1} s",
+            epoch + 1,
+            r.train.epochs,
+            tokens as f64 / secs
+        );
+        if val.count > 0 {
+            line["val_loss"] = json!(val.loss());
+            line["val_perplexity"] = json!(val.perplexity());
+            line["val_accuracy"] = json!(val.accuracy());
+            msg.push_str(&format!(
+                ", val loss {:.4} (perplexity {:.2}, accuracy {:.1} %)",
+                val.loss(),
+                val.perplexity(),
+                val.accuracy()
+            ));
+        }
+        if let Some(mb) = crate::monitor::peak_rss_mb() {
+            line["peak_rss_mb"] = json!(mb);
+        }
+        if opts.progress {
+            eprintln!("{msg}");
+        }
+        tracing::info!("{msg}");
+        let bad = checkpoint::non_finite_tensors(&model);
+        if !bad.is_empty() {
+            bail!(diverged(
+                run_dir,
+                &format!(
+                    "after epoch {} the weights hold NaN/inf values ({})",
+                    epoch + 1,
+                    bad.join(", ")
+                )
+            ));
+        }
+        state.epoch = epoch + 1;
+        append_metrics(run_dir, &line)?;
+        checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let meta = [
+        ("format".to_string(), "selfsup text encoder".to_string()),
+        ("method".to_string(), r.method.name().to_string()),
+        ("backbone".to_string(), serde_json::to_string(&r.model)?),
+        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
+        ("tokenizer".to_string(), TOKENIZER_FILE.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)?;
+    Ok(Trained {
+        model,
+        images_per_s: tokens_seen as f64 / seconds.max(1e-9),
+        seconds,
+    })
+}
