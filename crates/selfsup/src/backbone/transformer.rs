@@ -46,8 +46,10 @@ pub fn layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device)
 }
 
-/// Which keys each query may attend to.
+/// Which keys each query may attend to (built once per forward, so the size of the variants
+/// does not matter).
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum AttnMask {
     /// Every key (an encoder without padding).
     All,
