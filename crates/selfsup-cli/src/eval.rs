@@ -66,6 +66,12 @@ pub fn save_report(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let is_text = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml"))
+        .map(|r| r.is_text())
+        .unwrap_or(false);
+    if is_text {
+        return run_text(a);
+    }
     let data = a.data.clone();
     let (model, p) = load_run(&a.run, |r| {
         if let Some(d) = data {
@@ -155,6 +161,54 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &rows,
         &format!("data: {}\n\n{table}", recipe.data.spec),
     )?;
+    eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
+    Ok(())
+}
+
+/// `eval` of a text run: sentence embeddings → kNN and linear probe on the test split, with
+/// TF-IDF and random-init rows under `--baselines`.
+fn run_text(a: Args) -> anyhow::Result<()> {
+    if matches!(a.kind, Kind::Finetune) || a.finetune {
+        anyhow::bail!(
+            "fine-tuning a text encoder is not built yet: use `eval knn`, `eval linear` or `eval all`"
+        );
+    }
+    if a.data.is_some() {
+        anyhow::bail!("--data: transfer to other text is not built yet");
+    }
+    let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+        if let Some(k) = a.k {
+            r.eval.knn.k = k;
+        }
+        if let Some(f) = a.fractions.clone() {
+            r.eval.linear.label_fractions = f;
+        }
+        if let Some(d) = a.device {
+            r.train.device = d;
+        }
+    })?;
+    let which = Which {
+        knn: !matches!(a.kind, Kind::Linear),
+        linear: !matches!(a.kind, Kind::Knn),
+    };
+    let kind = match a.kind {
+        Kind::Knn => "knn",
+        Kind::Linear => "linear",
+        _ => "all",
+    };
+    let label = format!("{} (SSL)", p.recipe.method.name());
+    let rows = selfsup::eval::text::evaluate_text(model.encoder(), &label, &p, which, a.baselines)?;
+    let r = &p.recipe;
+    let table = format_table(&rows, r.eval.knn.k, r.eval.knn.temperature);
+    let head = format!(
+        "data: {} (test split: {} documents; {} train)",
+        r.data.spec,
+        p.split.test.len(),
+        p.split.train.len()
+    );
+    println!("{head}\n\n{table}");
+    let stem = format!("eval-{kind}");
+    save_report(&a.run, &stem, &rows, &format!("{head}\n\n{table}"))?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
     Ok(())
 }

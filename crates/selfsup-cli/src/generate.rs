@@ -37,7 +37,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.top_k == Some(0) {
         bail!("--top-k: must be at least 1");
     }
-    let (model, p) = load_text_run(&a.run)?;
+    let (model, p) = load_text_run(&a.run, |_| {})?;
     let Model::Gpt(gpt) = model.valid() else {
         bail!(
             "{}: generation needs a next-token run (method gpt), this one is '{}'",

@@ -276,6 +276,10 @@ fn run_text(
     };
     println!("split       tokens  {what} loss (nats)  perplexity  accuracy %");
     for (name, s) in [("validation", val), ("test", test)] {
+        if s.count == 0 {
+            println!("{name:<10} (no documents in this split)");
+            continue;
+        }
         println!(
             "{name:<10} {:>7}  {:>18.4}  {:>10.2}  {:>10.1}",
             s.count,

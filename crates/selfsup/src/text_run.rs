@@ -86,7 +86,7 @@ pub fn prepare_text(
             // windows of seq_len inputs and the seq_len next tokens
             TokenLoader::packed(&ids, &sep, seq + 1)
         } else {
-            TokenLoader::padded(&ids, seq)
+            TokenLoader::padded(&ids, seq, true)
         }
     };
     let (train, val, test) = (
@@ -130,10 +130,15 @@ pub fn build_text_model(recipe: &Recipe, vocab: usize, device: &Device, seed: u6
     })
 }
 
-/// Loads a text run's newest checkpoint, its tokenizer and its data.
-pub fn load_text_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedText)> {
-    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+/// Loads a text run's newest checkpoint, its tokenizer and its data (after `adjust`: other
+/// evaluation settings, another device).
+pub fn load_text_run(
+    run_dir: &Path,
+    adjust: impl FnOnce(&mut Recipe),
+) -> anyhow::Result<(Model, PreparedText)> {
+    let mut recipe = Recipe::load(&run_dir.join("recipe.toml"))
         .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    adjust(&mut recipe);
     if !recipe.is_text() {
         bail!(
             "{}: not a text run (data.spec = {})",

@@ -453,3 +453,48 @@ fn text_scores_are_repeatable() {
         );
     }
 }
+
+/// The text evaluation table on a labelled TSV whose two classes use different words: the
+/// TF-IDF baseline separates them, every row is there, and the TF-IDF rows are unit vectors.
+#[test]
+fn text_evaluation_has_its_baselines() {
+    use selfsup::eval::report::{RANDOM_INIT, Which};
+    use selfsup::eval::text::{TFIDF, evaluate_text, tfidf_feature_set};
+    let dir = tempfile::tempdir().unwrap();
+    let mut tsv = String::from("label\ttext\n");
+    for i in 0..120 {
+        let (label, words) = if i % 2 == 0 {
+            ("a", ["alpha", "beta", "bravo"])
+        } else {
+            ("b", ["gamma", "delta", "golf"])
+        };
+        let line: Vec<&str> = (0..4 + i % 3).map(|j| words[(i + j) % 3]).collect();
+        tsv.push_str(&format!("{label}\t{}\n", line.join(" ")));
+    }
+    let path = dir.path().join("l.tsv");
+    std::fs::write(&path, tsv).unwrap();
+    let mut r = tiny_text("mlm", &path);
+    r.data.spec = format!("tsv:{}", path.display());
+    r.data.label_column = Some("label".into());
+    r.eval.knn.k = 5;
+    r.eval.linear.label_fractions = vec![];
+    r.eval.linear.epochs = 20;
+    let p = prepare_text(&r, None).unwrap();
+    let dev = r.train.device.device().unwrap();
+    let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
+    let t = tfidf_feature_set(&p);
+    for row in t.train.chunks(t.dim) {
+        let n: f32 = row.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+    let which = Which {
+        knn: true,
+        linear: true,
+    };
+    let rows = evaluate_text(model.encoder(), "mlm (SSL)", &p, which, true).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.features.as_str()).collect();
+    assert_eq!(names, ["mlm (SSL)", RANDOM_INIT, TFIDF]);
+    let tfidf = &rows[2];
+    assert!(tfidf.knn.unwrap().top1 > 95.0, "{:?}", tfidf.knn);
+    assert!(tfidf.linear[0].1 > 95.0, "{:?}", tfidf.linear);
+}

@@ -52,15 +52,22 @@ impl TokenLoader {
         }
     }
 
-    /// One `[CLS]`-prefixed sequence per document, at most `max_len` tokens.
-    pub fn padded(docs: &[Vec<u32>], max_len: usize) -> Self {
+    /// One sequence per document, at most `max_len` tokens: `[CLS]` and the document's first
+    /// tokens with `cls` (a bidirectional encoder), else the document's first tokens (`[UNK]`
+    /// for an empty one, so that no sequence is empty).
+    pub fn padded(docs: &[Vec<u32>], max_len: usize, cls: bool) -> Self {
         assert!(max_len > 1, "max_len must be at least 2");
         let seqs = docs
             .iter()
             .map(|d| {
                 let mut s = Vec::with_capacity(max_len.min(d.len() + 1));
-                s.push(CLS);
-                s.extend(d.iter().take(max_len - 1));
+                if cls {
+                    s.push(CLS);
+                }
+                s.extend(d.iter().take(max_len - s.len()));
+                if s.is_empty() {
+                    s.push(UNK);
+                }
                 s
             })
             .collect();
@@ -255,7 +262,7 @@ mod tests {
         assert!(r.iter().flatten().all(|&s| s + 3 <= stream.len()));
         assert_eq!(r, l.plan_random(4, 3, 1, 0).unwrap());
         assert!(
-            TokenLoader::padded(&docs, 4)
+            TokenLoader::padded(&docs, 4, true)
                 .plan_random(4, 3, 1, 0)
                 .is_none()
         );
@@ -272,7 +279,7 @@ mod tests {
     #[test]
     fn padded_sequences_start_with_cls_and_mask_their_padding() {
         let docs = vec![vec![7, 8, 9, 10, 11], vec![5], vec![]];
-        let l = TokenLoader::padded(&docs, 4);
+        let l = TokenLoader::padded(&docs, 4, true);
         let b = l.batch(&[0, 1, 2]);
         assert_eq!(b.seq_len, 4);
         assert_eq!(b.ids, [CLS, 7, 8, 9, CLS, 5, PAD, PAD, CLS, PAD, PAD, PAD]);
@@ -284,6 +291,8 @@ mod tests {
         );
         let b = l.batch(&[1, 2]);
         assert_eq!(b.seq_len, 2, "padded to the batch's longest");
+        let plain = TokenLoader::padded(&docs, 4, false);
+        assert_eq!(plain.batch(&[0, 2]).ids, [7, 8, 9, 10, UNK, PAD, PAD, PAD]);
         let mut all: Vec<usize> = l.plan(2, 1, 3, true).concat();
         all.sort_unstable();
         assert_eq!(all, [0, 1, 2]);

@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod report;
+pub mod text;
 
 pub use features::{encoder_features, pixel_features};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};

@@ -147,22 +147,25 @@ pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Resu
             p.recipe.data.spec
         );
     }
-    let k = p.num_classes();
-    let r = &p.recipe;
+    evaluate_features(sets, ytr, yte, p.num_classes(), &p.recipe, &p.device, which)
+}
+
+/// Evaluates each feature set against train labels `ytr` and test labels `yte` (`k` classes)
+/// with the recipe's kNN and linear-probe settings.
+pub fn evaluate_features(
+    sets: &[FeatureSet],
+    ytr: &[u32],
+    yte: &[u32],
+    k: usize,
+    r: &crate::recipe::Recipe,
+    device: &burn::tensor::Device,
+    which: Which,
+) -> anyhow::Result<Vec<EvalRow>> {
     let mut rows = Vec::new();
     for s in sets {
-        let knn = which.knn.then(|| {
-            knn_classify(
-                &s.train,
-                ytr,
-                &s.test,
-                yte,
-                s.dim,
-                k,
-                &r.eval.knn,
-                &p.device,
-            )
-        });
+        let knn = which
+            .knn
+            .then(|| knn_classify(&s.train, ytr, &s.test, yte, s.dim, k, &r.eval.knn, device));
         let mut linear = Vec::new();
         if which.linear {
             let mut fractions = vec![1.0];
@@ -190,7 +193,7 @@ pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Resu
                     k,
                     &r.eval.linear,
                     r.train.seed,
-                    &p.device,
+                    device,
                 );
                 linear.push((f, acc));
             }
