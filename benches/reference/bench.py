@@ -36,7 +36,7 @@ REPO = HERE.parent.parent
 DEFAULT_FMNIST = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 LINE_IDS = [
-    "gemm", "step-a", "step-b", "step-c", "step-vit",
+    "gemm", "step-a", "step-b", "step-c", "step-vit", "step-gpt", "step-mlm",
     "aug-32-1core", "aug-32-all", "aug-28-1core", "aug-28-all",
     "loader-step", "knn", "linear",
 ]
@@ -249,6 +249,43 @@ def line_step_vit(quick):
             "loss": losses[0], "flops_forward": flops_fwd, "gflops_per_s": flops / med / 1e9,
             "loss_last": losses[-1], "images": n, "optimizer": opt_impl, "reps": reps,
             "params": sum(p.numel() for p in model.parameters()), "times_s": ts}
+
+
+def line_step_text(id_, quick):
+    """One next-token (step-gpt) or masked-LM (step-mlm) training step on random tokens:
+    forward, cross-entropy, backward, gradient clipping at 1, AdamW (wd not on 1-D params)."""
+    cfg = models.CONFIGS[id_]
+    n, seq, vocab = cfg["n"], cfg["seq"], cfg["vocab"]
+    torch.manual_seed(0)
+    model = models.build(id_)
+    model.train()
+    gpt = cfg["kind"] == "gpt"
+    kw = dict(lr=1e-3, betas=(0.9, 0.99), eps=1e-8) if gpt else dict(lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
+    groups = models.param_groups(model, 0.1 if gpt else 0.01)
+    try:
+        opt, impl = torch.optim.AdamW(groups, fused=True, **kw), "fused"
+    except (RuntimeError, TypeError, ValueError):
+        opt, impl = torch.optim.AdamW(groups, **kw), "default"
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab, (n, seq + 1 if gpt else seq), generator=g)
+    losses = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(ids) if gpt else model.loss(ids, generator=g)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+
+    warmup, reps = (1, 2) if quick else (3, 15)
+    med, ts = timed(step, warmup, reps)
+    what = (f"{'GPT' if gpt else 'MLM'} step: {cfg['dim']}-d, {cfg['depth']} blocks, "
+            f"{cfg['heads']} heads, vocabulary {vocab}, {n} x {seq} tokens, SDPA attention, "
+            f"backward, clip 1, AdamW ({impl})")
+    return {"what": what, "unit": "tok/s", "value": n * seq / med, "median_s": med,
+            "loss": losses[0], "loss_last": losses[-1], "reps": reps, "times_s": ts,
+            "params": sum(p.numel() for p in model.parameters())}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,6 +616,8 @@ def main():
         "step-b": lambda: line_step("step-b", args.quick),
         "step-c": lambda: line_step("step-c", args.quick),
         "step-vit": lambda: line_step_vit(args.quick),
+        "step-gpt": lambda: line_step_text("step-gpt", args.quick),
+        "step-mlm": lambda: line_step_text("step-mlm", args.quick),
         "aug-32-1core": lambda: line_aug_1core("cifar10", args.quick, threads),
         "aug-32-all": lambda: line_aug_all("cifar10", args.quick, cpus),
         "aug-28-1core": lambda: line_aug_1core("fashion-mnist", args.quick, threads),

@@ -267,10 +267,14 @@ class Attention(nn.Module):
         dh = d // h
         qkv = self.qkv(x).reshape(n, l, 3, h, dh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
+        causal = getattr(self, "causal", False)
         if self.use_sdpa:
-            out = F.scaled_dot_product_attention(q, k, v, scale=dh ** -0.5)
+            out = F.scaled_dot_product_attention(q, k, v, scale=dh ** -0.5, is_causal=causal)
         else:
-            attn = torch.softmax((q @ k.transpose(-2, -1)) * dh ** -0.5, dim=-1)
+            s = (q @ k.transpose(-2, -1)) * dh ** -0.5
+            if causal:
+                s = s.masked_fill(torch.ones(l, l, dtype=torch.bool).triu(1), float("-inf"))
+            attn = torch.softmax(s, dim=-1)
             out = attn @ v
         return self.proj(out.transpose(1, 2).reshape(n, l, d))
 
@@ -416,6 +420,64 @@ class Mae(nn.Module):
         return (per_patch * mask).sum() / mask.sum()
 
 
+class TextTransformer(nn.Module):
+    """backbone/text.rs `TextTransformer`: token embedding + learned positions, pre-norm blocks
+    (bidirectional, or causal through SDPA's is_causal), final LayerNorm."""
+
+    def __init__(self, vocab, dim, depth, heads, max_len, causal, mlp_ratio=4.0):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        for b in self.blocks:
+            b.attn.causal = causal
+        self.norm = _ln(dim)
+
+    def forward(self, ids):
+        x = self.embed(ids) + self.pos[:, : ids.shape[1]]
+        for b in self.blocks:
+            x = b(x)
+        return self.norm(x)
+
+
+class Gpt(nn.Module):
+    """method/gpt.rs: windows of L + 1 tokens, causal encoder on the first L, untied head,
+    cross-entropy against the next tokens."""
+
+    def __init__(self, vocab, dim, depth, heads, max_len):
+        super().__init__()
+        self.encoder = TextTransformer(vocab, dim, depth, heads, max_len, causal=True)
+        self.head = nn.Linear(dim, vocab)
+
+    def loss(self, windows):
+        x, y = windows[:, :-1], windows[:, 1:]
+        logits = self.head(self.encoder(x))
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+class Mlm(nn.Module):
+    """method/mlm.rs: BERT masking (15 %: 80 % [MASK] = 4, 10 % a random token, 10 % kept),
+    bidirectional encoder, head dense -> GELU -> LayerNorm -> decoder on the selected rows."""
+
+    def __init__(self, vocab, dim, depth, heads, max_len, rate=0.15):
+        super().__init__()
+        self.encoder = TextTransformer(vocab, dim, depth, heads, max_len, causal=False)
+        self.dense = nn.Linear(dim, dim)
+        self.norm = _ln(dim)
+        self.decoder = nn.Linear(dim, vocab)
+        self.vocab, self.rate = vocab, rate
+
+    def loss(self, ids, generator=None):
+        sel = torch.rand(ids.shape, generator=generator) < self.rate
+        u = torch.rand(ids.shape, generator=generator)
+        rnd = torch.randint(5, self.vocab, ids.shape, generator=generator)
+        inp = torch.where(sel & (u < 0.8), torch.full_like(ids, 4), ids)
+        inp = torch.where(sel & (u >= 0.8) & (u < 0.9), rnd, inp)
+        h = self.encoder(inp)[sel]
+        logits = self.decoder(self.norm(F.gelu(self.dense(h), approximate="none")))
+        return F.cross_entropy(logits, ids[sel])
+
+
 def set_sdpa(model, on):
     """Attention through F.scaled_dot_product_attention (on) or explicit matmuls (off)."""
     for m in model.modules():
@@ -433,11 +495,20 @@ CONFIGS = {
     "step-vit": dict(kind="mae", dim=128, depth=6, heads=4, mlp_ratio=4.0, patch=4,
                      decoder_dim=64, decoder_depth=2, decoder_heads=4, mask_ratio=0.75,
                      channels=3, side=32, n=64),
+    # bench.rs `text_step_recipe`: nanoGPT's CPU configuration (character vocabulary of
+    # Tiny Shakespeare: 65 characters + 5 special tokens), and a BERT-style MLM on a
+    # 4,000-token BPE vocabulary
+    "step-gpt": dict(kind="gpt", vocab=70, dim=128, depth=4, heads=4, seq=64, n=12),
+    "step-mlm": dict(kind="mlm", vocab=4000, dim=128, depth=4, heads=4, seq=64, n=64),
 }
 
 
 def build(id_, hidden=512, out=128, temperature=0.5):
     cfg = CONFIGS[id_]
+    if cfg["kind"] == "gpt":
+        return Gpt(cfg["vocab"], cfg["dim"], cfg["depth"], cfg["heads"], cfg["seq"])
+    if cfg["kind"] == "mlm":
+        return Mlm(cfg["vocab"], cfg["dim"], cfg["depth"], cfg["heads"], cfg["seq"])
     if cfg["kind"] == "mae":
         vit = Vit(cfg["dim"], cfg["depth"], cfg["heads"], cfg["mlp_ratio"], cfg["patch"],
                   cfg["channels"], cfg["side"])

@@ -11,6 +11,8 @@
 //! | `aug-32-1core`, `aug-32-all` | two SimCLR views of 3×32×32 images, one core / all cores | images/s |
 //! | `aug-28-1core`, `aug-28-all` | the same for 1×28×28 grey images | images/s |
 //! | `step-vit` | MAE step, ViT mini (patch 4, 128-d, 6 blocks, 4 heads; decoder 64-d, 2 blocks), 3×32×32, 64 images, mask 0.75, AdamW | images/s |
+//! | `step-gpt` | next-token step, 128-d 4-block 4-head causal Transformer, 12 × 64 tokens of a 70-token (character) vocabulary, clip 1, AdamW | tokens/s |
+//! | `step-mlm` | masked-LM step (15 %, 80/10/10), the same encoder bidirectional, 64 × 64 tokens of a 4,000-token vocabulary, clip 1, AdamW | tokens/s |
 //! | `loader-step` | step-c fed by the real loader on Fashion-MNIST, against pre-made batches | views/s |
 //! | `knn` | weighted kNN (k = 200, T = 0.1, chunks of 512), 60,000 × 512 train, 10,000 test | s |
 //! | `linear` | linear probe, 10 epochs on 60,000 × 512 precomputed features | s |
@@ -45,6 +47,8 @@ pub const LINE_IDS: &[&str] = &[
     "step-b",
     "step-c",
     "step-vit",
+    "step-gpt",
+    "step-mlm",
     "aug-32-1core",
     "aug-32-all",
     "aug-28-1core",
@@ -153,6 +157,7 @@ pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             opts,
         ),
         "step-vit" => vit_step(id, opts),
+        "step-gpt" | "step-mlm" => text_step(id, opts),
         "aug-32-1core" => augmentation(id, 3, 32, true, opts),
         "aug-32-all" => augmentation(id, 3, 32, false, opts),
         "aug-28-1core" => augmentation(id, 1, 28, true, opts),
@@ -415,6 +420,97 @@ fn step_line(id: &str, what: String, images: usize, times: &[f64], flops: f64, l
     line.set("reps", times.len());
     line.set("achieved_gflops", flops / med / 1e9);
     line
+}
+
+/// The recipes of `step-gpt` (nanoGPT's CPU configuration) and `step-mlm`; the models of
+/// `benches/reference/models.py` (`CONFIGS`).
+pub fn text_step_recipe(gpt: bool) -> Recipe {
+    let (name, betas, eps, wd) = if gpt {
+        ("gpt", "[0.9, 0.99]", "1e-8", "0.1")
+    } else {
+        ("mlm", "[0.9, 0.98]", "1e-6", "0.01")
+    };
+    Recipe::from_toml(
+        &format!(
+            r#"
+[data]
+spec = "text:unused.txt"
+seq_len = 64
+[tokenizer]
+kind = "char"
+vocab_size = 256
+[model]
+backbone = "transformer"
+dim = 128
+depth = 4
+heads = 4
+max_len = 64
+[method]
+name = "{name}"
+[optim]
+kind = "adamw"
+lr = 1e-3
+betas = {betas}
+eps = {eps}
+weight_decay = {wd}
+clip_grad_norm = 1.0
+"#
+        ),
+        "step-text",
+    )
+    .expect("a valid recipe")
+}
+
+/// One text training step on random token ids (no padding), timed; tokens/s.
+fn text_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
+    let gpt = id == "step-gpt";
+    let (vocab, n, seq) = if gpt { (70, 12, 64) } else { (4000, 64, 64) };
+    let recipe = text_step_recipe(gpt);
+    let dev = crate::device::DeviceChoice::Cpu.train_device()?;
+    let model = crate::text_run::build_text_model(&recipe, vocab, &dev, 0);
+    // a next-token window holds the seq inputs and the token after them
+    let w = if gpt { seq + 1 } else { seq };
+    let mut rng = SplitMix64::new(7);
+    let ids: Vec<u32> = (0..n * w)
+        .map(|_| 5 + rng.below(vocab - 5) as u32)
+        .collect();
+    let batch = selfsup_data::TokenBatch {
+        indices: (0..n).collect(),
+        mask: vec![true; n * w],
+        ids,
+        batch_size: n,
+        seq_len: w,
+    };
+    let flops = model.step_flops(n, w, 0).total();
+    let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 15) };
+    let mut optim = Optimizer::new(recipe.optim.clone());
+    let mut model = Some(model);
+    let mut last_loss = 0.0;
+    let times = time_reps(warmup, reps, || {
+        let info = StepInfo {
+            step: optim.steps() + 1,
+            total: 1000,
+            seed: 0,
+        };
+        let m = model.take().expect("model");
+        let (m, out) = train_step(m, &mut optim, Input::Tokens(batch.clone()), info, 1e-3);
+        model = Some(m);
+        last_loss = out.loss;
+    });
+    let what = if gpt {
+        "next-token step, 128-d 4-block 4-head causal Transformer, 12 × 64 tokens, vocabulary 70, clip 1, AdamW"
+    } else {
+        "masked-LM step (15 %, 80/10/10), 128-d 4-block 4-head Transformer, 64 × 64 tokens, vocabulary 4,000, clip 1, AdamW"
+    };
+    let med = median(&times);
+    let mut line = Line::new(id, what, "tok/s");
+    line.value = Some((n * seq) as f64 / med);
+    line.median_s = Some(med);
+    line.flops = Some(flops);
+    line.loss = Some(last_loss as f64);
+    line.set("reps", times.len());
+    line.set("achieved_gflops", flops / med / 1e9);
+    Ok(line)
 }
 
 /// The MAE recipe of `step-vit`.
