@@ -55,13 +55,41 @@ pub enum AttnMask {
     All,
     /// Keys at or before the query (a decoder).
     Causal,
-    /// `(N, L, L)`, true where attention is **not** allowed (padding, or any other pattern).
+    /// Sequence `b` has `lens[b]` real tokens, then padding that no query sees; with or
+    /// without causality.
+    Lengths { lens: Vec<usize>, causal: bool },
+    /// `(N, L, L)`, true where attention is **not** allowed (any other pattern).
     Blocked(Tensor<3, Bool>),
 }
 
 impl AttnMask {
-    /// Padding of `(N, L)` sequences (`real`: true for a token), with or without causality.
+    /// Padding of `(N, L)` sequences (`real`: true for a token), with or without causality:
+    /// [`AttnMask::Lengths`] when each row's real tokens come first (as the loaders build
+    /// them), else an explicit mask.
     pub fn padded(real: &Tensor<2, Bool>, causal: bool) -> AttnMask {
+        let [_, l] = real.dims();
+        let flags: Vec<bool> = real
+            .clone()
+            .into_data()
+            .convert::<bool>()
+            .try_into_vec::<bool>()
+            .expect("bool");
+        let lens: Vec<usize> = flags
+            .chunks(l)
+            .map(|r| r.iter().take_while(|&&t| t).count())
+            .collect();
+        let prefix = flags
+            .chunks(l)
+            .zip(&lens)
+            .all(|(r, &k)| k > 0 && r[k..].iter().all(|&t| !t));
+        if prefix {
+            return AttnMask::Lengths { lens, causal };
+        }
+        Self::blocked(real, causal)
+    }
+
+    /// The explicit `(N, L, L)` mask of `real`.
+    fn blocked(real: &Tensor<2, Bool>, causal: bool) -> AttnMask {
         let [n, l] = real.dims();
         // blocked[n, i, j] = key j is padding (or, causal, j > i)
         let pad: Tensor<3, Bool> = real
@@ -107,20 +135,34 @@ impl Attention {
         let h = self.heads;
         let dh = d / h;
         let qkv = linear(&self.qkv, x);
-        let causal = match mask {
-            AttnMask::All => Some(false),
-            AttnMask::Causal => Some(true),
+        let fused = match mask {
+            AttnMask::All => Some((false, None)),
+            AttnMask::Causal => Some((true, None)),
+            AttnMask::Lengths { lens, causal } => Some((*causal, Some(lens.clone()))),
             AttnMask::Blocked(_) => None,
         };
-        if let Some(causal) = causal
+        if let Some((causal, lens)) = fused
             && attention_enabled(&qkv.device())
         {
             // the fused kernel on the packed (N, L, 3d) rows
-            return linear(&self.proj, attention(qkv, h, causal));
+            return linear(&self.proj, attention(qkv, h, causal, lens));
         }
+        let dev = qkv.device();
         let mask = match mask {
             AttnMask::All => None,
-            AttnMask::Causal => Some(causal_mask(l, &qkv.device()).repeat_dim(0, n)),
+            AttnMask::Causal => Some(causal_mask(l, &dev).repeat_dim(0, n)),
+            AttnMask::Lengths { lens, causal } => {
+                let real: Vec<bool> = lens
+                    .iter()
+                    .flat_map(|&k| (0..l).map(move |j| j < k))
+                    .collect();
+                let real =
+                    Tensor::<2, Bool>::from_data(burn::tensor::TensorData::new(real, [n, l]), &dev);
+                match AttnMask::blocked(&real, *causal) {
+                    AttnMask::Blocked(m) => Some(m),
+                    _ => unreachable!("blocked gives an explicit mask"),
+                }
+            }
             AttnMask::Blocked(m) => Some(m.clone()),
         };
         // qkv: (N, L, 3d) → (3, N, h, L, dh)
@@ -266,6 +308,14 @@ mod tests {
             &dev,
         );
         let m = AttnMask::padded(&real, false);
+        assert!(matches!(m, AttnMask::Lengths { .. }));
+        // the fused kernel with lengths equals the explicit mask, with and without causality
+        for causal in [false, true] {
+            let fused = b.forward(x.clone(), &AttnMask::padded(&real, causal));
+            let explicit = b.forward(x.clone(), &AttnMask::blocked(&real, causal));
+            let d = (fused - explicit).abs().max().into_scalar::<f32>();
+            assert!(d < 1e-5, "causal {causal}: {d}");
+        }
         let y1 = b.forward(x.clone(), &m);
         let x3 = x.clone().slice_assign(
             [0..1, 3..5, 0..16],

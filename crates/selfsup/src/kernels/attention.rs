@@ -39,10 +39,32 @@ impl AttnShape {
         // as Burn's composed path: the f64 power, used as an f32 scalar
         (self.dh as f64).powf(-0.5) as f32
     }
+}
 
-    /// Keys query `i` may attend to: `0 .. keys(i)`.
-    fn keys(&self, i: usize, causal: bool) -> usize {
-        if causal { i + 1 } else { self.l }
+/// Which keys the queries of one sequence see: `0 ..= i` under `causal`, and never a key at
+/// or after `len` (the sequence's padding, which sits at its end).
+#[derive(Clone, Copy, Debug)]
+struct Keys {
+    causal: bool,
+    len: usize,
+}
+
+impl Keys {
+    fn new(causal: bool, lens: Option<&[usize]>, b: usize, l: usize) -> Self {
+        Self {
+            causal,
+            len: lens.map_or(l, |v| v[b].clamp(1, l)),
+        }
+    }
+
+    /// Keys query `i` may attend to: `0 .. count(i)`.
+    #[inline(always)]
+    fn count(&self, i: usize) -> usize {
+        if self.causal {
+            (i + 1).min(self.len)
+        } else {
+            self.len
+        }
     }
 }
 
@@ -81,8 +103,14 @@ fn row_times_t(row: &mut [f32], a: &[f32], bt: &[f32], l: usize) {
 }
 
 /// Forward: the output `(N, L, d)` and the attention weights `P` `(N, h, L, L)` (kept for the
-/// backward; zeros where `causal` blocks).
-pub fn forward(qkv: &[f32], s: AttnShape, causal: bool) -> (Vec<f32>, Vec<f32>) {
+/// backward; zeros where `causal` or the padding blocks). `lens`: the real tokens of each
+/// sequence (a prefix; `None`: all `L`).
+pub fn forward(
+    qkv: &[f32],
+    s: AttnShape,
+    causal: bool,
+    lens: Option<&[usize]>,
+) -> (Vec<f32>, Vec<f32>) {
     let (l, h, d) = (s.l, s.heads, s.d());
     assert_eq!(qkv.len(), s.n * l * 3 * d, "qkv is not (N, L, 3d)");
     let mut out = vec![0.0f32; s.n * l * d];
@@ -92,12 +120,12 @@ pub fn forward(qkv: &[f32], s: AttnShape, causal: bool) -> (Vec<f32>, Vec<f32>) 
         .enumerate()
         .for_each(|(b, (o, p))| {
             let x = &qkv[b * l * 3 * d..(b + 1) * l * 3 * d];
-            forward_one(x, o, p, s, causal);
+            forward_one(x, o, p, s, Keys::new(causal, lens, b, l));
         });
     (out, probs)
 }
 
-wide_fn!(fn forward_one = forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, causal: bool));
+wide_fn!(fn forward_one = forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, keys: Keys));
 
 /// Head widths compiled with a constant `dₕ` (fully unrolled, accumulators in registers).
 macro_rules! sized {
@@ -113,8 +141,8 @@ macro_rules! sized {
 }
 
 #[inline(always)]
-fn forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, causal: bool) {
-    sized!(forward_body, s, (x, o, p, s, causal))
+fn forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, keys: Keys) {
+    sized!(forward_body, s, (x, o, p, s, keys))
 }
 
 /// An accumulator of `dh` values: on the stack when `dh ≤ 64`.
@@ -151,7 +179,7 @@ fn forward_body<const DH: usize>(
     o: &mut [f32],
     p: &mut [f32],
     s: AttnShape,
-    causal: bool,
+    keys: Keys,
 ) {
     let dh = if DH == 0 { s.dh } else { DH };
     let (l, d) = (s.l, s.d());
@@ -165,7 +193,7 @@ fn forward_body<const DH: usize>(
         gather_t(x, s, 1, h, &mut kt);
         gather(x, s, 2, h, &mut v);
         for i in 0..l {
-            let jn = s.keys(i, causal);
+            let jn = keys.count(i);
             let row = &mut p[(h * l + i) * l..(h * l + i) * l + jn];
             row_times_t(row, &q[i * dh..(i + 1) * dh], &kt, l);
             let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
@@ -188,7 +216,14 @@ fn forward_body<const DH: usize>(
 
 /// Backward: the gradient of `qkv` `(N, L, 3d)` from the forward's `P` and the output's
 /// gradient `dO` `(N, L, d)`.
-pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], s: AttnShape, causal: bool) -> Vec<f32> {
+pub fn backward(
+    qkv: &[f32],
+    probs: &[f32],
+    dout: &[f32],
+    s: AttnShape,
+    causal: bool,
+    lens: Option<&[usize]>,
+) -> Vec<f32> {
     let (l, h, d) = (s.l, s.heads, s.d());
     assert_eq!(qkv.len(), s.n * l * 3 * d, "qkv is not (N, L, 3d)");
     assert_eq!(probs.len(), s.n * h * l * l, "P is not (N, h, L, L)");
@@ -200,16 +235,16 @@ pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], s: AttnShape, causal: 
             let x = &qkv[b * l * 3 * d..(b + 1) * l * 3 * d];
             let p = &probs[b * h * l * l..(b + 1) * h * l * l];
             let go = &dout[b * l * d..(b + 1) * l * d];
-            backward_one(x, p, go, g, s, causal);
+            backward_one(x, p, go, g, s, Keys::new(causal, lens, b, l));
         });
     dqkv
 }
 
-wide_fn!(fn backward_one = backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, causal: bool));
+wide_fn!(fn backward_one = backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, keys: Keys));
 
 #[inline(always)]
-fn backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, causal: bool) {
-    sized!(backward_body, s, (x, p, go, g, s, causal))
+fn backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, keys: Keys) {
+    sized!(backward_body, s, (x, p, go, g, s, keys))
 }
 
 #[inline(always)]
@@ -219,7 +254,7 @@ fn backward_body<const DH: usize>(
     go: &[f32],
     g: &mut [f32],
     s: AttnShape,
-    causal: bool,
+    keys: Keys,
 ) {
     let dh = if DH == 0 { s.dh } else { DH };
     let (l, d) = (s.l, s.d());
@@ -236,7 +271,7 @@ fn backward_body<const DH: usize>(
         let ph = &p[h * l * l..(h + 1) * l * l];
         // dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') / √dₕ with dP_ij = dO_i · v_j
         for i in 0..l {
-            let jn = s.keys(i, causal);
+            let jn = keys.count(i);
             let pr = &ph[i * l..i * l + jn];
             let doi = &go[i * d + h * dh..i * d + (h + 1) * dh];
             let dsr = &mut ds[i * l..i * l + jn];
@@ -249,7 +284,7 @@ fn backward_body<const DH: usize>(
         // dq_i = Σ_j dS_ij k_j
         for i in 0..l {
             let a = acc.zeroed(dh);
-            for (j, &e) in ds[i * l..i * l + s.keys(i, causal)].iter().enumerate() {
+            for (j, &e) in ds[i * l..i * l + keys.count(i)].iter().enumerate() {
                 axpy(a, e, &k[j * dh..(j + 1) * dh]);
             }
             let at = i * 3 * d + h * dh;
@@ -257,7 +292,11 @@ fn backward_body<const DH: usize>(
         }
         // dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, over the queries that see key j
         for j in 0..l {
-            let first = if causal { j } else { 0 };
+            if j >= keys.len {
+                // a padding key: no query sees it (dqkv starts at zero)
+                continue;
+            }
+            let first = if keys.causal { j } else { 0 };
             let a = acc.zeroed(dh);
             for i in first..l {
                 axpy(a, ds[i * l + j], &q[i * dh..(i + 1) * dh]);
@@ -280,7 +319,7 @@ mod tests {
     use crate::testutil::{Rng, assert_close, numeric_grad};
 
     /// Attention in f64, straight from the formula.
-    fn attention64(qkv: &[f64], s: AttnShape, causal: bool) -> Vec<f64> {
+    fn attention64(qkv: &[f64], s: AttnShape, causal: bool, lens: Option<&[usize]>) -> Vec<f64> {
         let (l, dh, d) = (s.l, s.dh, s.d());
         let mut out = vec![0.0; s.n * l * d];
         for b in 0..s.n {
@@ -289,7 +328,8 @@ mod tests {
                     qkv[(b * l + i) * 3 * d + part * d + h * dh + t]
                 };
                 for i in 0..l {
-                    let jn = if causal { i + 1 } else { l };
+                    let len = lens.map_or(l, |v| v[b]);
+                    let jn = if causal { (i + 1).min(len) } else { len };
                     let sc: Vec<f64> = (0..jn)
                         .map(|j| {
                             (0..dh).map(|t| at(i, 0, t) * at(j, 1, t)).sum::<f64>()
@@ -310,52 +350,16 @@ mod tests {
 
     #[test]
     fn matches_float64_with_gradients_and_causality() {
-        for (s, causal) in [
-            (
-                AttnShape {
-                    n: 2,
-                    l: 5,
-                    heads: 2,
-                    dh: 3,
-                },
-                false,
-            ),
-            (
-                AttnShape {
-                    n: 2,
-                    l: 6,
-                    heads: 3,
-                    dh: 9,
-                },
-                true,
-            ),
-            (
-                AttnShape {
-                    n: 1,
-                    l: 4,
-                    heads: 1,
-                    dh: 16,
-                },
-                false,
-            ),
-            (
-                AttnShape {
-                    n: 1,
-                    l: 3,
-                    heads: 2,
-                    dh: 32,
-                },
-                true,
-            ),
-            (
-                AttnShape {
-                    n: 1,
-                    l: 3,
-                    heads: 1,
-                    dh: 70,
-                },
-                false,
-            ),
+        let sh = |n, l, heads, dh| AttnShape { n, l, heads, dh };
+        for (s, causal, lens) in [
+            (sh(2, 5, 2, 3), false, None),
+            (sh(2, 6, 3, 9), true, None),
+            (sh(1, 4, 1, 16), false, None),
+            (sh(1, 3, 2, 32), true, None),
+            (sh(1, 3, 1, 70), false, None),
+            // padding at the end of each sequence
+            (sh(3, 5, 2, 16), false, Some(vec![5, 3, 1])),
+            (sh(2, 6, 2, 8), true, Some(vec![4, 6])),
         ] {
             let mut rng = Rng(11);
             let qkv: Vec<f64> = rng
@@ -365,8 +369,9 @@ mod tests {
                 .collect();
             let go = rng.vec(s.n * s.l * s.d());
             let f32v = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-            let (out, probs) = forward(&f32v(&qkv), s, causal);
-            assert_close(&out, &attention64(&qkv, s, causal), 1e-5, "output");
+            let lens = lens.as_deref();
+            let (out, probs) = forward(&f32v(&qkv), s, causal, lens);
+            assert_close(&out, &attention64(&qkv, s, causal, lens), 1e-5, "output");
             // each row of P sums to 1, with zeros above the diagonal under `causal`
             for (r, row) in probs.chunks(s.l).enumerate() {
                 let i = r % s.l;
@@ -375,9 +380,9 @@ mod tests {
                     assert!(row[i + 1..].iter().all(|&v| v == 0.0));
                 }
             }
-            let g = backward(&f32v(&qkv), &probs, &f32v(&go), s, causal);
+            let g = backward(&f32v(&qkv), &probs, &f32v(&go), s, causal, lens);
             let dot = |o: Vec<f64>| o.iter().zip(&go).map(|(a, b)| a * b).sum::<f64>();
-            let num = numeric_grad(&qkv, |x| dot(attention64(x, s, causal)));
+            let num = numeric_grad(&qkv, |x| dot(attention64(x, s, causal, lens)));
             assert_close(&g, &num, 1e-4, "dqkv");
         }
     }

@@ -164,8 +164,14 @@ pub trait ConvBackend: Backend {
         grad_out: FloatTensor<Self>,
     ) -> LinearGrads<Self>;
 
-    /// Multi-head self-attention of the packed `qkv (N, L, 3d)` (see [`super::attention`]).
-    fn selfsup_attention(qkv: FloatTensor<Self>, heads: usize, causal: bool) -> AttnOut<Self>;
+    /// Multi-head self-attention of the packed `qkv (N, L, 3d)` (see [`super::attention`]);
+    /// `lens`: the real tokens of each sequence (padding at the end), `None` for all.
+    fn selfsup_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+        causal: bool,
+        lens: Option<Vec<usize>>,
+    ) -> AttnOut<Self>;
 
     /// Gradient of `qkv` from the weights `probs` and the output's gradient.
     fn selfsup_attention_backward(
@@ -174,6 +180,7 @@ pub trait ConvBackend: Backend {
         grad_out: FloatTensor<Self>,
         heads: usize,
         causal: bool,
+        lens: Option<Vec<usize>>,
     ) -> FloatTensor<Self>;
 
     /// Gradient of the GELU at `x`.
@@ -386,9 +393,14 @@ impl ConvBackend for Flex {
         }
     }
 
-    fn selfsup_attention(qkv: FlexTensor, heads: usize, causal: bool) -> AttnOut<Self> {
+    fn selfsup_attention(
+        qkv: FlexTensor,
+        heads: usize,
+        causal: bool,
+        lens: Option<Vec<usize>>,
+    ) -> AttnOut<Self> {
         let s = attn_shape(&qkv, heads);
-        let (out, probs) = with_f32(&qkv, |x| attention::forward(x, s, causal));
+        let (out, probs) = with_f32(&qkv, |x| attention::forward(x, s, causal, lens.as_deref()));
         AttnOut {
             output: flex_tensor(out, [s.n, s.l, s.d()]),
             probs: flex_tensor(probs, [s.n, heads, s.l, s.l]),
@@ -401,11 +413,14 @@ impl ConvBackend for Flex {
         grad_out: FlexTensor,
         heads: usize,
         causal: bool,
+        lens: Option<Vec<usize>>,
     ) -> FlexTensor {
         let s = attn_shape(&qkv, heads);
         let g = with_f32(&qkv, |x| {
             with_f32(&probs, |p| {
-                with_f32(&grad_out, |go| attention::backward(x, p, go, s, causal))
+                with_f32(&grad_out, |go| {
+                    attention::backward(x, p, go, s, causal, lens.as_deref())
+                })
             })
         });
         flex_tensor(g, [s.n, s.l, 3 * s.d()])
@@ -608,16 +623,16 @@ impl<B: ConvBackend> Backward<B, 3> for LinearBackward {
 struct AttentionBackward;
 
 impl<B: ConvBackend> Backward<B, 1> for AttentionBackward {
-    /// `qkv`'s node, the weights, heads, causal.
-    type State = (NodeId, FloatTensor<B>, usize, bool);
+    /// `qkv`'s node, the weights, heads, causal, sequence lengths.
+    type State = (NodeId, FloatTensor<B>, usize, bool, Option<Vec<usize>>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_qkv] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (qkv_id, probs, heads, causal) = ops.state;
+        let (qkv_id, probs, heads, causal, lens) = ops.state;
         if let Some(node) = node_qkv {
             let qkv: FloatTensor<B> = ckpt.retrieve_node_output(qkv_id);
-            let g = B::selfsup_attention_backward(qkv, probs, grad, heads, causal);
+            let g = B::selfsup_attention_backward(qkv, probs, grad, heads, causal, lens);
             grads.register::<B>(node.id, g);
         }
     }
@@ -886,7 +901,12 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         unreachable!("gradients are computed on the inner backend")
     }
 
-    fn selfsup_attention(qkv: FloatTensor<Self>, heads: usize, causal: bool) -> AttnOut<Self> {
+    fn selfsup_attention(
+        qkv: FloatTensor<Self>,
+        heads: usize,
+        causal: bool,
+        lens: Option<Vec<usize>>,
+    ) -> AttnOut<Self> {
         match AttentionBackward
             .prepare::<C>([qkv.node()])
             .compute_bound()
@@ -894,15 +914,15 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         {
             OpsKind::Tracked(mut prep) => {
                 let qkv_id = prep.checkpoint(&qkv);
-                let r = B::selfsup_attention(qkv.primitive().clone(), heads, causal);
-                let state = (qkv_id, r.probs.clone(), heads, causal);
+                let r = B::selfsup_attention(qkv.primitive().clone(), heads, causal, lens.clone());
+                let state = (qkv_id, r.probs.clone(), heads, causal, lens);
                 AttnOut {
                     output: prep.finish(state, r.output),
                     probs: FloatTensor::<Self>::new(r.probs),
                 }
             }
             OpsKind::UnTracked(prep) => {
-                let r = B::selfsup_attention(qkv.into_primitive(), heads, causal);
+                let r = B::selfsup_attention(qkv.into_primitive(), heads, causal, lens);
                 AttnOut {
                     output: prep.finish(r.output),
                     probs: FloatTensor::<Self>::new(r.probs),
@@ -917,6 +937,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         _grad_out: FloatTensor<Self>,
         _heads: usize,
         _causal: bool,
+        _lens: Option<Vec<usize>>,
     ) -> FloatTensor<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
@@ -1081,9 +1102,15 @@ pub fn attention_enabled(device: &Device) -> bool {
 }
 
 /// Multi-head self-attention of the packed `qkv (N, L, 3d)` → `(N, L, d)` through the fused
-/// kernel (check [`attention_enabled`] first); `causal`: query `i` sees keys `0..=i` only.
-pub fn attention(qkv: Tensor<3>, heads: usize, causal: bool) -> Tensor<3> {
-    let r = <Dispatch as ConvBackend>::selfsup_attention(qkv.into_dispatch(), heads, causal);
+/// kernel (check [`attention_enabled`] first); `causal`: query `i` sees keys `0..=i` only;
+/// `lens`: sequence `b` has `lens[b]` real tokens followed by padding, which no query sees.
+pub fn attention(
+    qkv: Tensor<3>,
+    heads: usize,
+    causal: bool,
+    lens: Option<Vec<usize>>,
+) -> Tensor<3> {
+    let r = <Dispatch as ConvBackend>::selfsup_attention(qkv.into_dispatch(), heads, causal, lens);
     Tensor::<3>::from_dispatch(r.output)
 }
 
