@@ -428,6 +428,10 @@ mod tests {
                 "label_fractions",
             ),
             ("[train]\ndevice = \"tpu\"\n", "device"),
+            ("[method]\nname = \"mlm\"\n", "'mlm' trains on token sequences, but data.spec"),
+            ("[data]\nseq_len = 1\n", "data.seq_len"),
+            ("[tokenizer]\nvocab_size = 100\n", "tokenizer.vocab_size"),
+            ("[train]\nsteps_per_epoch = 10\n", "train.steps_per_epoch"),
         ];
         for (text, key) in cases {
             let e = Recipe::from_toml(text, "r.toml").unwrap_err().to_string();
@@ -447,11 +451,15 @@ mod tests {
             }
         }
         assert!(n >= 2, "expected the shipped recipes in {}", dir.display());
-        // every method has a digits recipe naming it
+        // every image method has a digits recipe naming it, every text method a KJV one
         for m in crate::method::METHOD_NAMES {
-            let r = Recipe::load(&dir.join(format!("digits-{m}.toml")))
+            let text = MethodConfig::from_name(m).unwrap().input_kind()
+                == crate::method::InputKind::Tokens;
+            let data = if text { "kjv" } else { "digits" };
+            let r = Recipe::load(&dir.join(format!("{data}-{m}.toml")))
                 .unwrap_or_else(|e| panic!("{e:#}"));
             assert_eq!(r.method.name(), *m);
+            assert_eq!(r.is_text(), text, "{m}");
         }
     }
 }
