@@ -428,7 +428,10 @@ mod tests {
                 "label_fractions",
             ),
             ("[train]\ndevice = \"tpu\"\n", "device"),
-            ("[method]\nname = \"mlm\"\n", "'mlm' trains on token sequences, but data.spec"),
+            (
+                "[method]\nname = \"mlm\"\n",
+                "'mlm' trains on token sequences, but data.spec",
+            ),
             ("[data]\nseq_len = 1\n", "data.seq_len"),
             ("[tokenizer]\nvocab_size = 100\n", "tokenizer.vocab_size"),
             ("[train]\nsteps_per_epoch = 10\n", "train.steps_per_epoch"),
