@@ -12,7 +12,8 @@ pub struct Args {
     /// The run folder written by `selfsup pretrain`.
     #[arg(long)]
     run: PathBuf,
-    /// Data to embed (default: the run's data, train and test).
+    /// Data to embed (default: the run's data, train and test; a text run: its train,
+    /// validation and test documents).
     #[arg(long)]
     data: Option<String>,
     /// Output: `.csv` (id, split, label, features) or `.npy` (float32 n × d, with the ids,
@@ -48,32 +49,22 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<()> {
-    let ext = a
-        .out
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if ext != "csv" && ext != "npy" {
-        bail!(
-            "--out {}: the file name must end in .csv or .npy",
-            a.out.display()
-        );
-    }
+/// One row per embedded item: id, split, label; then the features, row-major, and their width.
+type Rows = (Vec<(String, &'static str, Option<u32>)>, Vec<f32>, usize);
+
+/// Images: the run's encoder on the train and test images (or on `--data`).
+fn image_rows(a: &Args) -> anyhow::Result<Rows> {
     let (model, p) = load_run(&a.run, |r| {
-        if let Some(d) = a.data {
+        if let Some(d) = a.data.clone() {
             r.data.spec = d;
         }
         if let Some(d) = a.device {
             r.train.device = d;
         }
     })?;
-    let recipe = &p.recipe;
     let enc = model.encoder();
-    let d = enc.out_dim();
-    let bs = recipe.train.eval_batch_size;
-    let mut rows: Vec<(String, &'static str, Option<u32>)> = Vec::new();
+    let bs = p.recipe.train.eval_batch_size;
+    let mut rows = Vec::new();
     let mut feats = Vec::new();
     for (name, set) in [("train", &p.split.train), ("test", &p.split.test)] {
         feats.extend(encoder_features(
@@ -87,6 +78,57 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             rows.push((set.ids[i].clone(), name, set.labels.as_ref().map(|l| l[i])));
         }
     }
+    Ok((rows, feats, enc.out_dim()))
+}
+
+/// Text: the sentence embedding of every document of the run's train, validation and test
+/// splits (the pooling of the run's encoder).
+fn text_rows(a: &Args) -> anyhow::Result<Rows> {
+    if a.data.is_some() {
+        bail!("--data: embedding other text than the run's is not built yet");
+    }
+    let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+        if let Some(d) = a.device {
+            r.train.device = d;
+        }
+    })?;
+    let enc = model.encoder();
+    let mut rows = Vec::new();
+    let mut feats = Vec::new();
+    for (name, set) in [
+        ("train", &p.split.train),
+        ("val", &p.split.val),
+        ("test", &p.split.test),
+    ] {
+        feats.extend(selfsup::eval::text::text_features(enc, &p, set));
+        for i in 0..set.len() {
+            rows.push((set.ids[i].clone(), name, set.labels.as_ref().map(|l| l[i])));
+        }
+    }
+    Ok((rows, feats, enc.out_dim()))
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let ext = a
+        .out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext != "csv" && ext != "npy" {
+        bail!(
+            "--out {}: the file name must end in .csv or .npy",
+            a.out.display()
+        );
+    }
+    let is_text = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml"))
+        .map(|r| r.is_text())
+        .unwrap_or(false);
+    let (rows, feats, d) = if is_text {
+        text_rows(&a)?
+    } else {
+        image_rows(&a)?
+    };
     let n = rows.len();
     let meta = |rows: &[(String, &str, Option<u32>)]| {
         let mut s = String::from("id,split,label\n");

@@ -348,6 +348,26 @@ fn every_method_resumes_exactly_from_the_cli() {
                 "--seed",
                 "3",
             ]);
+            // sentence embeddings of every line of the corpus (train, val and test)
+            let csv = dir.path().join(format!("{m}-emb.csv"));
+            let e = selfsup(&[
+                "embed",
+                "--run",
+                whole.to_str().unwrap(),
+                "--out",
+                csv.to_str().unwrap(),
+            ]);
+            assert!(e.status.success(), "{m}: {}", stderr(&e));
+            let text = std::fs::read_to_string(&csv).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1 + 150, "{m}");
+            assert!(lines[0].starts_with("id,split,label,f0,") && lines[0].ends_with(",f15"));
+            for split in ["train", "val", "test"] {
+                assert!(
+                    lines.iter().any(|l| l.contains(&format!(",{split},"))),
+                    "{m}: {split}"
+                );
+            }
             if m == "gpt" {
                 assert!(g.status.success(), "{}", stderr(&g));
                 let text = String::from_utf8_lossy(&g.stdout).to_string();
