@@ -168,11 +168,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// `eval` of a text run: sentence embeddings → kNN and linear probe on the test split, with
 /// TF-IDF and random-init rows under `--baselines`.
 fn run_text(a: Args) -> anyhow::Result<()> {
-    if matches!(a.kind, Kind::Finetune) || a.finetune {
-        anyhow::bail!(
-            "fine-tuning a text encoder is not built yet: use `eval knn`, `eval linear` or `eval all`"
-        );
-    }
     if a.data.is_some() {
         anyhow::bail!("--data: transfer to other text is not built yet");
     }
@@ -181,23 +176,46 @@ fn run_text(a: Args) -> anyhow::Result<()> {
             r.eval.knn.k = k;
         }
         if let Some(f) = a.fractions.clone() {
-            r.eval.linear.label_fractions = f;
+            if matches!(a.kind, Kind::Finetune) {
+                r.eval.finetune.label_fractions = f;
+            } else {
+                r.eval.linear.label_fractions = f;
+            }
+        }
+        if let Some(e) = a.finetune_epochs {
+            r.eval.finetune.epochs = e;
         }
         if let Some(d) = a.device {
             r.train.device = d;
         }
     })?;
     let which = Which {
-        knn: !matches!(a.kind, Kind::Linear),
-        linear: !matches!(a.kind, Kind::Knn),
+        knn: matches!(a.kind, Kind::Knn | Kind::All),
+        linear: matches!(a.kind, Kind::Linear | Kind::All),
     };
     let kind = match a.kind {
         Kind::Knn => "knn",
         Kind::Linear => "linear",
-        _ => "all",
+        Kind::Finetune => "finetune",
+        Kind::All => "all",
     };
+    let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
     let label = format!("{} (SSL)", p.recipe.method.name());
-    let rows = selfsup::eval::text::evaluate_text(model.encoder(), &label, &p, which, a.baselines)?;
+    let mut rows = if which.knn || which.linear {
+        selfsup::eval::text::evaluate_text(model.encoder(), &label, &p, which, a.baselines)?
+    } else {
+        Vec::new()
+    };
+    if finetune {
+        let random = a
+            .baselines
+            .then(|| selfsup::eval::text::random_text_encoder(&p));
+        let mut encoders = vec![(label.as_str(), model.encoder())];
+        if let Some(r) = &random {
+            encoders.push((RANDOM_INIT, r));
+        }
+        selfsup::eval::text::add_text_finetune(&mut rows, &encoders, &p, &p.recipe.eval.finetune)?;
+    }
     let r = &p.recipe;
     let table = format_table(&rows, r.eval.knn.k, r.eval.knn.temperature);
     let head = format!(

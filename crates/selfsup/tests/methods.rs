@@ -497,4 +497,17 @@ fn text_evaluation_has_its_baselines() {
     let tfidf = &rows[2];
     assert!(tfidf.knn.unwrap().top1 > 95.0, "{:?}", tfidf.knn);
     assert!(tfidf.linear[0].1 > 95.0, "{:?}", tfidf.linear);
+    // the same Transformer trained from scratch on the labels learns the two vocabularies
+    let cfg = FinetuneConfig {
+        epochs: 1,
+        min_steps: 40,
+        batch_size: 16,
+        lr: 3e-3,
+        label_fractions: vec![1.0],
+        ..FinetuneConfig::default()
+    };
+    let scratch = selfsup::eval::text::random_text_encoder(&p);
+    let r = selfsup::eval::text::finetune_text(&scratch, &p, &cfg, 1.0, 0).unwrap();
+    assert_eq!(r.steps, 40);
+    assert!(r.top1 > 90.0, "{}", r.top1);
 }

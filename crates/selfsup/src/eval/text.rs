@@ -5,11 +5,18 @@
 
 use anyhow::bail;
 use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Int, Tensor, TensorData};
 use selfsup_data::text::{TextCorpus, TokenLoader};
 
 use crate::backbone::Backbone;
 use crate::backbone::text::{ids_tensor, real_tensor};
+use crate::eval::finetune::{Classifier, FinetuneConfig, FinetuneResult};
+use crate::eval::linear::stratified_subset;
 use crate::eval::report::{EvalRow, FeatureSet, RANDOM_INIT, Which, evaluate_features};
+use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
+use crate::run::seeded;
 use crate::text_run::{PreparedText, build_text_model};
 
 /// Name of the TF-IDF row.
@@ -118,15 +125,151 @@ pub fn evaluate_text(
     }
     let mut sets = vec![text_feature_set(label, encoder, p)];
     if baselines {
-        let random = build_text_model(
-            &p.recipe,
-            p.tokenizer.vocab_size(),
-            &p.device,
-            p.recipe.train.seed ^ 0x5EED,
-        );
-        sets.push(text_feature_set(RANDOM_INIT, random.encoder(), p));
+        sets.push(text_feature_set(RANDOM_INIT, &random_text_encoder(p), p));
         sets.push(tfidf_feature_set(p));
     }
     let k = p.split.train.num_classes().max(p.split.test.num_classes());
     evaluate_features(&sets, ytr, yte, k, &p.recipe, &p.device, which)
+}
+
+/// Fine-tunes a copy of the text encoder with a linear head on `fraction` of the training
+/// labels (class-stratified), end to end: AdamW with warm-up and cosine (`[eval.finetune]`; no
+/// layer-wise decay for text), cross-entropy on the pooled embedding; test top-1 after. From a
+/// random-init encoder this is the same Transformer trained from scratch on the labels.
+pub fn finetune_text(
+    encoder: &Backbone,
+    p: &PreparedText,
+    cfg: &FinetuneConfig,
+    fraction: f64,
+    seed: u64,
+) -> anyhow::Result<FinetuneResult> {
+    let (Some(ytr), Some(yte)) = (&p.split.train.labels, &p.split.test.labels) else {
+        bail!("fine-tuning needs labels: set data.label_column");
+    };
+    let k = p.split.train.num_classes().max(p.split.test.num_classes());
+    let device = p.recipe.train.device.train_device()?;
+    let head = seeded(&device, seed ^ 0xF1E7, || {
+        LinearConfig::new(encoder.out_dim(), k).init(&device)
+    });
+    let mut model = Classifier {
+        encoder: encoder.clone().fork(&device).train().set_require_grad(true),
+        head,
+    };
+    let causal = encoder.text().is_some_and(|t| t.is_causal());
+    let mut optim = Optimizer::new(OptimConfig {
+        kind: OptimKind::Adamw,
+        lr: cfg.lr,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+        exclude_bias_norm: true,
+        ..OptimConfig::default()
+    });
+    let seqs = doc_sequences(p, &p.split.train, causal);
+    let subset = stratified_subset(ytr, fraction, seed);
+    let n = subset.len();
+    let bs = cfg.batch_size.min(n).max(1);
+    let per_epoch = (n / bs).max(1);
+    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
+    let total = cfg
+        .max_steps
+        .map_or(epochs * per_epoch, |m| m.min(epochs * per_epoch));
+    let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
+    let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
+    let started = std::time::Instant::now();
+    let mut step = 0u64;
+    'outer: for epoch in 0..epochs {
+        let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
+        for b in 0..per_epoch {
+            if step as usize == total {
+                break 'outer;
+            }
+            let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
+                .iter()
+                .map(|&o| subset[o])
+                .collect();
+            let batch = seqs.batch(&idx);
+            let (nb, l) = (batch.batch_size, batch.seq_len);
+            let t = model.encoder.text().expect("a text encoder");
+            let real = real_tensor(&batch.mask, nb, l, &device);
+            let h = t.forward(ids_tensor(&batch.ids, nb, l, &device), real.as_ref());
+            let logits = model.head.forward(t.pool(h, real.as_ref()));
+            let y: Vec<i64> = idx.iter().map(|&i| ytr[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [nb]), &device);
+            let loss = crate::loss::token_cross_entropy(logits, y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(sched.lr(step), model, grads).0;
+            step += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let m = yte.len();
+    let d = model.encoder.out_dim();
+    let feats = text_features(&model.encoder, p, &p.split.test);
+    let head = model.head.valid().to_device(&p.device);
+    let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), &p.device);
+    let pred = head
+        .forward(f)
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("int predictions");
+    let hits = pred
+        .iter()
+        .zip(yte)
+        .filter(|(a, b)| **a == **b as i64)
+        .count();
+    Ok(FinetuneResult {
+        fraction,
+        top1: 100.0 * hits as f64 / m.max(1) as f64,
+        labels: n,
+        steps: step as usize,
+        seconds,
+    })
+}
+
+/// Adds fine-tuning columns (`cfg.label_fractions`) to `rows` for each `(name, encoder)`.
+pub fn add_text_finetune(
+    rows: &mut Vec<EvalRow>,
+    encoders: &[(&str, &Backbone)],
+    p: &PreparedText,
+    cfg: &FinetuneConfig,
+) -> anyhow::Result<()> {
+    for (name, enc) in encoders {
+        let mut accs = Vec::new();
+        for &f in &cfg.label_fractions {
+            let r = finetune_text(enc, p, cfg, f, p.recipe.train.seed)?;
+            tracing::info!(
+                "fine-tune {name}, {} labels: {:.1} % ({} steps, {:.0} s)",
+                r.labels,
+                r.top1,
+                r.steps,
+                r.seconds
+            );
+            accs.push((f, r.top1));
+        }
+        match rows.iter_mut().find(|r| r.features == *name) {
+            Some(r) => r.finetune = accs,
+            None => rows.push(EvalRow {
+                features: name.to_string(),
+                dim: enc.out_dim(),
+                knn: None,
+                linear: Vec::new(),
+                finetune: accs,
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// The random-init twin of a text run's encoder (same architecture and vocabulary).
+pub fn random_text_encoder(p: &PreparedText) -> Backbone {
+    let m = build_text_model(
+        &p.recipe,
+        p.tokenizer.vocab_size(),
+        &p.device,
+        p.recipe.train.seed ^ 0x5EED,
+    );
+    m.encoder().clone()
 }
