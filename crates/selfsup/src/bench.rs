@@ -411,9 +411,22 @@ fn step(
 
 /// The line of a timed training step: `images` per step, the median of `times`.
 fn step_line(id: &str, what: String, images: usize, times: &[f64], flops: f64, loss: f32) -> Line {
+    step_line_in(id, what, images, "img/s", times, flops, loss)
+}
+
+/// A timed step line counting `items` per step in `unit`.
+fn step_line_in(
+    id: &str,
+    what: String,
+    items: usize,
+    unit: &str,
+    times: &[f64],
+    flops: f64,
+    loss: f32,
+) -> Line {
     let med = median(times);
-    let mut line = Line::new(id, what, "img/s");
-    line.value = Some(images as f64 / med);
+    let mut line = Line::new(id, what, unit);
+    line.value = Some(items as f64 / med);
     line.median_s = Some(med);
     line.flops = Some(flops);
     line.loss = Some(loss as f64);
@@ -502,15 +515,15 @@ fn text_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
     } else {
         "masked-LM step (15 %, 80/10/10), 128-d 4-block 4-head Transformer, 64 × 64 tokens, vocabulary 4,000, clip 1, AdamW"
     };
-    let med = median(&times);
-    let mut line = Line::new(id, what, "tok/s");
-    line.value = Some((n * seq) as f64 / med);
-    line.median_s = Some(med);
-    line.flops = Some(flops);
-    line.loss = Some(last_loss as f64);
-    line.set("reps", times.len());
-    line.set("achieved_gflops", flops / med / 1e9);
-    Ok(line)
+    Ok(step_line_in(
+        id,
+        what.into(),
+        n * seq,
+        "tok/s",
+        &times,
+        flops,
+        last_loss,
+    ))
 }
 
 /// The MAE recipe of `step-vit`.

@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::text::{TextSplit, TextTokenizer, TokenLoader, load_text};
 use serde_json::json;
 
@@ -21,7 +20,10 @@ use crate::method::{Input, Model, StepInfo, TokenScore};
 use crate::optim::{Optimizer, WarmupCosine};
 use crate::recipe::Recipe;
 use crate::run::seeded;
-use crate::train::{TrainOptions, Trained, append_metrics, diverged, train_step, truncate_metrics};
+use crate::train::{
+    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
+    open_run_dir, train_step, truncate_metrics,
+};
 
 /// The tokenizer file of a text run.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -182,18 +184,7 @@ pub fn pretrain_text(
     opts: &TrainOptions,
 ) -> anyhow::Result<Trained> {
     let r = &p.recipe;
-    if !opts.resume
-        && ["recipe.toml", "metrics.jsonl", "checkpoints"]
-            .iter()
-            .any(|f| run_dir.join(f).exists())
-    {
-        bail!(
-            "{} already holds a run: continue it with --resume, or choose another --out",
-            run_dir.display()
-        );
-    }
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    open_run_dir(run_dir, opts.resume)?;
     let tok_path = run_dir.join(TOKENIZER_FILE);
     if !tok_path.exists() {
         p.tokenizer.save(&tok_path)?;
@@ -258,20 +249,7 @@ pub fn pretrain_text(
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
-        let bar = if opts.progress {
-            let b = ProgressBar::new(batches.len() as u64);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-                )
-                .unwrap()
-                .progress_chars("=> "),
-            );
-            b.set_prefix(format!("{}/{}", epoch + 1, r.train.epochs));
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
         let (mut loss_sum, mut n_steps, mut lr, mut tokens) = (0.0f64, 0usize, 0.0, 0usize);
         for (i, units) in batches.iter().enumerate() {
             let batch = p.train.batch(units);
@@ -348,32 +326,19 @@ pub fn pretrain_text(
             eprintln!("{msg}");
         }
         tracing::info!("{msg}");
-        let bad = checkpoint::non_finite_tensors(&model);
-        if !bad.is_empty() {
-            bail!(diverged(
-                run_dir,
-                &format!(
-                    "after epoch {} the weights hold NaN/inf values ({})",
-                    epoch + 1,
-                    bad.join(", ")
-                )
-            ));
-        }
+        check_weights(&model, run_dir, epoch)?;
         state.epoch = epoch + 1;
         append_metrics(run_dir, &line)?;
         checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let meta = [
-        ("format".to_string(), "selfsup text encoder".to_string()),
-        ("method".to_string(), r.method.name().to_string()),
-        ("backbone".to_string(), serde_json::to_string(&r.model)?),
-        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
-        ("tokenizer".to_string(), TOKENIZER_FILE.to_string()),
-    ]
-    .into_iter()
-    .collect();
-    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)?;
+    export_encoder(
+        &model,
+        r,
+        run_dir,
+        "selfsup text encoder",
+        &[("tokenizer", TOKENIZER_FILE)],
+    )?;
     Ok(Trained {
         model,
         images_per_s: tokens_seen as f64 / seconds.max(1e-9),

@@ -142,11 +142,9 @@ pub(crate) fn diverged(run_dir: &Path, what: &str) -> String {
     )
 }
 
-/// Pretrains the recipe's method in `run_dir` (created if needed). With `opts.resume` it
-/// continues from the newest checkpoint there.
-pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
-    if !opts.resume
+/// Refuses a run folder that already holds a run (unless resuming), then creates it.
+pub(crate) fn open_run_dir(run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+    if !resume
         && ["recipe.toml", "metrics.jsonl", "checkpoints"]
             .iter()
             .any(|f| run_dir.join(f).exists())
@@ -157,7 +155,69 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         );
     }
     fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+        .with_context(|| format!("cannot create run folder {}", run_dir.display()))
+}
+
+/// The progress bar of one epoch (hidden without `progress`).
+pub(crate) fn epoch_bar(progress: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len as u64);
+    b.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    b.set_prefix(format!("{}/{epochs}", epoch + 1));
+    b
+}
+
+/// Stops the run (keeping the last good checkpoint) when the weights hold NaN/inf after
+/// epoch `epoch` (0-based).
+pub(crate) fn check_weights(model: &Model, run_dir: &Path, epoch: usize) -> anyhow::Result<()> {
+    let bad = checkpoint::non_finite_tensors(model);
+    if !bad.is_empty() {
+        bail!(diverged(
+            run_dir,
+            &format!(
+                "after epoch {} the weights hold NaN/inf values ({})",
+                epoch + 1,
+                bad.join(", ")
+            )
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the encoder to `encoder.safetensors` with the run's description (`extra`: more
+/// metadata).
+pub(crate) fn export_encoder(
+    model: &Model,
+    r: &crate::recipe::Recipe,
+    run_dir: &Path,
+    format: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut meta: std::collections::HashMap<String, String> = [
+        ("format".to_string(), format.to_string()),
+        ("method".to_string(), r.method.name().to_string()),
+        ("backbone".to_string(), serde_json::to_string(&r.model)?),
+        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
+    ]
+    .into_iter()
+    .collect();
+    meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)
+}
+
+/// Pretrains the recipe's method in `run_dir` (created if needed). With `opts.resume` it
+/// continues from the newest checkpoint there.
+pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
+    let r = &p.recipe;
+    open_run_dir(run_dir, opts.resume)?;
 
     let train_device = r.train.device.train_device()?;
     let (c, h, w) = p.pipeline.out_shape();
@@ -228,20 +288,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             n_views,
             r.train.prefetch,
         );
-        let bar = if opts.progress {
-            let b = ProgressBar::new(loader.num_batches() as u64);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-                )
-                .unwrap()
-                .progress_chars("=> "),
-            );
-            b.set_prefix(format!("{}/{}", epoch + 1, r.train.epochs));
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = epoch_bar(opts.progress, loader.num_batches(), epoch, r.train.epochs);
         let (mut loss_sum, mut n_steps, mut last_emb, mut lr) = (0.0f64, 0usize, None, 0.0);
         let mut wait = 0.0f64;
         let num_batches = loader.num_batches();
@@ -347,17 +394,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             eprintln!("{msg}");
         }
         tracing::info!("{msg}");
-        let bad = checkpoint::non_finite_tensors(&model);
-        if !bad.is_empty() {
-            bail!(diverged(
-                run_dir,
-                &format!(
-                    "after epoch {} the weights hold NaN/inf values ({})",
-                    epoch + 1,
-                    bad.join(", ")
-                )
-            ));
-        }
+        check_weights(&model, run_dir, epoch)?;
         state.epoch = epoch + 1;
         append_metrics(run_dir, &line)?;
         if let Verdict::Collapsed(w) = &verdict {
@@ -387,15 +424,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let meta = [
-        ("format".to_string(), "selfsup encoder".to_string()),
-        ("method".to_string(), r.method.name().to_string()),
-        ("backbone".to_string(), serde_json::to_string(&r.model)?),
-        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
-    ]
-    .into_iter()
-    .collect();
-    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)?;
+    export_encoder(&model, r, run_dir, "selfsup encoder", &[])?;
     Ok(Trained {
         model,
         images_per_s: images_seen as f64 / seconds.max(1e-9),

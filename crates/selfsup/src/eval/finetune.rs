@@ -223,9 +223,30 @@ pub fn finetune(
         bs_eval,
         &p.device,
     );
-    let m = yte.len();
-    let head = model.head.valid().to_device(&p.device);
-    let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), &p.device);
+    let top1 = head_top1(&model.head, feats, d, yte, &p.device);
+    Ok((
+        FinetuneResult {
+            fraction,
+            top1,
+            labels: n,
+            steps: step as usize,
+            seconds,
+        },
+        model,
+    ))
+}
+
+/// Test top-1 (%) of `head` on features `(n, d)` with labels `labels`, on `device`.
+pub(crate) fn head_top1(
+    head: &Linear,
+    feats: Vec<f32>,
+    d: usize,
+    labels: &[u32],
+    device: &burn::tensor::Device,
+) -> f64 {
+    let m = labels.len();
+    let head = head.valid().to_device(device);
+    let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), device);
     let pred = head
         .forward(f)
         .argmax(1)
@@ -235,19 +256,10 @@ pub fn finetune(
         .expect("int predictions");
     let hits = pred
         .iter()
-        .zip(yte)
+        .zip(labels)
         .filter(|(p, l)| **p == **l as i64)
         .count();
-    Ok((
-        FinetuneResult {
-            fraction,
-            top1: 100.0 * hits as f64 / m.max(1) as f64,
-            labels: n,
-            steps: step as usize,
-            seconds,
-        },
-        model,
-    ))
+    100.0 * hits as f64 / m.max(1) as f64
 }
 
 #[cfg(test)]

@@ -93,10 +93,23 @@ pub fn add_finetune(
     p: &Prepared,
 ) -> anyhow::Result<()> {
     let cfg = &p.recipe.eval.finetune;
+    add_finetune_with(rows, encoders, &cfg.label_fractions, |enc, f| {
+        finetune(enc, p, cfg, f, p.recipe.train.seed).map(|(r, _)| r)
+    })
+}
+
+/// Adds fine-tuning columns to `rows` (a new row for an encoder without one): for each
+/// `(name, encoder)` and label fraction, `tune(encoder, fraction)`.
+pub fn add_finetune_with(
+    rows: &mut Vec<EvalRow>,
+    encoders: &[(&str, &Backbone)],
+    fractions: &[f64],
+    tune: impl Fn(&Backbone, f64) -> anyhow::Result<crate::eval::FinetuneResult>,
+) -> anyhow::Result<()> {
     for (name, enc) in encoders {
         let mut accs = Vec::new();
-        for &f in &cfg.label_fractions {
-            let (res, _) = finetune(enc, p, cfg, f, p.recipe.train.seed)?;
+        for &f in fractions {
+            let res = tune(enc, f)?;
             tracing::info!(
                 "fine-tune {name}, {} labels: {:.1} % ({} steps, {:.0} s)",
                 res.labels,

@@ -12,9 +12,11 @@ use selfsup_data::text::{TextCorpus, TokenLoader};
 
 use crate::backbone::Backbone;
 use crate::backbone::text::{ids_tensor, real_tensor};
-use crate::eval::finetune::{Classifier, FinetuneConfig, FinetuneResult};
+use crate::eval::finetune::{Classifier, FinetuneConfig, FinetuneResult, head_top1};
 use crate::eval::linear::stratified_subset;
-use crate::eval::report::{EvalRow, FeatureSet, RANDOM_INIT, Which, evaluate_features};
+use crate::eval::report::{
+    EvalRow, FeatureSet, RANDOM_INIT, Which, add_finetune_with, evaluate_features,
+};
 use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
 use crate::run::seeded;
 use crate::text_run::{PreparedText, build_text_model};
@@ -203,26 +205,12 @@ pub fn finetune_text(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let m = yte.len();
     let d = model.encoder.out_dim();
     let feats = text_features(&model.encoder, p, &p.split.test);
-    let head = model.head.valid().to_device(&p.device);
-    let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), &p.device);
-    let pred = head
-        .forward(f)
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("int predictions");
-    let hits = pred
-        .iter()
-        .zip(yte)
-        .filter(|(a, b)| **a == **b as i64)
-        .count();
+    let top1 = head_top1(&model.head, feats, d, yte, &p.device);
     Ok(FinetuneResult {
         fraction,
-        top1: 100.0 * hits as f64 / m.max(1) as f64,
+        top1,
         labels: n,
         steps: step as usize,
         seconds,
@@ -236,31 +224,9 @@ pub fn add_text_finetune(
     p: &PreparedText,
     cfg: &FinetuneConfig,
 ) -> anyhow::Result<()> {
-    for (name, enc) in encoders {
-        let mut accs = Vec::new();
-        for &f in &cfg.label_fractions {
-            let r = finetune_text(enc, p, cfg, f, p.recipe.train.seed)?;
-            tracing::info!(
-                "fine-tune {name}, {} labels: {:.1} % ({} steps, {:.0} s)",
-                r.labels,
-                r.top1,
-                r.steps,
-                r.seconds
-            );
-            accs.push((f, r.top1));
-        }
-        match rows.iter_mut().find(|r| r.features == *name) {
-            Some(r) => r.finetune = accs,
-            None => rows.push(EvalRow {
-                features: name.to_string(),
-                dim: enc.out_dim(),
-                knn: None,
-                linear: Vec::new(),
-                finetune: accs,
-            }),
-        }
-    }
-    Ok(())
+    add_finetune_with(rows, encoders, &cfg.label_fractions, |enc, f| {
+        finetune_text(enc, p, cfg, f, p.recipe.train.seed)
+    })
 }
 
 /// The random-init twin of a text run's encoder (same architecture and vocabulary).

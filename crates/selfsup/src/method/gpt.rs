@@ -20,7 +20,7 @@ use crate::backbone::transformer::xavier_linear;
 use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::{self, Flops};
 use crate::kernels::linear;
-use crate::loss::{correct_count, token_cross_entropy};
+use crate::loss::token_cross_entropy;
 use crate::method::{Input, InputKind, Method, MethodSettings, StepInfo, StepOutput, TokenScore};
 
 /// `[method]` settings of next-token prediction (none besides the model's).
@@ -48,10 +48,7 @@ impl MethodSettings for GptConfig {
     }
 
     fn check_backbone(&self, backbone: &BackboneConfig) -> Result<(), String> {
-        match backbone {
-            BackboneConfig::Transformer(_) => Ok(()),
-            _ => Err("method 'gpt' needs model.backbone = \"transformer\"".into()),
-        }
+        super::check_text_backbone("gpt", backbone)
     }
 
     fn init(
@@ -193,14 +190,7 @@ impl Method for Gpt {
 
     fn score_tokens(&self, batch: &TokenBatch, _seed: u64, _index: u64) -> Option<TokenScore> {
         let (logits, targets, _) = self.forward(batch);
-        let count = targets.dims()[0];
-        let correct = correct_count(logits.clone(), targets.clone());
-        let loss = token_cross_entropy(logits, targets).into_scalar::<f32>() as f64;
-        Some(TokenScore {
-            loss_sum: loss * count as f64,
-            count,
-            correct,
-        })
+        Some(super::token_score(logits, targets))
     }
 }
 

@@ -22,7 +22,7 @@ use crate::backbone::transformer::{LN_EPS, layer_norm, xavier_linear};
 use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::{self, Flops};
 use crate::kernels::{gelu, linear};
-use crate::loss::{correct_count, token_cross_entropy};
+use crate::loss::token_cross_entropy;
 use crate::method::{Input, InputKind, Method, MethodSettings, StepInfo, StepOutput, TokenScore};
 
 /// `[method]` settings of MLM.
@@ -61,10 +61,7 @@ impl MethodSettings for MlmConfig {
     }
 
     fn check_backbone(&self, backbone: &BackboneConfig) -> Result<(), String> {
-        match backbone {
-            BackboneConfig::Transformer(_) => Ok(()),
-            _ => Err("method 'mlm' needs model.backbone = \"transformer\"".into()),
-        }
+        super::check_text_backbone("mlm", backbone)
     }
 
     fn init(
@@ -194,16 +191,8 @@ impl Method for Mlm {
         let mut rng = SplitMix64::from_parts(&[seed, index, EVAL_STREAM]);
         let m = self.mask(batch, &mut rng);
         let (pred, _) = self.forward(batch, &m);
-        let Some((logits, targets)) = pred else {
-            return Some(TokenScore::default());
-        };
-        let count = targets.dims()[0];
-        let correct = correct_count(logits.clone(), targets.clone());
-        let loss = token_cross_entropy(logits, targets).into_scalar::<f32>() as f64;
-        Some(TokenScore {
-            loss_sum: loss * count as f64,
-            count,
-            correct,
-        })
+        Some(pred.map_or_else(TokenScore::default, |(logits, targets)| {
+            super::token_score(logits, targets)
+        }))
     }
 }

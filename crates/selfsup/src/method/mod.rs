@@ -234,6 +234,28 @@ pub(crate) fn two_views(views: Vec<Tensor<4>>) -> (Tensor<4>, usize) {
     (Tensor::cat(vec![x1, x2], 0), n)
 }
 
+/// The check of a text method's encoder: the token Transformer.
+pub(crate) fn check_text_backbone(method: &str, backbone: &BackboneConfig) -> Result<(), String> {
+    match backbone {
+        BackboneConfig::Transformer(_) => Ok(()),
+        _ => Err(format!(
+            "method '{method}' needs model.backbone = \"transformer\""
+        )),
+    }
+}
+
+/// The score of token predictions: logits `(S, V)` against targets `(S)`.
+pub(crate) fn token_score(logits: Tensor<2>, targets: Tensor<1, burn::tensor::Int>) -> TokenScore {
+    let count = targets.dims()[0];
+    let correct = crate::loss::correct_count(logits.clone(), targets.clone());
+    let loss = crate::loss::token_cross_entropy(logits, targets).into_scalar::<f32>() as f64;
+    TokenScore {
+        loss_sum: loss * count as f64,
+        count,
+        correct,
+    }
+}
+
 pub(crate) fn check_dims(dims: &[(&str, usize)]) -> Result<(), String> {
     for (k, v) in dims {
         if *v == 0 {
