@@ -33,6 +33,10 @@ pub struct Args {
     /// Write each step's weights, input batch and loss here, for benches/reference/check.py.
     #[arg(long)]
     check_dir: Option<PathBuf>,
+    /// Data-parallel parts of the steps of methods that split (mae, gpt, mlm); default the
+    /// recipe's `train.data_parallel` (2). 1 computes the step as one graph.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    data_parallel: Option<u64>,
     /// Run one line in this process and print its JSON (used for the child processes).
     #[arg(long, hide = true)]
     line: Option<String>,
@@ -43,6 +47,7 @@ fn options(a: &Args) -> BenchOptions {
         quick: a.quick,
         fashion_dir: a.fashion.clone().or_else(default_fashion_dir),
         check_dir: a.check_dir.clone(),
+        data_parallel: a.data_parallel.map(|p| p as usize),
     }
 }
 
@@ -144,6 +149,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         if let Some(d) = &opts.check_dir {
             cmd.arg("--check-dir").arg(d);
+        }
+        if let Some(p) = opts.data_parallel {
+            cmd.arg("--data-parallel").arg(p.to_string());
         }
         let out = cmd
             .output()

@@ -19,6 +19,21 @@ pub struct TokenBatch {
     pub seq_len: usize,
 }
 
+impl TokenBatch {
+    /// Sequences `rows` of the batch (for a data-parallel part of a step).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> TokenBatch {
+        assert!(rows.end <= self.batch_size, "rows past the batch");
+        let l = self.seq_len;
+        TokenBatch {
+            indices: self.indices[rows.clone()].to_vec(),
+            ids: self.ids[rows.start * l..rows.end * l].to_vec(),
+            mask: self.mask[rows.start * l..rows.end * l].to_vec(),
+            batch_size: rows.len(),
+            seq_len: l,
+        }
+    }
+}
+
 /// One batch from a loader.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Batch {

@@ -26,6 +26,22 @@ pub struct PatchMask {
     pub mask: Vec<f32>,
 }
 
+impl PatchMask {
+    /// The masks of samples `rows` (for a data-parallel part of a step).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PatchMask {
+        assert!(rows.end <= self.n, "rows past the batch");
+        let (k, l) = (self.keep, self.num);
+        PatchMask {
+            n: rows.len(),
+            num: l,
+            keep: k,
+            ids_keep: self.ids_keep[rows.start * k..rows.end * k].to_vec(),
+            ids_restore: self.ids_restore[rows.start * l..rows.end * l].to_vec(),
+            mask: self.mask[rows.start * l..rows.end * l].to_vec(),
+        }
+    }
+}
+
 /// How many of `num` patches stay visible at mask `ratio` (MAE: `int(L · (1 − ratio))`), at
 /// least one.
 pub fn visible_count(num: usize, ratio: f32) -> usize {

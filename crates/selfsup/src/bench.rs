@@ -124,6 +124,15 @@ pub struct BenchOptions {
     pub fashion_dir: Option<PathBuf>,
     /// Where the step lines write weights, inputs and loss for `benches/reference/check.py`.
     pub check_dir: Option<PathBuf>,
+    /// Data-parallel parts of the steps of methods that split (default: the recipe's,
+    /// `train.data_parallel`).
+    pub data_parallel: Option<usize>,
+}
+
+impl BenchOptions {
+    fn parts(&self, recipe: &Recipe) -> usize {
+        self.data_parallel.unwrap_or(recipe.train.data_parallel)
+    }
 }
 
 /// Median of a non-empty sample.
@@ -285,6 +294,7 @@ fn bench_step(
         Input::Views(vec![x1.clone(), x2.clone()]),
         info,
         lr,
+        1, // two-view methods compare the samples of a batch: they never split
     );
     *model = Some(m);
     out.loss
@@ -506,7 +516,14 @@ fn text_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             seed: 0,
         };
         let m = model.take().expect("model");
-        let (m, out) = train_step(m, &mut optim, Input::Tokens(batch.clone()), info, 1e-3);
+        let (m, out) = train_step(
+            m,
+            &mut optim,
+            Input::Tokens(batch.clone()),
+            info,
+            1e-3,
+            opts.parts(&recipe),
+        );
         model = Some(m);
         last_loss = out.loss;
     });
@@ -600,7 +617,14 @@ fn vit_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             seed: 0,
         };
         let m = model.take().expect("model");
-        let (m, out) = train_step(m, &mut optim, Input::Views(vec![x.clone()]), info, 1.5e-4);
+        let (m, out) = train_step(
+            m,
+            &mut optim,
+            Input::Views(vec![x.clone()]),
+            info,
+            1.5e-4,
+            opts.parts(&recipe),
+        );
         model = Some(m);
         last_loss = out.loss;
     });

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod method;
 pub mod monitor;
 pub mod optim;
+pub mod parallel;
 pub mod recipe;
 pub mod run;
 pub mod summary;

@@ -112,6 +112,11 @@ pub struct TrainSection {
     /// Next-token text runs: an epoch is this many batches of windows at random offsets
     /// (nanoGPT's sampling) instead of one pass over non-overlapping windows.
     pub steps_per_epoch: Option<usize>,
+    /// Methods whose loss is a per-sample mean (mae, gpt, mlm): compute each step as this many
+    /// parts of the batch, each on its own thread with its own autodiff graph (1: one graph,
+    /// each operation split over the cores instead). A fixed number, so that a seed gives the
+    /// same numbers whatever the number of cores.
+    pub data_parallel: usize,
 }
 
 impl Default for TrainSection {
@@ -129,6 +134,7 @@ impl Default for TrainSection {
             collapse_patience: 2,
             stop_on_collapse: false,
             steps_per_epoch: None,
+            data_parallel: 2,
         }
     }
 }
@@ -330,6 +336,11 @@ impl Recipe {
         }
         if t.collapse_patience == 0 {
             return Err("train.collapse_patience: must be at least 1".into());
+        }
+        if self.train.data_parallel == 0 {
+            return Err(
+                "train.data_parallel: must be at least 1 (1: no data-parallel parts)".into(),
+            );
         }
         if self.train.steps_per_epoch == Some(0) {
             return Err("train.steps_per_epoch: must be at least 1".into());

@@ -260,7 +260,14 @@ pub fn pretrain_text(
                 seed: r.train.seed,
             };
             lr = sched.lr(state.global_step);
-            let (m, out) = train_step(model, &mut optim, Input::Tokens(batch), info, lr);
+            let (m, out) = train_step(
+                model,
+                &mut optim,
+                Input::Tokens(batch),
+                info,
+                lr,
+                r.train.data_parallel,
+            );
             model = m;
             if !out.loss.is_finite() {
                 bar.abandon();

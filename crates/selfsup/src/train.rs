@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::{Batch, Loader};
@@ -54,7 +53,8 @@ pub struct Stepped {
     pub embeddings: Tensor<2>,
 }
 
-/// One training step, shared by the loop and `selfsup bench`: the method's loss on `input`,
+/// One training step, shared by the loop and `selfsup bench`: the method's loss on `input`
+/// (in `parts` data-parallel parts when the method splits, see [`crate::parallel`]),
 /// backward, the optimiser step at `lr`, then the method's after-step update (EMA, queue).
 /// A non-finite loss leaves the model as it was; the caller reports it.
 pub fn train_step(
@@ -63,17 +63,16 @@ pub fn train_step(
     input: Input,
     info: StepInfo,
     lr: f64,
+    parts: usize,
 ) -> (Model, Stepped) {
-    let out = model.step(input, info);
-    let loss = out.loss.clone().into_scalar::<f32>();
+    let c = crate::parallel::compute(&model, input, info, parts);
     let stepped = Stepped {
-        loss,
-        embeddings: out.embeddings,
+        loss: c.loss,
+        embeddings: c.embeddings,
     };
-    if !loss.is_finite() {
+    let Some(grads) = c.grads else {
         return (model, stepped);
-    }
-    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    };
     let model = optim.step(lr, model, grads).0.after_step(info);
     (model, stepped)
 }
@@ -307,7 +306,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 seed: r.train.seed,
             };
             lr = sched.lr(state.global_step);
-            let (m, out) = train_step(model, &mut optim, input, info, lr);
+            let (m, out) = train_step(model, &mut optim, input, info, lr, r.train.data_parallel);
             model = m;
             let loss = out.loss;
             if !loss.is_finite() {

@@ -15,6 +15,7 @@ use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
 use selfsup::method::{Input, InputKind, METHOD_NAMES, MethodConfig, Model, StepInfo};
 use selfsup::optim::Optimizer;
+use selfsup::parallel::compute;
 use selfsup::recipe::Recipe;
 use selfsup::run::{Prepared, build_model, prepare};
 use selfsup::text_run::{build_text_model, prepare_text};
@@ -73,6 +74,28 @@ impl ModuleVisitor for WithGrad<'_> {
             self.1.push(p.id.to_string());
         }
     }
+}
+
+/// Each parameter's gradient (by id), where it has one.
+struct GradVals<'a>(&'a GradientsParams, Vec<(String, Vec<f32>)>);
+
+impl ModuleVisitor for GradVals<'_> {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        if let Some(g) = self.0.get::<D>(p.id) {
+            let v = g
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap();
+            self.1.push((p.id.to_string(), v));
+        }
+    }
+}
+
+fn grad_vals(m: &Model, g: &GradientsParams) -> Vec<(String, Vec<f32>)> {
+    let mut c = GradVals(g, Vec::new());
+    m.visit(&mut c);
+    c.1
 }
 
 fn first_input(p: &Prepared) -> selfsup::method::Input {
@@ -198,6 +221,37 @@ fn every_method_is_wired() {
             !with_grad.is_empty(),
             "{name}: no parameter gets a gradient"
         );
+        // a method that splits: data-parallel parts (uneven: 3) give the whole batch's loss,
+        // embeddings and gradients
+        if model.splits() {
+            let whole = compute(&model, input(), info, 1);
+            let parts = compute(&model, input(), info, 3);
+            assert!(
+                (whole.loss - parts.loss).abs() <= 1e-5 * whole.loss.abs().max(1.0),
+                "{name}: loss {} whole, {} in parts",
+                whole.loss,
+                parts.loss
+            );
+            assert_eq!(whole.embeddings.dims(), parts.embeddings.dims(), "{name}");
+            let (gw, gp) = (
+                grad_vals(&model, whole.grads.as_ref().unwrap()),
+                grad_vals(&model, parts.grads.as_ref().unwrap()),
+            );
+            assert_eq!(gw.len(), gp.len(), "{name}: parameters with a gradient");
+            for ((id, a), (_, b)) in gw.iter().zip(&gp) {
+                let scale = a.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let diff = a
+                    .iter()
+                    .zip(b)
+                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{name}: gradient of {id} off by {diff} (scale {scale})"
+                );
+            }
+        } else {
+            assert!(model.step_rows(input(), info, 0..1).is_none(), "{name}");
+        }
         let frozen: Vec<&(String, bool, Vec<f32>)> = before
             .iter()
             .filter(|(id, _, _)| !with_grad.contains(id))
@@ -210,7 +264,7 @@ fn every_method_is_wired() {
         }
         // one whole step: every parameter moves, by the optimiser or by the after-step update
         let mut optim = Optimizer::new(r.optim.clone());
-        let (model, stepped) = train_step(model, &mut optim, input(), info, 0.05);
+        let (model, stepped) = train_step(model, &mut optim, input(), info, 0.05, 2);
         assert!(stepped.loss.is_finite(), "{name}");
         let after: HashMap<String, Vec<f32>> = params(&model)
             .into_iter()

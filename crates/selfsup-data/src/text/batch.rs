@@ -201,6 +201,19 @@ pub struct MlmMask {
     pub selected: usize,
 }
 
+impl MlmMask {
+    /// The masking of sequences `rows` of a batch of sequences of `seq_len` tokens.
+    pub fn rows(&self, rows: std::ops::Range<usize>, seq_len: usize) -> MlmMask {
+        let r = rows.start * seq_len..rows.end * seq_len;
+        let targets = self.targets[r.clone()].to_vec();
+        MlmMask {
+            input: self.input[r].to_vec(),
+            selected: targets.iter().filter(|&&t| t >= 0).count(),
+            targets,
+        }
+    }
+}
+
 /// BERT's masking: each real, non-special token (not `[PAD]`, `[CLS]`, `[SEP]`, `[MASK]`) is
 /// selected with probability `rate`; a selected token becomes `[MASK]` with probability 0.8,
 /// a random non-special token with 0.1, and stays itself with 0.1. The loss is taken on the

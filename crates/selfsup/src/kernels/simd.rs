@@ -1,18 +1,35 @@
 //! Helpers that let plain Rust loops in our kernels compile to wide vector code.
 //!
 //! The workspace is built for the baseline x86-64 target (SSE2), so that the binary runs on
-//! any machine. [`with_avx2`] runs a loop body compiled with AVX2 and FMA when the CPU has them
-//! (checked once, cached by the standard library); the body and the `#[inline(always)]`
+//! any machine. [`with_avx2`] runs a loop body compiled with AVX-512F, or else AVX2 and FMA,
+//! when the CPU has them (checked once, cached by the standard library); the body and the `#[inline(always)]`
 //! helpers below are inlined into that copy. No `mul_add` is used, so both copies give the
 //! same bits.
 
-/// Runs `f`, compiled for AVX2 + FMA when the CPU supports them. Call it inside a parallel
-/// task, around the innermost loops: functions that `f` calls without inlining (rayon, a
-/// library) do not inherit the features.
+/// Whether the CPU has AVX-512F (checked once, cached by the standard library).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+}
+
+/// Runs `f`, compiled for AVX-512F (or else AVX2 + FMA) when the CPU supports it. Call it
+/// inside a parallel task, around the innermost loops: functions that `f` calls without
+/// inlining (rayon, a library) do not inherit the features.
 #[inline(always)]
 pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
+        if has_avx512() {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU supports the features `run` is compiled for (checked above).
+            return unsafe { run(f) };
+        }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             #[target_feature(enable = "avx2,fma")]
             unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
@@ -26,14 +43,22 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Defines `pub fn $name(args) -> R` that calls the `#[inline(always)]` function `$body` with
-/// the same arguments, from a copy compiled for AVX2 + FMA when the CPU has them. Use it for
-/// large loop bodies, which LLVM may not inline into [`with_avx2`]'s closure.
+/// the same arguments, from a copy compiled for AVX-512F (or else AVX2 + FMA) when the CPU has
+/// them. Use it for large loop bodies, which LLVM may not inline into [`with_avx2`]'s closure.
 macro_rules! wide_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident = $body:ident ( $($arg:ident : $ty:ty),* $(,)? )) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                if $crate::kernels::simd::has_avx512() {
+                    #[target_feature(enable = "avx512f,avx2,fma")]
+                    unsafe fn wide512($($arg: $ty),*) {
+                        $body($($arg),*)
+                    }
+                    // SAFETY: the CPU supports the features `wide512` is compiled for.
+                    return unsafe { wide512($($arg),*) };
+                }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     #[target_feature(enable = "avx2,fma")]
                     unsafe fn wide($($arg: $ty),*) {

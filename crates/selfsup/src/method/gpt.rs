@@ -8,6 +8,8 @@
 //! loss = cross-entropy(logits, t_1 … t_L)
 //! ```
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -21,7 +23,9 @@ use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::{self, Flops};
 use crate::kernels::linear;
 use crate::loss::token_cross_entropy;
-use crate::method::{Input, InputKind, Method, MethodSettings, StepInfo, StepOutput, TokenScore};
+use crate::method::{
+    Input, InputKind, Method, MethodSettings, PartOutput, StepInfo, StepOutput, TokenScore,
+};
 
 /// `[method]` settings of next-token prediction (none besides the model's).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -173,13 +177,26 @@ impl Method for Gpt {
         &self.encoder
     }
 
-    fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
-        let batch = input.into_tokens();
+    fn step(&self, input: Input, info: StepInfo) -> StepOutput {
+        let n = input.batch_size();
+        self.step_rows(input, info, 0..n).expect("GPT splits").out
+    }
+
+    /// Each window's next-token loss is its own.
+    fn splits(&self) -> bool {
+        true
+    }
+
+    fn step_rows(&self, input: Input, _info: StepInfo, rows: Range<usize>) -> Option<PartOutput> {
+        let batch = input.into_tokens().rows(rows);
         let (logits, targets, h) = self.forward(&batch);
-        StepOutput {
-            loss: token_cross_entropy(logits, targets),
-            embeddings: self.text().pool(h, None).detach(),
-        }
+        Some(PartOutput {
+            units: targets.dims()[0] as f64,
+            out: StepOutput {
+                loss: token_cross_entropy(logits, targets),
+                embeddings: self.text().pool(h, None).detach(),
+            },
+        })
     }
 
     fn flops(&self, n: usize, w: usize, _: usize) -> Flops {

@@ -12,6 +12,8 @@
 //! ```
 //! The masks are drawn from `(seed, step)`, so a resumed run masks as an uninterrupted one.
 
+use std::ops::Range;
+
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -25,7 +27,7 @@ use crate::flops::{self, Flops};
 use crate::kernels::linear;
 use crate::loss::mse::patch_mean_var;
 use crate::loss::{mae_loss, mae_target};
-use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput};
+use crate::method::{Input, Method, MethodSettings, PartOutput, StepInfo, StepOutput};
 
 /// `[method]` settings of MAE.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,13 +250,27 @@ impl Method for Mae {
     }
 
     fn step(&self, input: Input, info: StepInfo) -> StepOutput {
+        let n = input.batch_size();
+        self.step_rows(input, info, 0..n).expect("MAE splits").out
+    }
+
+    /// Each image's loss is its own (the masks of the whole batch are drawn, then cut).
+    fn splits(&self) -> bool {
+        true
+    }
+
+    fn step_rows(&self, input: Input, info: StepInfo, rows: Range<usize>) -> Option<PartOutput> {
         let x = input.into_views().swap_remove(0);
-        let m = self.masks(x.dims()[0], info);
+        let m = self.masks(x.dims()[0], info).rows(rows.clone());
+        let x = x.narrow(0, rows.start, rows.len());
         let out = self.forward(x, &m);
-        StepOutput {
-            loss: mae_loss(out.pred, out.target, out.mask),
-            embeddings: self.vit().pool(out.latent).detach(),
-        }
+        Some(PartOutput {
+            units: (m.n * (m.num - m.keep)) as f64,
+            out: StepOutput {
+                loss: mae_loss(out.pred, out.target, out.mask),
+                embeddings: self.vit().pool(out.latent).detach(),
+            },
+        })
     }
 
     fn flops(&self, n: usize, _h: usize, _w: usize) -> Flops {

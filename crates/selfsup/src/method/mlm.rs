@@ -9,6 +9,8 @@
 //! ```
 //! The selection is drawn from `(seed, step)`, so a resumed run masks as an uninterrupted one.
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -23,7 +25,9 @@ use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::{self, Flops};
 use crate::kernels::{gelu, linear};
 use crate::loss::token_cross_entropy;
-use crate::method::{Input, InputKind, Method, MethodSettings, StepInfo, StepOutput, TokenScore};
+use crate::method::{
+    Input, InputKind, Method, MethodSettings, PartOutput, StepInfo, StepOutput, TokenScore,
+};
 
 /// `[method]` settings of MLM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,9 +166,23 @@ impl Method for Mlm {
     }
 
     fn step(&self, input: Input, info: StepInfo) -> StepOutput {
+        let n = input.batch_size();
+        self.step_rows(input, info, 0..n).expect("MLM splits").out
+    }
+
+    /// Each selected token's loss is its own (the masking of the whole batch is drawn, then
+    /// cut).
+    fn splits(&self) -> bool {
+        true
+    }
+
+    fn step_rows(&self, input: Input, info: StepInfo, rows: Range<usize>) -> Option<PartOutput> {
         let batch = input.into_tokens();
         let mut rng = SplitMix64::from_parts(&[info.seed, info.step, MASK_STREAM]);
-        let m = self.mask(&batch, &mut rng);
+        let m = self
+            .mask(&batch, &mut rng)
+            .rows(rows.clone(), batch.seq_len);
+        let batch = batch.rows(rows);
         let (pred, h) = self.forward(&batch, &m);
         let loss = match pred {
             Some((logits, targets)) => token_cross_entropy(logits, targets),
@@ -173,10 +191,13 @@ impl Method for Mlm {
         };
         let dev = h.device();
         let real = real_tensor(&batch.mask, batch.batch_size, batch.seq_len, &dev);
-        StepOutput {
-            loss,
-            embeddings: self.text().pool(h, real.as_ref()).detach(),
-        }
+        Some(PartOutput {
+            units: m.selected as f64,
+            out: StepOutput {
+                loss,
+                embeddings: self.text().pool(h, real.as_ref()).detach(),
+            },
+        })
     }
 
     fn flops(&self, n: usize, l: usize, _w: usize) -> Flops {

@@ -18,6 +18,8 @@ pub mod simclr;
 pub mod simsiam;
 pub mod vicreg;
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_data::TokenBatch;
@@ -46,6 +48,14 @@ pub struct StepOutput {
     pub embeddings: Tensor<2>,
 }
 
+/// What one part of a data-parallel step gives back: the step output of its samples (the loss
+/// averaged over the part's own units: masked patches, predicted tokens) and the number of
+/// those units, by which the parts' losses and gradients are weighted.
+pub struct PartOutput {
+    pub out: StepOutput,
+    pub units: f64,
+}
+
 /// Where a step is in the run: the 1-based `step` of `total` optimiser steps, and the run's
 /// `seed`. Methods that draw randomness in the step (MAE's masks, the DAE's noise) derive it
 /// from `(seed, step)`, so that a resumed run draws exactly what an uninterrupted one does.
@@ -70,6 +80,14 @@ pub enum Input {
 }
 
 impl Input {
+    /// Samples in the batch.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Self::Views(v) => v.first().map_or(0, |x| x.dims()[0]),
+            Self::Tokens(b) => b.batch_size,
+        }
+    }
+
     /// The image views. A method that takes images is only built for image data (the recipe
     /// is checked against the data before training), so tokens here are a bug.
     pub fn into_views(self) -> Vec<Tensor<4>> {
@@ -170,6 +188,20 @@ pub trait Method: Module + Sized {
     /// Whether a parameter of the target (EMA) networks requires a gradient.
     fn target_requires_grad(&self) -> bool {
         false
+    }
+
+    /// Whether the step can run as data-parallel parts ([`Method::step_rows`]): true for a
+    /// method whose loss is a mean of per-sample terms (no batch statistics, no comparison
+    /// between the samples of a batch).
+    fn splits(&self) -> bool {
+        false
+    }
+
+    /// The loss of samples `rows` of the batch `input` (the whole batch: the method draws its
+    /// randomness for all of it, so that the parts together compute the whole batch's step),
+    /// averaged over the part's units, with their number. `None` unless [`Method::splits`].
+    fn step_rows(&self, _input: Input, _info: StepInfo, _rows: Range<usize>) -> Option<PartOutput> {
+        None
     }
 
     /// Text methods: the score on held-out sequences (the masks of batch `index` drawn from the
@@ -389,6 +421,14 @@ macro_rules! registry {
 
             pub fn target_requires_grad(&self) -> bool {
                 match self { $(Self::$variant(m) => m.target_requires_grad(),)* }
+            }
+
+            pub fn splits(&self) -> bool {
+                match self { $(Self::$variant(m) => m.splits(),)* }
+            }
+
+            pub fn step_rows(&self, input: Input, info: StepInfo, rows: Range<usize>) -> Option<PartOutput> {
+                match self { $(Self::$variant(m) => m.step_rows(input, info, rows),)* }
             }
 
             pub fn score_tokens(&self, batch: &TokenBatch, seed: u64, index: u64) -> Option<TokenScore> {
