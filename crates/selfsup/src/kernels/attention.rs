@@ -129,20 +129,154 @@ wide_fn!(fn forward_one = forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32],
 
 /// Head widths compiled with a constant `dₕ` (fully unrolled, accumulators in registers).
 macro_rules! sized {
-    ($body:ident, $s:expr, ($($a:expr),*)) => {
+    ($tiled:ident, $generic:ident, $s:expr, ($($a:expr),*)) => {
         match $s.dh {
-            8 => $body::<8>($($a),*),
-            16 => $body::<16>($($a),*),
-            32 => $body::<32>($($a),*),
-            64 => $body::<64>($($a),*),
-            _ => $body::<0>($($a),*),
+            8 => $tiled::<8>($($a),*),
+            16 => $tiled::<16>($($a),*),
+            32 => $tiled::<32>($($a),*),
+            64 => $tiled::<64>($($a),*),
+            _ => $generic::<0>($($a),*),
         }
     };
 }
 
 #[inline(always)]
 fn forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, keys: Keys) {
-    sized!(forward_body, s, (x, o, p, s, keys))
+    sized!(forward_tiled, forward_body, s, (x, o, p, s, keys))
+}
+
+/// Query (or key) rows per register tile.
+const R: usize = 4;
+/// Keys per register tile of scores.
+const KC: usize = 16;
+
+/// `Σ_{t ∈ ts} a(r, t) · b[t·bs + c]` for `r < RR`, `c < W`: one register tile of a small
+/// matrix product (`RR·W/16` vector accumulators with AVX-512), each element summed over `t`
+/// in order, as the loops it replaces. The `a` values of a step are read before any sum is
+/// updated, so that a bounds check cannot sit between the updates (which kept LLVM from
+/// vectorising them).
+#[inline(always)]
+fn tile<const RR: usize, const W: usize>(
+    a: impl Fn(usize, usize) -> f32,
+    b: &[f32],
+    bs: usize,
+    ts: std::ops::Range<usize>,
+) -> [[f32; W]; RR] {
+    let mut acc = [[0.0f32; W]; RR];
+    for t in ts {
+        let row: &[f32; W] = b[t * bs..t * bs + W].try_into().expect("tile row");
+        let av: [f32; RR] = std::array::from_fn(|r| a(r, t));
+        for r in 0..RR {
+            for c in 0..W {
+                acc[r][c] += av[r] * row[c];
+            }
+        }
+    }
+    acc
+}
+
+/// Copies head `h` of part `part` of one sample's rows transposed into `dst` `(dₕ, lp)`, with
+/// zeros in the columns from `L` to `lp` (a whole number of score tiles).
+#[inline(always)]
+fn gather_t_padded(x: &[f32], s: AttnShape, part: usize, h: usize, lp: usize, dst: &mut [f32]) {
+    let (d, dh, l) = (s.d(), s.dh, s.l);
+    dst.fill(0.0);
+    for i in 0..l {
+        let at = i * 3 * d + part * d + h * dh;
+        for (t, &v) in x[at..at + dh].iter().enumerate() {
+            dst[t * lp + i] = v;
+        }
+    }
+}
+
+/// Scores `S = a·btᵀ` of rows `i .. i+RR` (`a(r, t)` their values) against the keys `0 ..
+/// jmax`, from the padded transposed keys `bt` `(DH, lp)`; `put(r, j, value)` stores them.
+#[inline(always)]
+fn scores<const RR: usize, const DH: usize>(
+    a: impl Fn(usize, usize) -> f32 + Copy,
+    bt: &[f32],
+    lp: usize,
+    jmax: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    for j0 in (0..jmax).step_by(KC) {
+        let acc = tile::<RR, KC>(a, &bt[j0..], lp, 0..DH);
+        for (r, row) in acc.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                put(r, j0 + c, v);
+            }
+        }
+    }
+}
+
+/// The forward with register tiles (`DH` known): per head, scores for 4 queries × 16 keys at a
+/// time, the softmax by row, then `O = P·v` for 4 queries × `DH` at a time.
+#[inline(always)]
+fn forward_tiled<const DH: usize>(
+    x: &[f32],
+    o: &mut [f32],
+    p: &mut [f32],
+    s: AttnShape,
+    keys: Keys,
+) {
+    let (l, d) = (s.l, s.d());
+    let lp = l.div_ceil(KC) * KC;
+    let scale = s.scale();
+    let mut q = vec![0.0f32; l * DH];
+    let mut kt = vec![0.0f32; DH * lp];
+    let mut v = vec![0.0f32; l * DH];
+    for h in 0..s.heads {
+        gather(x, s, 0, h, &mut q);
+        gather_t_padded(x, s, 1, h, lp, &mut kt);
+        gather(x, s, 2, h, &mut v);
+        let ph = &mut p[h * l * l..(h + 1) * l * l];
+        // scores, for the keys each query sees
+        let mut i = 0;
+        while i < l {
+            let rb = if i + R <= l { R } else { 1 };
+            let jmax = keys.count(i + rb - 1);
+            let put = |r: usize, j: usize, val: f32| {
+                if j < keys.count(i + r) {
+                    ph[(i + r) * l + j] = val;
+                }
+            };
+            if rb == R {
+                scores::<R, DH>(|r, t| q[(i + r) * DH + t], &kt, lp, jmax, put);
+            } else {
+                scores::<1, DH>(|_, t| q[i * DH + t], &kt, lp, jmax, put);
+            }
+            i += rb;
+        }
+        // softmax of each row over its keys (the rest of the row stays 0)
+        for i in 0..l {
+            let row = &mut ph[i * l..i * l + keys.count(i)];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+            for r in row.iter_mut() {
+                *r = exp(*r * scale - m);
+            }
+            let inv = 1.0 / sum(row);
+            for r in row.iter_mut() {
+                *r *= inv;
+            }
+        }
+        // o_i = Σ_j P_ij v_j
+        let mut i = 0;
+        while i < l {
+            let rb = if i + R <= l { R } else { 1 };
+            let jmax = keys.count(i + rb - 1);
+            let at = |r: usize| (i + r) * d + h * DH;
+            if rb == R {
+                let acc = tile::<R, DH>(|r, j| ph[(i + r) * l + j], &v, DH, 0..jmax);
+                for (r, a) in acc.iter().enumerate() {
+                    o[at(r)..at(r) + DH].copy_from_slice(a);
+                }
+            } else {
+                let acc = tile::<1, DH>(|_, j| ph[i * l + j], &v, DH, 0..jmax);
+                o[at(0)..at(0) + DH].copy_from_slice(&acc[0]);
+            }
+            i += rb;
+        }
+    }
 }
 
 /// An accumulator of `dh` values: on the stack when `dh ≤ 64`.
@@ -244,7 +378,105 @@ wide_fn!(fn backward_one = backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &
 
 #[inline(always)]
 fn backward_sized(x: &[f32], p: &[f32], go: &[f32], g: &mut [f32], s: AttnShape, keys: Keys) {
-    sized!(backward_body, s, (x, p, go, g, s, keys))
+    sized!(backward_tiled, backward_body, s, (x, p, go, g, s, keys))
+}
+
+/// The backward with register tiles (`DH` known), the same sums as [`backward_body`].
+#[inline(always)]
+fn backward_tiled<const DH: usize>(
+    x: &[f32],
+    p: &[f32],
+    go: &[f32],
+    g: &mut [f32],
+    s: AttnShape,
+    keys: Keys,
+) {
+    let (l, d) = (s.l, s.d());
+    let lp = l.div_ceil(KC) * KC;
+    let scale = s.scale();
+    let mut q = vec![0.0f32; l * DH];
+    let mut k = vec![0.0f32; l * DH];
+    let mut vt = vec![0.0f32; DH * lp];
+    let mut ds = vec![0.0f32; l * l];
+    for h in 0..s.heads {
+        gather(x, s, 0, h, &mut q);
+        gather(x, s, 1, h, &mut k);
+        gather_t_padded(x, s, 2, h, lp, &mut vt);
+        let ph = &p[h * l * l..(h + 1) * l * l];
+        let goh = &go[h * DH..];
+        // dP_ij = dO_i · v_j, then dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') / √dₕ; zero for the
+        // keys a query does not see
+        ds.fill(0.0);
+        let mut i = 0;
+        while i < l {
+            let rb = if i + R <= l { R } else { 1 };
+            let jmax = keys.count(i + rb - 1);
+            let put = |r: usize, j: usize, val: f32| {
+                if j < keys.count(i + r) {
+                    ds[(i + r) * l + j] = val;
+                }
+            };
+            if rb == R {
+                scores::<R, DH>(|r, t| goh[(i + r) * d + t], &vt, lp, jmax, put);
+            } else {
+                scores::<1, DH>(|_, t| goh[i * d + t], &vt, lp, jmax, put);
+            }
+            i += rb;
+        }
+        for i in 0..l {
+            let jn = keys.count(i);
+            let pr = &ph[i * l..i * l + jn];
+            let dsr = &mut ds[i * l..i * l + jn];
+            let c = dot(pr, dsr);
+            for (e, &pj) in dsr.iter_mut().zip(pr) {
+                *e = pj * (*e - c) * scale;
+            }
+        }
+        // dq_i = Σ_j dS_ij k_j
+        let mut i = 0;
+        while i < l {
+            let rb = if i + R <= l { R } else { 1 };
+            let jmax = keys.count(i + rb - 1);
+            let at = |r: usize| (i + r) * 3 * d + h * DH;
+            if rb == R {
+                let acc = tile::<R, DH>(|r, j| ds[(i + r) * l + j], &k, DH, 0..jmax);
+                for (r, a) in acc.iter().enumerate() {
+                    g[at(r)..at(r) + DH].copy_from_slice(a);
+                }
+            } else {
+                let acc = tile::<1, DH>(|_, j| ds[i * l + j], &k, DH, 0..jmax);
+                g[at(0)..at(0) + DH].copy_from_slice(&acc[0]);
+            }
+            i += rb;
+        }
+        // dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, over the queries that see key j (a
+        // padding key, at or after `len`, is seen by none: its rows stay 0)
+        let mut j = 0;
+        while j < keys.len {
+            let rb = if j + R <= keys.len { R } else { 1 };
+            let first = if keys.causal { j } else { 0 };
+            let (kat, vat) = (
+                |r: usize| (j + r) * 3 * d + d + h * DH,
+                |r: usize| (j + r) * 3 * d + 2 * d + h * DH,
+            );
+            if rb == R {
+                let acc = tile::<R, DH>(|r, i| ds[i * l + j + r], &q, DH, first..l);
+                for (r, a) in acc.iter().enumerate() {
+                    g[kat(r)..kat(r) + DH].copy_from_slice(a);
+                }
+                let acc = tile::<R, DH>(|r, i| ph[i * l + j + r], goh, d, first..l);
+                for (r, a) in acc.iter().enumerate() {
+                    g[vat(r)..vat(r) + DH].copy_from_slice(a);
+                }
+            } else {
+                let acc = tile::<1, DH>(|_, i| ds[i * l + j], &q, DH, first..l);
+                g[kat(0)..kat(0) + DH].copy_from_slice(&acc[0]);
+                let acc = tile::<1, DH>(|_, i| ph[i * l + j], goh, d, first..l);
+                g[vat(0)..vat(0) + DH].copy_from_slice(&acc[0]);
+            }
+            j += rb;
+        }
+    }
 }
 
 #[inline(always)]
@@ -360,6 +592,11 @@ mod tests {
             // padding at the end of each sequence
             (sh(3, 5, 2, 16), false, Some(vec![5, 3, 1])),
             (sh(2, 6, 2, 8), true, Some(vec![4, 6])),
+            // several register tiles of queries and keys, with a tail
+            (sh(2, 19, 2, 16), true, Some(vec![19, 11])),
+            (sh(1, 17, 2, 32), false, None),
+            (sh(2, 21, 1, 64), false, Some(vec![21, 18])),
+            (sh(1, 18, 2, 8), true, None),
         ] {
             let mut rng = Rng(11);
             let qkv: Vec<f64> = rng
