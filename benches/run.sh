@@ -24,7 +24,7 @@ py=benches/reference/.venv/bin/python
 
 echo "== loss and FLOP agreement on the same weights and inputs"
 rm -rf "$out/check"
-./target/release/selfsup bench --only step-a,step-b,step-c,step-vit --quick --check-dir "$out/check" >/dev/null
+./target/release/selfsup bench --only step-a,step-b,step-c,step-vit,step-gpt,step-mlm --quick --check-dir "$out/check" >/dev/null
 $py benches/reference/check.py "$out/check" --threads "$threads"
 
 echo "== selfsup"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Loss agreement between Burn (selfsup) and the PyTorch re-implementation.
 
-    python check.py DIR            # checks DIR/step-{a,b,c,vit}.safetensors (those present)
+    python check.py DIR            # checks DIR/step-{a,b,c,vit,gpt,mlm}.safetensors (those present)
     python check.py --make-fake DIR  # writes Burn-style files from torch (tests this script)
 
 Each file (written by `selfsup bench --check-dir DIR`) holds the model's weights under Burn
@@ -12,6 +12,10 @@ stored [in, out]), `__input__` and `__loss__` (Burn's train-mode loss), optional
 - step-a/b/c (SimCLR): `__input__` is the 2N views, view 1 of every image first; NT-Xent loss.
 - step-vit (MAE): `__input__` (N, 3, 32, 32), `__ids_keep__` (N, K) and `__ids_restore__` (N, L)
   (integers stored as float32): the masks of Burn's step; masked norm-pix MSE loss.
+- step-gpt: `__input__` (N, L + 1) token ids (as float32): windows; next-token cross-entropy.
+- step-mlm: `__input__` (N, L) ids, `__mlm_input__` (N, L) the encoder's input after Burn's
+  80/10/10 masking and `__mlm_targets__` (N, L) the original id at a selected position, -1
+  elsewhere; cross-entropy on the selected positions.
 
 The torch model is loaded strictly (every torch parameter and buffer set except BatchNorm's
 num_batches_tracked, every file tensor used), run in train mode on `__input__`, and its loss
@@ -31,11 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import models
 
 TOL = 1e-4
-VARIANTS = {models.ResNet: "ResNet", models.ConvNet: "ConvNet", models.Vit: "Vit"}
+VARIANTS = {models.ResNet: "ResNet", models.ConvNet: "ConvNet", models.Vit: "Vit",
+            models.TextTransformer: "Text"}
 # Top-level field names of the models (a first path segment that is none of them is the root
 # module's name, e.g. `Simclr.` or `Mae.`).
 FIELDS = ("encoder", "head", "decoder_embed", "mask_token", "decoder_blocks", "decoder_norm",
-          "decoder_pred")
+          "decoder_pred", "dense", "norm", "decoder")
 # Burn-only entries that carry no tensor the torch model needs (e.g. a BatchNorm training flag).
 IGNORABLE_SUFFIXES = (".training",)
 
@@ -110,6 +115,14 @@ def flops_of(model, loss_fn):
     return float(fc.get_total_flops())
 
 
+def token_ids(arr):
+    """Token ids stored as float32 -> int64, checked to be integers."""
+    a = np.asarray(arr)
+    if not np.all(a == np.round(a)):
+        raise ValueError("token ids are not integers")
+    return torch.from_numpy(np.rint(a).astype(np.int64))
+
+
 def mae_masks(tensors, n, num, keep):
     """`__ids_keep__` / `__ids_restore__` (float32 integers) -> int64, checked: each row of
     ids_restore a permutation of 0..L whose first K positions are ids_keep's patches."""
@@ -144,7 +157,19 @@ def check_file(path, verbose):
     torch.manual_seed(0)
     model = models.build(id_)
     is_mae = isinstance(model, models.Mae)
-    if is_mae:
+    is_text = isinstance(model, (models.Gpt, models.Mlm))
+    if is_text:
+        x = token_ids(tensors["__input__"])
+    if isinstance(model, models.Mlm):
+        for need in ("__mlm_input__", "__mlm_targets__"):
+            if need not in tensors:
+                print(f"{id_}: FAIL, {need} missing from {path}")
+                return False
+        masking = (token_ids(tensors["__mlm_input__"]), token_ids(tensors["__mlm_targets__"]))
+
+        def loss_of(m, inp):
+            return m.loss_given(*masking)
+    elif is_mae:
         for need in ("__ids_keep__", "__ids_restore__"):
             if need not in tensors:
                 print(f"{id_}: FAIL, {need} missing from {path}")
@@ -181,7 +206,7 @@ def check_file(path, verbose):
     print(f"  loss burn {burn_loss:.7f}  torch f32 {loss32:.7f}  rel diff {rel:.2e}"
           f"  {'ok' if rel <= TOL else 'FAIL (> %.0e)' % TOL}")
     ok &= rel <= TOL
-    if is_mae:   # the same in f32 with explicit attention matmuls instead of SDPA
+    if is_mae or is_text:   # the same in f32 with explicit attention matmuls instead of SDPA
         models.set_sdpa(model, False)
         with torch.no_grad():
             loss_mm = float(loss_of(model, x))
@@ -191,7 +216,7 @@ def check_file(path, verbose):
               f"  {'ok' if rel_mm <= TOL else 'FAIL (> %.0e)' % TOL}")
         ok &= rel_mm <= TOL
     with torch.no_grad():
-        loss64 = float(loss_of(m64.train(), x.double()))
+        loss64 = float(loss_of(m64.train(), x if is_text else x.double()))
     rel64 = abs(loss64 - burn_loss) / max(abs(loss64), 1e-12)
     print(f"  loss torch f64 {loss64:.9f}  rel diff burn vs f64 {rel64:.2e}, "
           f"torch f32 vs f64 {abs(loss32 - loss64) / abs(loss64):.2e}")
@@ -218,7 +243,13 @@ def make_fake(out_dir):
                 torch.nn.init.uniform_(m.bias, -0.2, 0.2)
         n = 4
         is_mae = isinstance(model, models.Mae)
-        x = torch.randn(n if is_mae else 2 * n, cfg["channels"], cfg["side"], cfg["side"])
+        is_text = isinstance(model, (models.Gpt, models.Mlm))
+        if is_text:
+            w = cfg["seq"] + (1 if cfg["kind"] == "gpt" else 0)
+            x = torch.randint(5, cfg["vocab"], (n, w))
+        else:
+            x = torch.randn(n if is_mae else 2 * n, cfg["channels"], cfg["side"], cfg["side"])
+        root = {"mae": "Mae.", "gpt": "Gpt.", "mlm": "Mlm."}.get(cfg["kind"], "Simclr.")
         out = {}
         for key, t in model.state_dict().items():
             name = candidates(model, key)
@@ -226,9 +257,16 @@ def make_fake(out_dir):
                 continue
             if models.is_linear_weight(model, key):
                 t = t.t()
-            out[("Mae." if is_mae else "Simclr.") + name[0]] = t.contiguous().numpy()
+            out[root + name[0]] = t.contiguous().numpy()
         model.train()
-        if is_mae:
+        if isinstance(model, models.Mlm):
+            inp, targets = model.masking(x)
+            out["__mlm_input__"] = inp.float().numpy()
+            out["__mlm_targets__"] = targets.float().numpy()
+            with torch.no_grad():
+                out["__loss__"] = np.array([float(model.loss_given(inp, targets))],
+                                           dtype=np.float32)
+        elif is_mae:
             ik, ir = model.masks(n)
             out["__ids_keep__"] = ik.float().numpy()
             out["__ids_restore__"] = ir.float().numpy()
@@ -237,7 +275,7 @@ def make_fake(out_dir):
         else:
             with torch.no_grad():
                 out["__loss__"] = np.array([float(model.loss(x))], dtype=np.float32)
-        out["__input__"] = x.numpy()
+        out["__input__"] = x.float().numpy()
         save_file(out, str(out_dir / f"{id_}.safetensors"))
         print(f"wrote {out_dir / (id_ + '.safetensors')}")
 

@@ -467,15 +467,24 @@ class Mlm(nn.Module):
         self.decoder = nn.Linear(dim, vocab)
         self.vocab, self.rate = vocab, rate
 
-    def loss(self, ids, generator=None):
+    def masking(self, ids, generator=None):
+        """(the encoder's input, targets: the original id where selected, -1 elsewhere)."""
         sel = torch.rand(ids.shape, generator=generator) < self.rate
         u = torch.rand(ids.shape, generator=generator)
         rnd = torch.randint(5, self.vocab, ids.shape, generator=generator)
         inp = torch.where(sel & (u < 0.8), torch.full_like(ids, 4), ids)
         inp = torch.where(sel & (u >= 0.8) & (u < 0.9), rnd, inp)
+        return inp, torch.where(sel, ids, torch.full_like(ids, -1))
+
+    def loss_given(self, inp, targets):
+        """The loss of a given masking (selected rows in row-major order, as mlm.rs)."""
+        sel = targets >= 0
         h = self.encoder(inp)[sel]
         logits = self.decoder(self.norm(F.gelu(self.dense(h), approximate="none")))
-        return F.cross_entropy(logits, ids[sel])
+        return F.cross_entropy(logits, targets[sel])
+
+    def loss(self, ids, generator=None):
+        return self.loss_given(*self.masking(ids, generator))
 
 
 def set_sdpa(model, on):

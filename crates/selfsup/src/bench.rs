@@ -505,6 +505,39 @@ fn text_step(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
         seq_len: w,
     };
     let flops = model.step_flops(n, w, 0).total();
+    if let Some(dir) = &opts.check_dir {
+        // the loss of step 1 on these weights; for MLM also its masking, which the reference
+        // cannot redraw
+        let info = StepInfo {
+            step: 1,
+            total: 1000,
+            seed: 0,
+        };
+        let as_f32 = |v: &[u32]| v.iter().map(|&i| i as f32).collect::<Vec<f32>>();
+        let mut extra = vec![(
+            "__input__".to_string(),
+            TensorData::new(as_f32(&batch.ids), [n, w]),
+        )];
+        if let Model::Mlm(mlm) = &model {
+            let m = mlm.step_masking(&batch, info);
+            extra.push((
+                "__mlm_input__".into(),
+                TensorData::new(as_f32(&m.input), [n, w]),
+            ));
+            extra.push((
+                "__mlm_targets__".into(),
+                TensorData::new(
+                    m.targets.iter().map(|&t| t as f32).collect::<Vec<f32>>(),
+                    [n, w],
+                ),
+            ));
+        }
+        let loss = model
+            .step(Input::Tokens(batch.clone()), info)
+            .loss
+            .into_scalar::<f32>();
+        write_check(dir, id, &model, extra, loss, flops)?;
+    }
     let (warmup, reps) = if opts.quick { (1, 2) } else { (3, 15) };
     let mut optim = Optimizer::new(recipe.optim.clone());
     let mut model = Some(model);

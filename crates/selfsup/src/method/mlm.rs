@@ -122,6 +122,12 @@ impl Mlm {
         )
     }
 
+    /// The masking of the training step `info` (a pure function of seed and step).
+    pub fn step_masking(&self, batch: &TokenBatch, info: StepInfo) -> MlmMask {
+        let mut rng = SplitMix64::from_parts(&[info.seed, info.step, MASK_STREAM]);
+        self.mask(batch, &mut rng)
+    }
+
     /// Logits `(S, V)` of the selected positions and their targets `(S)`, and the encoder's
     /// output tokens; `None` for the logits when nothing was selected.
     pub fn forward(
@@ -178,9 +184,8 @@ impl Method for Mlm {
 
     fn step_rows(&self, input: Input, info: StepInfo, rows: Range<usize>) -> Option<PartOutput> {
         let batch = input.into_tokens();
-        let mut rng = SplitMix64::from_parts(&[info.seed, info.step, MASK_STREAM]);
         let m = self
-            .mask(&batch, &mut rng)
+            .step_masking(&batch, info)
             .rows(rows.clone(), batch.seq_len);
         let batch = batch.rows(rows);
         let (pred, h) = self.forward(&batch, &m);
