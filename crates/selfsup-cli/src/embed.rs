@@ -88,6 +88,8 @@ fn text_rows(a: &Args) -> anyhow::Result<Rows> {
         bail!("--data: embedding other text than the run's is not built yet");
     }
     let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+        // one row per document: the documents in memory even for a streamed run
+        r.data.in_memory = true;
         if let Some(d) = a.device {
             r.train.device = d;
         }

@@ -172,6 +172,8 @@ fn run_text(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("--data: transfer to other text is not built yet");
     }
     let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+        // the probes read the documents and labels: in memory even for a streamed run
+        r.data.in_memory = true;
         if let Some(k) = a.k {
             r.eval.knn.k = k;
         }

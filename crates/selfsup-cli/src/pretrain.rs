@@ -8,8 +8,9 @@ use selfsup::method::MethodConfig;
 use selfsup::recipe::Recipe;
 use selfsup::run::prepare;
 use selfsup::text_run::{TOKENIZER_FILE, prepare_text, pretrain_text, score};
-use selfsup::train::{TrainOptions, pretrain};
+use selfsup::train::{TrainOptions, open_run_dir, pretrain};
 use selfsup_data::text::TextTokenizer;
+use selfsup_data::text::source::corpus_name;
 
 #[derive(Parser)]
 pub struct Args {
@@ -208,7 +209,6 @@ fn run_text(
         }
         _ => None,
     };
-    let p = prepare_text(&recipe, tokenizer)?;
     let run_dir = match (&resume, out) {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
@@ -216,13 +216,18 @@ fn run_text(
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            PathBuf::from("runs").join(format!(
-                "{}-{}-{t}",
-                recipe.method.name(),
-                p.split.train.name
-            ))
+            let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+            let name = spec
+                .text_source()
+                .map_or_else(|| spec.to_string(), |s| corpus_name(s.path()));
+            PathBuf::from("runs").join(format!("{}-{name}-{t}", recipe.method.name()))
         }
     };
+    if recipe.data.stream {
+        // the token files go into the run folder: check it before writing them
+        open_run_dir(&run_dir, resume.is_some())?;
+    }
+    let p = prepare_text(&recipe, tokenizer, Some(&run_dir))?;
     eprintln!(
         "selfsup pretrain: {} on {} ({} / {} / {} train/val/test documents, {} train tokens, vocabulary {}), {} epochs, batch {} × {} tokens → {}",
         recipe.method.name(),

@@ -491,3 +491,100 @@ fn bench_writes_the_table_and_json() {
     let o = selfsup(&["bench", "--only", "step-z"]);
     assert_clean_failure(&o, "unknown line 'step-z'");
 }
+
+/// A streamed corpus (`data.stream = true`, gzipped): the token files go to the run folder,
+/// and a run stopped after epoch 1 and resumed logs the same losses as an uninterrupted one.
+#[test]
+fn a_streamed_corpus_trains_and_resumes_exactly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt.gz");
+    let lines: String = (0..200)
+        .map(|i| format!("verse {i}: and the lord said {}\n", i * 7 % 13))
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(lines.as_bytes()).unwrap();
+    std::fs::write(&corpus, gz.finish().unwrap()).unwrap();
+    for m in ["gpt", "mlm"] {
+        let recipe = dir.path().join(format!("stream-{m}.toml"));
+        std::fs::write(
+            &recipe,
+            format!(
+                "[data]\nspec = \"text:{}\"\nseq_len = 12\nstream = true\n[tokenizer]\nkind = \"bpe\"\n\
+                 vocab_size = 300\nmin_frequency = 1\n[model]\nbackbone = \"transformer\"\ndim = 16\n\
+                 depth = 1\nheads = 2\nmax_len = 16\n[method]\nname = \"{m}\"\n[train]\nepochs = 3\n\
+                 batch_size = 8\nseed = 4\n[optim]\nkind = \"adamw\"\nlr = 0.01\n",
+                corpus.display()
+            ),
+        )
+        .unwrap();
+        let whole = dir.path().join(format!("{m}-whole"));
+        let parts = dir.path().join(format!("{m}-parts"));
+        let r = recipe.to_str().unwrap();
+        let o = selfsup(&[
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "-c",
+            r,
+            "--out",
+            whole.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        for split in ["train", "val", "test"] {
+            let f = whole.join("tokens").join(format!("{split}.tok"));
+            assert!(f.metadata().unwrap().len() > 0, "{m}: {}", f.display());
+        }
+        let o = selfsup(&[
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "-c",
+            r,
+            "--out",
+            parts.to_str().unwrap(),
+            "--stop-after",
+            "1",
+        ]);
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        let o = selfsup(&[
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "--resume",
+            parts.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        let losses = |run: &Path| -> Vec<f64> {
+            metric_epochs(run)
+                .iter()
+                .map(|l| l["loss"].as_f64().unwrap())
+                .collect()
+        };
+        assert_eq!(losses(&whole).len(), 3, "{m}");
+        assert_eq!(losses(&whole), losses(&parts), "{m}: logged losses");
+        // a new run into a folder that holds one is refused before any token file is written
+        let before = std::fs::metadata(whole.join("tokens/train.tok"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let o = selfsup(&[
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "-c",
+            r,
+            "--out",
+            whole.to_str().unwrap(),
+        ]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("already holds a run"),
+            "{m}"
+        );
+        let after = std::fs::metadata(whole.join("tokens/train.tok"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after, "{m}");
+    }
+}

@@ -63,6 +63,14 @@ pub struct DataSection {
     pub label_column: Option<String>,
     /// Text: drop lines that are not UTF-8 (counted) instead of failing.
     pub skip_bad_lines: bool,
+    /// Text: read the corpus from disk line by line and keep its token ids in files of the run
+    /// folder (read through a memory map) instead of in memory: corpora larger than memory.
+    /// The random split is then per document (a hash of seed and index), not stratified.
+    pub stream: bool,
+    /// Not a recipe key: read a streamed corpus into memory after all (evaluation and
+    /// embedding, which need the documents), with the streamed run's split.
+    #[serde(skip)]
+    pub in_memory: bool,
     /// Text: tokens per sequence (a packed window for next-token prediction; the longest
     /// document sequence, `[CLS]` included, for masked language modelling).
     pub seq_len: usize,
@@ -83,6 +91,8 @@ impl Default for DataSection {
             text_column: "text".into(),
             label_column: None,
             skip_bad_lines: false,
+            stream: false,
+            in_memory: false,
             seq_len: 128,
         }
     }
@@ -230,6 +240,7 @@ impl Recipe {
             text_column: self.data.text_column.clone(),
             label_column: self.data.label_column.clone(),
             skip_bad_lines: self.data.skip_bad_lines,
+            per_document_split: self.data.stream,
             val_fraction: self.data.val_fraction,
             test_fraction: self.data.test_fraction,
             order: self.data.split_order,

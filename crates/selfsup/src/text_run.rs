@@ -12,7 +12,10 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use selfsup_data::text::{TextSplit, TextTokenizer, TokenLoader, load_text};
+use selfsup_data::text::source::corpus_name;
+use selfsup_data::text::{
+    Cut, TextCorpus, TextSplit, TextTokenizer, TokenLoader, load_text, stream_corpus,
+};
 use serde_json::json;
 
 use crate::checkpoint::{self, TrainState};
@@ -39,37 +42,22 @@ pub struct PreparedText {
     pub device: Device,
 }
 
+/// The folder of a streamed run's token files.
+pub const TOKENS_DIR: &str = "tokens";
+
 /// Reads the corpus of a text recipe, trains its tokenizer on the training split (or uses
-/// `tokenizer`, a run's saved one) and cuts the sequences.
+/// `tokenizer`, a run's saved one) and cuts the sequences. With `data.stream`, the corpus is
+/// read from disk and its token ids go to files in `run_dir/tokens` (see
+/// [`selfsup_data::text::stream`]); `split` then holds no documents.
 pub fn prepare_text(
     recipe: &Recipe,
     tokenizer: Option<TextTokenizer>,
+    run_dir: Option<&Path>,
 ) -> anyhow::Result<PreparedText> {
     let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
     let source = spec
         .text_source()
         .with_context(|| format!("data '{spec}' is not text"))?;
-    let split = load_text(&source, &recipe.text_options())
-        .with_context(|| format!("cannot load data '{spec}'"))?;
-    if split.skipped > 0 {
-        eprintln!(
-            "warning: {}: skipped {} lines that were not UTF-8",
-            spec, split.skipped
-        );
-    }
-    let tokenizer = match tokenizer {
-        Some(t) => t,
-        None => {
-            let docs: Vec<String> = split
-                .train
-                .docs
-                .iter()
-                .filter(|d| !d.trim().is_empty())
-                .cloned()
-                .collect();
-            TextTokenizer::train(&recipe.tokenizer, &docs).context("training the tokenizer")?
-        }
-    };
     let seq = recipe.data.seq_len;
     let crate::backbone::BackboneConfig::Transformer(ts) = &recipe.model else {
         bail!("model.backbone: text needs \"transformer\"");
@@ -81,21 +69,77 @@ pub fn prepare_text(
             ts.max_len
         );
     }
-    let sep = tokenizer.doc_separator();
-    let cut = |docs: &[String]| {
-        let ids = tokenizer.encode_all(docs);
-        if causal {
-            // windows of seq_len inputs and the seq_len next tokens
-            TokenLoader::packed(&ids, &sep, seq + 1)
+    let (split, tokenizer, train, val, test) = if recipe.data.stream && !recipe.data.in_memory {
+        let dir = run_dir
+            .context("data.stream: a streamed corpus needs a run folder for its token files")?
+            .join(TOKENS_DIR);
+        let cut = if causal {
+            Cut::Packed { len: seq + 1 }
         } else {
-            TokenLoader::padded(&ids, seq, true)
-        }
+            Cut::Padded {
+                max_len: seq,
+                cls: true,
+            }
+        };
+        let s = stream_corpus(
+            &source,
+            &recipe.text_options(),
+            tokenizer,
+            &recipe.tokenizer,
+            &cut,
+            &dir,
+        )
+        .with_context(|| format!("cannot stream data '{spec}'"))?;
+        let empty = TextCorpus {
+            name: corpus_name(source.path()),
+            ..Default::default()
+        };
+        let split = TextSplit {
+            train: empty.clone(),
+            val: empty.clone(),
+            test: empty,
+            skipped: s.skipped,
+        };
+        (split, s.tokenizer, s.train, s.val, s.test)
+    } else {
+        let split = load_text(&source, &recipe.text_options())
+            .with_context(|| format!("cannot load data '{spec}'"))?;
+        let tokenizer = match tokenizer {
+            Some(t) => t,
+            None => {
+                let docs: Vec<String> = split
+                    .train
+                    .docs
+                    .iter()
+                    .filter(|d| !d.trim().is_empty())
+                    .cloned()
+                    .collect();
+                TextTokenizer::train(&recipe.tokenizer, &docs).context("training the tokenizer")?
+            }
+        };
+        let sep = tokenizer.doc_separator();
+        let cut = |docs: &[String]| {
+            let ids = tokenizer.encode_all(docs);
+            if causal {
+                // windows of seq_len inputs and the seq_len next tokens
+                TokenLoader::packed(&ids, &sep, seq + 1)
+            } else {
+                TokenLoader::padded(&ids, seq, true)
+            }
+        };
+        let (train, val, test) = (
+            cut(&split.train.docs),
+            cut(&split.val.docs),
+            cut(&split.test.docs),
+        );
+        (split, tokenizer, train, val, test)
     };
-    let (train, val, test) = (
-        cut(&split.train.docs),
-        cut(&split.val.docs),
-        cut(&split.test.docs),
-    );
+    if split.skipped > 0 {
+        eprintln!(
+            "warning: {}: skipped {} lines that were not UTF-8",
+            spec, split.skipped
+        );
+    }
     if train.is_empty() {
         bail!(
             "data '{spec}': the training split holds {} tokens, fewer than one sequence of data.seq_len + 1 = {}",
@@ -155,7 +199,7 @@ pub fn load_text_run(
             run_dir.display()
         )
     })?;
-    let p = prepare_text(&recipe, Some(tok))?;
+    let p = prepare_text(&recipe, Some(tok), Some(run_dir))?;
     let model = build_text_model(
         &recipe,
         p.tokenizer.vocab_size(),

@@ -142,7 +142,7 @@ pub(crate) fn diverged(run_dir: &Path, what: &str) -> String {
 }
 
 /// Refuses a run folder that already holds a run (unless resuming), then creates it.
-pub(crate) fn open_run_dir(run_dir: &Path, resume: bool) -> anyhow::Result<()> {
+pub fn open_run_dir(run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     if !resume
         && ["recipe.toml", "metrics.jsonl", "checkpoints"]
             .iter()

@@ -182,7 +182,7 @@ fn every_method_is_wired() {
         let (r, c, h, dev, input): (Recipe, usize, usize, _, Box<dyn Fn() -> Input>);
         if is_text {
             r = tiny_text(name, &text_path);
-            let p = prepare_text(&r, None).unwrap();
+            let p = prepare_text(&r, None, None).unwrap();
             (c, h) = (r.data.seq_len, p.tokenizer.vocab_size());
             dev = r.train.device.train_device().unwrap();
             input = Box::new(move || {
@@ -447,7 +447,7 @@ fn mlm_loss_only_reads_selected_positions() {
     use selfsup::loss::token_cross_entropy;
     let (_dir, path) = corpus(60);
     let r = tiny_text("mlm", &path);
-    let p = prepare_text(&r, None).unwrap();
+    let p = prepare_text(&r, None, None).unwrap();
     let dev = r.train.device.device().unwrap();
     let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
     let Model::Mlm(mlm) = &model else { panic!() };
@@ -491,7 +491,7 @@ fn text_scores_are_repeatable() {
     let (_dir, path) = corpus(80);
     for m in ["mlm", "gpt"] {
         let r = tiny_text(m, &path);
-        let p = prepare_text(&r, None).unwrap();
+        let p = prepare_text(&r, None, None).unwrap();
         let dev = r.train.device.device().unwrap();
         let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
         let a = selfsup::text_run::score(&model, &p.val, 16, 4);
@@ -533,7 +533,7 @@ fn text_evaluation_has_its_baselines() {
     r.eval.knn.k = 5;
     r.eval.linear.label_fractions = vec![];
     r.eval.linear.epochs = 20;
-    let p = prepare_text(&r, None).unwrap();
+    let p = prepare_text(&r, None, None).unwrap();
     let dev = r.train.device.device().unwrap();
     let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
     let t = tfidf_feature_set(&p);

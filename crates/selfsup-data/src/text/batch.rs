@@ -2,12 +2,106 @@
 //! prediction), or one padded sequence per document (masked language modelling,
 //! classification); and BERT's 80/10/10 masking.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use crate::batch::TokenBatch;
+use crate::error::DataError;
 use crate::loader::epoch_order;
 use crate::rng::SplitMix64;
 #[cfg(test)]
 use crate::text::tokenizer::SEP;
 use crate::text::tokenizer::{CLS, MASK, PAD, SPECIALS, UNK};
+
+/// Token ids: in memory, or in a file of little-endian `u32` read through a memory map (a
+/// streamed corpus larger than memory, see [`crate::text::stream`]).
+#[derive(Clone, Debug)]
+pub enum TokenStore {
+    /// Ids in memory.
+    Mem(Vec<u32>),
+    /// Ids in a file, mapped.
+    File(Arc<MappedIds>),
+}
+
+/// A token file mapped into memory: the operating system pages it in and out.
+#[derive(Debug)]
+pub struct MappedIds {
+    map: Option<memmap2::Mmap>,
+    path: PathBuf,
+}
+
+impl MappedIds {
+    /// Maps the token file at `path` (its length a multiple of 4 bytes).
+    pub fn open(path: &Path) -> Result<Self, DataError> {
+        let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let len = f.metadata().map_err(|e| DataError::io(path, e))?.len();
+        if len % 4 != 0 {
+            return Err(DataError::format(
+                path,
+                format!("{len} bytes is not a whole number of u32 token ids"),
+            ));
+        }
+        // an empty file cannot be mapped
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the file is ours (written by this run, renamed into place) and is not
+            // modified while mapped; a change by another process would only alter the ids read.
+            Some(unsafe { memmap2::Mmap::map(&f) }.map_err(|e| DataError::io(path, e))?)
+        };
+        Ok(Self {
+            map,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl TokenStore {
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Mem(v) => v.len(),
+            Self::File(m) => m.bytes().len() / 4,
+        }
+    }
+
+    /// True without ids.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends ids `range` to `out`.
+    pub fn extend_into(&self, range: std::ops::Range<usize>, out: &mut Vec<u32>) {
+        match self {
+            Self::Mem(v) => out.extend_from_slice(&v[range]),
+            Self::File(m) => out.extend(
+                m.bytes()[range.start * 4..range.end * 4]
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+        }
+    }
+
+    /// Ids `range`, copied.
+    pub fn get(&self, range: std::ops::Range<usize>) -> Vec<u32> {
+        let mut v = Vec::with_capacity(range.len());
+        self.extend_into(range, &mut v);
+        v
+    }
+}
+
+impl PartialEq for TokenStore {
+    fn eq(&self, o: &Self) -> bool {
+        match (self, o) {
+            (Self::File(a), Self::File(b)) if a.path == b.path => true,
+            _ => self.len() == o.len() && self.get(0..self.len()) == o.get(0..o.len()),
+        }
+    }
+}
 
 /// How documents become sequences.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,15 +111,18 @@ pub enum TokenLayout {
     /// visits them in a shuffled order.
     Packed {
         /// The token stream.
-        stream: Vec<u32>,
+        stream: TokenStore,
         /// Tokens per window.
         len: usize,
     },
     /// One sequence per document: `[CLS]` and its first `max_len − 1` tokens; a batch is
-    /// padded to its longest sequence with `[PAD]`.
+    /// padded to its longest sequence with `[PAD]`. Sequence `i` is
+    /// `tokens[offsets[i] .. offsets[i + 1]]`.
     Padded {
-        /// One sequence per document.
-        seqs: Vec<Vec<u32>>,
+        /// The sequences, one after the other.
+        tokens: TokenStore,
+        /// `n + 1` offsets into `tokens`.
+        offsets: Vec<u64>,
         /// The longest a sequence may be.
         max_len: usize,
     },
@@ -38,6 +135,20 @@ pub struct TokenLoader {
     pub layout: TokenLayout,
 }
 
+/// The sequence of one document in a padded layout: `[CLS]` (with `cls`) and the document's
+/// first tokens, at most `max_len`; `[UNK]` for an empty document without `cls`.
+pub fn padded_sequence(doc: &[u32], max_len: usize, cls: bool, out: &mut Vec<u32>) {
+    let start = out.len();
+    if cls {
+        out.push(CLS);
+    }
+    let room = max_len - (out.len() - start);
+    out.extend(doc.iter().take(room));
+    if out.len() == start {
+        out.push(UNK);
+    }
+}
+
 impl TokenLoader {
     /// Packed windows of `len` tokens over `docs`, with `sep` after each document.
     pub fn packed(docs: &[Vec<u32>], sep: &[u32], len: usize) -> Self {
@@ -48,7 +159,10 @@ impl TokenLoader {
             stream.extend_from_slice(sep);
         }
         Self {
-            layout: TokenLayout::Packed { stream, len },
+            layout: TokenLayout::Packed {
+                stream: TokenStore::Mem(stream),
+                len,
+            },
         }
     }
 
@@ -57,22 +171,19 @@ impl TokenLoader {
     /// for an empty one, so that no sequence is empty).
     pub fn padded(docs: &[Vec<u32>], max_len: usize, cls: bool) -> Self {
         assert!(max_len > 1, "max_len must be at least 2");
-        let seqs = docs
-            .iter()
-            .map(|d| {
-                let mut s = Vec::with_capacity(max_len.min(d.len() + 1));
-                if cls {
-                    s.push(CLS);
-                }
-                s.extend(d.iter().take(max_len - s.len()));
-                if s.is_empty() {
-                    s.push(UNK);
-                }
-                s
-            })
-            .collect();
+        let mut tokens = Vec::new();
+        let mut offsets = Vec::with_capacity(docs.len() + 1);
+        offsets.push(0);
+        for d in docs {
+            padded_sequence(d, max_len, cls, &mut tokens);
+            offsets.push(tokens.len() as u64);
+        }
         Self {
-            layout: TokenLayout::Padded { seqs, max_len },
+            layout: TokenLayout::Padded {
+                tokens: TokenStore::Mem(tokens),
+                offsets,
+                max_len,
+            },
         }
     }
 
@@ -80,7 +191,7 @@ impl TokenLoader {
     pub fn len(&self) -> usize {
         match &self.layout {
             TokenLayout::Packed { stream, len } => stream.len() / len,
-            TokenLayout::Padded { seqs, .. } => seqs.len(),
+            TokenLayout::Padded { offsets, .. } => offsets.len() - 1,
         }
     }
 
@@ -93,7 +204,7 @@ impl TokenLoader {
     pub fn num_tokens(&self) -> usize {
         match &self.layout {
             TokenLayout::Packed { stream, .. } => stream.len(),
-            TokenLayout::Padded { seqs, .. } => seqs.iter().map(Vec::len).sum(),
+            TokenLayout::Padded { tokens, .. } => tokens.len(),
         }
     }
 
@@ -119,11 +230,11 @@ impl TokenLoader {
                     starts
                 }
             }
-            TokenLayout::Padded { seqs, .. } => {
+            TokenLayout::Padded { .. } => {
                 if shuffle {
-                    epoch_order(seqs.len(), seed, epoch)
+                    epoch_order(self.len(), seed, epoch)
                 } else {
-                    (0..seqs.len()).collect()
+                    (0..self.len()).collect()
                 }
             }
         };
@@ -157,7 +268,7 @@ impl TokenLoader {
             TokenLayout::Packed { stream, len } => {
                 let mut ids = Vec::with_capacity(units.len() * len);
                 for &s in units {
-                    ids.extend_from_slice(&stream[s..s + len]);
+                    stream.extend_into(s..s + len, &mut ids);
                 }
                 TokenBatch {
                     indices: units.to_vec(),
@@ -167,16 +278,19 @@ impl TokenLoader {
                     seq_len: *len,
                 }
             }
-            TokenLayout::Padded { seqs, .. } => {
-                let l = units.iter().map(|&i| seqs[i].len()).max().unwrap_or(1);
+            TokenLayout::Padded {
+                tokens, offsets, ..
+            } => {
+                let span = |i: usize| offsets[i] as usize..offsets[i + 1] as usize;
+                let l = units.iter().map(|&i| span(i).len()).max().unwrap_or(1);
                 let mut ids = Vec::with_capacity(units.len() * l);
                 let mut mask = Vec::with_capacity(units.len() * l);
                 for &i in units {
-                    let s = &seqs[i];
-                    ids.extend_from_slice(s);
-                    ids.extend(std::iter::repeat_n(PAD, l - s.len()));
-                    mask.extend(std::iter::repeat_n(true, s.len()));
-                    mask.extend(std::iter::repeat_n(false, l - s.len()));
+                    let n = span(i).len();
+                    tokens.extend_into(span(i), &mut ids);
+                    ids.extend(std::iter::repeat_n(PAD, l - n));
+                    mask.extend(std::iter::repeat_n(true, n));
+                    mask.extend(std::iter::repeat_n(false, l - n));
                 }
                 TokenBatch {
                     indices: units.to_vec(),
@@ -262,7 +376,10 @@ mod tests {
         let TokenLayout::Packed { stream, .. } = &l.layout else {
             unreachable!()
         };
-        assert_eq!(stream, &[10, 11, 12, 3, 13, 14, 3, 15, 3]);
+        assert_eq!(
+            stream.get(0..stream.len()),
+            [10, 11, 12, 3, 13, 14, 3, 15, 3]
+        );
         assert_eq!(l.len(), 3);
         let plan = l.plan(2, 0, 0, false);
         assert_eq!(plan, vec![vec![0, 3], vec![6]]);

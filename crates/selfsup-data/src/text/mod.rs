@@ -13,10 +13,12 @@ use crate::error::DataError;
 
 pub mod batch;
 pub mod source;
+pub mod stream;
 pub mod tokenizer;
 
-pub use batch::{MlmMask, TokenLayout, TokenLoader, mlm_mask};
+pub use batch::{MlmMask, TokenLayout, TokenLoader, TokenStore, mlm_mask};
 pub use source::{SplitOrder, TextCorpus, TextOptions, TextSource, TextSplit, load_text};
+pub use stream::{Cut, Streamed, stream_corpus};
 pub use tokenizer::{TextTokenizer, TokenizerConfig, TokenizerKind};
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, fsynced, then renamed

@@ -58,6 +58,10 @@ pub struct TextOptions {
     pub test_fraction: f32,
     /// Random or in file order.
     pub order: SplitOrder,
+    /// Decide each document's split from its index alone, as a streamed corpus does
+    /// ([`crate::text::stream::split_of`]; random: not stratified), so that the documents of a
+    /// streamed run can be read into memory with the same split.
+    pub per_document_split: bool,
     /// Seed of a random split.
     pub seed: u64,
     /// Keep only the first `n` documents of the corpus (before splitting), for quick runs.
@@ -73,6 +77,7 @@ impl Default for TextOptions {
             val_fraction: 0.1,
             test_fraction: 0.1,
             order: SplitOrder::Random,
+            per_document_split: false,
             seed: 0,
             limit: None,
         }
@@ -166,6 +171,14 @@ pub fn load_text(source: &TextSource, opts: &TextOptions) -> Result<TextSplit, D
     }
     let n = corpus.len();
     let (train, val, test) = match opts.order {
+        _ if opts.per_document_split => {
+            let mut parts: [Vec<usize>; 3] = Default::default();
+            for i in 0..n {
+                parts[crate::text::stream::split_of(i, n, opts)].push(i);
+            }
+            let [tr, va, te] = parts;
+            (tr, va, te)
+        }
         SplitOrder::Ordered => {
             let nv = (n as f64 * opts.val_fraction as f64).round() as usize;
             let nt = (n as f64 * opts.test_fraction as f64).round() as usize;
@@ -234,7 +247,7 @@ fn read_lines(path: &Path, skip_bad: bool) -> Result<(Vec<(usize, String)>, usiz
     Ok((out, skipped))
 }
 
-fn file_name(p: &Path) -> String {
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| p.display().to_string())
@@ -248,26 +261,32 @@ pub fn corpus_name(p: &Path) -> String {
     n.strip_suffix(".tsv").unwrap_or(n).to_string()
 }
 
+/// The `.txt` and `.txt.gz` files of a folder, in name order (an error when there are none).
+pub(crate) fn text_files(p: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+        .map_err(|e| DataError::io(p, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| {
+            let n = file_name(f);
+            f.is_file() && (n.ends_with(".txt") || n.ends_with(".txt.gz"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(DataError::format(
+            p,
+            "no .txt or .txt.gz files in the folder",
+        ));
+    }
+    Ok(files)
+}
+
 fn read_corpus(source: &TextSource, opts: &TextOptions) -> Result<(TextCorpus, usize), DataError> {
     let path = source.path();
     let name = corpus_name(path);
     match source {
         TextSource::Text(p) if p.is_dir() => {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| DataError::io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    let n = file_name(f);
-                    f.is_file() && (n.ends_with(".txt") || n.ends_with(".txt.gz"))
-                })
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(DataError::format(
-                    p,
-                    "no .txt or .txt.gz files in the folder",
-                ));
-            }
+            let files = text_files(p)?;
             let mut corpus = TextCorpus {
                 name,
                 ..Default::default()

@@ -124,12 +124,21 @@ impl TextTokenizer {
     /// Trains a tokenizer on `docs` (each with a line break appended, so that the break is in
     /// the vocabulary of `char` and `bpe`).
     pub fn train(cfg: &TokenizerConfig, docs: &[String]) -> Result<Self, DataError> {
+        Self::train_iter(cfg, docs.iter().cloned())
+    }
+
+    /// [`Self::train`] on documents from an iterator (a streamed corpus: the trainer keeps
+    /// its word counts, not the documents).
+    pub fn train_iter(
+        cfg: &TokenizerConfig,
+        docs: impl Iterator<Item = String> + Send,
+    ) -> Result<Self, DataError> {
         cfg.validate().map_err(DataError::Options)?;
         let specials: Vec<AddedToken> = SPECIALS
             .iter()
             .map(|s| AddedToken::from(*s, true))
             .collect();
-        let lines = docs.iter().map(|d| format!("{d}\n"));
+        let lines = docs.map(|d| format!("{d}\n"));
         let e = |e| tok_err("cannot train", e);
         let inner = match cfg.kind {
             TokenizerKind::Char => {
