@@ -147,8 +147,9 @@ fn forward_sized(x: &[f32], o: &mut [f32], p: &mut [f32], s: AttnShape, keys: Ke
 
 /// Query (or key) rows per register tile.
 const R: usize = 4;
-/// Keys per register tile of scores.
-const KC: usize = 16;
+/// Keys per register tile of scores (two AVX-512 vectors per query row: eight independent
+/// accumulators for the four rows).
+const KC: usize = 32;
 
 /// `Σ_{t ∈ ts} a(r, t) · b[t·bs + c]` for `r < RR`, `c < W`: one register tile of a small
 /// matrix product (`RR·W/16` vector accumulators with AVX-512), each element summed over `t`
@@ -597,6 +598,9 @@ mod tests {
             (sh(1, 17, 2, 32), false, None),
             (sh(2, 21, 1, 64), false, Some(vec![21, 18])),
             (sh(1, 18, 2, 8), true, None),
+            // more than one tile of keys
+            (sh(1, 34, 1, 16), true, None),
+            (sh(1, 35, 1, 8), false, Some(vec![30])),
         ] {
             let mut rng = Rng(11);
             let qkv: Vec<f64> = rng
