@@ -280,6 +280,7 @@ fn bench_step(
     x1: &Tensor<4>,
     x2: &Tensor<4>,
     lr: f64,
+    parts: usize,
 ) -> f32 {
     // a nominal run of 1,000 steps for the schedules of the EMA methods
     let info = StepInfo {
@@ -294,7 +295,7 @@ fn bench_step(
         Input::Views(vec![x1.clone(), x2.clone()]),
         info,
         lr,
-        1, // two-view methods compare the samples of a batch: they never split
+        parts,
     );
     *model = Some(m);
     out.loss
@@ -414,7 +415,7 @@ fn step(
     let mut model = Some(model);
     let mut last_loss = 0.0;
     let times = time_reps(warmup, reps, || {
-        last_loss = bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        last_loss = bench_step(&mut model, &mut optim, &x1, &x2, 0.06, opts.parts(recipe));
     });
     Ok(step_line(id, what, 2 * n, &times, flops, last_loss))
 }
@@ -760,7 +761,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
         let b = loader.next().context("the data set is too small")?;
         let mut views = b.views.into_iter().map(to_tensor);
         let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
-        bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        bench_step(&mut model, &mut optim, &x1, &x2, 0.06, opts.parts(&recipe));
         premade.push((x1, x2));
     }
     let (mut wait, t0) = (0.0, Instant::now());
@@ -770,7 +771,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
         wait += tw.elapsed().as_secs_f64();
         let mut views = b.views.into_iter().map(to_tensor);
         let (x1, x2) = (views.next().expect("view"), views.next().expect("view"));
-        bench_step(&mut model, &mut optim, &x1, &x2, 0.06);
+        bench_step(&mut model, &mut optim, &x1, &x2, 0.06, opts.parts(&recipe));
     }
     let with_loader = t0.elapsed().as_secs_f64();
     drop(loader);
@@ -778,7 +779,7 @@ fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
     let t1 = Instant::now();
     for i in 0..steps {
         let (x1, x2) = &premade[i % premade.len()];
-        bench_step(&mut model, &mut optim, x1, x2, 0.06);
+        bench_step(&mut model, &mut optim, x1, x2, 0.06, opts.parts(&recipe));
     }
     let alone = t1.elapsed().as_secs_f64();
     line.value = Some((steps * 2 * n) as f64 / with_loader);
