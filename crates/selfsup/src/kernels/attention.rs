@@ -210,6 +210,64 @@ fn scores<const RR: usize, const DH: usize>(
     }
 }
 
+/// The scores of every query (`a(row, t)` its values) against the keys it sees, `R` queries
+/// at a time and then one by one: `put(row, j, value)` for `j < keys.count(row)`.
+#[inline(always)]
+fn all_scores<const DH: usize>(
+    l: usize,
+    keys: Keys,
+    a: impl Fn(usize, usize) -> f32 + Copy,
+    bt: &[f32],
+    lp: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let mut i = 0;
+    while i < l {
+        let rb = if i + R <= l { R } else { 1 };
+        let jmax = keys.count(i + rb - 1);
+        let mut seen = |r: usize, j: usize, v: f32| {
+            if j < keys.count(i + r) {
+                put(i + r, j, v);
+            }
+        };
+        if rb == R {
+            scores::<R, DH>(|r, t| a(i + r, t), bt, lp, jmax, &mut seen);
+        } else {
+            scores::<1, DH>(|_, t| a(i, t), bt, lp, jmax, &mut seen);
+        }
+        i += rb;
+    }
+}
+
+/// For every row `< n`, `R` rows at a time and then one by one: `Σ_t a(row, t) · b[t·bs ..
+/// t·bs + DH]` over `t ∈ ts(first, last)` (the first and last row of its block), handed to
+/// `put(row, sums)`.
+#[inline(always)]
+fn products<const DH: usize>(
+    n: usize,
+    a: impl Fn(usize, usize) -> f32 + Copy,
+    b: &[f32],
+    bs: usize,
+    ts: impl Fn(usize, usize) -> std::ops::Range<usize>,
+    mut put: impl FnMut(usize, &[f32; DH]),
+) {
+    let mut i = 0;
+    while i < n {
+        let rb = if i + R <= n { R } else { 1 };
+        let range = ts(i, i + rb - 1);
+        if rb == R {
+            let acc = tile::<R, DH>(|r, t| a(i + r, t), b, bs, range);
+            for (r, sums) in acc.iter().enumerate() {
+                put(i + r, sums);
+            }
+        } else {
+            let acc = tile::<1, DH>(|_, t| a(i, t), b, bs, range);
+            put(i, &acc[0]);
+        }
+        i += rb;
+    }
+}
+
 /// The forward with register tiles (`DH` known): per head, scores for 4 queries × 16 keys at a
 /// time, the softmax by row, then `O = P·v` for 4 queries × `DH` at a time.
 #[inline(always)]
@@ -232,22 +290,9 @@ fn forward_tiled<const DH: usize>(
         gather(x, s, 2, h, &mut v);
         let ph = &mut p[h * l * l..(h + 1) * l * l];
         // scores, for the keys each query sees
-        let mut i = 0;
-        while i < l {
-            let rb = if i + R <= l { R } else { 1 };
-            let jmax = keys.count(i + rb - 1);
-            let put = |r: usize, j: usize, val: f32| {
-                if j < keys.count(i + r) {
-                    ph[(i + r) * l + j] = val;
-                }
-            };
-            if rb == R {
-                scores::<R, DH>(|r, t| q[(i + r) * DH + t], &kt, lp, jmax, put);
-            } else {
-                scores::<1, DH>(|_, t| q[i * DH + t], &kt, lp, jmax, put);
-            }
-            i += rb;
-        }
+        all_scores::<DH>(l, keys, |row, t| q[row * DH + t], &kt, lp, |row, j, val| {
+            ph[row * l + j] = val;
+        });
         // softmax of each row over its keys (the rest of the row stays 0)
         for i in 0..l {
             let row = &mut ph[i * l..i * l + keys.count(i)];
@@ -261,22 +306,15 @@ fn forward_tiled<const DH: usize>(
             }
         }
         // o_i = Σ_j P_ij v_j
-        let mut i = 0;
-        while i < l {
-            let rb = if i + R <= l { R } else { 1 };
-            let jmax = keys.count(i + rb - 1);
-            let at = |r: usize| (i + r) * d + h * DH;
-            if rb == R {
-                let acc = tile::<R, DH>(|r, j| ph[(i + r) * l + j], &v, DH, 0..jmax);
-                for (r, a) in acc.iter().enumerate() {
-                    o[at(r)..at(r) + DH].copy_from_slice(a);
-                }
-            } else {
-                let acc = tile::<1, DH>(|_, j| ph[i * l + j], &v, DH, 0..jmax);
-                o[at(0)..at(0) + DH].copy_from_slice(&acc[0]);
-            }
-            i += rb;
-        }
+        let ph = &*ph;
+        products::<DH>(
+            l,
+            |row, j| ph[row * l + j],
+            &v,
+            DH,
+            |_, last| 0..keys.count(last),
+            |row, sums| o[row * d + h * DH..row * d + (h + 1) * DH].copy_from_slice(sums),
+        );
     }
 }
 
@@ -408,22 +446,9 @@ fn backward_tiled<const DH: usize>(
         // dP_ij = dO_i · v_j, then dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') / √dₕ; zero for the
         // keys a query does not see
         ds.fill(0.0);
-        let mut i = 0;
-        while i < l {
-            let rb = if i + R <= l { R } else { 1 };
-            let jmax = keys.count(i + rb - 1);
-            let put = |r: usize, j: usize, val: f32| {
-                if j < keys.count(i + r) {
-                    ds[(i + r) * l + j] = val;
-                }
-            };
-            if rb == R {
-                scores::<R, DH>(|r, t| goh[(i + r) * d + t], &vt, lp, jmax, put);
-            } else {
-                scores::<1, DH>(|_, t| goh[i * d + t], &vt, lp, jmax, put);
-            }
-            i += rb;
-        }
+        all_scores::<DH>(l, keys, |row, t| goh[row * d + t], &vt, lp, |row, j, val| {
+            ds[row * l + j] = val;
+        });
         for i in 0..l {
             let jn = keys.count(i);
             let pr = &ph[i * l..i * l + jn];
@@ -434,49 +459,40 @@ fn backward_tiled<const DH: usize>(
             }
         }
         // dq_i = Σ_j dS_ij k_j
-        let mut i = 0;
-        while i < l {
-            let rb = if i + R <= l { R } else { 1 };
-            let jmax = keys.count(i + rb - 1);
-            let at = |r: usize| (i + r) * 3 * d + h * DH;
-            if rb == R {
-                let acc = tile::<R, DH>(|r, j| ds[(i + r) * l + j], &k, DH, 0..jmax);
-                for (r, a) in acc.iter().enumerate() {
-                    g[at(r)..at(r) + DH].copy_from_slice(a);
-                }
-            } else {
-                let acc = tile::<1, DH>(|_, j| ds[i * l + j], &k, DH, 0..jmax);
-                g[at(0)..at(0) + DH].copy_from_slice(&acc[0]);
-            }
-            i += rb;
-        }
+        let ds = &ds;
+        products::<DH>(
+            l,
+            |row, j| ds[row * l + j],
+            &k,
+            DH,
+            |_, last| 0..keys.count(last),
+            |row, sums| g[row * 3 * d + h * DH..row * 3 * d + (h + 1) * DH].copy_from_slice(sums),
+        );
         // dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, over the queries that see key j (a
         // padding key, at or after `len`, is seen by none: its rows stay 0)
-        let mut j = 0;
-        while j < keys.len {
-            let rb = if j + R <= keys.len { R } else { 1 };
-            let first = if keys.causal { j } else { 0 };
-            let (kat, vat) = (
-                |r: usize| (j + r) * 3 * d + d + h * DH,
-                |r: usize| (j + r) * 3 * d + 2 * d + h * DH,
-            );
-            if rb == R {
-                let acc = tile::<R, DH>(|r, i| ds[i * l + j + r], &q, DH, first..l);
-                for (r, a) in acc.iter().enumerate() {
-                    g[kat(r)..kat(r) + DH].copy_from_slice(a);
-                }
-                let acc = tile::<R, DH>(|r, i| ph[i * l + j + r], goh, d, first..l);
-                for (r, a) in acc.iter().enumerate() {
-                    g[vat(r)..vat(r) + DH].copy_from_slice(a);
-                }
-            } else {
-                let acc = tile::<1, DH>(|_, i| ds[i * l + j], &q, DH, first..l);
-                g[kat(0)..kat(0) + DH].copy_from_slice(&acc[0]);
-                let acc = tile::<1, DH>(|_, i| ph[i * l + j], goh, d, first..l);
-                g[vat(0)..vat(0) + DH].copy_from_slice(&acc[0]);
-            }
-            j += rb;
-        }
+        let first = |j: usize, _| if keys.causal { j } else { 0 }..l;
+        products::<DH>(
+            keys.len,
+            |key, i| ds[i * l + key],
+            &q,
+            DH,
+            first,
+            |key, sums| {
+                let at = key * 3 * d + d + h * DH;
+                g[at..at + DH].copy_from_slice(sums);
+            },
+        );
+        products::<DH>(
+            keys.len,
+            |key, i| ph[i * l + key],
+            goh,
+            d,
+            first,
+            |key, sums| {
+                let at = key * 3 * d + 2 * d + h * DH;
+                g[at..at + DH].copy_from_slice(sums);
+            },
+        );
     }
 }
 
