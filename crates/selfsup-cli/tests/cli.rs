@@ -251,6 +251,31 @@ fn encoder_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `selfsup pretrain -q --no-eval ARGS` into `whole`, and again into `parts` stopped after
+/// `stop_after` epochs and resumed; every command must succeed.
+fn whole_and_resumed(args: &[&str], whole: &Path, parts: &Path, stop_after: usize) {
+    let base = [&["pretrain", "-q", "--no-eval"][..], args].concat();
+    let stop = stop_after.to_string();
+    for cmd in [
+        [&base[..], &["--out", whole.to_str().unwrap()]].concat(),
+        [
+            &base[..],
+            &["--out", parts.to_str().unwrap(), "--stop-after", &stop],
+        ]
+        .concat(),
+        vec![
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "--resume",
+            parts.to_str().unwrap(),
+        ],
+    ] {
+        let o = selfsup(&cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", stderr(&o));
+    }
+}
+
 /// Every method, from the command line: a run stopped after epoch 1 and resumed ends with the
 /// same encoder, bit for bit, and the same logged losses as an uninterrupted one (the MoCo queue,
 /// EMA targets and DINO's centre come back from the checkpoint).
@@ -307,28 +332,7 @@ fn every_method_resumes_exactly_from_the_cli() {
         };
         let whole = dir.path().join(format!("{m}-whole"));
         let parts = dir.path().join(format!("{m}-parts"));
-        let base = [
-            "pretrain",
-            "-q",
-            "--no-eval",
-            "-c",
-            r,
-            "--method",
-            m,
-            "--out",
-        ];
-        let o = selfsup(&[&base[..], &[whole.to_str().unwrap()]].concat());
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
-        let o = selfsup(&[&base[..], &[parts.to_str().unwrap(), "--stop-after", "2"]].concat());
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
-        let o = selfsup(&[
-            "pretrain",
-            "-q",
-            "--no-eval",
-            "--resume",
-            parts.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        whole_and_resumed(&["-c", r, "--method", m], &whole, &parts, 2);
         assert_eq!(losses(&whole).len(), 3, "{m}");
         assert_eq!(losses(&whole), losses(&parts), "{m}: logged losses");
         if text {
@@ -521,40 +525,11 @@ fn a_streamed_corpus_trains_and_resumes_exactly() {
         let whole = dir.path().join(format!("{m}-whole"));
         let parts = dir.path().join(format!("{m}-parts"));
         let r = recipe.to_str().unwrap();
-        let o = selfsup(&[
-            "pretrain",
-            "-q",
-            "--no-eval",
-            "-c",
-            r,
-            "--out",
-            whole.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        whole_and_resumed(&["-c", r], &whole, &parts, 1);
         for split in ["train", "val", "test"] {
             let f = whole.join("tokens").join(format!("{split}.tok"));
             assert!(f.metadata().unwrap().len() > 0, "{m}: {}", f.display());
         }
-        let o = selfsup(&[
-            "pretrain",
-            "-q",
-            "--no-eval",
-            "-c",
-            r,
-            "--out",
-            parts.to_str().unwrap(),
-            "--stop-after",
-            "1",
-        ]);
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
-        let o = selfsup(&[
-            "pretrain",
-            "-q",
-            "--no-eval",
-            "--resume",
-            parts.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{m}: {}", stderr(&o));
         let losses = |run: &Path| -> Vec<f64> {
             metric_epochs(run)
                 .iter()

@@ -585,24 +585,23 @@ mod tests {
     #[test]
     fn stream_errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("bad.txt");
-        std::fs::write(&p, b"fine\nbad \xff here\nok\n").unwrap();
-        let src = TextSource::Text(p.clone());
         let cut = Cut::Padded {
             max_len: 8,
             cls: true,
         };
-        let e = stream_corpus(
-            &src,
-            &TextOptions::default(),
-            None,
-            &cfg(),
-            &cut,
-            dir.path(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let stream = |src: &TextSource, opts: &TextOptions| {
+            stream_corpus(src, opts, None, &cfg(), &cut, dir.path())
+        };
+        let error = |src: &TextSource| {
+            stream(src, &TextOptions::default())
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let p = dir.path().join("bad.txt");
+        std::fs::write(&p, b"fine\nbad \xff here\nok\n").unwrap();
+        let src = TextSource::Text(p.clone());
+        let e = error(&src);
         assert!(e.contains("bad.txt") && e.contains('2'), "{e}");
         let opts = TextOptions {
             skip_bad_lines: true,
@@ -610,37 +609,17 @@ mod tests {
             test_fraction: 0.0,
             ..Default::default()
         };
-        let s = stream_corpus(&src, &opts, None, &cfg(), &cut, dir.path()).unwrap();
+        let s = stream(&src, &opts).unwrap();
         assert_eq!((s.skipped, s.docs), (1, [2, 0, 0]));
         let t = dir.path().join("t.tsv");
         std::fs::write(&t, "id\ttext\n1\thello\n2\tno tab here\t3\n").unwrap();
-        let e = stream_corpus(
-            &TextSource::Tsv(t),
-            &TextOptions::default(),
-            None,
-            &cfg(),
-            &cut,
-            dir.path(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = error(&TextSource::Tsv(t));
         assert!(
             e.contains("t.tsv") && e.contains('3') && e.contains("fields"),
             "{e}"
         );
         std::fs::write(&p, "\n \n").unwrap();
-        let e = stream_corpus(
-            &src,
-            &TextOptions::default(),
-            None,
-            &cfg(),
-            &cut,
-            dir.path(),
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let e = error(&src);
         assert!(e.contains("empty"), "{e}");
     }
 }

@@ -290,9 +290,16 @@ fn forward_tiled<const DH: usize>(
         gather(x, s, 2, h, &mut v);
         let ph = &mut p[h * l * l..(h + 1) * l * l];
         // scores, for the keys each query sees
-        all_scores::<DH>(l, keys, |row, t| q[row * DH + t], &kt, lp, |row, j, val| {
-            ph[row * l + j] = val;
-        });
+        all_scores::<DH>(
+            l,
+            keys,
+            |row, t| q[row * DH + t],
+            &kt,
+            lp,
+            |row, j, val| {
+                ph[row * l + j] = val;
+            },
+        );
         // softmax of each row over its keys (the rest of the row stays 0)
         for i in 0..l {
             let row = &mut ph[i * l..i * l + keys.count(i)];
@@ -446,9 +453,16 @@ fn backward_tiled<const DH: usize>(
         // dP_ij = dO_i · v_j, then dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij') / √dₕ; zero for the
         // keys a query does not see
         ds.fill(0.0);
-        all_scores::<DH>(l, keys, |row, t| goh[row * d + t], &vt, lp, |row, j, val| {
-            ds[row * l + j] = val;
-        });
+        all_scores::<DH>(
+            l,
+            keys,
+            |row, t| goh[row * d + t],
+            &vt,
+            lp,
+            |row, j, val| {
+                ds[row * l + j] = val;
+            },
+        );
         for i in 0..l {
             let jn = keys.count(i);
             let pr = &ph[i * l..i * l + jn];
