@@ -6,6 +6,7 @@ use selfsup::eval::report::{
     EvalRow, RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets,
     format_table, random_encoder,
 };
+use selfsup::recipe::Recipe;
 use selfsup::run::load_run;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,22 +78,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if let Some(d) = data {
             r.data.spec = d;
         }
-        if let Some(k) = a.k {
-            r.eval.knn.k = k;
-        }
-        if let Some(f) = a.fractions.clone() {
-            if matches!(a.kind, Kind::Finetune) {
-                r.eval.finetune.label_fractions = f;
-            } else {
-                r.eval.linear.label_fractions = f;
-            }
-        }
-        if let Some(e) = a.finetune_epochs {
-            r.eval.finetune.epochs = e;
-        }
-        if let Some(d) = a.device {
-            r.train.device = d;
-        }
+        eval_flags(&a, r);
         r.eval.baselines = a.baselines;
     })?;
     let recipe = &p.recipe;
@@ -165,6 +151,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The evaluation flags that override a run's recipe (image and text runs alike).
+fn eval_flags(a: &Args, r: &mut Recipe) {
+    if let Some(k) = a.k {
+        r.eval.knn.k = k;
+    }
+    if let Some(f) = a.fractions.clone() {
+        if matches!(a.kind, Kind::Finetune) {
+            r.eval.finetune.label_fractions = f;
+        } else {
+            r.eval.linear.label_fractions = f;
+        }
+    }
+    if let Some(e) = a.finetune_epochs {
+        r.eval.finetune.epochs = e;
+    }
+    if let Some(d) = a.device {
+        r.train.device = d;
+    }
+}
+
 /// `eval` of a text run: sentence embeddings → kNN and linear probe on the test split, with
 /// TF-IDF and random-init rows under `--baselines`.
 fn run_text(a: Args) -> anyhow::Result<()> {
@@ -174,22 +180,7 @@ fn run_text(a: Args) -> anyhow::Result<()> {
     let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
         // the probes read the documents and labels: in memory even for a streamed run
         r.data.in_memory = true;
-        if let Some(k) = a.k {
-            r.eval.knn.k = k;
-        }
-        if let Some(f) = a.fractions.clone() {
-            if matches!(a.kind, Kind::Finetune) {
-                r.eval.finetune.label_fractions = f;
-            } else {
-                r.eval.linear.label_fractions = f;
-            }
-        }
-        if let Some(e) = a.finetune_epochs {
-            r.eval.finetune.epochs = e;
-        }
-        if let Some(d) = a.device {
-            r.train.device = d;
-        }
+        eval_flags(&a, r);
     })?;
     let which = Which {
         knn: matches!(a.kind, Kind::Knn | Kind::All),

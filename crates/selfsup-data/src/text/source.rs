@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DataError;
-use crate::source::{read_maybe_gz, split_indices};
+use crate::source::split_indices;
+use crate::text::stream::DocIter;
 
 /// Where a corpus comes from: `text:FILE`, `text:DIR` or `tsv:FILE`.
 #[derive(Clone, Debug, PartialEq)]
@@ -214,39 +215,6 @@ pub fn load_text(source: &TextSource, opts: &TextOptions) -> Result<TextSplit, D
     })
 }
 
-/// The lines of a file (gunzipped if needed), each checked for UTF-8. Returns the lines with
-/// their 1-based numbers and the count of dropped lines.
-fn read_lines(path: &Path, skip_bad: bool) -> Result<(Vec<(usize, String)>, usize), DataError> {
-    let raw = read_maybe_gz(path)?;
-    let mut out = Vec::new();
-    let mut skipped = 0;
-    let body = raw.strip_suffix(b"\n").unwrap_or(&raw);
-    if body.is_empty() {
-        return Ok((out, 0));
-    }
-    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match std::str::from_utf8(line) {
-            Ok(s) => out.push((i + 1, s.to_string())),
-            Err(e) if skip_bad => {
-                let _ = e;
-                skipped += 1;
-            }
-            Err(e) => {
-                return Err(DataError::Line {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    msg: format!(
-                        "invalid UTF-8 at byte {} of the line (set data.skip_bad_lines = true to skip such lines)",
-                        e.valid_up_to()
-                    ),
-                });
-            }
-        }
-    }
-    Ok((out, skipped))
-}
-
 pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|s| s.to_string_lossy().into_owned())
@@ -282,121 +250,33 @@ pub(crate) fn text_files(p: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 fn read_corpus(source: &TextSource, opts: &TextOptions) -> Result<(TextCorpus, usize), DataError> {
-    let path = source.path();
-    let name = corpus_name(path);
-    match source {
-        TextSource::Text(p) if p.is_dir() => {
-            let files = text_files(p)?;
-            let mut corpus = TextCorpus {
-                name,
-                ..Default::default()
-            };
-            let mut skipped = 0;
-            for f in files {
-                let (lines, s) = read_lines(&f, opts.skip_bad_lines)?;
-                skipped += s;
-                let fname = file_name(&f);
-                for (no, text) in lines {
-                    corpus.ids.push(format!("{fname}:{no}"));
-                    corpus.docs.push(text);
-                }
-            }
-            Ok((corpus, skipped))
-        }
-        TextSource::Text(p) => {
-            let (lines, skipped) = read_lines(p, opts.skip_bad_lines)?;
-            let fname = file_name(p);
-            let (ids, docs) = lines
-                .into_iter()
-                .map(|(no, t)| (format!("{fname}:{no}"), t))
-                .unzip();
-            Ok((
-                TextCorpus {
-                    name,
-                    docs,
-                    ids,
-                    ..Default::default()
-                },
-                skipped,
-            ))
-        }
-        TextSource::Tsv(p) => read_tsv(p, opts).map(|(c, s)| (TextCorpus { name, ..c }, s)),
-    }
-}
-
-fn read_tsv(path: &Path, opts: &TextOptions) -> Result<(TextCorpus, usize), DataError> {
-    let (lines, skipped) = read_lines(path, opts.skip_bad_lines)?;
-    let mut it = lines.into_iter();
-    let Some((hl, header)) = it.next() else {
-        return Err(DataError::format(
-            path,
-            "empty file (expected a header row)",
-        ));
+    let mut corpus = TextCorpus {
+        name: corpus_name(source.path()),
+        ..Default::default()
     };
-    let cols: Vec<&str> = header.split('\t').collect();
-    let find = |name: &str, key: &str| {
-        cols.iter()
-            .position(|c| c.trim() == name)
-            .ok_or_else(|| DataError::Line {
-                path: path.to_path_buf(),
-                line: hl,
-                msg: format!(
-                    "no column '{name}' (data.{key}) in the header; the columns are: {}",
-                    cols.join(", ")
-                ),
-            })
-    };
-    let ti = find(&opts.text_column, "text_column")?;
-    let li = match &opts.label_column {
-        Some(l) => Some(find(l, "label_column")?),
-        None => None,
-    };
-    let fname = file_name(path);
-    let (mut docs, mut ids, mut raw_labels) = (Vec::new(), Vec::new(), Vec::new());
-    for (no, line) in it {
-        if line.is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split('\t').collect();
-        if f.len() != cols.len() {
-            return Err(DataError::Line {
-                path: path.to_path_buf(),
-                line: no,
-                msg: format!(
-                    "{} tab-separated fields, the header has {}",
-                    f.len(),
-                    cols.len()
-                ),
-            });
-        }
-        docs.push(f[ti].to_string());
-        ids.push(format!("{fname}:{no}"));
-        if let Some(li) = li {
-            raw_labels.push(f[li].trim().to_string());
+    let mut raw_labels = Vec::new();
+    let mut it = DocIter::new(source, opts)?;
+    for d in it.by_ref() {
+        let d = d?;
+        corpus.docs.push(d.text);
+        corpus.ids.push(d.id);
+        if let Some(l) = d.label {
+            raw_labels.push(l);
         }
     }
-    let (labels, class_names) = if li.is_some() {
+    if opts.label_column.is_some() && matches!(source, TextSource::Tsv(_)) {
         let mut names: Vec<String> = raw_labels.clone();
         names.sort();
         names.dedup();
-        let labels = raw_labels
-            .iter()
-            .map(|l| names.binary_search(l).expect("a known name") as u32)
-            .collect();
-        (Some(labels), Some(names))
-    } else {
-        (None, None)
-    };
-    Ok((
-        TextCorpus {
-            name: String::new(),
-            docs,
-            labels,
-            ids,
-            class_names,
-        },
-        skipped,
-    ))
+        corpus.labels = Some(
+            raw_labels
+                .iter()
+                .map(|l| names.binary_search(l).expect("a known name") as u32)
+                .collect(),
+        );
+        corpus.class_names = Some(names);
+    }
+    Ok((corpus, it.skipped))
 }
 
 #[cfg(test)]

@@ -23,16 +23,29 @@ use rayon::prelude::*;
 use crate::error::DataError;
 use crate::rng::SplitMix64;
 use crate::text::batch::{MappedIds, TokenLayout, TokenLoader, TokenStore, padded_sequence};
-use crate::text::source::{SplitOrder, TextOptions, TextSource, text_files};
+use crate::text::source::{SplitOrder, TextOptions, TextSource, file_name, text_files};
 use crate::text::tokenizer::{TextTokenizer, TokenizerConfig};
 
+/// One document of a corpus, with where it comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    /// The text (a line, or a TSV row's text column).
+    pub text: String,
+    /// TSV with a label column: the row's label, trimmed.
+    pub label: Option<String>,
+    /// `file:line`.
+    pub id: String,
+}
+
 /// The documents of a source in corpus order, read line by line: a text file (gzipped or
-/// not), the `.txt` / `.txt.gz` files of a folder, or a TSV file's text column.
+/// not), the `.txt` / `.txt.gz` files of a folder, or a TSV file's text (and label) column.
+/// The in-memory reader ([`crate::text::load_text`]) and the streamed one both read through it.
 pub struct DocIter {
     files: std::vec::IntoIter<PathBuf>,
     cur: Option<Open>,
     tsv: bool,
     text_column: String,
+    label_column: Option<String>,
     skip_bad: bool,
     limit: Option<usize>,
     yielded: usize,
@@ -45,8 +58,8 @@ struct Open {
     path: PathBuf,
     reader: Box<dyn BufRead + Send>,
     line: usize,
-    /// TSV: (text column, number of columns)
-    cols: Option<(usize, usize)>,
+    /// TSV: (text column, label column, number of columns)
+    cols: Option<(usize, Option<usize>, usize)>,
 }
 
 impl DocIter {
@@ -62,6 +75,7 @@ impl DocIter {
             cur: None,
             tsv,
             text_column: opts.text_column.clone(),
+            label_column: opts.label_column.clone(),
             skip_bad: opts.skip_bad_lines,
             limit: opts.limit,
             yielded: 0,
@@ -123,7 +137,7 @@ impl DocIter {
         }
     }
 
-    fn next_doc(&mut self) -> Result<Option<String>, DataError> {
+    fn next_doc(&mut self) -> Result<Option<Doc>, DataError> {
         let mut buf = Vec::new();
         loop {
             if self.cur.is_none() {
@@ -138,19 +152,24 @@ impl DocIter {
                     };
                     let o = self.cur.as_mut().expect("open");
                     let cols: Vec<&str> = header.split('\t').collect();
-                    let ti = cols
-                        .iter()
-                        .position(|c| c.trim() == self.text_column)
-                        .ok_or_else(|| DataError::Line {
-                            path: o.path.clone(),
-                            line: o.line,
-                            msg: format!(
-                                "no column '{}' (data.text_column) in the header; the columns are: {}",
-                                self.text_column,
-                                cols.join(", ")
-                            ),
-                        })?;
-                    o.cols = Some((ti, cols.len()));
+                    let find = |name: &str, key: &str| {
+                        cols.iter()
+                            .position(|c| c.trim() == name)
+                            .ok_or_else(|| DataError::Line {
+                                path: o.path.clone(),
+                                line: o.line,
+                                msg: format!(
+                                    "no column '{name}' (data.{key}) in the header; the columns are: {}",
+                                    cols.join(", ")
+                                ),
+                            })
+                    };
+                    let ti = find(&self.text_column, "text_column")?;
+                    let li = match &self.label_column {
+                        Some(l) => Some(find(l, "label_column")?),
+                        None => None,
+                    };
+                    o.cols = Some((ti, li, cols.len()));
                 }
             }
             let Some(line) = self.line(&mut buf)? else {
@@ -158,8 +177,13 @@ impl DocIter {
                 continue;
             };
             let o = self.cur.as_ref().expect("open");
-            let Some((ti, nc)) = o.cols else {
-                return Ok(Some(line));
+            let id = format!("{}:{}", file_name(&o.path), o.line);
+            let Some((ti, li, nc)) = o.cols else {
+                return Ok(Some(Doc {
+                    text: line,
+                    label: None,
+                    id,
+                }));
             };
             if line.is_empty() {
                 continue;
@@ -172,13 +196,17 @@ impl DocIter {
                     msg: format!("{} tab-separated fields, the header has {nc}", f.len()),
                 });
             }
-            return Ok(Some(f[ti].to_string()));
+            return Ok(Some(Doc {
+                text: f[ti].to_string(),
+                label: li.map(|li| f[li].trim().to_string()),
+                id,
+            }));
         }
     }
 }
 
 impl Iterator for DocIter {
-    type Item = Result<String, DataError>;
+    type Item = Result<Doc, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done || self.limit.is_some_and(|n| self.yielded >= n) {
@@ -284,7 +312,7 @@ pub fn stream_corpus(
     for d in it.by_ref() {
         let d = d?;
         n += 1;
-        text += usize::from(!d.trim().is_empty());
+        text += usize::from(!d.text.trim().is_empty());
     }
     let skipped = it.skipped;
     if text == 0 {
@@ -300,6 +328,7 @@ pub fn stream_corpus(
             let train_docs = DocIter::new(source, opts)?
                 .enumerate()
                 .filter_map(|(i, d)| d.ok().filter(|_| split_of(i, n, opts) == 0))
+                .map(|d| d.text)
                 .filter(|d| !d.trim().is_empty());
             TextTokenizer::train_iter(tok_cfg, train_docs)?
         }
@@ -325,7 +354,7 @@ pub fn stream_corpus(
         let d = d?;
         let s = split_of(i, n, opts);
         docs[s] += 1;
-        chunk.push((s, d));
+        chunk.push((s, d.text));
         if chunk.len() == CHUNK {
             flush(&mut chunk, &mut out)?;
         }

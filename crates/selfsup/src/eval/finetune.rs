@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
@@ -132,6 +132,91 @@ pub fn layer_decay_scale(path: &str, depth: usize, decay: f64) -> f64 {
     decay.powi((depth + 1 - layer) as i32)
 }
 
+/// How a fine-tuning run went: labels used, optimiser steps, seconds.
+pub(crate) struct FinetuneRun {
+    pub labels: usize,
+    pub steps: usize,
+    pub seconds: f64,
+}
+
+/// The training shared by image and text fine-tuning: a trainable copy of `encoder` and a new
+/// `k`-way head on `device`, AdamW (layer-wise decay for a ViT) on a warm-up cosine schedule,
+/// over a stratified `fraction` of the training labels `ytr` in shuffled batches;
+/// `logits(model, rows, epoch)` gives the logits of training rows `rows`. Deterministic for
+/// `seed`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_classifier(
+    encoder: &Backbone,
+    device: &Device,
+    k: usize,
+    ytr: &[u32],
+    cfg: &FinetuneConfig,
+    fraction: f64,
+    seed: u64,
+    mut logits: impl FnMut(&Classifier, &[usize], u64) -> Tensor<2>,
+) -> anyhow::Result<(Classifier, FinetuneRun)> {
+    let head = seeded(device, seed ^ 0xF1E7, || {
+        LinearConfig::new(encoder.out_dim(), k).init(device)
+    });
+    // a trainable copy on the training device, whatever device and mode the encoder was in
+    let mut model = Classifier {
+        encoder: encoder.clone().fork(device).train().set_require_grad(true),
+        head,
+    };
+    let mut optim = Optimizer::new(OptimConfig {
+        kind: OptimKind::Adamw,
+        lr: cfg.lr,
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+        exclude_bias_norm: true,
+        ..OptimConfig::default()
+    });
+    if let (Backbone::Vit(v), true) = (encoder, cfg.layer_decay < 1.0) {
+        let (depth, decay) = (v.blocks.len(), cfg.layer_decay);
+        optim = optim.with_lr_scale(move |path| layer_decay_scale(path, depth, decay));
+    }
+    let subset = stratified_subset(ytr, fraction, seed);
+    let n = subset.len();
+    let bs = cfg.batch_size.min(n).max(1);
+    let per_epoch = (n / bs).max(1);
+    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
+    let total = cfg
+        .max_steps
+        .map_or(epochs * per_epoch, |m| m.min(epochs * per_epoch));
+    let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
+    let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let mut step = 0usize;
+    'epochs: for epoch in 0..epochs {
+        let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
+        for b in 0..per_epoch {
+            if step == total {
+                break 'epochs;
+            }
+            let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
+                .iter()
+                .map(|&o| subset[o])
+                .collect();
+            let z = logits(&model, &idx, epoch as u64);
+            let y: Vec<i64> = idx.iter().map(|&i| ytr[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [idx.len()]), device);
+            let loss = crate::loss::token_cross_entropy(z, y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(sched.lr(step as u64), model, grads).0;
+            step += 1;
+        }
+    }
+    Ok((
+        model,
+        FinetuneRun {
+            labels: n,
+            steps: step,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    ))
+}
+
 /// Fine-tunes a copy of `encoder` with a new head on `fraction` of the training labels and
 /// returns the test accuracy. Deterministic for `seed`.
 pub fn finetune(
@@ -147,72 +232,26 @@ pub fn finetune(
             p.recipe.data.spec
         );
     };
-    let k = p.num_classes();
     let device = p.recipe.train.device.train_device()?;
-    let head = seeded(&device, seed ^ 0xF1E7, || {
-        LinearConfig::new(encoder.out_dim(), k).init(&device)
-    });
-    // a trainable copy on the training device, whatever device and mode the encoder was in
-    let mut model = Classifier {
-        encoder: encoder.clone().fork(&device).train().set_require_grad(true),
-        head,
-    };
-    let depth = match encoder {
-        Backbone::Vit(v) => Some(v.blocks.len()),
-        _ => None,
-    };
-    let mut optim = Optimizer::new(OptimConfig {
-        kind: OptimKind::Adamw,
-        lr: cfg.lr,
-        betas: [0.9, 0.999],
-        eps: 1e-8,
-        weight_decay: cfg.weight_decay,
-        exclude_bias_norm: true,
-        ..OptimConfig::default()
-    });
-    if let (Some(depth), true) = (depth, cfg.layer_decay < 1.0) {
-        let decay = cfg.layer_decay;
-        optim = optim.with_lr_scale(move |path| layer_decay_scale(path, depth, decay));
-    }
-    let subset = stratified_subset(ytr, fraction, seed);
-    let n = subset.len();
-    let bs = cfg.batch_size.min(n).max(1);
-    let per_epoch = (n / bs).max(1);
-    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
-    let total = cfg
-        .max_steps
-        .map_or(epochs * per_epoch, |m| m.min(epochs * per_epoch));
-    let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
-    let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
     let (c, h, w) = p.pipeline.out_shape();
     let images = &p.split.train.images;
-    let started = Instant::now();
-    let mut step = 0u64;
-    for epoch in 0..epochs {
-        let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
-        for b in 0..per_epoch {
-            if step as usize == total {
-                break;
-            }
-            let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
-                .iter()
-                .map(|&o| subset[o])
-                .collect();
+    let (model, run) = train_classifier(
+        encoder,
+        &device,
+        p.num_classes(),
+        ytr,
+        cfg,
+        fraction,
+        seed,
+        |model, idx, epoch| {
             let view = p
                 .pipeline
-                .views_batch(images, &idx, seed ^ 0xF1E7, epoch as u64, 1)
+                .views_batch(images, idx, seed ^ 0xF1E7, epoch, 1)
                 .swap_remove(0);
-            let x = Tensor::<4>::from_data(TensorData::new(view, [bs, c, h, w]), &device);
-            let y: Vec<i64> = idx.iter().map(|&i| ytr[i] as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [bs]), &device);
-            let logp = burn::tensor::activation::log_softmax(model.forward(x), 1);
-            let loss = logp.gather(1, y.unsqueeze_dim::<2>(1)).mean().neg();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(sched.lr(step), model, grads).0;
-            step += 1;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
+            let x = Tensor::<4>::from_data(TensorData::new(view, [idx.len(), c, h, w]), &device);
+            model.forward(x)
+        },
+    )?;
     // test: features of the fine-tuned encoder (no augmentation, inference mode), then the head
     let bs_eval = p.recipe.train.eval_batch_size;
     let d = model.encoder.out_dim();
@@ -228,9 +267,9 @@ pub fn finetune(
         FinetuneResult {
             fraction,
             top1,
-            labels: n,
-            steps: step as usize,
-            seconds,
+            labels: run.labels,
+            steps: run.steps,
+            seconds: run.seconds,
         },
         model,
     ))

@@ -5,20 +5,14 @@
 
 use anyhow::bail;
 use burn::module::Module;
-use burn::nn::LinearConfig;
-use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor, TensorData};
 use selfsup_data::text::{TextCorpus, TokenLoader};
 
 use crate::backbone::Backbone;
 use crate::backbone::text::{ids_tensor, real_tensor};
-use crate::eval::finetune::{Classifier, FinetuneConfig, FinetuneResult, head_top1};
-use crate::eval::linear::stratified_subset;
+use crate::eval::finetune::{FinetuneConfig, FinetuneResult, head_top1, train_classifier};
 use crate::eval::report::{
     EvalRow, FeatureSet, RANDOM_INIT, Which, add_finetune_with, evaluate_features,
 };
-use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
-use crate::run::seeded;
 use crate::text_run::{PreparedText, build_text_model};
 
 /// Name of the TF-IDF row.
@@ -150,70 +144,34 @@ pub fn finetune_text(
     };
     let k = p.split.train.num_classes().max(p.split.test.num_classes());
     let device = p.recipe.train.device.train_device()?;
-    let head = seeded(&device, seed ^ 0xF1E7, || {
-        LinearConfig::new(encoder.out_dim(), k).init(&device)
-    });
-    let mut model = Classifier {
-        encoder: encoder.clone().fork(&device).train().set_require_grad(true),
-        head,
-    };
     let causal = encoder.text().is_some_and(|t| t.is_causal());
-    let mut optim = Optimizer::new(OptimConfig {
-        kind: OptimKind::Adamw,
-        lr: cfg.lr,
-        betas: [0.9, 0.999],
-        eps: 1e-8,
-        weight_decay: cfg.weight_decay,
-        exclude_bias_norm: true,
-        ..OptimConfig::default()
-    });
     let seqs = doc_sequences(p, &p.split.train, causal);
-    let subset = stratified_subset(ytr, fraction, seed);
-    let n = subset.len();
-    let bs = cfg.batch_size.min(n).max(1);
-    let per_epoch = (n / bs).max(1);
-    let epochs = cfg.epochs.max(cfg.min_steps.div_ceil(per_epoch));
-    let total = cfg
-        .max_steps
-        .map_or(epochs * per_epoch, |m| m.min(epochs * per_epoch));
-    let warmup = (cfg.warmup_fraction * total as f64).round() as u64;
-    let sched = WarmupCosine::new(cfg.lr, 0.0, warmup, total as u64).map_err(anyhow::Error::msg)?;
-    let started = std::time::Instant::now();
-    let mut step = 0u64;
-    'outer: for epoch in 0..epochs {
-        let order = selfsup_data::loader::epoch_order(n, seed ^ 0xF1E7, epoch as u64);
-        for b in 0..per_epoch {
-            if step as usize == total {
-                break 'outer;
-            }
-            let idx: Vec<usize> = order[b * bs..(b + 1) * bs]
-                .iter()
-                .map(|&o| subset[o])
-                .collect();
-            let batch = seqs.batch(&idx);
+    let (model, run) = train_classifier(
+        encoder,
+        &device,
+        k,
+        ytr,
+        cfg,
+        fraction,
+        seed,
+        |model, idx, _| {
+            let batch = seqs.batch(idx);
             let (nb, l) = (batch.batch_size, batch.seq_len);
             let t = model.encoder.text().expect("a text encoder");
             let real = real_tensor(&batch.mask, nb, l, &device);
             let h = t.forward(ids_tensor(&batch.ids, nb, l, &device), real.as_ref());
-            let logits = model.head.forward(t.pool(h, real.as_ref()));
-            let y: Vec<i64> = idx.iter().map(|&i| ytr[i] as i64).collect();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [nb]), &device);
-            let loss = crate::loss::token_cross_entropy(logits, y);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(sched.lr(step), model, grads).0;
-            step += 1;
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
+            model.head.forward(t.pool(h, real.as_ref()))
+        },
+    )?;
     let d = model.encoder.out_dim();
     let feats = text_features(&model.encoder, p, &p.split.test);
     let top1 = head_top1(&model.head, feats, d, yte, &p.device);
     Ok(FinetuneResult {
         fraction,
         top1,
-        labels: n,
-        steps: step as usize,
-        seconds,
+        labels: run.labels,
+        steps: run.steps,
+        seconds: run.seconds,
     })
 }
 
