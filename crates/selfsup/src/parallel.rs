@@ -64,17 +64,26 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
         .into_iter()
         .map(|rows| (model.clone().map(&mut FreshLeaves), input.clone(), rows))
         .collect();
+    // as many parts as cores: each part's products stay on its own core
+    let one_per_core = jobs.len() >= rayon::current_num_threads();
     let done: Vec<(f32, f64, Tensor<2>, Option<GradientsParams>)> = jobs
         .into_par_iter()
         .map(|(replica, input, rows)| {
-            let part = replica
-                .step_rows(input, info, rows)
-                .expect("a method that splits computes its parts");
-            let loss = part.out.loss.clone().into_scalar::<f32>();
-            let grads = loss
-                .is_finite()
-                .then(|| GradientsParams::from_grads(part.out.loss.backward(), &replica));
-            (loss, part.units, part.out.embeddings, grads)
+            let run = || {
+                let part = replica
+                    .step_rows(input, info, rows)
+                    .expect("a method that splits computes its parts");
+                let loss = part.out.loss.clone().into_scalar::<f32>();
+                let grads = loss
+                    .is_finite()
+                    .then(|| GradientsParams::from_grads(part.out.loss.backward(), &replica));
+                (loss, part.units, part.out.embeddings, grads)
+            };
+            if one_per_core {
+                crate::kernels::serial(run)
+            } else {
+                run()
+            }
         })
         .collect();
     let total: f64 = done.iter().map(|d| d.1).sum();

@@ -166,22 +166,49 @@ impl TextTransformer {
     /// Output tokens `(N, L, d)` of `ids (N, L)`; `real (N, L)` marks real tokens (`None`:
     /// no padding).
     pub fn forward(&self, ids: Tensor<2, Int>, real: Option<&Tensor<2, Bool>>) -> Tensor<3> {
+        let (mut x, mask) = self.embed_input(ids, real);
+        for b in &self.blocks {
+            x = b.forward(x, &mask);
+        }
+        crate::kernels::layer_norm(&self.norm, LN_EPS, x)
+    }
+
+    /// The output tokens `(S, d)` at the flat positions `rows` of `(N·L)` only: the same
+    /// values as those rows of [`forward`](Self::forward), with the last block computed on
+    /// those rows alone ([`Block::forward_rows`]).
+    pub fn forward_rows(
+        &self,
+        ids: Tensor<2, Int>,
+        real: Option<&Tensor<2, Bool>>,
+        rows: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let (mut x, mask) = self.embed_input(ids, real);
+        let (last, rest) = self.blocks.split_last().expect("at least one block");
+        for b in rest {
+            x = b.forward(x, &mask);
+        }
+        crate::kernels::layer_norm(&self.norm, LN_EPS, last.forward_rows(x, &mask, rows))
+    }
+
+    /// Token embeddings plus positions `(N, L, d)` and the attention mask of `ids`.
+    fn embed_input(
+        &self,
+        ids: Tensor<2, Int>,
+        real: Option<&Tensor<2, Bool>>,
+    ) -> (Tensor<3>, AttnMask) {
         let [_, l] = ids.dims();
         assert!(
             l <= self.max_len(),
             "sequence of {l} tokens, the model has {} positions (model.max_len)",
             self.max_len()
         );
-        let mut x = self.embed.forward(ids) + self.pos.val().narrow(1, 0, l);
+        let x = self.embed.forward(ids) + self.pos.val().narrow(1, 0, l);
         let mask = match real {
             Some(r) => AttnMask::padded(r, self.causal),
             None if self.causal => AttnMask::Causal,
             None => AttnMask::All,
         };
-        for b in &self.blocks {
-            x = b.forward(x, &mask);
-        }
-        crate::kernels::layer_norm(&self.norm, LN_EPS, x)
+        (x, mask)
     }
 
     /// Sentence embeddings `(N, d)` from the output tokens: position 0 (`cls`) or the mean
@@ -206,6 +233,17 @@ impl TextTransformer {
         // the embedding lookup and the positions add no products
         let mut f = Flops::default();
         for b in &self.blocks {
+            f += b.flops(n, l);
+        }
+        f
+    }
+
+    /// FLOPs of [`forward_rows`](Self::forward_rows) (forward and backward) on `s` of the
+    /// `n · l` positions.
+    pub fn flops_rows(&self, n: usize, l: usize, s: usize) -> Flops {
+        let (last, rest) = self.blocks.split_last().expect("at least one block");
+        let mut f = last.flops_rows(n, l, s);
+        for b in rest {
             f += b.flops(n, l);
         }
         f
@@ -254,6 +292,77 @@ mod tests {
             .max()
             .into_scalar::<f32>();
         assert!(first > 1e-4);
+    }
+
+    /// The last block on selected rows only gives those rows of the full forward, and the
+    /// same gradients for every parameter (padding and both attention directions).
+    #[test]
+    fn forward_rows_matches_the_full_forward_with_gradients() {
+        let dev = Device::flex().autodiff();
+        for causal in [false, true] {
+            let s = TextSettings {
+                dim: Some(16),
+                depth: Some(2),
+                heads: Some(2),
+                max_len: 8,
+                ..Default::default()
+            };
+            let m = s.init(20, causal, &dev);
+            let (n, l, d) = (2, 5, 16);
+            let ids = || ids(vec![3, 4, 5, 6, 7, 8, 9, 10, 0, 0], n, l, &dev);
+            let real = Tensor::<2, Bool>::from_data(
+                TensorData::new(
+                    vec![true, true, true, true, true, true, true, true, false, false],
+                    [n, l],
+                ),
+                &dev,
+            );
+            let picked = [1i32, 4, 6, 7];
+            let rows = || Tensor::<1, Int>::from_data(TensorData::new(picked.to_vec(), [4]), &dev);
+            let weights =
+                Tensor::<2>::random([4, d], burn::tensor::Distribution::Normal(0.0, 1.0), &dev);
+            let full = m
+                .forward(ids(), Some(&real))
+                .reshape([n * l, d])
+                .select(0, rows());
+            let part = m.forward_rows(ids(), Some(&real), rows());
+            let diff = (full.clone() - part.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(diff < 1e-5, "causal {causal}: outputs differ by {diff}");
+            let ga = (full * weights.clone()).sum().backward();
+            let gb = (part * weights).sum().backward();
+            for (name, t) in [
+                ("embed", m.embed.weight.val()),
+                ("fc1 of the last block", m.blocks[1].mlp.fc1.weight.val()),
+                ("qkv of the last block", m.blocks[1].attn.qkv.weight.val()),
+                ("qkv of the first block", m.blocks[0].attn.qkv.weight.val()),
+            ] {
+                let a = t
+                    .grad(&ga)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                let b = t
+                    .grad(&gb)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                let scale = a.iter().fold(0f32, |s, v| s.max(v.abs()));
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0f32, |s, (x, y)| s.max((x - y).abs()));
+                assert!(scale > 0.0, "{name}: no gradient");
+                assert!(
+                    worst <= 1e-5 * scale.max(1.0),
+                    "{name}: gradients differ by {worst}"
+                );
+            }
+        }
     }
 
     /// Mean pooling over real tokens: padding's content does not matter.

@@ -10,7 +10,7 @@
 
 use burn::module::Module;
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::flops::{self, Flops};
 use crate::kernels::{attention, attention_enabled, gelu, layer_norm as ln, linear, softmax_last};
@@ -131,6 +131,11 @@ impl Attention {
 
     /// Self-attention under `mask` (see [`AttnMask`]).
     pub fn forward(&self, x: Tensor<3>, mask: &AttnMask) -> Tensor<3> {
+        linear(&self.proj, self.mix(x, mask))
+    }
+
+    /// The heads' outputs `(N, L, d)` before the output projection.
+    pub fn mix(&self, x: Tensor<3>, mask: &AttnMask) -> Tensor<3> {
         let [n, l, d] = x.dims();
         let h = self.heads;
         let dh = d / h;
@@ -145,7 +150,7 @@ impl Attention {
             && attention_enabled(&qkv.device())
         {
             // the fused kernel on the packed (N, L, 3d) rows
-            return linear(&self.proj, attention(qkv, h, causal, lens));
+            return attention(qkv, h, causal, lens);
         }
         let dev = qkv.device();
         let mask = match mask {
@@ -177,8 +182,7 @@ impl Attention {
         }
         let attn = softmax_last(scores);
         // (N, h, L, dh) → (N, L, d)
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([n, l, d]);
-        linear(&self.proj, out)
+        attn.matmul(v).swap_dims(1, 2).reshape([n, l, d])
     }
 
     /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
@@ -227,6 +231,34 @@ impl Block {
         let x = x.clone() + self.attn.forward(ln(&self.norm1, LN_EPS, x), mask);
         let h = linear(&self.mlp.fc1, ln(&self.norm2, LN_EPS, x.clone()));
         x + linear(&self.mlp.fc2, gelu(h))
+    }
+
+    /// The block's output `(S, d)` at the `S` flat positions `rows` of `(N·L)` only. Every
+    /// position still gives its keys and values to the attention; the rest of the block
+    /// (output projection, residuals, MLP) is per position, so it runs on the `S` rows alone:
+    /// the rows of [`forward`](Self::forward)'s output, at a fraction of its cost when `S` is
+    /// small (MLM's last block feeds only the masked positions to its head).
+    pub fn forward_rows(&self, x: Tensor<3>, mask: &AttnMask, rows: Tensor<1, Int>) -> Tensor<2> {
+        let [n, l, d] = x.dims();
+        let mixed = self.attn.mix(ln(&self.norm1, LN_EPS, x.clone()), mask);
+        let pick = |t: Tensor<3>| t.reshape([n * l, d]).select(0, rows.clone());
+        let x = pick(x) + linear(&self.attn.proj, pick(mixed));
+        let h = linear(&self.mlp.fc1, ln(&self.norm2, LN_EPS, x.clone()));
+        x + linear(&self.mlp.fc2, gelu(h))
+    }
+
+    /// FLOPs of a forward and backward pass of [`forward_rows`](Self::forward_rows) on `s` of
+    /// the `n · l` positions.
+    pub fn flops_rows(&self, n: usize, l: usize, s: usize) -> Flops {
+        let [d, hidden] = self.mlp.fc1.weight.dims();
+        let h = self.attn.heads;
+        let dh = d / h;
+        flops::linear(n * l, d, 3 * d, true)
+            + flops::matmul(n * h * l, dh, l)
+            + flops::matmul(n * h * l, l, dh)
+            + flops::linear(s, d, d, true)
+            + flops::linear(s, d, hidden, true)
+            + flops::linear(s, hidden, d, true)
     }
 
     /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.

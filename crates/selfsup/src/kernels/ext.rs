@@ -7,7 +7,7 @@
 //! [`super::attention`].
 //!
 //! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (a comma-separated list of
-//! `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear` turns off those), so that the benchmark can measure
+//! `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce` turns off those), so that the benchmark can measure
 //! both paths in one build.
 
 use std::sync::OnceLock;
@@ -69,6 +69,14 @@ pub struct LinearGrads<B: Backend> {
 #[derive(ExtensionType)]
 pub struct AttnOut<B: Backend> {
     pub output: FloatTensor<B>,
+    pub probs: FloatTensor<B>,
+}
+
+/// Output of the fused cross-entropy: the mean loss `(1)` and the softmax `(S, V)` its gradient
+/// reads.
+#[derive(ExtensionType)]
+pub struct CeOut<B: Backend> {
+    pub loss: FloatTensor<B>,
     pub probs: FloatTensor<B>,
 }
 
@@ -186,6 +194,16 @@ pub trait ConvBackend: Backend {
     /// Gradient of the GELU at `x`.
     fn selfsup_gelu_backward(
         x: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Mean cross-entropy of `logits (S, V)` against `targets` (`S` ids in `0..V`).
+    fn selfsup_cross_entropy(logits: FloatTensor<Self>, targets: Vec<u32>) -> CeOut<Self>;
+
+    /// Gradient of the logits from the softmax `probs` and the loss's gradient `(1)`.
+    fn selfsup_cross_entropy_backward(
+        probs: FloatTensor<Self>,
+        targets: Vec<u32>,
         grad_out: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 }
@@ -356,6 +374,28 @@ impl ConvBackend for Flex {
         let (dims, _) = row_shape(&x);
         let dx = with_f32(&x, |xs| {
             with_f32(&grad_out, |g| rowwise::gelu_backward(xs, g))
+        });
+        flex_tensor(dx, dims)
+    }
+
+    fn selfsup_cross_entropy(logits: FlexTensor, targets: Vec<u32>) -> CeOut<Flex> {
+        let (dims, v) = row_shape(&logits);
+        let (loss, probs) = with_f32(&logits, |x| rowwise::cross_entropy_forward(x, &targets, v));
+        CeOut {
+            loss: flex_tensor(vec![loss], vec![1]),
+            probs: flex_tensor(probs, dims),
+        }
+    }
+
+    fn selfsup_cross_entropy_backward(
+        probs: FlexTensor,
+        targets: Vec<u32>,
+        grad_out: FlexTensor,
+    ) -> FlexTensor {
+        let (dims, v) = row_shape(&probs);
+        let g = with_f32(&grad_out, |g| g[0]);
+        let dx = with_f32(&probs, |p| {
+            rowwise::cross_entropy_backward(p, &targets, v, g)
         });
         flex_tensor(dx, dims)
     }
@@ -633,6 +673,24 @@ impl<B: ConvBackend> Backward<B, 1> for AttentionBackward {
         if let Some(node) = node_qkv {
             let qkv: FloatTensor<B> = ckpt.retrieve_node_output(qkv_id);
             let g = B::selfsup_attention_backward(qkv, probs, grad, heads, causal, lens);
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for CrossEntropyBackward {
+    /// The softmax of the logits and the targets.
+    type State = (FloatTensor<B>, Vec<u32>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _ckpt: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (probs, targets) = ops.state;
+        if let Some(node) = node_x {
+            let g = B::selfsup_cross_entropy_backward(probs, targets, grad);
             grads.register::<B>(node.id, g);
         }
     }
@@ -941,10 +999,41 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
+
+    fn selfsup_cross_entropy(logits: FloatTensor<Self>, targets: Vec<u32>) -> CeOut<Self> {
+        match CrossEntropyBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let r = B::selfsup_cross_entropy(logits.into_primitive(), targets.clone());
+                CeOut {
+                    loss: prep.finish((r.probs.clone(), targets), r.loss),
+                    probs: FloatTensor::<Self>::new(r.probs),
+                }
+            }
+            OpsKind::UnTracked(prep) => {
+                let r = B::selfsup_cross_entropy(logits.into_primitive(), targets);
+                CeOut {
+                    loss: prep.finish(r.loss),
+                    probs: FloatTensor::<Self>::new(r.probs),
+                }
+            }
+        }
+    }
+
+    fn selfsup_cross_entropy_backward(
+        _probs: FloatTensor<Self>,
+        _targets: Vec<u32>,
+        _grad_out: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
 }
 
 /// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` every one, else a
-/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear` (unset: none). Read once.
+/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce` (unset: none). Read once.
 fn burn_ops() -> &'static [String] {
     static V: OnceLock<Vec<String>> = OnceLock::new();
     V.get_or_init(|| {
@@ -1071,6 +1160,19 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as ConvBackend>::selfsup_softmax(
         x.into_dispatch(),
     ))
+}
+
+/// Mean cross-entropy of `logits (S, V)` against `targets (S)` through our fused kernel on
+/// `flex` (one pass forward, one backward); `None` elsewhere or when turned off (`ce`).
+pub fn cross_entropy(logits: &Tensor<2>, targets: &[u32]) -> Option<Tensor<1>> {
+    if !(enabled("ce") && on_flex(&logits.device())) {
+        return None;
+    }
+    let r = <Dispatch as ConvBackend>::selfsup_cross_entropy(
+        logits.clone().into_dispatch(),
+        targets.to_vec(),
+    );
+    Some(Tensor::<1>::from_dispatch(r.loss))
 }
 
 /// GELU (exact), through our fused kernel on `flex`.

@@ -40,25 +40,49 @@ pub fn layer_norm_forward(
         .zip(rstd.par_chunks_mut(t))
         .enumerate()
         .for_each(|(task, ((yc, mc), rc))| {
-            for (i, (yr, (m, r))) in yc
-                .chunks_mut(d)
-                .zip(mc.iter_mut().zip(rc.iter_mut()))
-                .enumerate()
-            {
-                let row = task * t + i;
-                let xr = &x[row * d..(row + 1) * d];
-                let mu = xr.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-                let var = xr.iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>() / d as f64;
-                let inv = 1.0 / (var + eps).sqrt();
-                let (mu32, inv32) = (mu as f32, inv as f32);
-                for j in 0..d {
-                    yr[j] = (xr[j] - mu32) * inv32 * gamma[j] + beta[j];
-                }
-                *m = mu32;
-                *r = inv32;
-            }
+            let xc = &x[task * t * d..task * t * d + yc.len()];
+            ln_forward_rows(yc, mc, rc, xc, gamma, beta, d, eps);
         });
     (y, mean, rstd)
+}
+
+wide_fn!(fn ln_forward_rows = ln_forward_rows_body(
+    y: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32], gamma: &[f32], beta: &[f32],
+    d: usize, eps: f64,
+));
+
+/// The rows of one task: mean and variance in f32 partial sums of a fixed order
+/// ([`simd::sum`], two passes: the centred variance, no cancellation), then one affine pass.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ln_forward_rows_body(
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    d: usize,
+    eps: f64,
+) {
+    let mut centred = vec![0.0f32; d];
+    for ((yr, xr), (m, r)) in y
+        .chunks_mut(d)
+        .zip(x.chunks(d))
+        .zip(mean.iter_mut().zip(rstd.iter_mut()))
+    {
+        let mu = simd::sum(xr) / d as f32;
+        for (c, &v) in centred.iter_mut().zip(xr) {
+            *c = v - mu;
+        }
+        let var = simd::dot(&centred, &centred) / d as f32;
+        let inv = (1.0 / (var as f64 + eps).sqrt()) as f32;
+        for j in 0..d {
+            yr[j] = centred[j] * inv * gamma[j] + beta[j];
+        }
+        *m = mu;
+        *r = inv;
+    }
 }
 
 /// Gradients of [`layer_norm_forward`]: `dx`, `dγ`, `dβ` (the parameter sums in a fixed order:
@@ -78,26 +102,19 @@ pub fn layer_norm_backward(
         .enumerate()
         .map(|(task, dxc)| {
             let (mut dg, mut db) = (vec![0.0f32; d], vec![0.0f32; d]);
-            let mut xhat = vec![0.0f32; d];
-            let mut g = vec![0.0f32; d];
-            for (i, dxr) in dxc.chunks_mut(d).enumerate() {
-                let row = task * t + i;
-                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                let (mu, r) = (mean[row], rstd[row]);
-                let (mut sg, mut sgx) = (0.0f32, 0.0f32);
-                for j in 0..d {
-                    xhat[j] = (xr[j] - mu) * r;
-                    g[j] = gamma[j] * dyr[j];
-                    sg += g[j];
-                    sgx += g[j] * xhat[j];
-                    dg[j] += dyr[j] * xhat[j];
-                    db[j] += dyr[j];
-                }
-                let (mg, mgx) = (sg / d as f32, sgx / d as f32);
-                for j in 0..d {
-                    dxr[j] = r * (g[j] - mg - xhat[j] * mgx);
-                }
-            }
+            let (r0, r1) = (task * t, task * t + dxc.len() / d);
+            let span = r0 * d..r1 * d;
+            ln_backward_rows(
+                dxc,
+                &mut dg,
+                &mut db,
+                &x[span.clone()],
+                &dy[span],
+                gamma,
+                &mean[r0..r1],
+                &rstd[r0..r1],
+                d,
+            );
             (dg, db)
         })
         .collect();
@@ -109,6 +126,47 @@ pub fn layer_norm_backward(
         }
     }
     (dx, dg, db)
+}
+
+wide_fn!(fn ln_backward_rows = ln_backward_rows_body(
+    dx: &mut [f32], dg: &mut [f32], db: &mut [f32], x: &[f32], dy: &[f32], gamma: &[f32],
+    mean: &[f32], rstd: &[f32], d: usize,
+));
+
+/// The rows of one task; `dg`, `db` accumulate this task's partial parameter gradients.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ln_backward_rows_body(
+    dx: &mut [f32],
+    dg: &mut [f32],
+    db: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    d: usize,
+) {
+    let mut xhat = vec![0.0f32; d];
+    let mut g = vec![0.0f32; d];
+    for (((dxr, xr), dyr), (&mu, &r)) in dx
+        .chunks_mut(d)
+        .zip(x.chunks(d))
+        .zip(dy.chunks(d))
+        .zip(mean.iter().zip(rstd))
+    {
+        for j in 0..d {
+            xhat[j] = (xr[j] - mu) * r;
+            g[j] = gamma[j] * dyr[j];
+            dg[j] += dyr[j] * xhat[j];
+            db[j] += dyr[j];
+        }
+        let mg = simd::sum(&g) / d as f32;
+        let mgx = simd::dot(&g, &xhat) / d as f32;
+        for j in 0..d {
+            dxr[j] = r * (g[j] - mg - xhat[j] * mgx);
+        }
+    }
 }
 
 /// Softmax over rows of `d`.
@@ -145,10 +203,81 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
         for (i, dr) in dc.chunks_mut(d).enumerate() {
             let row = task * t + i;
             let (yr, gr) = (&y[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-            let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-            for j in 0..d {
-                dr[j] = yr[j] * (gr[j] - dot);
+            with_avx2(|| {
+                let dot = simd::dot(yr, gr);
+                for j in 0..d {
+                    dr[j] = yr[j] * (gr[j] - dot);
+                }
+            });
+        }
+    });
+    dx
+}
+
+/// Mean cross-entropy of the rows of `x (S, V)` against `targets` and the softmax of each
+/// row (kept for the backward): `loss_s = max + ln Σ exp(x − max) − x[target]`, the mean summed
+/// in f64 in row order.
+pub fn cross_entropy_forward(x: &[f32], targets: &[u32], v: usize) -> (f32, Vec<f32>) {
+    let rows = x.len() / v;
+    assert_eq!(
+        targets.len(),
+        rows,
+        "cross-entropy: {rows} rows, {} targets",
+        targets.len()
+    );
+    let mut probs = vec![0.0f32; x.len()];
+    let mut losses = vec![0.0f32; rows];
+    let t = rows_per_task(v);
+    probs
+        .par_chunks_mut(t * v)
+        .zip(losses.par_chunks_mut(t))
+        .enumerate()
+        .for_each(|(task, (pc, lc))| {
+            for (i, (pr, l)) in pc.chunks_mut(v).zip(lc.iter_mut()).enumerate() {
+                let row = task * t + i;
+                let xr = &x[row * v..(row + 1) * v];
+                let target = targets[row] as usize;
+                assert!(target < v, "cross-entropy: target {target} outside 0..{v}");
+                let mut out = [0.0f32];
+                ce_row(pr, &mut out, xr, target);
+                *l = out[0];
             }
+        });
+    let mean = losses.iter().map(|&l| l as f64).sum::<f64>() / rows.max(1) as f64;
+    (mean as f32, probs)
+}
+
+wide_fn!(fn ce_row = ce_row_body(p: &mut [f32], loss: &mut [f32], x: &[f32], target: usize));
+
+/// One row: the softmax into `p`, the loss into `loss[0]`.
+#[inline(always)]
+fn ce_row_body(p: &mut [f32], loss: &mut [f32], x: &[f32], target: usize) {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (o, &a) in p.iter_mut().zip(x) {
+        *o = simd::exp(a - m);
+    }
+    let sum = simd::sum(p);
+    loss[0] = m + sum.ln() - x[target];
+    let inv = 1.0 / sum;
+    p.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Gradient of [`cross_entropy_forward`]'s mean loss scaled by `g`: `(softmax − onehot)·g/S`.
+pub fn cross_entropy_backward(probs: &[f32], targets: &[u32], v: usize, g: f32) -> Vec<f32> {
+    let rows = probs.len() / v;
+    let scale = g / rows.max(1) as f32;
+    let mut dx = vec![0.0f32; probs.len()];
+    let t = rows_per_task(v);
+    dx.par_chunks_mut(t * v).enumerate().for_each(|(task, dc)| {
+        for (i, dr) in dc.chunks_mut(v).enumerate() {
+            let row = task * t + i;
+            let pr = &probs[row * v..(row + 1) * v];
+            with_avx2(|| {
+                for (o, &p) in dr.iter_mut().zip(pr) {
+                    *o = p * scale;
+                }
+            });
+            dr[targets[row] as usize] -= scale;
         }
     });
     dx
@@ -160,11 +289,17 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], d: usize) -> Vec<f32> {
 #[inline(always)]
 fn erf(x: f32) -> f32 {
     let a = x.abs();
+    erf_given(a, simd::exp(-a * a)).copysign(x)
+}
+
+/// erf(a) for `a ≥ 0` given `e = e^(−a²)`.
+#[inline(always)]
+fn erf_given(a: f32, e: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t
         + 0.254_829_6)
         * t;
-    (1.0 - poly * simd::exp(-a * a)).copysign(x)
+    1.0 - poly * e
 }
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -185,9 +320,11 @@ wide_fn!(fn gelu_grad_chunk = gelu_grad_chunk_body(dx: &mut [f32], x: &[f32], dy
 #[inline(always)]
 fn gelu_grad_chunk_body(dx: &mut [f32], x: &[f32], dy: &[f32]) {
     for ((o, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-        let cdf = 0.5 * (1.0 + erf(v * FRAC_1_SQRT_2));
-        let pdf = INV_SQRT_2PI * simd::exp(-0.5 * v * v);
-        *o = g * (cdf + v * pdf);
+        // one exp for both: e^(−(v/√2)²) in erf is φ's e^(−v²/2)
+        let a = (v * FRAC_1_SQRT_2).abs();
+        let e = simd::exp(-a * a);
+        let cdf = 0.5 * (1.0 + erf_given(a, e).copysign(v));
+        *o = g * (cdf + v * (INV_SQRT_2PI * e));
     }
 }
 

@@ -48,11 +48,13 @@ pub fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
 macro_rules! wide_fn {
     ($(#[$meta:meta])* $vis:vis fn $name:ident = $body:ident ( $($arg:ident : $ty:ty),* $(,)? )) => {
         $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 if $crate::kernels::simd::has_avx512() {
                     #[target_feature(enable = "avx512f,avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
                     unsafe fn wide512($($arg: $ty),*) {
                         $body($($arg),*)
                     }
@@ -61,6 +63,7 @@ macro_rules! wide_fn {
                 }
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
                     #[target_feature(enable = "avx2,fma")]
+                    #[allow(clippy::too_many_arguments)]
                     unsafe fn wide($($arg: $ty),*) {
                         $body($($arg),*)
                     }

@@ -13,6 +13,18 @@ use burn::tensor::{Int, Tensor};
 /// Mean cross-entropy of `logits (S, V)` against `targets (S)` (ids in `0..V`).
 pub fn token_cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [s, _] = logits.dims();
+    let ids: Vec<u32> = targets
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("integer targets")
+        .into_iter()
+        .map(|t| t as u32)
+        .collect();
+    if let Some(loss) = crate::kernels::ext::cross_entropy(&logits, &ids) {
+        return loss;
+    }
     let lp = log_softmax(logits, 1);
     lp.gather(1, targets.reshape([s, 1])).mean().neg()
 }
@@ -51,6 +63,9 @@ mod tests {
         let logits =
             Tensor::<2>::from_data(TensorData::new(to_f32(&x), [s, v]), &dev).require_grad();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [s]), &dev);
+        // the fused kernel is the path taken on flex
+        let tu: Vec<u32> = t.iter().map(|&a| a as u32).collect();
+        assert!(crate::kernels::ext::cross_entropy(&logits, &tu).is_some());
         let l = token_cross_entropy(logits.clone(), targets.clone());
         assert_close(
             &[l.clone().into_scalar::<f32>()],

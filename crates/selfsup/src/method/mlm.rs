@@ -128,42 +128,58 @@ impl Mlm {
         self.mask(batch, &mut rng)
     }
 
-    /// Logits `(S, V)` of the selected positions and their targets `(S)`, and the encoder's
-    /// output tokens; `None` for the logits when nothing was selected.
+    /// Logits `(S, V)` of the selected positions, their targets `(S)` and the encoder's
+    /// outputs `(S, d)` there; `None` when nothing was selected. Only the selected positions
+    /// reach the head, so the encoder's last block runs its per-position part (projection,
+    /// MLP) on those rows alone ([`TextTransformer::forward_rows`]): the same values as the
+    /// full forward's rows, for about 85 % less work in that block.
     pub fn forward(
         &self,
         batch: &TokenBatch,
         m: &MlmMask,
-    ) -> (Option<(Tensor<2>, Tensor<1, Int>)>, Tensor<3>) {
+    ) -> Option<(Tensor<2>, Tensor<1, Int>, Tensor<2>)> {
         let t = self.text();
         let dev = t.device();
         let (n, l) = (batch.batch_size, batch.seq_len);
+        let (rows, targets) = selected(&m.targets, &dev)?;
         let real = real_tensor(&batch.mask, n, l, &dev);
-        let h = t.forward(ids_tensor(&m.input, n, l, &dev), real.as_ref());
-        (self.predict(h.clone(), &m.targets), h)
+        let z = t.forward_rows(ids_tensor(&m.input, n, l, &dev), real.as_ref(), rows);
+        Some((self.head(z.clone()), targets, z))
     }
 
     /// The head on the selected rows of `h (N, L, d)`: positions where `targets ≥ 0`.
     pub fn predict(&self, h: Tensor<3>, targets: &[i32]) -> Option<(Tensor<2>, Tensor<1, Int>)> {
         let [n, l, d] = h.dims();
-        let dev = h.device();
-        let (pos, tgt): (Vec<i32>, Vec<i32>) = targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t >= 0)
-            .map(|(i, t)| (i as i32, *t))
-            .unzip();
-        if pos.is_empty() {
-            return None;
-        }
-        let s = pos.len();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(pos, [s]), &dev);
-        let hs = h.reshape([n * l, d]).select(0, idx);
-        let z = crate::kernels::layer_norm(&self.norm, LN_EPS, gelu(linear(&self.dense, hs)));
-        let logits = linear(&self.decoder, z);
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(tgt, [s]), &dev);
-        Some((logits, targets))
+        let (rows, targets) = selected(targets, &h.device())?;
+        Some((self.head(h.reshape([n * l, d]).select(0, rows)), targets))
     }
+
+    /// BERT's head: logits `(S, V)` from encoder outputs `(S, d)`.
+    fn head(&self, h: Tensor<2>) -> Tensor<2> {
+        let z = crate::kernels::layer_norm(&self.norm, LN_EPS, gelu(linear(&self.dense, h)));
+        linear(&self.decoder, z)
+    }
+}
+
+/// The flat positions where `targets ≥ 0` and their targets; `None` when there are none.
+fn selected(
+    targets: &[i32],
+    dev: &burn::tensor::Device,
+) -> Option<(Tensor<1, Int>, Tensor<1, Int>)> {
+    let (pos, tgt): (Vec<i32>, Vec<i32>) = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t >= 0)
+        .map(|(i, t)| (i as i32, *t))
+        .unzip();
+    if pos.is_empty() {
+        return None;
+    }
+    let s = pos.len();
+    Some((
+        Tensor::from_data(TensorData::new(pos, [s]), dev),
+        Tensor::from_data(TensorData::new(tgt, [s]), dev),
+    ))
 }
 
 impl Method for Mlm {
@@ -188,20 +204,28 @@ impl Method for Mlm {
             .step_masking(&batch, info)
             .rows(rows.clone(), batch.seq_len);
         let batch = batch.rows(rows);
-        let (pred, h) = self.forward(&batch, &m);
-        let loss = match pred {
-            Some((logits, targets)) => token_cross_entropy(logits, targets),
+        let out = match self.forward(&batch, &m) {
+            // the monitors watch the encoder's outputs at the predicted positions
+            Some((logits, targets, z)) => StepOutput {
+                loss: token_cross_entropy(logits, targets),
+                embeddings: z.detach(),
+            },
             // nothing selected (a batch of very short sequences): no signal, no NaN
-            None => h.clone().sum().mul_scalar(0.0),
+            None => {
+                let t = self.text();
+                let dev = t.device();
+                let (n, l) = (batch.batch_size, batch.seq_len);
+                let real = real_tensor(&batch.mask, n, l, &dev);
+                let h = t.forward(ids_tensor(&m.input, n, l, &dev), real.as_ref());
+                StepOutput {
+                    loss: h.clone().sum().mul_scalar(0.0),
+                    embeddings: t.pool(h, real.as_ref()).detach(),
+                }
+            }
         };
-        let dev = h.device();
-        let real = real_tensor(&batch.mask, batch.batch_size, batch.seq_len, &dev);
         Some(PartOutput {
             units: m.selected as f64,
-            out: StepOutput {
-                loss,
-                embeddings: self.text().pool(h, real.as_ref()).detach(),
-            },
+            out,
         })
     }
 
@@ -210,15 +234,17 @@ impl Method for Mlm {
         let (d, v) = (t.out_dim(), t.vocab_size());
         // the head runs on about mask_rate of the positions
         let s = ((n * l) as f32 * self.mask_rate).ceil() as usize;
-        t.flops(n, l) + flops::linear(s, d, d, true) + flops::linear(s, d, v, true)
+        t.flops_rows(n, l, s) + flops::linear(s, d, d, true) + flops::linear(s, d, v, true)
     }
 
     fn score_tokens(&self, batch: &TokenBatch, seed: u64, index: u64) -> Option<TokenScore> {
         let mut rng = SplitMix64::from_parts(&[seed, index, EVAL_STREAM]);
         let m = self.mask(batch, &mut rng);
-        let (pred, _) = self.forward(batch, &m);
-        Some(pred.map_or_else(TokenScore::default, |(logits, targets)| {
-            super::token_score(logits, targets)
-        }))
+        Some(
+            self.forward(batch, &m)
+                .map_or_else(TokenScore::default, |(logits, targets, _)| {
+                    super::token_score(logits, targets)
+                }),
+        )
     }
 }
