@@ -12,8 +12,8 @@ pub struct Args {
     /// The run folder written by `selfsup pretrain`.
     #[arg(long)]
     run: PathBuf,
-    /// Data to embed (default: the run's data, train and test; a text run: its train,
-    /// validation and test documents).
+    /// Data to embed (default: the run's data, its train, validation and test images; a text
+    /// run: its train, validation and test documents).
     #[arg(long)]
     data: Option<String>,
     /// Output: `.csv` (id, split, label, features) or `.npy` (float32 n × d, with the ids,
@@ -52,7 +52,7 @@ fn csv_field(s: &str) -> String {
 /// One row per embedded item: id, split, label; then the features, row-major, and their width.
 type Rows = (Vec<(String, &'static str, Option<u32>)>, Vec<f32>, usize);
 
-/// Images: the run's encoder on the train and test images (or on `--data`).
+/// Images: the run's encoder on the train, validation and test images (or on `--data`).
 fn image_rows(a: &Args) -> anyhow::Result<Rows> {
     let (model, p) = load_run(&a.run, |r| {
         if let Some(d) = a.data.clone() {
@@ -66,7 +66,11 @@ fn image_rows(a: &Args) -> anyhow::Result<Rows> {
     let bs = p.recipe.train.eval_batch_size;
     let mut rows = Vec::new();
     let mut feats = Vec::new();
-    for (name, set) in [("train", &p.split.train), ("test", &p.split.test)] {
+    for (name, set) in [
+        ("train", &p.split.train),
+        ("val", &p.split.val),
+        ("test", &p.split.test),
+    ] {
         feats.extend(encoder_features(
             enc,
             &p.pipeline,

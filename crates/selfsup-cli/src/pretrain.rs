@@ -133,10 +133,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let (c, h, w) = p.pipeline.out_shape();
     eprintln!(
-        "selfsup pretrain: {} on {} ({} train / {} test images, {c}×{h}×{w}), {} epochs, batch {}, device {} → {}",
+        "selfsup pretrain: {} on {} ({} train / {} validation / {} test images, {c}×{h}×{w}), {} epochs, batch {}, device {} → {}",
         recipe.method.name(),
         recipe.data.spec,
         p.split.train.len(),
+        p.split.val.len(),
         p.split.test.len(),
         recipe.train.epochs,
         recipe.train.batch_size,

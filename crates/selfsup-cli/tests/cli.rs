@@ -130,7 +130,12 @@ fn tiny_run_resume_eval_embed_views() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("id,split,label,f0,"));
     assert_eq!(lines[0].split(',').count(), 3 + 16);
-    assert_eq!(lines.len(), 1 + 200 + 50, "200 train + 50 test rows");
+    assert_eq!(
+        lines.len(),
+        1 + 200 + 50,
+        "180 train + 20 val + 50 test rows"
+    );
+    assert_eq!(lines.iter().filter(|l| l.contains(",val,")).count(), 20);
     assert!(lines[1].split(',').nth(2).unwrap().parse::<u32>().is_ok());
 
     let npy = dir.path().join("emb.npy");

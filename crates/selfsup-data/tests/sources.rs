@@ -50,6 +50,64 @@ fn digits_loads_and_splits_deterministically() {
     assert!(std[0] > 0.2 && std[0] < 0.5, "{std:?}");
 }
 
+/// The validation split comes out of the training split: disjoint from train and test,
+/// stratified by class, the same for the same seed, and the test split does not move.
+#[test]
+fn validation_split_is_disjoint_stratified_and_seeded() {
+    use std::collections::HashSet;
+    let with_val = |seed: u64, frac: f32| {
+        load(
+            &DataSpec::Digits,
+            &LoadOptions {
+                seed,
+                val_fraction: frac,
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let none = with_val(3, 0.0);
+    assert!(none.val.is_empty());
+    let s = with_val(3, 0.25);
+    let ids = |d: &selfsup_data::Dataset| d.ids.iter().cloned().collect::<HashSet<_>>();
+    let (tr, va, te) = (ids(&s.train), ids(&s.val), ids(&s.test));
+    assert_eq!(tr.len() + va.len() + te.len(), 1797, "every image once");
+    assert!(tr.is_disjoint(&va) && va.is_disjoint(&te) && tr.is_disjoint(&te));
+    // the test split is the one without validation; train + val is its training split
+    assert_eq!(te, ids(&none.test));
+    assert_eq!(
+        tr.union(&va).cloned().collect::<HashSet<_>>(),
+        ids(&none.train)
+    );
+    // stratified: each class gives 25 % of its training images (±1 for rounding)
+    let count = |d: &selfsup_data::Dataset, c: u32| {
+        d.labels
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|&&l| l == c)
+            .count()
+    };
+    for c in 0..10 {
+        let (v, all) = (count(&s.val, c), count(&none.train, c));
+        let want = all as f64 * 0.25;
+        assert!((v as f64 - want).abs() <= 1.0, "class {c}: {v} of {all}");
+    }
+    // seeded: the same seed gives the same split, another seed another one
+    assert_eq!(ids(&with_val(3, 0.25).val), va);
+    assert_ne!(ids(&with_val(4, 0.25).val), va);
+    // out of range is an error naming the option
+    let err = load(
+        &DataSpec::Digits,
+        &LoadOptions {
+            val_fraction: 1.0,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("val_fraction"), "{err}");
+}
+
 #[test]
 fn digits_first_row_matches_file() {
     // First row of digits.csv.gz: 0,0,5,13,9,1,0,0,... label 0.

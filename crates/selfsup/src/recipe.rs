@@ -51,8 +51,10 @@ pub struct DataSection {
     pub limit: Option<usize>,
     /// Seed of the train/test split (defaults to `train.seed`).
     pub split_seed: Option<u64>,
-    /// Text: share of the documents held out for validation (model selection; the test split
-    /// is `test_fraction`).
+    /// Share of the training split held out for validation (model selection: probe settings,
+    /// recipe settings, number of epochs are chosen on it; the test split is measured once).
+    /// Images: class-stratified, seeded by `split_seed`, never seen by pretraining or the
+    /// probes' training. Text: a share of the documents.
     pub val_fraction: f32,
     /// Text: `random` (shuffled by the seed, stratified by label) or `ordered` (file order:
     /// train, then validation, then test; for a running text such as Tiny Shakespeare).
@@ -253,6 +255,7 @@ impl Recipe {
         LoadOptions {
             seed: self.data.split_seed.unwrap_or(self.train.seed),
             test_fraction: self.data.test_fraction,
+            val_fraction: self.data.val_fraction,
             image_size: self.data.image_size.map(|s| (s, s)),
             channels: self.data.channels,
             skip_bad_images: self.data.skip_bad_images,

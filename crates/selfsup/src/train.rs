@@ -376,18 +376,27 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 }
             }
         }
+        // the per-epoch kNN is scored on the validation split (the test split only when the
+        // recipe has none, and then named so)
+        let (knn_set, knn_split) = if p.split.val.is_empty() {
+            (&p.split.test, "test")
+        } else {
+            (&p.split.val, "validation")
+        };
         if r.train.knn_every > 0
             && (epoch + 1) % r.train.knn_every == 0
             && let (Some(tr), Some(te), Some(k)) = (
                 &p.split.train.labels,
-                &p.split.test.labels,
+                &knn_set.labels,
                 p.split.train.num_classes(),
             )
         {
             let f = encoder_feature_set("online", model.encoder(), p);
-            let res = knn_classify(&f.train, tr, &f.test, te, f.dim, k, &r.eval.knn, &p.device);
+            let scored = if knn_split == "test" { &f.test } else { &f.val };
+            let res = knn_classify(&f.train, tr, scored, te, f.dim, k, &r.eval.knn, &p.device);
             line["knn_top1"] = json!(res.top1);
-            msg.push_str(&format!(", kNN {:.1} %", res.top1));
+            line["knn_split"] = json!(knn_split);
+            msg.push_str(&format!(", kNN {:.1} % ({knn_split})", res.top1));
         }
         if opts.progress {
             eprintln!("{msg}");

@@ -282,8 +282,10 @@ pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, 
             dir.display()
         );
     }
+    let train = build(&listing, name, &trk, tri)?;
     Ok(Split {
-        train: build(&listing, name, &trk, tri)?,
+        val: train.subset(&[]),
+        train,
         test: build(&listing, name, &tek, tei)?,
         skipped,
     })

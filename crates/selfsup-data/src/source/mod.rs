@@ -215,11 +215,14 @@ impl Dataset {
     }
 }
 
-/// A train/test pair.
+/// Training, validation and test images.
 #[derive(Clone, Debug)]
 pub struct Split {
     /// Training images.
     pub train: Dataset,
+    /// Validation images, carved from the training split (`LoadOptions::val_fraction`; empty
+    /// at 0): held out of pretraining and of the probes' training, for choosing settings.
+    pub val: Dataset,
     /// Held-out images.
     pub test: Dataset,
     /// Files skipped as undecodable (image folders with `skip_bad_images`; 0 otherwise).
@@ -346,6 +349,9 @@ pub struct LoadOptions {
     /// Fraction of the images held out for testing, in `[0, 1)` (default 0.2). IDX files come
     /// already split and ignore it.
     pub test_fraction: f32,
+    /// Fraction of the training images held out for validation, in `[0, 1)` (default 0):
+    /// stratified by class when labeled, seeded by `seed`, after `limit`.
+    pub val_fraction: f32,
     /// Resize every image to `(height, width)`. Folders default to 32x32 (each image is
     /// centre-cropped to the aspect ratio, then resized); other sources keep their native size
     /// unless this is set (bilinear resize).
@@ -366,6 +372,7 @@ impl Default for LoadOptions {
         LoadOptions {
             seed: 0,
             test_fraction: 0.2,
+            val_fraction: 0.0,
             image_size: None,
             channels: None,
             skip_bad_images: false,
@@ -380,6 +387,12 @@ impl LoadOptions {
             return Err(DataError::Options(format!(
                 "test_fraction {} must be in [0, 1)",
                 self.test_fraction
+            )));
+        }
+        if !(self.val_fraction.is_finite() && (0.0..1.0).contains(&self.val_fraction)) {
+            return Err(DataError::Options(format!(
+                "val_fraction {} must be in [0, 1)",
+                self.val_fraction
             )));
         }
         if let Some(c) = self.channels
@@ -418,12 +431,16 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
             let (train, test) = idx::load_idx_dir(dir, &spec.name())?;
             let (ntr, nte) = limited_sizes(train.len(), test.len(), opts.limit);
             Split {
+                val: train.subset(&[]),
                 train: truncate(train, ntr),
                 test: truncate(test, nte),
                 skipped: 0,
             }
         }
-        DataSpec::Folder(dir) => return folder::load_folder(dir, &spec.name(), opts),
+        DataSpec::Folder(dir) => {
+            let split = folder::load_folder(dir, &spec.name(), opts)?;
+            return Ok(carve_validation(split, opts));
+        }
         DataSpec::Text(p) | DataSpec::Tsv(p) => {
             return Err(DataError::format(
                 p,
@@ -433,7 +450,24 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
     };
     split.train.convert(opts.channels, opts.image_size)?;
     split.test.convert(opts.channels, opts.image_size)?;
-    Ok(split)
+    Ok(carve_validation(split, opts))
+}
+
+/// Moves `opts.val_fraction` of the training images into the validation split (stratified,
+/// seeded, on a random stream of its own: the test split does not change with it).
+fn carve_validation(mut split: Split, opts: &LoadOptions) -> Split {
+    if opts.val_fraction <= 0.0 || split.train.is_empty() {
+        return split;
+    }
+    let (tr, va) = split_indices_from(
+        split.train.len(),
+        split.train.labels.as_deref(),
+        opts.val_fraction,
+        SplitMix64::from_parts(&[opts.seed, 0x00FA_11DA]),
+    );
+    split.val = split.train.subset(&va);
+    split.train = split.train.subset(&tr);
+    split
 }
 
 fn truncate(mut d: Dataset, n: usize) -> Dataset {
@@ -471,7 +505,21 @@ pub fn split_indices(
     test_fraction: f32,
     seed: u64,
 ) -> (Vec<usize>, Vec<usize>) {
-    let mut rng = SplitMix64::from_parts(&[seed, 0x5B117]);
+    split_indices_from(
+        n,
+        labels,
+        test_fraction,
+        SplitMix64::from_parts(&[seed, 0x5B117]),
+    )
+}
+
+/// [`split_indices`] drawing from `rng`.
+fn split_indices_from(
+    n: usize,
+    labels: Option<&[u32]>,
+    test_fraction: f32,
+    mut rng: SplitMix64,
+) -> (Vec<usize>, Vec<usize>) {
     let frac = test_fraction.clamp(0.0, 1.0) as f64;
     let (mut train, mut test) = (Vec::new(), Vec::new());
     match labels {
@@ -513,6 +561,7 @@ fn split_dataset(all: Dataset, opts: &LoadOptions) -> Split {
     te.truncate(nte);
     Split {
         train: all.subset(&tr),
+        val: all.subset(&[]),
         test: all.subset(&te),
         skipped: 0,
     }

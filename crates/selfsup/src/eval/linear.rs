@@ -103,6 +103,31 @@ pub fn linear_probe(
     seed: u64,
     device: &Device,
 ) -> f64 {
+    linear_probe_on(
+        train,
+        train_labels,
+        &[(test, test_labels)],
+        d,
+        num_classes,
+        cfg,
+        seed,
+        device,
+    )[0]
+}
+
+/// Trains once on `(train, train_labels)` and returns the top-1 accuracy in percent on each
+/// of the `evals` sets (validation and test, say).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_probe_on(
+    train: &[f32],
+    train_labels: &[u32],
+    evals: &[(&[f32], &[u32])],
+    d: usize,
+    num_classes: usize,
+    cfg: &LinearConfig,
+    seed: u64,
+    device: &Device,
+) -> Vec<f64> {
     let n = train_labels.len();
     // standardise with training statistics
     let mut mean = vec![0.0f64; d];
@@ -134,7 +159,6 @@ pub fn linear_probe(
             .collect()
     };
     let xtr = standardise(train);
-    let xte = standardise(test);
 
     let ad = device.clone().autodiff();
     let mut model = Classifier {
@@ -173,21 +197,30 @@ pub fn linear_probe(
             step += 1;
         }
     }
-    let m = test_labels.len();
-    let xte_t = Tensor::<2>::from_data(TensorData::new(xte, [m, d]), device);
-    let logits =
-        xte_t.matmul(model.weight.val().inner()) + model.bias.val().inner().unsqueeze::<2>();
-    let pred = logits.argmax(1).into_data();
-    let pred: Vec<i64> = pred
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("int predictions");
-    let hits = pred
+    let (w, b) = (model.weight.val().inner(), model.bias.val().inner());
+    evals
         .iter()
-        .zip(test_labels)
-        .filter(|(p, l)| **p == **l as i64)
-        .count();
-    100.0 * hits as f64 / m.max(1) as f64
+        .map(|&(x, labels)| {
+            let m = labels.len();
+            if m == 0 {
+                return 0.0;
+            }
+            let xe = Tensor::<2>::from_data(TensorData::new(standardise(x), [m, d]), device);
+            let logits = xe.matmul(w.clone()) + b.clone().unsqueeze::<2>();
+            let pred: Vec<i64> = logits
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .expect("int predictions");
+            let hits = pred
+                .iter()
+                .zip(labels)
+                .filter(|(p, l)| **p == **l as i64)
+                .count();
+            100.0 * hits as f64 / m as f64
+        })
+        .collect()
 }
 
 #[cfg(test)]

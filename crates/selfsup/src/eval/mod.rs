@@ -11,4 +11,4 @@ pub mod text;
 pub use features::{encoder_features, pixel_features};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
-pub use linear::{LinearConfig, linear_probe, stratified_subset};
+pub use linear::{LinearConfig, linear_probe, linear_probe_on, stratified_subset};

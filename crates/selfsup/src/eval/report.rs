@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::eval::{
-    KnnResult, encoder_features, finetune, knn_classify, linear_probe, pixel_features,
+    KnnResult, encoder_features, finetune, knn_classify, linear_probe_on, pixel_features,
     stratified_subset,
 };
 use crate::run::{Prepared, build_model};
@@ -24,6 +24,33 @@ pub struct EvalRow {
     /// Fine-tuned end to end: (label fraction, top-1 %).
     #[serde(default)]
     pub finetune: Vec<(f64, f64)>,
+    /// The same evaluations on the validation split (the numbers settings are chosen on);
+    /// the fields above are the test split's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<SplitScores>,
+}
+
+/// One split's scores of a row.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SplitScores {
+    pub knn: Option<KnnResult>,
+    pub linear: Vec<(f64, f64)>,
+    #[serde(default)]
+    pub finetune: Vec<(f64, f64)>,
+}
+
+impl EvalRow {
+    /// The row as its validation scores (`None` without a validation split).
+    pub fn validation(&self) -> Option<EvalRow> {
+        self.val.as_ref().map(|v| EvalRow {
+            features: self.features.clone(),
+            dim: self.dim,
+            knn: v.knn,
+            linear: v.linear.clone(),
+            finetune: v.finetune.clone(),
+            val: None,
+        })
+    }
 }
 
 /// Which evaluations to run.
@@ -33,11 +60,12 @@ pub struct Which {
     pub linear: bool,
 }
 
-/// Features of train and test for one feature source.
+/// Features of train, validation (empty without one) and test for one feature source.
 pub struct FeatureSet {
     pub name: String,
     pub dim: usize,
     pub train: Vec<f32>,
+    pub val: Vec<f32>,
     pub test: Vec<f32>,
 }
 
@@ -47,6 +75,7 @@ pub fn encoder_feature_set(name: &str, enc: &Backbone, p: &Prepared) -> FeatureS
         name: name.into(),
         dim: enc.out_dim(),
         train: encoder_features(enc, &p.pipeline, &p.split.train.images, bs, &p.device),
+        val: encoder_features(enc, &p.pipeline, &p.split.val.images, bs, &p.device),
         test: encoder_features(enc, &p.pipeline, &p.split.test.images, bs, &p.device),
     }
 }
@@ -63,6 +92,7 @@ pub fn pixel_feature_set(p: &Prepared, standardised: bool) -> FeatureSet {
         .into(),
         dim: c * h * w,
         train: pixel_features(&p.pipeline, &p.split.train.images, standardised),
+        val: pixel_features(&p.pipeline, &p.split.val.images, standardised),
         test: pixel_features(&p.pipeline, &p.split.test.images, standardised),
     }
 }
@@ -127,6 +157,7 @@ pub fn add_finetune_with(
                 knn: None,
                 linear: Vec::new(),
                 finetune: accs,
+                val: None,
             }),
         }
     }
@@ -160,25 +191,45 @@ pub fn evaluate(sets: &[FeatureSet], p: &Prepared, which: Which) -> anyhow::Resu
             p.recipe.data.spec
         );
     }
-    evaluate_features(sets, ytr, yte, p.num_classes(), &p.recipe, &p.device, which)
+    let yva = p.split.val.labels.as_deref();
+    evaluate_features(
+        sets,
+        ytr,
+        yva,
+        yte,
+        p.num_classes(),
+        &p.recipe,
+        &p.device,
+        which,
+    )
 }
 
-/// Evaluates each feature set against train labels `ytr` and test labels `yte` (`k` classes)
-/// with the recipe's kNN and linear-probe settings.
+/// Evaluates each feature set against train labels `ytr`, validation labels `yva` (when there
+/// is a validation split) and test labels `yte` (`k` classes) with the recipe's kNN and
+/// linear-probe settings. Each probe is trained once and scored on both splits.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_features(
     sets: &[FeatureSet],
     ytr: &[u32],
+    yva: Option<&[u32]>,
     yte: &[u32],
     k: usize,
     r: &crate::recipe::Recipe,
     device: &burn::tensor::Device,
     which: Which,
 ) -> anyhow::Result<Vec<EvalRow>> {
+    let yva = yva.filter(|y| !y.is_empty());
     let mut rows = Vec::new();
     for s in sets {
         let knn = which
             .knn
             .then(|| knn_classify(&s.train, ytr, &s.test, yte, s.dim, k, &r.eval.knn, device));
+        let mut val = yva.map(|yva| SplitScores {
+            knn: which
+                .knn
+                .then(|| knn_classify(&s.train, ytr, &s.val, yva, s.dim, k, &r.eval.knn, device)),
+            ..SplitScores::default()
+        });
         let mut linear = Vec::new();
         if which.linear {
             let mut fractions = vec![1.0];
@@ -197,18 +248,24 @@ pub fn evaluate_features(
                     .flat_map(|&i| s.train[i * s.dim..(i + 1) * s.dim].iter().copied())
                     .collect();
                 let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
-                let acc = linear_probe(
+                let mut evals: Vec<(&[f32], &[u32])> = vec![(&s.test, yte)];
+                if let Some(yva) = yva {
+                    evals.push((&s.val, yva));
+                }
+                let acc = linear_probe_on(
                     &xs,
                     &ys,
-                    &s.test,
-                    yte,
+                    &evals,
                     s.dim,
                     k,
                     &r.eval.linear,
                     r.train.seed,
                     device,
                 );
-                linear.push((f, acc));
+                linear.push((f, acc[0]));
+                if let Some(v) = &mut val {
+                    v.linear.push((f, acc[1]));
+                }
             }
         }
         rows.push(EvalRow {
@@ -217,13 +274,29 @@ pub fn evaluate_features(
             knn,
             linear,
             finetune: Vec::new(),
+            val,
         });
     }
     Ok(rows)
 }
 
-/// The table as Markdown.
+/// The tables as Markdown: the validation split's (when the rows have one), then the test
+/// split's, each under a line naming its split.
 pub fn format_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
+    let val: Vec<EvalRow> = rows.iter().filter_map(EvalRow::validation).collect();
+    let test = split_table(rows, knn_k, knn_t);
+    if val.is_empty() {
+        return format!("Test split:\n\n{test}");
+    }
+    format!(
+        "Validation split (held out of pretraining and of the probes' training; settings are \
+         chosen on it):\n\n{}\nTest split (reported, not chosen on):\n\n{test}",
+        split_table(&val, knn_k, knn_t)
+    )
+}
+
+/// One split's table as Markdown.
+fn split_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
     let mut fr: Vec<f64> = Vec::new();
     for r in rows {
         for (f, _) in &r.linear {

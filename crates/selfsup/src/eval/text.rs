@@ -55,6 +55,7 @@ pub fn text_features(enc: &Backbone, p: &PreparedText, docs: &TextCorpus) -> Vec
 pub fn tfidf_feature_set(p: &PreparedText) -> FeatureSet {
     let v = p.tokenizer.vocab_size();
     let train = p.tokenizer.encode_all(&p.split.train.docs);
+    let val = p.tokenizer.encode_all(&p.split.val.docs);
     let test = p.tokenizer.encode_all(&p.split.test.docs);
     let mut df = vec![0usize; v];
     for d in &train {
@@ -87,6 +88,7 @@ pub fn tfidf_feature_set(p: &PreparedText) -> FeatureSet {
         name: TFIDF.into(),
         dim: v,
         train: rows(&train),
+        val: rows(&val),
         test: rows(&test),
     }
 }
@@ -97,6 +99,7 @@ pub fn text_feature_set(name: &str, enc: &Backbone, p: &PreparedText) -> Feature
         name: name.into(),
         dim: enc.out_dim(),
         train: text_features(enc, p, &p.split.train),
+        val: text_features(enc, p, &p.split.val),
         test: text_features(enc, p, &p.split.test),
     }
 }
@@ -125,7 +128,8 @@ pub fn evaluate_text(
         sets.push(tfidf_feature_set(p));
     }
     let k = p.split.train.num_classes().max(p.split.test.num_classes());
-    evaluate_features(&sets, ytr, yte, k, &p.recipe, &p.device, which)
+    let yva = p.split.val.labels.as_deref();
+    evaluate_features(&sets, ytr, yva, yte, k, &p.recipe, &p.device, which)
 }
 
 /// Fine-tunes a copy of the text encoder with a linear head on `fraction` of the training
