@@ -19,7 +19,9 @@ Mirrored from the Rust sources (crates/...):
   rotation -> colour jitter -> grayscale -> blur -> solarize -> cutout, each with its
   probability, in float on [0, 1] (as ours, in f32) and quantised to 8 bits once at the end
   (`quantize`), then `(x - mean) / std`. torchvision.transforms.v2 for crop
-  (`RandomResizedCrop`, bilinear, same sampling algorithm), flip, rotation (bilinear, zero fill),
+  (`RandomResizedCrop`: same sampling of scale, log-ratio and position, 10 tries then a centre
+  crop; bilinear with half-pixel centres and antialias off, so that the borders clamp the
+  coordinate as ours do), flip, rotation (bilinear, zero fill),
   `ColorJitter` (random order of the four, saturation and hue dropped for grey images as ours),
   `RandomGrayscale`, `RandomSolarize` (threshold / 255, `>=`); blur (sigma uniform, kernel radius
   `min(ceil(3 sigma), (min(H, W) - 1) / 2)`, reflect padding) and cutout (square of side
@@ -55,9 +57,11 @@ are run and timed (the first two, slower, not counted), then thrown away (weight
 statistics, optimiser state and torch RNG restored, so the run is the one `--epochs N` gives);
 the final evaluation is estimated from short timings (one feature batch, one kNN chunk per
 feature width, a few probe steps, + 10 %); `plan_epochs` picks the largest whole number of
-epochs that fits (2 % margin; `--epochs` caps it), and warm-up + cosine run over those epochs.
-Before each further epoch the last epoch's step times are checked: an epoch that would no longer
-fit (a slower machine than at calibration) is not started, and "planned" and "run" differ.
+epochs that fits (5 % margin, as selfsup's `budget::MARGIN`; `--epochs` caps it), and
+warm-up + cosine run over those epochs.
+Before each further epoch the last epoch's step time is checked (and the evaluation estimate
+scaled by the slowdown since calibration, if any): an epoch that would no longer fit is not
+started, and "planned" and "run" differ (the cosine then stops short of its end).
 """
 
 import argparse
@@ -588,18 +592,31 @@ def warmup_cosine(step, base_lr, final_lr, warmup_steps, total_steps):
 # ---------------------------------------------------------------------------------------------
 # time budget
 
+_UNITS = {"h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "m": 60, "min": 60, "mins": 60,
+          "minute": 60, "minutes": 60, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1}
+_DURATION = r"(\d+(?:\.\d+)?)\s*([a-z]+)"
+
+
 def parse_duration(s):
-    """'60m', '90s', '1h', '1h30m', '2.5m', or plain seconds -> seconds."""
+    """'60m', '90s', '1h', '1h30m', '1h 30min', or plain seconds -> seconds."""
     s = s.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", s):
         return float(s)
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", s)
-    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*([hms])", "", s).strip():
+    parts = re.findall(_DURATION, s)
+    if (not parts or re.sub(_DURATION, "", s).strip()
+            or any(u not in _UNITS for _, u in parts)):
         raise argparse.ArgumentTypeError(f"bad duration '{s}' (e.g. 60m, 90s, 1h, 1h30m)")
-    return sum(float(v) * {"h": 3600, "m": 60, "s": 1}[u] for v, u in parts)
+    seconds = sum(float(v) * _UNITS[u] for v, u in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"time budget '{s}' must be longer than 0")
+    return seconds
 
 
-def plan_epochs(budget_s, elapsed_s, step_s, steps_per_epoch, eval_s, margin=0.02,
+# share of the budget kept free, as selfsup's `budget::MARGIN` (the per-epoch check uses half)
+MARGIN = 0.05
+
+
+def plan_epochs(budget_s, elapsed_s, step_s, steps_per_epoch, eval_s, margin=MARGIN,
                 max_epochs=None):
     """The largest whole number of epochs (>= 1) such that what is already spent (`elapsed_s`),
     the training steps and the final evaluation fit in `budget_s * (1 - margin)`."""
@@ -704,41 +721,43 @@ def evaluate_set(name, ftr, ytr, splits, classes, knn_cfg, lin_cfg, fractions, s
 
 def estimate_eval_s(encoder, views, x_sample, n_images, n_train, n_queries, dim, eval_batch,
                     knn_cfg, lin_cfg, fractions, classes, pixel_dim, baselines, quick_steps):
-    """Seconds the final evaluation will take, from short timings: one feature batch, one kNN
-    chunk per feature width, a few probe steps."""
+    """Seconds the final evaluation will take, from short timings: a feature batch, a kNN chunk
+    per feature width (best of 2 each, after a warm-up), probe steps (median of 3 short runs),
+    + 10 % + 2 s."""
     b = min(eval_batch, len(x_sample))
     encoder_features(encoder, views, x_sample[:b], b)          # warm-up
-    t = time.perf_counter()
-    encoder_features(encoder, views, x_sample[:b], b)
-    feat = (time.perf_counter() - t) * n_images / b
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        encoder_features(encoder, views, x_sample[:b], b)
+        times.append(time.perf_counter() - t)
+    feat = min(times) * n_images / b
     g = torch.Generator().manual_seed(0)
 
     def knn_s(d):
         bank = torch.randn(n_train, d, generator=g)
         q = torch.randn(min(knn_cfg["chunk"], n_queries), d, generator=g)
         lab = torch.randint(classes, (n_train,), generator=g)
-        t = time.perf_counter()
-        knn_classify(bank, lab, q, lab[:len(q)], classes, k=knn_cfg["k"],
-                     t=knn_cfg["temperature"], chunk=knn_cfg["chunk"])
-        return (time.perf_counter() - t) * n_queries / len(q)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            knn_classify(bank, lab, q, lab[:len(q)], classes, k=knn_cfg["k"],
+                         t=knn_cfg["temperature"], chunk=knn_cfg["chunk"])
+            times.append(time.perf_counter() - t)
+        return min(times) * n_queries / len(q)
 
     def step_s(d):
-        lin = nn.Linear(d, classes)
-        opt = torch.optim.Adam(lin.parameters())
-        x = torch.randn(4 * lin_cfg["batch_size"], d, generator=g)
-        y = torch.randint(classes, (len(x),), generator=g)
+        """Seconds per step of `linear_probe` itself on random features (after a warm-up run)."""
+        x = torch.randn(4 * lin_cfg["batch_size"], d, generator=g).numpy()
+        y = torch.randint(classes, (len(x),), generator=g).numpy()
+        cfg = dict(lin_cfg, epochs=1)
+        linear_probe(x, y, [(x[:8], y[:8])], classes, dict(cfg, min_steps=20), 0)
         times = []
-        for i in range(25):
+        for _ in range(3):
             t = time.perf_counter()
-            idx = torch.randint(len(x), (lin_cfg["batch_size"],), generator=g)
-            for grp in opt.param_groups:
-                grp["lr"] = 1e-3
-            loss = F.cross_entropy(lin(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t)
-        return float(np.median(times[5:]))
+            _, steps = linear_probe(x, y, [(x[:8], y[:8])], classes, dict(cfg, min_steps=40), 0)
+            times.append((time.perf_counter() - t) / steps)
+        return float(np.median(times))
 
     nsteps = probe_steps(n_train, lin_cfg, fractions, classes, quick_steps)
     total = feat + knn_s(dim) + nsteps * step_s(dim)
@@ -837,6 +856,13 @@ def main():
     torch.set_num_threads(args.threads)
     with open(args.config, "rb") as f:
         recipe = tomllib.load(f)
+    method = recipe.get("method", {}).get("name", "simclr")
+    backbone = recipe.get("model", {}).get("backbone", "convnet")
+    if method != "simclr":
+        raise SystemExit(f"method.name '{method}': the quality reference supports simclr only")
+    if backbone not in ("resnet", "convnet"):
+        raise SystemExit(f"model.backbone '{backbone}': the quality reference supports resnet "
+                         f"and convnet")
     warnings, notes = check_keys(recipe)
     for k in warnings:
         leaf = k.rsplit(".", 1)[-1]
@@ -942,9 +968,13 @@ def main():
     model.train()
     for epoch in range(planned):
         if budget and epoch > 0:
-            ep_s = sum(step_times[-spe:]) / len(step_times[-spe:]) * spe
-            if time.perf_counter() - t_start + ep_s + eval_est > budget:
-                print(f"time budget: epoch {epoch + 1} would not fit, stopping after {epoch}")
+            # the last epoch's speed; a machine slower than at calibration slows the evaluation too
+            recent = sum(step_times[-spe:]) / len(step_times[-spe:])
+            eval_now = eval_est * max(1.0, recent / plan_info["step_s"])
+            spent = time.perf_counter() - t_start
+            if spent + recent * spe + eval_now > budget * (1 - MARGIN / 2):
+                print(f"time budget: epoch {epoch + 1} would not fit ({recent:.3f} s/step, "
+                      f"evaluation now estimated at {eval_now:.0f} s), stopping after {epoch}")
                 break
         t0 = time.perf_counter()
         order = epoch_order(n, seed, epoch)

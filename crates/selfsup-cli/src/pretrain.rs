@@ -58,6 +58,11 @@ pub struct Args {
     /// run exactly. No evaluation follows an early stop.
     #[arg(long, value_name = "EPOCHS")]
     stop_after: Option<usize>,
+    /// Size the run by the clock instead of by epochs (`60m`, `90s`, `1h30m`): the run times
+    /// its steps and the evaluation, plans the epochs so that both fit, schedules warm-up and
+    /// cosine over them, and stops early if the plan proves too long (`train.time_budget`).
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["resume", "epochs"])]
+    time_budget: Option<String>,
     /// Skip the final evaluation.
     #[arg(long)]
     no_eval: bool,
@@ -67,6 +72,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     if a.stop_after == Some(0) {
         anyhow::bail!("--stop-after: must be at least 1 epoch");
     }
@@ -106,11 +112,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.stop_on_collapse {
         recipe.train.stop_on_collapse = true;
     }
+    if let Some(b) = a.time_budget {
+        recipe.train.time_budget = Some(b);
+    }
     recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     if a.resume.is_none() {
         recipe.absolutize_data_path();
     }
     if recipe.is_text() {
+        if recipe.train.time_budget.is_some() {
+            anyhow::bail!("train.time_budget: text runs are sized in epochs (not built yet)");
+        }
         return run_text(recipe, a.resume, a.out, a.stop_after, a.quiet);
     }
     let p = prepare(&recipe)?;
@@ -151,8 +163,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             progress: !a.quiet,
             resume: a.resume.is_some(),
             stop_after: a.stop_after,
+            started,
         },
     )?;
+    if let Some(plan) = &trained.plan {
+        eprintln!(
+            "time budget: {} epochs planned, {} run",
+            plan.epochs, trained.epochs
+        );
+    }
     eprintln!(
         "pretraining done in {:.1} s ({:.0} images/s); encoder saved to {}",
         trained.seconds,
@@ -190,8 +209,30 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
     println!("\n{table}");
-    eprintln!("evaluation took {:.1} s", t0.elapsed().as_secs_f64());
+    let eval_s = t0.elapsed().as_secs_f64();
+    match &trained.plan {
+        Some(plan) => eprintln!(
+            "evaluation took {eval_s:.1} s (planned {:.0} s); the run took {:.0} s of its {:.0} s budget",
+            plan.eval_s,
+            started.elapsed().as_secs_f64(),
+            plan.budget_s
+        ),
+        None => eprintln!("evaluation took {eval_s:.1} s"),
+    }
     crate::eval::save_report(&run_dir, "eval", &rows, &table)?;
+    if let Some(plan) = &trained.plan {
+        let done = serde_json::json!({
+            "plan": plan,
+            "epochs_run": trained.epochs,
+            "train_s": trained.seconds,
+            "eval_s": eval_s,
+            "total_s": started.elapsed().as_secs_f64(),
+        });
+        selfsup::checkpoint::write_atomic(
+            &run_dir.join("budget.json"),
+            serde_json::to_string_pretty(&done)?.as_bytes(),
+        )?;
+    }
     Ok(())
 }
 
@@ -250,6 +291,7 @@ fn run_text(
             progress: !quiet,
             resume: resume.is_some(),
             stop_after,
+            ..TrainOptions::default()
         },
     )?;
     eprintln!(

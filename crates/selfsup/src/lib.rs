@@ -3,6 +3,7 @@ pub use burn;
 
 pub mod backbone;
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod device;
 pub mod ema;

@@ -129,6 +129,10 @@ pub struct TrainSection {
     /// each operation split over the cores instead). A fixed number, so that a seed gives the
     /// same numbers whatever the number of cores.
     pub data_parallel: usize,
+    /// Size the run by the clock (`60m`, `90s`, `1h30m`): the run times its steps, plans the
+    /// epochs so that training and the final evaluation fit, and replaces `epochs` with the
+    /// plan (see `crate::budget`).
+    pub time_budget: Option<String>,
 }
 
 impl Default for TrainSection {
@@ -147,6 +151,7 @@ impl Default for TrainSection {
             stop_on_collapse: false,
             steps_per_epoch: None,
             data_parallel: 2,
+            time_budget: None,
         }
     }
 }
@@ -265,6 +270,9 @@ impl Recipe {
 
     /// Every check that does not need the data; errors name the key.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(b) = &self.train.time_budget {
+            crate::budget::parse_budget(b).map_err(|e| format!("train.time_budget: {e}"))?;
+        }
         self.data_spec()?;
         if !(0.0..1.0).contains(&self.data.test_fraction) {
             return Err(format!(

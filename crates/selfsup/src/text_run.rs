@@ -394,5 +394,7 @@ pub fn pretrain_text(
         model,
         images_per_s: tokens_seen as f64 / seconds.max(1e-9),
         seconds,
+        epochs: state.epoch,
+        plan: None,
     })
 }

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::{Batch, Loader};
 use serde_json::json;
 
+use crate::budget::{self, Plan};
 use crate::checkpoint::{self, TrainState};
 use crate::eval::knn_classify;
 use crate::eval::report::encoder_feature_set;
@@ -78,7 +79,7 @@ pub fn train_step(
 }
 
 /// Options of [`pretrain`] that are not part of the recipe.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TrainOptions {
     pub progress: bool,
     /// Continue from the newest checkpoint in the run folder.
@@ -86,6 +87,19 @@ pub struct TrainOptions {
     /// Stop (after its checkpoint) once this many epochs are done, as if interrupted there;
     /// the schedule still spans `train.epochs`.
     pub stop_after: Option<usize>,
+    /// When the command started: a time budget (`train.time_budget`) counts from here.
+    pub started: Instant,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            progress: false,
+            resume: false,
+            stop_after: None,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// What a finished pretraining gives back.
@@ -94,6 +108,10 @@ pub struct Trained {
     /// Images per second (tokens per second for a text run).
     pub images_per_s: f64,
     pub seconds: f64,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// The time budget's plan, when the run had one.
+    pub plan: Option<Plan>,
 }
 
 pub(crate) fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -215,9 +233,10 @@ pub(crate) fn export_encoder(
 /// Pretrains the recipe's method in `run_dir` (created if needed). With `opts.resume` it
 /// continues from the newest checkpoint there.
 pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
+    let mut recipe = p.recipe.clone();
     open_run_dir(run_dir, opts.resume)?;
 
+    let r = &recipe;
     let train_device = r.train.device.train_device()?;
     let (c, h, w) = p.pipeline.out_shape();
     let mut model = build_model(r, c, h, &train_device, r.train.seed);
@@ -250,19 +269,58 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             r.train.seed
         );
     }
+    let images = Arc::new(p.split.train.images.clone());
+    let bs = r.train.batch_size.min(images.len());
+    let steps_per_epoch = (images.len() / bs).max(1);
+    // a time budget: the plan of a fresh run, or the plan a resumed run was started with
+    let plan_path = run_dir.join("plan.json");
+    let mut fresh_plan = false;
+    let plan: Option<Plan> = match &r.train.time_budget {
+        None => None,
+        Some(_) if state.epoch > 0 || (opts.resume && plan_path.exists()) => {
+            let text = fs::read_to_string(&plan_path)
+                .with_context(|| format!("cannot read {}", plan_path.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a plan", plan_path.display()))?,
+            )
+        }
+        Some(b) => {
+            let budget = budget::parse_budget(b).map_err(anyhow::Error::msg)?;
+            let plan = plan_budget(p, &model, budget.as_secs_f64(), steps_per_epoch, opts)?;
+            checkpoint::write_atomic(&plan_path, serde_json::to_string_pretty(&plan)?.as_bytes())?;
+            let msg = format!(
+                "time budget {b}: {:.2} s per step × {} steps per epoch, evaluation ≈ {:.0} s, \
+                 {:.0} s used so far → {} epochs planned",
+                plan.step_s, plan.steps_per_epoch, plan.eval_s, plan.used_s, plan.epochs
+            );
+            if opts.progress {
+                eprintln!("{msg}");
+            }
+            tracing::info!("{msg}");
+            fresh_plan = true;
+            Some(plan)
+        }
+    };
+    if let Some(plan) = &plan
+        && fresh_plan
+    {
+        // warm-up and cosine span the planned epochs; the recipe records them, so a resumed
+        // run keeps them (or extends them with --epochs)
+        recipe.train.epochs = plan.epochs;
+    }
+    let r = &recipe;
     // written only once a resume has loaded, so a failed resume leaves the run as it was
     checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
     truncate_metrics(run_dir, state.epoch)?;
 
-    let images = Arc::new(p.split.train.images.clone());
-    let bs = r.train.batch_size.min(images.len());
-    let steps_per_epoch = (images.len() / bs).max(1);
     let total = (steps_per_epoch * r.train.epochs) as u64;
     let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
     let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
         .map_err(anyhow::Error::msg)?;
     let n_views = r.method.num_views();
     let started = Instant::now();
+    let epoch_start = state.epoch;
     let mut images_seen = 0usize;
 
     let mut watch = CollapseWatch::new(CollapseRule {
@@ -430,6 +488,28 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         if healthy {
             last_healthy = state.epoch;
         }
+        // a budgeted run stops early (its checkpoint written) when the next epoch and the
+        // evaluation would no longer fit: the planner's estimates were too low
+        if let Some(plan) = &plan
+            && !opts.resume
+            && epoch + 1 < last_epoch
+        {
+            let done = epoch + 1 - epoch_start;
+            let per_epoch = started.elapsed().as_secs_f64() / done as f64;
+            let elapsed = opts.started.elapsed().as_secs_f64();
+            if !budget::fits(plan.budget_s, elapsed, per_epoch, plan.eval_s) {
+                let msg = format!(
+                    "time budget: stopping after epoch {} of {} planned ({elapsed:.0} s used, \
+                     {per_epoch:.0} s per epoch, evaluation ≈ {:.0} s)",
+                    epoch + 1,
+                    plan.epochs,
+                    plan.eval_s
+                );
+                eprintln!("{msg}");
+                tracing::warn!("{msg}");
+                break;
+            }
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     export_encoder(&model, r, run_dir, "selfsup encoder", &[])?;
@@ -437,5 +517,91 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         model,
         images_per_s: images_seen as f64 / seconds.max(1e-9),
         seconds,
+        epochs: state.epoch,
+        plan,
     })
+}
+
+/// Plans a budgeted run: times a few training steps on a throw-away copy of the model (after
+/// two warm-up steps) and the evaluation's forward pass, and fits the epochs to the budget.
+fn plan_budget(
+    p: &Prepared,
+    model: &Model,
+    budget_s: f64,
+    steps_per_epoch: usize,
+    opts: &TrainOptions,
+) -> anyhow::Result<Plan> {
+    let r = &p.recipe;
+    let (c, h, w) = p.pipeline.out_shape();
+    let device = r.train.device.train_device()?;
+    let bs = r.train.batch_size.min(p.split.train.len());
+    let (warm, timed) = (2usize, 8usize.min(steps_per_epoch.saturating_sub(2)).max(1));
+    let mut copy = model.clone();
+    let mut optim = Optimizer::new(r.optim.clone());
+    let loader = Loader::multi_crop(
+        p.pipeline.clone(),
+        p.local.clone(),
+        Arc::new(p.split.train.images.clone()),
+        bs,
+        r.train.seed,
+        0,
+        r.method.num_views(),
+        r.train.prefetch,
+    );
+    let mut t0 = Instant::now();
+    let mut steps = 0usize;
+    for (i, batch) in loader.enumerate().take(warm + timed) {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let local = p.local.as_ref().map(|(lp, _)| {
+            let (lc, lh, lw) = lp.out_shape();
+            [lc, lh, lw]
+        });
+        let input = to_input(Batch::Images(batch), [c, h, w], local, &device);
+        let info = StepInfo {
+            step: i as u64 + 1,
+            total: steps_per_epoch as u64,
+            seed: r.train.seed,
+        };
+        let lr = r.optim.lr;
+        copy = train_step(copy, &mut optim, input, info, lr, r.train.data_parallel).0;
+        if i >= warm {
+            steps += 1;
+        }
+    }
+    let step_s = t0.elapsed().as_secs_f64() / steps.max(1) as f64;
+    // the evaluation's forward pass: one eval batch after one of warm-up
+    let n = r.train.eval_batch_size.min(p.split.train.len()).max(1);
+    let sample = &p.split.train.images[..n];
+    let enc = model.encoder();
+    let _ = crate::eval::encoder_features(enc, &p.pipeline, sample, n, &p.device);
+    let t = Instant::now();
+    let _ = crate::eval::encoder_features(enc, &p.pipeline, sample, n, &p.device);
+    let forward = t.elapsed().as_secs_f64() / n as f64;
+    let images = p.split.train.len() + p.split.val.len() + p.split.test.len();
+    let encoders = if r.eval.baselines { 2 } else { 1 };
+    let eval_s = if p.split.train.labels.is_some() && !p.split.test.is_empty() {
+        budget::eval_estimate(forward, images, encoders)
+    } else {
+        0.0
+    };
+    // a per-epoch kNN extracts every split's features once more
+    let epoch_overhead_s = if r.train.knn_every > 0 {
+        forward * images as f64 / r.train.knn_every as f64
+    } else {
+        0.0
+    };
+    let used_s = opts.started.elapsed().as_secs_f64();
+    let mut plan = Plan {
+        budget_s,
+        used_s,
+        step_s,
+        steps_per_epoch,
+        epoch_overhead_s,
+        eval_s,
+        epochs: 0,
+    };
+    plan.epochs = budget::plan_epochs(budget_s, used_s, plan.epoch_s(), eval_s);
+    Ok(plan)
 }

@@ -66,6 +66,7 @@ fn opts(resume: bool, stop_after: Option<usize>) -> TrainOptions {
         progress: false,
         resume,
         stop_after,
+        ..TrainOptions::default()
     }
 }
 
