@@ -32,6 +32,8 @@ pub struct Computed {
     pub loss: f32,
     /// Detached embeddings of the batch `(N, d)`, in batch order (for the monitors).
     pub embeddings: Tensor<2>,
+    /// Detached encoder features of the batch, in batch order (for the online probe).
+    pub features: Option<Tensor<2>>,
     /// The gradients; `None` when the loss is not finite.
     pub grads: Option<GradientsParams>,
 }
@@ -57,6 +59,7 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
         return Computed {
             loss,
             embeddings: out.embeddings,
+            features: out.features,
             grads,
         };
     }
@@ -66,7 +69,14 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
         .collect();
     // as many parts as cores: each part's products stay on its own core
     let one_per_core = jobs.len() >= rayon::current_num_threads();
-    let done: Vec<(f32, f64, Tensor<2>, Option<GradientsParams>)> = jobs
+    type Done = (
+        f32,
+        f64,
+        Tensor<2>,
+        Option<Tensor<2>>,
+        Option<GradientsParams>,
+    );
+    let done: Vec<Done> = jobs
         .into_par_iter()
         .map(|(replica, input, rows)| {
             let run = || {
@@ -77,7 +87,13 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
                 let grads = loss
                     .is_finite()
                     .then(|| GradientsParams::from_grads(part.out.loss.backward(), &replica));
-                (loss, part.units, part.out.embeddings, grads)
+                (
+                    loss,
+                    part.units,
+                    part.out.embeddings,
+                    part.out.features,
+                    grads,
+                )
             };
             if one_per_core {
                 crate::kernels::serial(run)
@@ -103,11 +119,14 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
         .map(|(d, w)| w * d.0 as f64)
         .sum::<f64>() as f32;
     let mut embeddings = Vec::with_capacity(done.len());
+    let mut features = Vec::with_capacity(done.len());
     let mut grads = Vec::with_capacity(done.len());
-    for (_, _, e, g) in done {
+    for (_, _, e, f, g) in done {
         embeddings.push(e);
+        features.push(f);
         grads.push(g);
     }
+    let features: Option<Vec<Tensor<2>>> = features.into_iter().collect();
     let grads = if loss.is_finite() {
         let parts: Vec<GradientsParams> = grads
             .into_iter()
@@ -126,6 +145,7 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
     Computed {
         loss,
         embeddings: Tensor::cat(embeddings, 0),
+        features: features.map(|f| Tensor::cat(f, 0)),
         grads,
     }
 }

@@ -133,6 +133,10 @@ pub struct TrainSection {
     /// epochs so that training and the final evaluation fit, and replaces `epochs` with the
     /// plan (see `crate::budget`).
     pub time_budget: Option<String>,
+    /// Train a linear classifier alongside pretraining on the detached encoder features of
+    /// each batch and their labels, scored on the validation split every epoch
+    /// (`online_probe_top1` in metrics.jsonl). Needs labels; restarts on resume.
+    pub online_probe: bool,
 }
 
 impl Default for TrainSection {
@@ -152,6 +156,7 @@ impl Default for TrainSection {
             steps_per_epoch: None,
             data_parallel: 2,
             time_budget: None,
+            online_probe: false,
         }
     }
 }

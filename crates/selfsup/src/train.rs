@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::budget::{self, Plan};
 use crate::checkpoint::{self, TrainState};
-use crate::eval::knn_classify;
+use crate::eval::online::OnlineProbe;
 use crate::eval::report::encoder_feature_set;
+use crate::eval::{encoder_features, knn_classify};
 use crate::method::{Input, Model, StepInfo};
 use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
 use crate::optim::{Optimizer, WarmupCosine};
@@ -52,6 +53,8 @@ pub struct Stepped {
     pub loss: f32,
     /// The method's detached monitor embeddings `(N, d)`.
     pub embeddings: Tensor<2>,
+    /// Detached encoder features `(N, F)` of the batch, for the online probe.
+    pub features: Option<Tensor<2>>,
 }
 
 /// One training step, shared by the loop and `selfsup bench`: the method's loss on `input`
@@ -70,6 +73,7 @@ pub fn train_step(
     let stepped = Stepped {
         loss: c.loss,
         embeddings: c.embeddings,
+        features: c.features,
     };
     let Some(grads) = c.grads else {
         return (model, stepped);
@@ -330,6 +334,17 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     });
     // the newest checkpoint written while the monitors were healthy
     let mut last_healthy = state.epoch;
+    // the online probe: built on the first batch's features
+    let probe_labels = p
+        .split
+        .train
+        .labels
+        .as_ref()
+        .filter(|_| r.train.online_probe);
+    if r.train.online_probe && probe_labels.is_none() {
+        tracing::warn!("train.online_probe: the training data has no labels; no online probe");
+    }
+    let mut probe: Option<OnlineProbe> = None;
     let last_epoch = opts
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
@@ -353,6 +368,8 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         for (i, batch) in loader.enumerate() {
             wait += t_wait.elapsed().as_secs_f64();
             let b = batch.batch_size;
+            let batch_labels: Option<Vec<u32>> =
+                probe_labels.map(|l| batch.indices.iter().map(|&i| l[i]).collect());
             let local = p.local.as_ref().map(|(lp, _)| {
                 let (lc, lh, lw) = lp.out_shape();
                 [lc, lh, lw]
@@ -377,6 +394,12 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                         i + 1
                     )
                 ));
+            }
+            if let (Some(f), Some(y)) = (out.features.clone(), &batch_labels) {
+                let classes = p.num_classes();
+                let probe =
+                    probe.get_or_insert_with(|| OnlineProbe::new(f.dims()[1], classes, &p.device));
+                probe.train(f, y);
             }
             state.global_step += 1;
             loss_sum += loss as f64;
@@ -455,6 +478,16 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             line["knn_top1"] = json!(res.top1);
             line["knn_split"] = json!(knn_split);
             msg.push_str(&format!(", kNN {:.1} % ({knn_split})", res.top1));
+        }
+        if let Some(probe) = &probe
+            && let Some(y) = &knn_set.labels
+        {
+            let bs = r.train.eval_batch_size;
+            let f = encoder_features(model.encoder(), &p.pipeline, &knn_set.images, bs, &p.device);
+            let acc = probe.accuracy(&f, y);
+            line["online_probe_top1"] = json!(acc);
+            line["online_probe_split"] = json!(knn_split);
+            msg.push_str(&format!(", online probe {acc:.1} % ({knn_split})"));
         }
         if opts.progress {
             eprintln!("{msg}");

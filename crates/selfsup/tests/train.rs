@@ -376,3 +376,40 @@ fn simsiam_without_stop_gradient_collapses_and_is_caught() {
         "{last}"
     );
 }
+
+/// The online probe learns from the detached features only: a run with it ends with exactly
+/// the weights and losses of a run without it, and logs a validation accuracy every epoch.
+#[test]
+fn the_online_probe_never_touches_the_encoder() {
+    let mut plain = tiny_recipe();
+    // enough steps (7 a epoch) for the probe to learn
+    plain.train.batch_size = 32;
+    plain.train.epochs = 4;
+    let mut probed = plain.clone();
+    probed.train.online_probe = true;
+    let run = |r: &Recipe| {
+        let p = prepare(r).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let t = pretrain(&p, dir.path(), &opts(false, None)).unwrap();
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        (weights(&t.model), lines)
+    };
+    let (wa, la) = run(&plain);
+    let (wb, lb) = run(&probed);
+    assert_same(&wa, &wb, "with the online probe");
+    for (a, b) in la.iter().zip(&lb) {
+        assert_eq!(a["loss"], b["loss"], "epoch {}", a["epoch"]);
+        assert!(a.get("online_probe_top1").is_none());
+        let acc = b["online_probe_top1"].as_f64().expect("logged every epoch");
+        assert!((0.0..=100.0).contains(&acc));
+        assert_eq!(b["online_probe_split"], "validation");
+    }
+    // after 28 steps on 10 classes the probe is well above chance (10 %)
+    let last = lb.last().unwrap()["online_probe_top1"].as_f64().unwrap();
+    assert!(last > 30.0, "online probe {last} %");
+}

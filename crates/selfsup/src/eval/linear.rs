@@ -60,9 +60,9 @@ impl LinearConfig {
 }
 
 #[derive(Module, Debug)]
-struct Classifier {
-    weight: Param<Tensor<2>>,
-    bias: Param<Tensor<1>>,
+pub(crate) struct Classifier {
+    pub(crate) weight: Param<Tensor<2>>,
+    pub(crate) bias: Param<Tensor<1>>,
 }
 
 /// Indices of a class-stratified subset holding `fraction` of each class (at least one per class),

@@ -5,6 +5,7 @@ pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
+pub mod online;
 pub mod report;
 pub mod text;
 

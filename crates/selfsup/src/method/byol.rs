@@ -124,7 +124,8 @@ impl Method for Byol {
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
         let views = input.into_views();
         let (x, n) = two_views(views);
-        let z = self.projector.forward(self.encoder.forward(x.clone()));
+        let h = self.encoder.forward(x.clone());
+        let z = self.projector.forward(h.clone());
         let p = self.predictor.forward(z.clone());
         let t = self
             .target_projector
@@ -135,6 +136,7 @@ impl Method for Byol {
         StepOutput {
             loss: byol(p1, t2) + byol(p2, t1),
             embeddings: z.narrow(0, 0, n).detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

@@ -214,7 +214,8 @@ impl Method for Dae {
         let (features, out) = self.encode_decode(noisy);
         StepOutput {
             loss: reconstruction_loss(out, x, self.bce),
-            embeddings: features.detach(),
+            embeddings: features.clone().detach(),
+            features: Some(features.detach()),
         }
     }
 

@@ -241,7 +241,8 @@ impl Method for Dino {
         assert!(views.len() >= 2, "DINO needs two global crops");
         let n = views[0].dims()[0];
         let global = Tensor::cat(views[..2].to_vec(), 0);
-        let s_global = self.head.forward(self.encoder.forward(global.clone()));
+        let h = self.encoder.forward(global.clone());
+        let s_global = self.head.forward(h.clone());
         let mut student = vec![s_global.clone().narrow(0, 0, n), s_global.narrow(0, n, n)];
         if views.len() > 2 {
             let m = views.len() - 2;
@@ -269,6 +270,7 @@ impl Method for Dino {
         StepOutput {
             loss,
             embeddings: student[0].clone().detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

@@ -195,6 +195,7 @@ impl Method for Gpt {
             out: StepOutput {
                 loss: token_cross_entropy(logits, targets),
                 embeddings: self.text().pool(h, None).detach(),
+                features: None,
             },
         })
     }

@@ -268,7 +268,9 @@ impl Method for Mae {
             units: (m.n * (m.num - m.keep)) as f64,
             out: StepOutput {
                 loss: mae_loss(out.pred, out.target, out.mask),
-                embeddings: self.vit().pool(out.latent).detach(),
+                embeddings: self.vit().pool(out.latent.clone()).detach(),
+                // the pooled encoder output of the visible patches
+                features: Some(self.vit().pool(out.latent).detach()),
             },
         })
     }

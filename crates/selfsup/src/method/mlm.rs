@@ -209,6 +209,7 @@ impl Method for Mlm {
             Some((logits, targets, z)) => StepOutput {
                 loss: token_cross_entropy(logits, targets),
                 embeddings: z.detach(),
+                features: None,
             },
             // nothing selected (a batch of very short sequences): no signal, no NaN
             None => {
@@ -220,6 +221,7 @@ impl Method for Mlm {
                 StepOutput {
                     loss: h.clone().sum().mul_scalar(0.0),
                     embeddings: t.pool(h, real.as_ref()).detach(),
+                    features: None,
                 }
             }
         };

@@ -123,7 +123,8 @@ impl Method for MocoV2 {
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
         let views = input.into_views();
         let (x, n) = two_views(views);
-        let q = self.head.forward(self.encoder.forward(x.clone()));
+        let h = self.encoder.forward(x.clone());
+        let q = self.head.forward(h.clone());
         let k = l2_normalize(
             self.key_head
                 .forward(self.key_encoder.forward(x.detach()))
@@ -154,6 +155,7 @@ impl Method for MocoV2 {
         StepOutput {
             loss,
             embeddings: q1.detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

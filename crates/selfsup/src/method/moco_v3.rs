@@ -117,7 +117,8 @@ impl Method for MocoV3 {
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
         let views = input.into_views();
         let (x, n) = two_views(views);
-        let z = self.projector.forward(self.encoder.forward(x.clone()));
+        let h = self.encoder.forward(x.clone());
+        let z = self.projector.forward(h.clone());
         let q = self.predictor.forward(z.clone());
         let k = self
             .key_projector
@@ -129,6 +130,7 @@ impl Method for MocoV3 {
             loss: info_nce_batch(q1, k2, self.temperature)
                 + info_nce_batch(q2, k1, self.temperature),
             embeddings: z.narrow(0, 0, n).detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

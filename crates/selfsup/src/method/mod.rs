@@ -46,6 +46,9 @@ pub struct StepOutput {
     pub loss: Tensor<1>,
     /// Detached embeddings of the first view `(N, d)`, for the collapse monitors.
     pub embeddings: Tensor<2>,
+    /// Detached encoder features of the first view `(N, F)` (what the frozen evaluation
+    /// reads), for the online probe; `None` where the method has none to offer.
+    pub features: Option<Tensor<2>>,
 }
 
 /// What one part of a data-parallel step gives back: the step output of its samples (the loss

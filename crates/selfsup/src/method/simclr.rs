@@ -112,6 +112,7 @@ impl Method for SimClr {
         StepOutput {
             loss,
             embeddings: z1.detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

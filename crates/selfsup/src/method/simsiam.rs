@@ -101,7 +101,8 @@ impl Method for SimSiam {
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
         let views = input.into_views();
         let (x, n) = two_views(views);
-        let z = self.projector.forward(self.encoder.forward(x));
+        let h = self.encoder.forward(x);
+        let z = self.projector.forward(h.clone());
         let p = self.predictor.forward(z.clone());
         let target = if self.stop_gradient {
             z.clone().detach()
@@ -114,6 +115,7 @@ impl Method for SimSiam {
         StepOutput {
             loss,
             embeddings: z.narrow(0, 0, n).detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 

@@ -105,7 +105,8 @@ impl Method for Vicreg {
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
         let views = input.into_views();
         let (x, n) = two_views(views);
-        let z = self.projector.forward(self.encoder.forward(x));
+        let h = self.encoder.forward(x);
+        let z = self.projector.forward(h.clone());
         let (z1, z2) = (z.clone().narrow(0, 0, n), z.narrow(0, n, n));
         let w = VicregWeights {
             invariance: self.invariance,
@@ -116,6 +117,7 @@ impl Method for Vicreg {
         StepOutput {
             loss: vicreg(z1.clone(), z2, &w),
             embeddings: z1.detach(),
+            features: Some(h.narrow(0, 0, n).detach()),
         }
     }
 
