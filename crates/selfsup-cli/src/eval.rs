@@ -17,11 +17,14 @@ enum Kind {
     /// from scratch).
     Finetune,
     All,
+    /// Accuracy against labels per class (1, 2, 5, 10, 50, 100, all): linear probe and
+    /// fine-tuning of the SSL encoder, the same network from scratch, standardised pixels.
+    LabelEfficiency,
 }
 
 #[derive(Parser)]
 pub struct Args {
-    /// knn, linear, finetune or all.
+    /// knn, linear, finetune, all or label-efficiency.
     #[arg(value_enum)]
     kind: Kind,
     /// The run folder written by `selfsup pretrain`.
@@ -49,6 +52,13 @@ pub struct Args {
     /// cpu, vulkan or cuda (default: the run's).
     #[arg(long)]
     device: Option<selfsup::device::DeviceChoice>,
+    /// label-efficiency: the labels per class of the curve (then all labels).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,50,100")]
+    per_class: Vec<usize>,
+    /// label-efficiency: only the linear probes (no fine-tuning, which trains the network
+    /// end to end once per point, twice with the from-scratch row).
+    #[arg(long)]
+    no_finetune: bool,
 }
 
 /// Writes `<stem>.json` and `<stem>.md` into the run folder.
@@ -72,6 +82,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .unwrap_or(false);
     if is_text {
         return run_text(a);
+    }
+    if matches!(a.kind, Kind::LabelEfficiency) {
+        return run_label_efficiency(a);
     }
     let data = a.data.clone();
     let (model, p) = load_run(&a.run, |r| {
@@ -111,6 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             },
             "all",
         ),
+        Kind::LabelEfficiency => unreachable!("handled above"),
     };
     let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
     let label = format!("{} (SSL)", recipe.method.name());
@@ -151,6 +165,51 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eval label-efficiency` of an image run.
+fn run_label_efficiency(a: Args) -> anyhow::Result<()> {
+    if a.per_class.is_empty() || a.per_class.contains(&0) {
+        anyhow::bail!("--per-class: give labels per class ≥ 1, e.g. 1,2,5,10,50,100");
+    }
+    let data = a.data.clone();
+    let (model, p) = load_run(&a.run, |r| {
+        if let Some(d) = data {
+            r.data.spec = d;
+        }
+        eval_flags(&a, r);
+    })?;
+    let label = format!("{} (SSL)", p.recipe.method.name());
+    let curves = selfsup::eval::label_efficiency::label_efficiency(
+        model.encoder(),
+        &label,
+        &p,
+        &a.per_class,
+        !a.no_finetune,
+    )?;
+    let table = selfsup::eval::label_efficiency::format_curves(&curves);
+    let head = format!(
+        "data: {} ({} train / {} validation / {} test images)",
+        p.recipe.data.spec,
+        p.split.train.len(),
+        p.split.val.len(),
+        p.split.test.len()
+    );
+    println!("{head}\n\n{table}");
+    let stem = match &a.data {
+        Some(_) => format!("eval-label-efficiency-{}", p.split.train.name),
+        None => "eval-label-efficiency".to_string(),
+    };
+    write_atomic(
+        &a.run.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&curves)?.as_bytes(),
+    )?;
+    write_atomic(
+        &a.run.join(format!("{stem}.md")),
+        format!("{head}\n\n{table}").as_bytes(),
+    )?;
+    eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
+    Ok(())
+}
+
 /// The evaluation flags that override a run's recipe (image and text runs alike).
 fn eval_flags(a: &Args, r: &mut Recipe) {
     if let Some(k) = a.k {
@@ -177,6 +236,9 @@ fn run_text(a: Args) -> anyhow::Result<()> {
     if a.data.is_some() {
         anyhow::bail!("--data: transfer to other text is not built yet");
     }
+    if matches!(a.kind, Kind::LabelEfficiency) {
+        anyhow::bail!("label-efficiency: built for image runs; text runs are not yet supported");
+    }
     let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
         // the probes read the documents and labels: in memory even for a streamed run
         r.data.in_memory = true;
@@ -191,6 +253,7 @@ fn run_text(a: Args) -> anyhow::Result<()> {
         Kind::Linear => "linear",
         Kind::Finetune => "finetune",
         Kind::All => "all",
+        Kind::LabelEfficiency => unreachable!("refused above"),
     };
     let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
     let label = format!("{} (SSL)", p.recipe.method.name());

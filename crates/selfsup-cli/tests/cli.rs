@@ -107,6 +107,32 @@ fn tiny_run_resume_eval_embed_views() {
         before,
         "the pretraining table is kept"
     );
+    // the validation table comes before the test table, each named
+    let md = std::fs::read_to_string(run.join("eval.md")).unwrap();
+    let (v, t) = (md.find("Validation split"), md.find("Test split"));
+    assert!(v.is_some() && t.is_some() && v < t, "{md}");
+
+    let o = selfsup(&[
+        "eval",
+        "label-efficiency",
+        "--run",
+        run_s,
+        "--per-class",
+        "1,3",
+        "--no-finetune",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("| 1 / class | 3 / class | all |"), "{out}");
+    assert!(out.contains("standardised pixels, linear probe"), "{out}");
+    let curves: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("eval-label-efficiency.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        curves[0]["points"][1]["labels"], 30,
+        "3 per class × 10 classes"
+    );
 
     // a new run into an existing folder is refused, the folder untouched
     let o = selfsup(&[

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::eval::encoder_features;
-use crate::eval::linear::stratified_subset;
+use crate::eval::linear::LabelShare;
 use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
 use crate::run::{Prepared, seeded};
 
@@ -108,6 +108,8 @@ pub struct FinetuneResult {
     pub fraction: f64,
     /// Test top-1 accuracy, %.
     pub top1: f64,
+    /// Validation top-1 accuracy, % (with a validation split).
+    pub val_top1: Option<f64>,
     pub labels: usize,
     pub steps: usize,
     pub seconds: f64,
@@ -151,7 +153,7 @@ pub(crate) fn train_classifier(
     k: usize,
     ytr: &[u32],
     cfg: &FinetuneConfig,
-    fraction: f64,
+    share: LabelShare,
     seed: u64,
     mut logits: impl FnMut(&Classifier, &[usize], u64) -> Tensor<2>,
 ) -> anyhow::Result<(Classifier, FinetuneRun)> {
@@ -176,7 +178,7 @@ pub(crate) fn train_classifier(
         let (depth, decay) = (v.blocks.len(), cfg.layer_decay);
         optim = optim.with_lr_scale(move |path| layer_decay_scale(path, depth, decay));
     }
-    let subset = stratified_subset(ytr, fraction, seed);
+    let subset = share.subset(ytr, seed);
     let n = subset.len();
     let bs = cfg.batch_size.min(n).max(1);
     let per_epoch = (n / bs).max(1);
@@ -217,15 +219,17 @@ pub(crate) fn train_classifier(
     ))
 }
 
-/// Fine-tunes a copy of `encoder` with a new head on `fraction` of the training labels and
-/// returns the test accuracy. Deterministic for `seed`.
+/// Fine-tunes a copy of `encoder` with a new head on `share` of the training labels (a
+/// fraction, or a number per class) and returns the test accuracy (and the validation
+/// accuracy when there is a validation split). Deterministic for `seed`.
 pub fn finetune(
     encoder: &Backbone,
     p: &Prepared,
     cfg: &FinetuneConfig,
-    fraction: f64,
+    share: impl Into<LabelShare>,
     seed: u64,
 ) -> anyhow::Result<(FinetuneResult, Classifier)> {
+    let share = share.into();
     let (Some(ytr), Some(yte)) = (&p.split.train.labels, &p.split.test.labels) else {
         anyhow::bail!(
             "fine-tuning needs labels: data '{}' has none",
@@ -241,7 +245,7 @@ pub fn finetune(
         p.num_classes(),
         ytr,
         cfg,
-        fraction,
+        share,
         seed,
         |model, idx, epoch| {
             let view = p
@@ -263,10 +267,24 @@ pub fn finetune(
         &p.device,
     );
     let top1 = head_top1(&model.head, feats, d, yte, &p.device);
+    let val_top1 = match &p.split.val.labels {
+        Some(yva) if !yva.is_empty() => {
+            let feats = encoder_features(
+                &model.encoder,
+                &p.pipeline,
+                &p.split.val.images,
+                bs_eval,
+                &p.device,
+            );
+            Some(head_top1(&model.head, feats, d, yva, &p.device))
+        }
+        _ => None,
+    };
     Ok((
         FinetuneResult {
-            fraction,
+            fraction: run.labels as f64 / ytr.len().max(1) as f64,
             top1,
+            val_top1,
             labels: run.labels,
             steps: run.steps,
             seconds: run.seconds,

@@ -65,24 +65,69 @@ pub(crate) struct Classifier {
     pub(crate) bias: Param<Tensor<1>>,
 }
 
+/// How many training labels a probe or a fine-tuning sees: a share of each class, or a number
+/// per class (the label-efficiency curve). A plain `f64` is a fraction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LabelShare {
+    Fraction(f64),
+    PerClass(usize),
+}
+
+impl From<f64> for LabelShare {
+    fn from(f: f64) -> Self {
+        LabelShare::Fraction(f)
+    }
+}
+
+impl LabelShare {
+    /// The indices of the training rows it keeps (class-stratified, deterministic for `seed`).
+    pub fn subset(self, labels: &[u32], seed: u64) -> Vec<usize> {
+        match self {
+            LabelShare::Fraction(f) => stratified_subset(labels, f, seed),
+            LabelShare::PerClass(k) => per_class_subset(labels, k, seed),
+        }
+    }
+}
+
+/// Indices of `k` images of each class (all of a class that has fewer), drawn in the same
+/// per-class order as [`stratified_subset`]: the subsets are nested as `k` grows.
+pub fn per_class_subset(labels: &[u32], k: usize, seed: u64) -> Vec<usize> {
+    let mut out = Vec::new();
+    for idx in shuffled_by_class(labels, seed) {
+        out.extend_from_slice(&idx[..k.min(idx.len())]);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Each class's indices in a seeded order.
+fn shuffled_by_class(labels: &[u32], seed: u64) -> Vec<Vec<usize>> {
+    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push(i);
+    }
+    by_class
+        .into_iter()
+        .enumerate()
+        .map(|(c, idx)| {
+            let order = selfsup_data::loader::epoch_order(idx.len(), seed ^ 0x5EED_1AB5, c as u64);
+            order.iter().map(|&o| idx[o]).collect()
+        })
+        .collect()
+}
+
 /// Indices of a class-stratified subset holding `fraction` of each class (at least one per class),
 /// deterministic for `seed`.
 pub fn stratified_subset(labels: &[u32], fraction: f64, seed: u64) -> Vec<usize> {
     if fraction >= 1.0 {
         return (0..labels.len()).collect();
     }
-    let classes = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
-    let mut by_class = vec![Vec::new(); classes];
-    for (i, &l) in labels.iter().enumerate() {
-        by_class[l as usize].push(i);
-    }
     let mut out = Vec::new();
-    for (c, mut idx) in by_class.into_iter().enumerate() {
+    for idx in shuffled_by_class(labels, seed) {
         if idx.is_empty() {
             continue;
         }
-        let order = selfsup_data::loader::epoch_order(idx.len(), seed ^ 0x5EED_1AB5, c as u64);
-        idx = order.iter().map(|&o| idx[o]).collect();
         let keep = ((idx.len() as f64 * fraction).round() as usize).max(1);
         out.extend_from_slice(&idx[..keep]);
     }

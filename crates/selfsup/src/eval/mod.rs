@@ -4,6 +4,7 @@
 pub mod features;
 pub mod finetune;
 pub mod knn;
+pub mod label_efficiency;
 pub mod linear;
 pub mod online;
 pub mod report;
@@ -12,4 +13,4 @@ pub mod text;
 pub use features::{encoder_features, pixel_features};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};
 pub use knn::{KnnConfig, KnnResult, knn_classify};
-pub use linear::{LinearConfig, linear_probe, linear_probe_on, stratified_subset};
+pub use linear::{LabelShare, LinearConfig, linear_probe, linear_probe_on, stratified_subset};

@@ -138,6 +138,7 @@ pub fn add_finetune_with(
 ) -> anyhow::Result<()> {
     for (name, enc) in encoders {
         let mut accs = Vec::new();
+        let mut val_accs = Vec::new();
         for &f in fractions {
             let res = tune(enc, f)?;
             tracing::info!(
@@ -148,17 +149,27 @@ pub fn add_finetune_with(
                 res.seconds
             );
             accs.push((f, res.top1));
+            if let Some(v) = res.val_top1 {
+                val_accs.push((f, v));
+            }
         }
-        match rows.iter_mut().find(|r| r.features == *name) {
-            Some(r) => r.finetune = accs,
-            None => rows.push(EvalRow {
-                features: name.to_string(),
-                dim: enc.out_dim(),
-                knn: None,
-                linear: Vec::new(),
-                finetune: accs,
-                val: None,
-            }),
+        let row = match rows.iter().position(|r| r.features == *name) {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(EvalRow {
+                    features: name.to_string(),
+                    dim: enc.out_dim(),
+                    knn: None,
+                    linear: Vec::new(),
+                    finetune: Vec::new(),
+                    val: None,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        row.finetune = accs;
+        if !val_accs.is_empty() {
+            row.val.get_or_insert_with(SplitScores::default).finetune = val_accs;
         }
     }
     Ok(())

@@ -156,7 +156,7 @@ pub fn finetune_text(
         k,
         ytr,
         cfg,
-        fraction,
+        fraction.into(),
         seed,
         |model, idx, _| {
             let batch = seqs.batch(idx);
@@ -170,9 +170,17 @@ pub fn finetune_text(
     let d = model.encoder.out_dim();
     let feats = text_features(&model.encoder, p, &p.split.test);
     let top1 = head_top1(&model.head, feats, d, yte, &p.device);
+    let val_top1 = match &p.split.val.labels {
+        Some(yva) if !yva.is_empty() => {
+            let feats = text_features(&model.encoder, p, &p.split.val);
+            Some(head_top1(&model.head, feats, d, yva, &p.device))
+        }
+        _ => None,
+    };
     Ok(FinetuneResult {
         fraction,
         top1,
+        val_top1,
         labels: run.labels,
         steps: run.steps,
         seconds: run.seconds,
