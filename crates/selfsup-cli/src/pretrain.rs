@@ -145,13 +145,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let (c, h, w) = p.pipeline.out_shape();
     eprintln!(
-        "selfsup pretrain: {} on {} ({} train / {} validation / {} test images, {c}×{h}×{w}), {} epochs, batch {}, device {} → {}",
+        "selfsup pretrain: {} on {} ({} train / {} validation / {} test images, {c}×{h}×{w}), {}, batch {}, device {} → {}",
         recipe.method.name(),
         recipe.data.spec,
         p.split.train.len(),
         p.split.val.len(),
         p.split.test.len(),
-        recipe.train.epochs,
+        match &recipe.train.time_budget {
+            Some(b) if a.resume.is_none() => format!("epochs planned for a time budget of {b}"),
+            _ => format!("{} epochs", recipe.train.epochs),
+        },
         recipe.train.batch_size,
         recipe.train.device,
         run_dir.display()
