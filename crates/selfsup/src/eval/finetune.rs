@@ -304,19 +304,7 @@ pub(crate) fn head_top1(
     let m = labels.len();
     let head = head.valid().to_device(device);
     let f = Tensor::<2>::from_data(TensorData::new(feats, [m, d]), device);
-    let pred = head
-        .forward(f)
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("int predictions");
-    let hits = pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == **l as i64)
-        .count();
-    100.0 * hits as f64 / m.max(1) as f64
+    super::top1(head.forward(f), labels)
 }
 
 #[cfg(test)]

@@ -251,19 +251,7 @@ pub fn linear_probe_on(
                 return 0.0;
             }
             let xe = Tensor::<2>::from_data(TensorData::new(standardise(x), [m, d]), device);
-            let logits = xe.matmul(w.clone()) + b.clone().unsqueeze::<2>();
-            let pred: Vec<i64> = logits
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .try_to_vec::<i64>()
-                .expect("int predictions");
-            let hits = pred
-                .iter()
-                .zip(labels)
-                .filter(|(p, l)| **p == **l as i64)
-                .count();
-            100.0 * hits as f64 / m as f64
+            super::top1(xe.matmul(w.clone()) + b.clone().unsqueeze::<2>(), labels)
         })
         .collect()
 }

@@ -131,18 +131,7 @@ impl OnlineProbe {
         let x = Tensor::<2>::from_data(x, &self.device);
         let w = self.model.weight.val().inner();
         let b = self.model.bias.val().inner();
-        let pred: Vec<i64> = (x.matmul(w) + b.unsqueeze::<2>())
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .expect("int predictions");
-        let hits = pred
-            .iter()
-            .zip(labels)
-            .filter(|(p, l)| **p == **l as i64)
-            .count();
-        100.0 * hits as f64 / n as f64
+        super::top1(x.matmul(w) + b.unsqueeze::<2>(), labels)
     }
 
     pub fn classes(&self) -> usize {
