@@ -67,8 +67,6 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
         .into_iter()
         .map(|rows| (model.clone().map(&mut FreshLeaves), input.clone(), rows))
         .collect();
-    // as many parts as cores: each part's products stay on its own core
-    let one_per_core = jobs.len() >= rayon::current_num_threads();
     type Done = (
         f32,
         f64,
@@ -79,27 +77,20 @@ pub fn compute(model: &Model, input: Input, info: StepInfo, parts: usize) -> Com
     let done: Vec<Done> = jobs
         .into_par_iter()
         .map(|(replica, input, rows)| {
-            let run = || {
-                let part = replica
-                    .step_rows(input, info, rows)
-                    .expect("a method that splits computes its parts");
-                let loss = part.out.loss.clone().into_scalar::<f32>();
-                let grads = loss
-                    .is_finite()
-                    .then(|| GradientsParams::from_grads(part.out.loss.backward(), &replica));
-                (
-                    loss,
-                    part.units,
-                    part.out.embeddings,
-                    part.out.features,
-                    grads,
-                )
-            };
-            if one_per_core {
-                crate::kernels::serial(run)
-            } else {
-                run()
-            }
+            let part = replica
+                .step_rows(input, info, rows)
+                .expect("a method that splits computes its parts");
+            let loss = part.out.loss.clone().into_scalar::<f32>();
+            let grads = loss
+                .is_finite()
+                .then(|| GradientsParams::from_grads(part.out.loss.backward(), &replica));
+            (
+                loss,
+                part.units,
+                part.out.embeddings,
+                part.out.features,
+                grads,
+            )
         })
         .collect();
     let total: f64 = done.iter().map(|d| d.1).sum();

@@ -16,7 +16,6 @@ use serde_json::json;
 use crate::budget::{self, Plan};
 use crate::checkpoint::{self, TrainState};
 use crate::eval::online::OnlineProbe;
-use crate::eval::report::encoder_feature_set;
 use crate::eval::{encoder_features, knn_classify};
 use crate::method::{Input, Model, StepInfo};
 use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
@@ -457,37 +456,37 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 }
             }
         }
-        // the per-epoch kNN is scored on the validation split (the test split only when the
-        // recipe has none, and then named so)
-        let (knn_set, knn_split) = if p.split.val.is_empty() {
+        // the per-epoch kNN and the online probe score the validation split (the test split
+        // only when the recipe has none, and then named so); its features are computed once
+        let (scored_set, split_name) = if p.split.val.is_empty() {
             (&p.split.test, "test")
         } else {
             (&p.split.val, "validation")
         };
-        if r.train.knn_every > 0
-            && (epoch + 1) % r.train.knn_every == 0
-            && let (Some(tr), Some(te), Some(k)) = (
-                &p.split.train.labels,
-                &knn_set.labels,
-                p.split.train.num_classes(),
-            )
-        {
-            let f = encoder_feature_set("online", model.encoder(), p);
-            let scored = if knn_split == "test" { &f.test } else { &f.val };
-            let res = knn_classify(&f.train, tr, scored, te, f.dim, k, &r.eval.knn, &p.device);
-            line["knn_top1"] = json!(res.top1);
-            line["knn_split"] = json!(knn_split);
-            msg.push_str(&format!(", kNN {:.1} % ({knn_split})", res.top1));
-        }
-        if let Some(probe) = &probe
-            && let Some(y) = &knn_set.labels
+        let knn_now = r.train.knn_every > 0 && (epoch + 1) % r.train.knn_every == 0;
+        if let Some(y) = &scored_set.labels
+            && (knn_now || probe.is_some())
         {
             let bs = r.train.eval_batch_size;
-            let f = encoder_features(model.encoder(), &p.pipeline, &knn_set.images, bs, &p.device);
-            let acc = probe.accuracy(&f, y);
-            line["online_probe_top1"] = json!(acc);
-            line["online_probe_split"] = json!(knn_split);
-            msg.push_str(&format!(", online probe {acc:.1} % ({knn_split})"));
+            let features =
+                |images| encoder_features(model.encoder(), &p.pipeline, images, bs, &p.device);
+            let scored = features(&scored_set.images);
+            let dim = model.encoder().out_dim();
+            if knn_now
+                && let (Some(tr), Some(k)) = (&p.split.train.labels, p.split.train.num_classes())
+            {
+                let train = features(&p.split.train.images);
+                let res = knn_classify(&train, tr, &scored, y, dim, k, &r.eval.knn, &p.device);
+                line["knn_top1"] = json!(res.top1);
+                line["knn_split"] = json!(split_name);
+                msg.push_str(&format!(", kNN {:.1} % ({split_name})", res.top1));
+            }
+            if let Some(probe) = &probe {
+                let acc = probe.accuracy(&scored, y);
+                line["online_probe_top1"] = json!(acc);
+                line["online_probe_split"] = json!(split_name);
+                msg.push_str(&format!(", online probe {acc:.1} % ({split_name})"));
+            }
         }
         if opts.progress {
             eprintln!("{msg}");

@@ -188,10 +188,15 @@ impl Attention {
     /// FLOPs of a forward and backward pass on `n` sequences of `l` tokens.
     pub fn flops(&self, n: usize, l: usize) -> Flops {
         let [d, _] = self.proj.weight.dims();
+        self.mix_flops(n, l) + flops::linear(n * l, d, d, true)
+    }
+
+    /// FLOPs of [`mix`](Self::mix) (forward and backward): the qkv product and the attention.
+    pub fn mix_flops(&self, n: usize, l: usize) -> Flops {
+        let [d, _] = self.proj.weight.dims();
         let b = n * self.heads;
         let dh = d / self.heads;
         flops::linear(n * l, d, 3 * d, true)
-            + flops::linear(n * l, d, d, true)
             + flops::matmul(b * l, dh, l)
             + flops::matmul(b * l, l, dh)
     }
@@ -251,11 +256,7 @@ impl Block {
     /// the `n · l` positions.
     pub fn flops_rows(&self, n: usize, l: usize, s: usize) -> Flops {
         let [d, hidden] = self.mlp.fc1.weight.dims();
-        let h = self.attn.heads;
-        let dh = d / h;
-        flops::linear(n * l, d, 3 * d, true)
-            + flops::matmul(n * h * l, dh, l)
-            + flops::matmul(n * h * l, l, dh)
+        self.attn.mix_flops(n, l)
             + flops::linear(s, d, d, true)
             + flops::linear(s, d, hidden, true)
             + flops::linear(s, hidden, d, true)

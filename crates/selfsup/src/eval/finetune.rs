@@ -259,25 +259,13 @@ pub fn finetune(
     // test: features of the fine-tuned encoder (no augmentation, inference mode), then the head
     let bs_eval = p.recipe.train.eval_batch_size;
     let d = model.encoder.out_dim();
-    let feats = encoder_features(
-        &model.encoder,
-        &p.pipeline,
-        &p.split.test.images,
-        bs_eval,
-        &p.device,
-    );
-    let top1 = head_top1(&model.head, feats, d, yte, &p.device);
+    let score = |set: &selfsup_data::Dataset, labels: &[u32]| {
+        let feats = encoder_features(&model.encoder, &p.pipeline, &set.images, bs_eval, &p.device);
+        head_top1(&model.head, feats, d, labels, &p.device)
+    };
+    let top1 = score(&p.split.test, yte);
     let val_top1 = match &p.split.val.labels {
-        Some(yva) if !yva.is_empty() => {
-            let feats = encoder_features(
-                &model.encoder,
-                &p.pipeline,
-                &p.split.val.images,
-                bs_eval,
-                &p.device,
-            );
-            Some(head_top1(&model.head, feats, d, yva, &p.device))
-        }
+        Some(yva) if !yva.is_empty() => Some(score(&p.split.val, yva)),
         _ => None,
     };
     Ok((

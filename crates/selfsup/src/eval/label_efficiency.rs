@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::eval::finetune;
-use crate::eval::linear::{LabelShare, linear_probe_on};
-use crate::eval::report::{FeatureSet, encoder_feature_set, pixel_feature_set, random_encoder};
+use crate::eval::linear::LabelShare;
+use crate::eval::report::{
+    FeatureSet, encoder_feature_set, pixel_feature_set, probe_subset, random_encoder,
+};
 use crate::run::Prepared;
 
 /// Labels per class of the curve (then all labels).
@@ -66,31 +68,14 @@ pub fn label_efficiency(
             .iter()
             .map(|&(k, share)| {
                 let idx = share.subset(ytr, seed);
-                let xs: Vec<f32> = idx
-                    .iter()
-                    .flat_map(|&i| set.train[i * set.dim..(i + 1) * set.dim].iter().copied())
-                    .collect();
-                let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
-                let mut evals: Vec<(&[f32], &[u32])> = vec![(&set.test, yte)];
-                if let Some(yva) = yva {
-                    evals.push((&set.val, yva));
-                }
-                let acc = linear_probe_on(
-                    &xs,
-                    &ys,
-                    &evals,
-                    set.dim,
-                    p.num_classes(),
-                    &r.eval.linear,
-                    seed,
-                    &p.device,
-                );
-                tracing::info!("{name}, {} labels: {:.1} %", idx.len(), acc[0]);
+                let (test, val) =
+                    probe_subset(set, ytr, &idx, yte, yva, p.num_classes(), r, &p.device);
+                tracing::info!("{name}, {} labels: {:.1} %", idx.len(), test);
                 Point {
                     per_class: k,
                     labels: idx.len(),
-                    val: acc.get(1).copied(),
-                    test: acc[0],
+                    val,
+                    test,
                 }
             })
             .collect();

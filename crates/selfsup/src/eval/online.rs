@@ -27,7 +27,6 @@ pub struct OnlineProbe {
     model: Classifier,
     optim: Optimizer,
     dim: usize,
-    classes: usize,
     device: Device,
     mean: Vec<f32>,
     var: Vec<f32>,
@@ -52,7 +51,6 @@ impl OnlineProbe {
                 ..OptimConfig::default()
             }),
             dim,
-            classes,
             device: device.clone(),
             mean: vec![0.0; dim],
             var: vec![1.0; dim],
@@ -132,9 +130,5 @@ impl OnlineProbe {
         let w = self.model.weight.val().inner();
         let b = self.model.bias.val().inner();
         super::top1(x.matmul(w) + b.unsqueeze::<2>(), labels)
-    }
-
-    pub fn classes(&self) -> usize {
-        self.classes
     }
 }

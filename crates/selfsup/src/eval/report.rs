@@ -254,28 +254,10 @@ pub fn evaluate_features(
             );
             for f in fractions {
                 let idx = stratified_subset(ytr, f, r.train.seed);
-                let xs: Vec<f32> = idx
-                    .iter()
-                    .flat_map(|&i| s.train[i * s.dim..(i + 1) * s.dim].iter().copied())
-                    .collect();
-                let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
-                let mut evals: Vec<(&[f32], &[u32])> = vec![(&s.test, yte)];
-                if let Some(yva) = yva {
-                    evals.push((&s.val, yva));
-                }
-                let acc = linear_probe_on(
-                    &xs,
-                    &ys,
-                    &evals,
-                    s.dim,
-                    k,
-                    &r.eval.linear,
-                    r.train.seed,
-                    device,
-                );
-                linear.push((f, acc[0]));
-                if let Some(v) = &mut val {
-                    v.linear.push((f, acc[1]));
+                let (test, v) = probe_subset(s, ytr, &idx, yte, yva, k, r, device);
+                linear.push((f, test));
+                if let (Some(val), Some(v)) = (&mut val, v) {
+                    val.linear.push((f, v));
                 }
             }
         }
@@ -289,6 +271,41 @@ pub fn evaluate_features(
         });
     }
     Ok(rows)
+}
+
+/// The linear probe trained on the training rows `idx` of `set`: its test top-1 and, with
+/// validation labels `yva`, its validation top-1 (%).
+#[allow(clippy::too_many_arguments)]
+pub fn probe_subset(
+    set: &FeatureSet,
+    ytr: &[u32],
+    idx: &[usize],
+    yte: &[u32],
+    yva: Option<&[u32]>,
+    k: usize,
+    r: &crate::recipe::Recipe,
+    device: &burn::tensor::Device,
+) -> (f64, Option<f64>) {
+    let xs: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| set.train[i * set.dim..(i + 1) * set.dim].iter().copied())
+        .collect();
+    let ys: Vec<u32> = idx.iter().map(|&i| ytr[i]).collect();
+    let mut evals: Vec<(&[f32], &[u32])> = vec![(&set.test, yte)];
+    if let Some(yva) = yva {
+        evals.push((&set.val, yva));
+    }
+    let acc = linear_probe_on(
+        &xs,
+        &ys,
+        &evals,
+        set.dim,
+        k,
+        &r.eval.linear,
+        r.train.seed,
+        device,
+    );
+    (acc[0], acc.get(1).copied())
 }
 
 /// The tables as Markdown: the validation split's (when the rows have one), then the test

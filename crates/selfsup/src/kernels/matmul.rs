@@ -32,7 +32,7 @@ pub(crate) fn gemm(
     assert!(dst.len() >= m * n, "gemm destination");
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    let par = if parallel && !super::is_serial() {
+    let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

@@ -264,13 +264,14 @@ impl Method for Mae {
         let m = self.masks(x.dims()[0], info).rows(rows.clone());
         let x = x.narrow(0, rows.start, rows.len());
         let out = self.forward(x, &m);
+        let pooled = self.vit().pool(out.latent).detach();
         Some(PartOutput {
             units: (m.n * (m.num - m.keep)) as f64,
             out: StepOutput {
                 loss: mae_loss(out.pred, out.target, out.mask),
-                embeddings: self.vit().pool(out.latent.clone()).detach(),
-                // the pooled encoder output of the visible patches
-                features: Some(self.vit().pool(out.latent).detach()),
+                // the pooled encoder output of the visible patches, for both
+                embeddings: pooled.clone(),
+                features: Some(pooled),
             },
         })
     }
