@@ -208,7 +208,7 @@ KNOWN = {
              "channels"},
     "model": {"backbone", "depth", "cifar_stem", "width", "widths"},
     "method": {"name", "temperature", "proj_hidden_dim", "proj_dim", "proj_layers"},
-    "train": {"epochs", "batch_size", "seed", "eval_batch_size"},
+    "train": {"epochs", "batch_size", "seed", "eval_batch_size", "time_budget"},
     "optim": {"kind", "lr", "final_lr", "warmup_epochs", "momentum", "weight_decay", "betas",
               "eps", "eta", "exclude_bias_norm", "clip_grad_norm"},
     "augment": {"crop", "flip", "color_jitter", "grayscale", "blur", "solarize", "rotation",
@@ -224,7 +224,8 @@ NO_EFFECT = {
     "data": {"skip_bad_images", "split_order", "text_column", "label_column", "skip_bad_lines",
              "stream", "seq_len"},
     "train": {"device", "knn_every", "prefetch", "collapse_std_ratio", "collapse_min_rank",
-              "collapse_patience", "stop_on_collapse", "steps_per_epoch", "data_parallel"},
+              "collapse_patience", "stop_on_collapse", "steps_per_epoch", "data_parallel",
+              "online_probe"},
     "eval": {"finetune"},
     "": {"tokenizer"},
 }
@@ -927,7 +928,10 @@ def main():
     n_eval_images = n + len(ds["val"][1]) + len(ds["test"][1])
     n_queries = len(ds["val"][1]) + len(ds["test"][1])
 
+    # as selfsup: --time-budget, else the recipe's train.time_budget (--quick ignores it)
     budget = args.time_budget
+    if budget is None and train.get("time_budget") and not args.quick:
+        budget = parse_duration(str(train["time_budget"]))
     planned = epochs
     sched = dict(base_lr=optim["lr"], final_lr=optim["final_lr"], warmup_steps=warmup)
     eval_est = plan_info = None
