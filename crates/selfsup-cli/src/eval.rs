@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use selfsup::checkpoint::write_atomic;
 use selfsup::eval::report::{
@@ -59,20 +60,61 @@ pub struct Args {
     /// end to end once per point, twice with the from-scratch row).
     #[arg(long)]
     no_finetune: bool,
+    /// Replace an earlier evaluation of the same kind (by default it is kept, renamed
+    /// `eval-KIND.N.md` / `.json`).
+    #[arg(long)]
+    force: bool,
 }
 
-/// Writes `<stem>.json` and `<stem>.md` into the run folder.
+/// Writes `<stem>.json` and `<stem>.md` into the run folder (replacing them: for `pretrain`'s
+/// own table; `selfsup eval` goes through [`write_eval`]).
 pub fn save_report(
     run_dir: &Path,
     stem: &str,
     rows: &[EvalRow],
     table: &str,
 ) -> anyhow::Result<()> {
-    write_atomic(
-        &run_dir.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(rows)?.as_bytes(),
-    )?;
-    write_atomic(&run_dir.join(format!("{stem}.md")), table.as_bytes())?;
+    write_eval(
+        run_dir,
+        stem,
+        &serde_json::to_string_pretty(rows)?,
+        table,
+        true,
+    )
+}
+
+/// Writes the files of one evaluation, `<stem>.json` and `<stem>.md`, each atomically. Unless
+/// `replace`, an earlier evaluation of the same name is kept: its files are renamed
+/// `<stem>.<N>.json` / `.md` with the first N free for both, and the renaming is said on
+/// stderr.
+fn write_eval(
+    run_dir: &Path,
+    stem: &str,
+    json: &str,
+    md: &str,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let files = [("json", json), ("md", md)];
+    let named = |s: &str, ext: &str| run_dir.join(format!("{s}.{ext}"));
+    let exists = |s: &str| files.iter().any(|(ext, _)| named(s, ext).exists());
+    if !replace && exists(stem) {
+        let n = (1..)
+            .find(|n| !exists(&format!("{stem}.{n}")))
+            .expect("a free number");
+        for (ext, _) in files {
+            let from = named(stem, ext);
+            if from.exists() {
+                let to = named(&format!("{stem}.{n}"), ext);
+                std::fs::rename(&from, &to).with_context(|| {
+                    format!("cannot keep {} as {}", from.display(), to.display())
+                })?;
+            }
+        }
+        eprintln!("kept the earlier evaluation as {stem}.{n}.* (--force replaces it instead)");
+    }
+    for (ext, text) in files {
+        write_atomic(&named(stem, ext), text.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -155,11 +197,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(_) => format!("eval-{kind}-{}", p.split.train.name),
         None => format!("eval-{kind}"),
     };
-    save_report(
+    let json = serde_json::to_string_pretty(&rows)?;
+    write_eval(
         &a.run,
         &stem,
-        &rows,
+        &json,
         &format!("data: {}\n\n{table}", recipe.data.spec),
+        a.force,
     )?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
     Ok(())
@@ -198,14 +242,8 @@ fn run_label_efficiency(a: Args) -> anyhow::Result<()> {
         Some(_) => format!("eval-label-efficiency-{}", p.split.train.name),
         None => "eval-label-efficiency".to_string(),
     };
-    write_atomic(
-        &a.run.join(format!("{stem}.json")),
-        serde_json::to_string_pretty(&curves)?.as_bytes(),
-    )?;
-    write_atomic(
-        &a.run.join(format!("{stem}.md")),
-        format!("{head}\n\n{table}").as_bytes(),
-    )?;
+    let json = serde_json::to_string_pretty(&curves)?;
+    write_eval(&a.run, &stem, &json, &format!("{head}\n\n{table}"), a.force)?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
     Ok(())
 }
@@ -282,7 +320,8 @@ fn run_text(a: Args) -> anyhow::Result<()> {
     );
     println!("{head}\n\n{table}");
     let stem = format!("eval-{kind}");
-    save_report(&a.run, &stem, &rows, &format!("{head}\n\n{table}"))?;
+    let json = serde_json::to_string_pretty(&rows)?;
+    write_eval(&a.run, &stem, &json, &format!("{head}\n\n{table}"), a.force)?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
     Ok(())
 }

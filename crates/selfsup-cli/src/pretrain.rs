@@ -1,4 +1,6 @@
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
@@ -8,7 +10,7 @@ use selfsup::method::MethodConfig;
 use selfsup::recipe::Recipe;
 use selfsup::run::prepare;
 use selfsup::text_run::{TOKENIZER_FILE, prepare_text, pretrain_text, score};
-use selfsup::train::{TrainOptions, open_run_dir, pretrain};
+use selfsup::train::{Stopped, TrainOptions, Trained, open_run_dir, pretrain};
 use selfsup_data::text::TextTokenizer;
 use selfsup_data::text::source::corpus_name;
 
@@ -159,6 +161,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         recipe.train.device,
         run_dir.display()
     );
+    let stop = stop_on_signals()?;
     let trained = pretrain(
         &p,
         &run_dir,
@@ -167,8 +170,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             resume: a.resume.is_some(),
             stop_after: a.stop_after,
             started,
+            stop: Some(stop.clone()),
         },
-    )?;
+    );
+    let trained = end_of_training(trained, &stop, &run_dir)?;
     if let Some(plan) = &trained.plan {
         eprintln!(
             "time budget: {} epochs planned, {} run",
@@ -239,6 +244,53 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The exit status of a run stopped by SIGINT or SIGTERM once its checkpoint is written
+/// (EX_TEMPFAIL: `--resume` continues it).
+pub const STOPPED_STATUS: i32 = 75;
+
+/// SIGINT and SIGTERM: the first asks training to stop after the step under way, with a
+/// checkpoint (`TrainOptions::stop`); a second ends the process at once, with status 130.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // in this order: the first handler exits only if the flag was already set
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// A run stopped on request says where and how to continue, and exits with
+/// [`STOPPED_STATUS`]. Otherwise the flag is raised, so that from now on (the evaluation,
+/// whose files are written atomically) a signal ends the process at once.
+fn end_of_training(
+    trained: anyhow::Result<Trained>,
+    stop: &AtomicBool,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<Trained> {
+    match trained {
+        Err(e) if e.downcast_ref::<Stopped>().is_some() => {
+            eprintln!("{e}");
+            std::process::exit(STOPPED_STATUS);
+        }
+        Err(e) => Err(e),
+        Ok(t) => {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "stopped on request after the last epoch, before the evaluation. Evaluate \
+                     with: selfsup pretrain --resume {}",
+                    run_dir.display()
+                );
+                std::process::exit(STOPPED_STATUS);
+            }
+            Ok(t)
+        }
+    }
+}
+
 /// Pretraining on text: the tokenizer, the loop with validation perplexity, and the test
 /// split's loss reported once at the end.
 fn run_text(
@@ -287,6 +339,7 @@ fn run_text(
         recipe.data.seq_len,
         run_dir.display()
     );
+    let stop = stop_on_signals()?;
     let trained = pretrain_text(
         &p,
         &run_dir,
@@ -294,9 +347,11 @@ fn run_text(
             progress: !quiet,
             resume: resume.is_some(),
             stop_after,
+            stop: Some(stop.clone()),
             ..TrainOptions::default()
         },
-    )?;
+    );
+    let trained = end_of_training(trained, &stop, &run_dir)?;
     eprintln!(
         "pretraining done in {:.1} s ({:.0} tokens/s); encoder saved to {}",
         trained.seconds,

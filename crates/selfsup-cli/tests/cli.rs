@@ -102,6 +102,16 @@ fn tiny_run_resume_eval_embed_views() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("kNN top-1"));
     assert!(run.join("eval-knn.md").exists());
+    // a second evaluation keeps the first (numbered); --force replaces it
+    let first = std::fs::read(run.join("eval-knn.json")).unwrap();
+    let o = selfsup(&["eval", "knn", "--run", run_s, "--k", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept the earlier evaluation as eval-knn.1.*"));
+    assert_eq!(std::fs::read(run.join("eval-knn.1.json")).unwrap(), first);
+    assert!(run.join("eval-knn.1.md").exists() && run.join("eval-knn.md").exists());
+    let o = selfsup(&["eval", "knn", "--run", run_s, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!run.join("eval-knn.2.md").exists());
     assert_eq!(
         std::fs::read(run.join("eval.md")).unwrap(),
         before,
@@ -592,5 +602,177 @@ fn a_streamed_corpus_trains_and_resumes_exactly() {
             .modified()
             .unwrap();
         assert_eq!(before, after, "{m}");
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_the_previous_checkpoint_and_a_damaged_one_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.toml");
+    // ~90 KB of weights: more than the file-size limit below, unlike every other file of a run
+    std::fs::write(
+        &recipe,
+        TINY.replace("widths = [8, 16]", "widths = [32, 64]"),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+
+    // a folder holding anything but a run is refused before anything is written
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "is not empty (notes.txt)");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--no-eval",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--stop-after",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpts = run.join("checkpoints");
+    let epoch1 = std::fs::read(ckpts.join("epoch-0001/model.bpk")).unwrap();
+
+    // resume with a 40 KiB limit on the size of any file written (SIGXFSZ ignored, so the
+    // write fails with EFBIG as on a full disk): a clean error naming the file, epoch 1 intact
+    let o = Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -f 40; trap '' XFSZ; exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_selfsup"),
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "--resume",
+            run_s,
+        ])
+        .output()
+        .unwrap();
+    assert_clean_failure(&o, "cannot write the checkpoint after epoch 2");
+    assert!(stderr(&o).contains("model.bpk"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(ckpts.join("latest")).unwrap(),
+        "epoch-0001"
+    );
+    assert_eq!(
+        std::fs::read(ckpts.join("epoch-0001/model.bpk")).unwrap(),
+        epoch1
+    );
+    let names: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+
+    // with room again the run finishes; then its newest checkpoint is damaged and a longer
+    // resume passes over it, saying why
+    let o = selfsup(&["pretrain", "-q", "--no-eval", "--resume", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let model = ckpts.join("epoch-0002/optim.safetensors");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&model, bytes).unwrap();
+    let o = selfsup(&["pretrain", "--no-eval", "--resume", run_s, "--epochs", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("epoch-0002") && err.contains("does not match its checksum"),
+        "{err}"
+    );
+    let epochs: Vec<u64> = metric_epochs(&run)
+        .iter()
+        .map(|l| l["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3]);
+}
+
+/// Starts `selfsup ARGS`, waits until the run folder `run` holds `recipe.toml` (the signal
+/// handlers are installed by then and training is about to start), sends `signal`, and
+/// waits for the process.
+fn signalled(args: &[&str], run: &Path, signal: &str) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !run.join("recipe.toml").exists() {
+        assert!(t0.elapsed().as_secs() < 120, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let k = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(k.success());
+    child.wait_with_output().unwrap()
+}
+
+/// SIGINT or SIGTERM: the step under way finishes, a checkpoint is written, the process says
+/// how to continue and exits with status 75; the resumed run ends with the same encoder, bit
+/// for bit, as an uninterrupted one.
+#[test]
+fn a_signal_stops_gracefully_and_the_run_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY.replace("epochs = 2\n", "epochs = 30\n")).unwrap();
+    let r = recipe.to_str().unwrap();
+    let whole = dir.path().join("whole");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--no-eval",
+        "-c",
+        r,
+        "--out",
+        whole.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for signal in ["-INT", "-TERM"] {
+        let run = dir.path().join(format!("run{signal}"));
+        let run_s = run.to_str().unwrap();
+        let o = signalled(
+            &["pretrain", "-q", "--no-eval", "-c", r, "--out", run_s],
+            &run,
+            signal,
+        );
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(75), "{signal}: {err}");
+        assert!(
+            err.contains("stopped on request") && err.contains(&format!("--resume {run_s}")),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            !run.join("encoder.safetensors").exists(),
+            "no export of a stopped run"
+        );
+        let o = selfsup(&["pretrain", "-q", "--no-eval", "--resume", run_s]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(encoder_tensors(&run), encoder_tensors(&whole), "{signal}");
+        let losses = |d: &Path| -> Vec<String> {
+            metric_epochs(d)
+                .iter()
+                .map(|l| format!("{} {}", l["epoch"], l["loss"]))
+                .collect()
+        };
+        assert_eq!(losses(&run), losses(&whole), "{signal}");
     }
 }

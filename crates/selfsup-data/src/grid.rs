@@ -98,7 +98,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
         f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
         drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
+        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
+        // the rename itself reaches the disk only when the folder is flushed
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| DataError::io(&dir, e))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -856,6 +856,7 @@ fn linear(opts: &BenchOptions) -> anyhow::Result<Line> {
         optimizer: OptimKind::Adamw,
         weight_decay: 0.0,
         label_fractions: vec![],
+        subset_draws: 1,
     };
     let dev = Device::flex();
     let reps = if opts.quick { 1 } else { 3 };

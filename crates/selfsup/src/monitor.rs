@@ -168,8 +168,18 @@ impl CollapseWatch {
 
 /// Peak resident set size of this process in MB (`VmHWM`), if the OS tells.
 pub fn peak_rss_mb() -> Option<f64> {
+    proc_status_mb("VmHWM:")
+}
+
+/// Resident set size of this process now, in MB (`VmRSS`), if the OS tells: unlike the peak,
+/// it shows memory that grows after an early high-water mark.
+pub fn rss_mb() -> Option<f64> {
+    proc_status_mb("VmRSS:")
+}
+
+fn proc_status_mb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024.0 / 1e6)
 }

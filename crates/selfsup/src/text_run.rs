@@ -25,7 +25,7 @@ use crate::recipe::Recipe;
 use crate::run::seeded;
 use crate::train::{
     TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, train_step, truncate_metrics,
+    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
 };
 
 /// The tokenizer file of a text run.
@@ -244,13 +244,14 @@ pub fn pretrain_text(
         global_step: 0,
         seed: r.train.seed,
         input_shape: shape.clone(),
+        batch: 0,
+        loss_sum: 0.0,
     };
     if opts.resume
-        && let Some(dir) = checkpoint::latest(run_dir)
+        && let Some(res) = checkpoint::resume(run_dir, &model, &mut optim, &train_device)
     {
-        let (m, s) = checkpoint::load(&dir, model, &mut optim, &train_device)?;
-        model = m.freeze_targets();
-        state = s;
+        model = res.model.freeze_targets();
+        state = res.state;
         if state.input_shape != shape {
             bail!(
                 "{}: the checkpoint is for sequences of {:?} (seq_len, vocabulary), the run now has {shape:?}",
@@ -294,8 +295,13 @@ pub fn pretrain_text(
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
         let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
-        let (mut loss_sum, mut n_steps, mut lr, mut tokens) = (0.0f64, 0usize, 0.0, 0usize);
-        for (i, units) in batches.iter().enumerate() {
+        // a graceful stop may have left this epoch part-done: its first batches are skipped
+        let (done, done_loss) = (state.batch, state.loss_sum);
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        bar.inc(done as u64);
+        let (mut loss_sum, mut n_losses, mut lr, mut tokens) = (done_loss, done, 0.0, 0usize);
+        for (i, units) in batches.iter().enumerate().skip(done) {
             let batch = p.train.batch(units);
             let nt = batch.mask.iter().filter(|&&m| m).count();
             let info = StepInfo {
@@ -327,16 +333,29 @@ pub fn pretrain_text(
             }
             state.global_step += 1;
             loss_sum += out.loss as f64;
-            n_steps += 1;
+            n_losses += 1;
             tokens += nt;
             let tps = tokens as f64 / t0.elapsed().as_secs_f64();
             bar.set_message(format!("loss {:.4} lr {lr:.2e} {tps:.0} tok/s", out.loss));
             bar.inc(1);
+            if let Some(e) = stop_mid_epoch(
+                opts,
+                run_dir,
+                &model,
+                &optim,
+                &mut state,
+                (i, batches.len()),
+                loss_sum,
+                None,
+            ) {
+                bar.abandon();
+                return Err(e);
+            }
         }
         bar.finish_and_clear();
         tokens_seen += tokens;
         let secs = t0.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / n_steps.max(1) as f64;
+        let mean_loss = loss_sum / n_losses.max(1) as f64;
         let eval_model = model.valid();
         let val = score(
             &eval_model,
@@ -373,6 +392,9 @@ pub fn pretrain_text(
         if let Some(mb) = crate::monitor::peak_rss_mb() {
             line["peak_rss_mb"] = json!(mb);
         }
+        if let Some(mb) = crate::monitor::rss_mb() {
+            line["rss_mb"] = json!(mb);
+        }
         if opts.progress {
             eprintln!("{msg}");
         }
@@ -380,7 +402,10 @@ pub fn pretrain_text(
         check_weights(&model, run_dir, epoch)?;
         state.epoch = epoch + 1;
         append_metrics(run_dir, &line)?;
-        checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
+        let saved = checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
+        if opts.stop_requested() {
+            return Err(stopped(run_dir, saved, &state, batches.len()));
+        }
     }
     let seconds = started.elapsed().as_secs_f64();
     export_encoder(

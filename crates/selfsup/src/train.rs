@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -92,6 +93,10 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// When the command started: a time budget (`train.time_budget`) counts from here.
     pub started: Instant,
+    /// Set (by a signal handler, say) to stop gracefully: the step under way finishes, a
+    /// checkpoint is written and the run ends with [`Stopped`]; `--resume` continues it as if
+    /// it had not stopped.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for TrainOptions {
@@ -101,8 +106,83 @@ impl Default for TrainOptions {
             resume: false,
             stop_after: None,
             started: Instant::now(),
+            stop: None,
         }
     }
+}
+
+impl TrainOptions {
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+}
+
+/// How a run asked to stop ended: with a checkpoint, from which `selfsup pretrain --resume`
+/// continues exactly.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped on request {where_}; the checkpoint is {}. Continue with: selfsup pretrain --resume {}",
+    checkpoint.display(),
+    run_dir.display()
+)]
+pub struct Stopped {
+    pub run_dir: std::path::PathBuf,
+    pub checkpoint: std::path::PathBuf,
+    /// "after step S (epoch E, batch B of N)" or "after epoch E".
+    pub where_: String,
+}
+
+/// After step `i` (0-based) of an epoch of `batches` batches whose losses so far sum to
+/// `loss_sum`: when a stop was asked for and the epoch is not at its end, records the part-done
+/// epoch in `state`, writes its checkpoint and returns the [`Stopped`] that ends the run (or
+/// the error of the save).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stop_mid_epoch(
+    opts: &TrainOptions,
+    run_dir: &Path,
+    model: &Model,
+    optim: &Optimizer,
+    state: &mut TrainState,
+    (i, batches): (usize, usize),
+    loss_sum: f64,
+    keep: Option<usize>,
+) -> Option<anyhow::Error> {
+    if !opts.stop_requested() || i + 1 >= batches {
+        return None;
+    }
+    state.batch = i + 1;
+    state.loss_sum = loss_sum;
+    Some(
+        match checkpoint::save_keeping(run_dir, model, optim, state, keep) {
+            Ok(dir) => stopped(run_dir, dir, state, batches),
+            Err(e) => e.context("stopping on request"),
+        },
+    )
+}
+
+/// The [`Stopped`] of a run whose checkpoint `checkpoint` holds `state`.
+pub(crate) fn stopped(
+    run_dir: &Path,
+    checkpoint: std::path::PathBuf,
+    state: &TrainState,
+    batches: usize,
+) -> anyhow::Error {
+    let where_ = if state.batch == 0 {
+        format!("after epoch {}", state.epoch)
+    } else {
+        format!(
+            "after step {} (epoch {}, batch {} of {batches})",
+            state.global_step,
+            state.epoch + 1,
+            state.batch
+        )
+    };
+    Stopped {
+        run_dir: run_dir.to_path_buf(),
+        checkpoint,
+        where_,
+    }
+    .into()
 }
 
 /// What a finished pretraining gives back.
@@ -162,20 +242,69 @@ pub(crate) fn diverged(run_dir: &Path, what: &str) -> String {
     )
 }
 
-/// Refuses a run folder that already holds a run (unless resuming), then creates it.
+/// The marker a fresh run leaves in its folder: the process that created the folder may open
+/// it again (a streamed text run writes its token files before training starts).
+const RUN_MARK: &str = ".selfsup-run";
+
+/// Opens a run folder. A fresh run (`resume` false) needs a folder that does not exist or is
+/// empty, or that this process opened as a fresh run and has not started training in: anything
+/// else is refused, naming what is there, so that no earlier run, export or evaluation is
+/// overwritten. Resuming removes what an
+/// interrupted save left behind (see [`checkpoint::remove_stale`]).
 pub fn open_run_dir(run_dir: &Path, resume: bool) -> anyhow::Result<()> {
-    if !resume
-        && ["recipe.toml", "metrics.jsonl", "checkpoints"]
+    if resume {
+        for p in checkpoint::remove_stale(run_dir) {
+            tracing::info!("removed {}, left by an interrupted write", p.display());
+        }
+    } else if run_dir.exists() {
+        if !run_dir.is_dir() {
+            bail!(
+                "{} exists and is not a folder: choose another --out",
+                run_dir.display()
+            );
+        }
+        let holds_run = ["recipe.toml", "metrics.jsonl", "checkpoints"]
             .iter()
-            .any(|f| run_dir.join(f).exists())
-    {
-        bail!(
-            "{} already holds a run: continue it with --resume, or choose another --out",
-            run_dir.display()
-        );
+            .any(|f| run_dir.join(f).exists());
+        let ours = fs::read_to_string(run_dir.join(RUN_MARK))
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        let mut found: Vec<String> = fs::read_dir(run_dir)
+            .with_context(|| format!("cannot read {}", run_dir.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != RUN_MARK)
+            .collect();
+        found.sort();
+        let what = if holds_run {
+            Some("already holds a run".to_string())
+        } else if !ours && !found.is_empty() {
+            let more = found.len().saturating_sub(3);
+            let shown = found.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+            Some(if more > 0 {
+                format!("is not empty ({shown} and {more} more)")
+            } else {
+                format!("is not empty ({shown})")
+            })
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            bail!(
+                "{} {what}: continue it with --resume, or choose another --out (nothing there \
+                 was changed)",
+                run_dir.display()
+            );
+        }
     }
     fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create run folder {}", run_dir.display()))
+        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    if !resume {
+        checkpoint::write_atomic(
+            &run_dir.join(RUN_MARK),
+            std::process::id().to_string().as_bytes(),
+        )?;
+    }
+    Ok(())
 }
 
 /// The progress bar of one epoch (hidden without `progress`).
@@ -249,17 +378,23 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         global_step: 0,
         seed: r.train.seed,
         input_shape: vec![c, h, w],
+        batch: 0,
+        loss_sum: 0.0,
     };
     if opts.resume {
-        match checkpoint::latest(run_dir) {
-            Some(dir) => {
-                let (m, s) = checkpoint::load(&dir, model, &mut optim, &train_device)?;
-                model = m.freeze_targets();
-                state = s;
-                tracing::info!("resuming {} after epoch {}", run_dir.display(), state.epoch);
+        match checkpoint::resume(run_dir, &model, &mut optim, &train_device) {
+            Some(res) => {
+                model = res.model.freeze_targets();
+                state = res.state;
+                tracing::info!(
+                    "resuming {} after epoch {} ({})",
+                    run_dir.display(),
+                    state.epoch,
+                    res.dir.display()
+                );
             }
             None => tracing::warn!(
-                "{}: no checkpoint yet, starting from scratch",
+                "{}: no usable checkpoint, starting from scratch",
                 run_dir.display()
             ),
         }
@@ -360,11 +495,22 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             r.train.prefetch,
         );
         let bar = epoch_bar(opts.progress, loader.num_batches(), epoch, r.train.epochs);
-        let (mut loss_sum, mut n_steps, mut last_emb, mut lr) = (0.0f64, 0usize, None, 0.0);
+        // a graceful stop may have left this epoch part-done: its first batches are skipped
+        // (the loader still makes them: each view depends on (seed, epoch, image) only)
+        let (done, done_loss) = (state.batch, state.loss_sum);
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        bar.inc(done as u64);
+        let (mut loss_sum, mut n_losses, mut n_steps) = (done_loss, done, 0usize);
+        let (mut last_emb, mut lr) = (None, 0.0);
         let mut wait = 0.0f64;
         let num_batches = loader.num_batches();
         let mut t_wait = Instant::now();
         for (i, batch) in loader.enumerate() {
+            if i < done {
+                t_wait = Instant::now();
+                continue;
+            }
             wait += t_wait.elapsed().as_secs_f64();
             let b = batch.batch_size;
             let batch_labels: Option<Vec<u32>> =
@@ -402,6 +548,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             }
             state.global_step += 1;
             loss_sum += loss as f64;
+            n_losses += 1;
             n_steps += 1;
             images_seen += b;
             if i + 1 == num_batches {
@@ -410,11 +557,24 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             let ips = (n_steps * b) as f64 / t0.elapsed().as_secs_f64();
             bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
             bar.inc(1);
+            if let Some(e) = stop_mid_epoch(
+                opts,
+                run_dir,
+                &model,
+                &optim,
+                &mut state,
+                (i, num_batches),
+                loss_sum,
+                Some(last_healthy),
+            ) {
+                bar.abandon();
+                return Err(e);
+            }
             t_wait = Instant::now();
         }
         bar.finish_and_clear();
         let secs = t0.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / n_steps.max(1) as f64;
+        let mean_loss = loss_sum / n_losses.max(1) as f64;
         let ips = (n_steps * bs) as f64 / secs;
         let mut line = json!({
             "epoch": epoch + 1,
@@ -428,6 +588,9 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         if let Some(mb) = crate::monitor::peak_rss_mb() {
             // the process's high-water mark so far (a resumed run starts a new process)
             line["peak_rss_mb"] = json!(mb);
+        }
+        if let Some(mb) = crate::monitor::rss_mb() {
+            line["rss_mb"] = json!(mb);
         }
         let mut msg = format!(
             "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.4}, {ips:.0} img/s, {secs:.1} s",
@@ -510,7 +673,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             tracing::warn!("epoch {}: {w}", epoch + 1);
         }
         let healthy = verdict == Verdict::Healthy;
-        checkpoint::save_keeping(
+        let saved = checkpoint::save_keeping(
             run_dir,
             &model,
             &optim,
@@ -519,6 +682,9 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         )?;
         if healthy {
             last_healthy = state.epoch;
+        }
+        if opts.stop_requested() {
+            return Err(stopped(run_dir, saved, &state, num_batches));
         }
         // a budgeted run stops early (its checkpoint written) when the next epoch and the
         // evaluation would no longer fit: the planner's estimates were too low
@@ -532,7 +698,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             if !budget::fits(plan.budget_s, elapsed, per_epoch, plan.eval_s) {
                 let msg = format!(
                     "time budget: stopping after epoch {} of {} planned ({elapsed:.0} s used, \
-                     {per_epoch:.0} s per epoch, evaluation ≈ {:.0} s)",
+                     {per_epoch:.1} s per epoch, evaluation ≈ {:.0} s)",
                     epoch + 1,
                     plan.epochs,
                     plan.eval_s

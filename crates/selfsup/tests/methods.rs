@@ -285,6 +285,8 @@ fn every_method_is_wired() {
             global_step: 1,
             seed: 4,
             input_shape: vec![c, h, h],
+            batch: 0,
+            loss_sum: 0.0,
         };
         let saved = checkpoint::save(dir.path(), &model, &optim, &state).unwrap();
         let fresh = build(2);

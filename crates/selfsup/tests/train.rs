@@ -269,6 +269,37 @@ fn evaluation_table_has_the_baselines() {
     }
     // raw pixels on digits are far above chance with kNN
     assert!(rows[2].knn.unwrap().top1 > 80.0, "{:?}", rows[2]);
+    assert!(
+        rows.iter().all(|r| r.linear_sd.is_empty()),
+        "one draw: no spread"
+    );
+
+    // several labelled subsets: mean ± standard deviation, the first draw being the usual one
+    let mut drawn = r.clone();
+    drawn.eval.linear.subset_draws = 4;
+    let p4 = prepare(&drawn).unwrap();
+    let pixels = &sets[2..3];
+    let rows4 = evaluate(
+        pixels,
+        &p4,
+        Which {
+            knn: false,
+            linear: true,
+        },
+    )
+    .unwrap();
+    let row = &rows4[0];
+    assert_eq!(
+        row.linear[0], rows[2].linear[0],
+        "all labels: one draw, the same probe"
+    );
+    assert_eq!(row.linear_sd.len(), 1);
+    let (f, sd) = row.linear_sd[0];
+    assert_eq!(f, 0.1);
+    assert!(sd > 0.0 && sd < 30.0, "spread {sd}");
+    assert_eq!(row.val.as_ref().unwrap().linear_sd.len(), 1);
+    let table = selfsup::eval::report::format_table(&rows4, 20, 0.1);
+    assert!(table.contains(" ± "), "{table}");
 }
 
 /// The methods with state beyond the online weights — MoCo v2's queue, the EMA targets of BYOL,
@@ -412,4 +443,163 @@ fn the_online_probe_never_touches_the_encoder() {
     // after 28 steps on 10 classes the probe is well above chance (10 %)
     let last = lb.last().unwrap()["online_probe_top1"].as_f64().unwrap();
     assert!(last > 30.0, "online probe {last} %");
+}
+
+/// Flips one byte in the middle of a file (same size: only a checksum can tell).
+fn damage(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_checkpoint_is_passed_over_and_the_run_still_resumes_exactly() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let a = pretrain(&p, straight.path(), &opts(false, None)).unwrap();
+
+    let cut = tempfile::tempdir().unwrap();
+    pretrain(&p, cut.path(), &opts(false, Some(2))).unwrap();
+    let ckpts = cut.path().join("checkpoints");
+    let newest = ckpts.join("epoch-0002");
+    assert!(checkpoint::verify(&newest).is_ok());
+    damage(&newest.join("model.bpk"));
+    let why = checkpoint::verify(&newest).unwrap_err();
+    assert!(
+        why.contains("model.bpk") && why.contains("checksum"),
+        "{why}"
+    );
+    // what an interrupted save leaves behind is removed when the run is resumed
+    std::fs::create_dir_all(ckpts.join(".epoch-0003.tmp")).unwrap();
+    std::fs::write(ckpts.join(".latest.tmp4242"), b"epoch-00").unwrap();
+
+    let (found, skipped) = checkpoint::latest_verified(cut.path());
+    assert!(found.unwrap().ends_with("epoch-0001"));
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].dir.ends_with("epoch-0002"), "{:?}", skipped);
+
+    // resuming falls back to epoch 1, trains epochs 2 and 3 again: the same model and metrics
+    let b = pretrain(&p, cut.path(), &opts(true, None)).unwrap();
+    assert_same(
+        &weights(&a.model),
+        &weights(&b.model),
+        "resumed past a damaged checkpoint",
+    );
+    let losses =
+        |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let keep = |t: String| -> Vec<(u64, f64)> {
+        t.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["epoch"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(keep(losses(straight.path())), keep(losses(cut.path())));
+    assert!(!ckpts.join(".epoch-0003.tmp").exists());
+    assert!(!ckpts.join(".latest.tmp4242").exists());
+    assert!(checkpoint::verify(&ckpts.join("epoch-0003")).is_ok());
+
+    // every checkpoint damaged: none is offered, each named with its reason, newest first
+    for e in ["epoch-0002", "epoch-0003"] {
+        damage(&ckpts.join(e).join("optim.safetensors"));
+    }
+    let (found, skipped) = checkpoint::latest_verified(cut.path());
+    assert!(found.is_none());
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0].dir.ends_with("epoch-0003"), "newest first");
+}
+
+#[test]
+fn a_fresh_run_refuses_a_folder_holding_anything() {
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("encoder.safetensors"), b"an earlier export").unwrap();
+    let err = pretrain(&p, dir.path(), &opts(false, Some(1)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("is not empty (encoder.safetensors)") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("encoder.safetensors")).unwrap(),
+        b"an earlier export"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_graceful_stop_in_the_middle_of_an_epoch_resumes_exactly() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let r = tiny_recipe();
+    let p = prepare(&r).unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    let a = pretrain(&p, straight.path(), &opts(false, None)).unwrap();
+
+    // asked to stop before it starts: it stops after the first step, with a checkpoint
+    let asked = || TrainOptions {
+        stop: Some(Arc::new(AtomicBool::new(true))),
+        ..opts(true, None)
+    };
+    let cut = tempfile::tempdir().unwrap();
+    let err = pretrain(
+        &p,
+        cut.path(),
+        &TrainOptions {
+            resume: false,
+            ..asked()
+        },
+    )
+    .err()
+    .unwrap();
+    let stopped = err
+        .downcast_ref::<selfsup::train::Stopped>()
+        .expect("Stopped");
+    assert_eq!(stopped.where_, "after step 1 (epoch 1, batch 1 of 3)");
+    assert!(stopped.checkpoint.ends_with("epoch-0000-000001"));
+    assert!(
+        err.to_string().contains("selfsup pretrain --resume"),
+        "{err}"
+    );
+    let state = checkpoint::read_state(&stopped.checkpoint).unwrap();
+    assert_eq!((state.epoch, state.batch, state.global_step), (0, 1, 1));
+    assert!(state.loss_sum > 0.0);
+    // resumed to the end of epoch 1, stopped again one step into epoch 2, then to the end
+    pretrain(&p, cut.path(), &opts(true, Some(1))).unwrap();
+    let err = pretrain(&p, cut.path(), &asked()).err().unwrap();
+    let stopped = err
+        .downcast_ref::<selfsup::train::Stopped>()
+        .expect("Stopped");
+    assert_eq!(stopped.where_, "after step 4 (epoch 2, batch 1 of 3)");
+    let b = pretrain(&p, cut.path(), &opts(true, None)).unwrap();
+
+    assert_same(
+        &weights(&a.model),
+        &weights(&b.model),
+        "stopped twice and resumed",
+    );
+    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
+    let losses = |t: String| -> Vec<(u64, u64, f64)> {
+        t.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["epoch"].as_u64().unwrap(),
+                    v["step"].as_u64().unwrap(),
+                    v["loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        losses(read(straight.path())),
+        losses(read(cut.path())),
+        "the part-done epochs log the same mean loss"
+    );
 }

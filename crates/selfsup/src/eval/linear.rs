@@ -23,6 +23,10 @@ pub struct LinearConfig {
     pub weight_decay: f64,
     /// Label fractions to report besides 1.0, e.g. `[0.01, 0.1]`.
     pub label_fractions: Vec<f64>,
+    /// How many different labelled subsets each fraction below 1 is drawn as (the first is
+    /// always the same one): with more than 1 the table gives mean ± standard deviation over
+    /// the draws, since a few labels per class make the figure depend on which ones.
+    pub subset_draws: usize,
 }
 
 impl Default for LinearConfig {
@@ -35,6 +39,7 @@ impl Default for LinearConfig {
             optimizer: OptimKind::Adamw,
             weight_decay: 0.0,
             label_fractions: vec![0.01],
+            subset_draws: 1,
         }
     }
 }
@@ -46,6 +51,9 @@ impl LinearConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(format!("eval.linear.lr: must be > 0, got {}", self.lr));
+        }
+        if self.subset_draws == 0 {
+            return Err("eval.linear.subset_draws: must be at least 1".into());
         }
         if self.optimizer == OptimKind::Lars {
             return Err("eval.linear.optimizer: use adamw or sgd".into());

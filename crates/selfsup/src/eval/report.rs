@@ -19,8 +19,13 @@ pub struct EvalRow {
     pub features: String,
     pub dim: usize,
     pub knn: Option<KnnResult>,
-    /// (label fraction, top-1 %) — fraction 1.0 first.
+    /// (label fraction, top-1 %) — fraction 1.0 first; the mean over the subsets drawn when
+    /// `eval.linear.subset_draws` > 1.
     pub linear: Vec<(f64, f64)>,
+    /// (label fraction, standard deviation of top-1 % over the subsets drawn), for the
+    /// fractions drawn more than once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub linear_sd: Vec<(f64, f64)>,
     /// Fine-tuned end to end: (label fraction, top-1 %).
     #[serde(default)]
     pub finetune: Vec<(f64, f64)>,
@@ -35,6 +40,8 @@ pub struct EvalRow {
 pub struct SplitScores {
     pub knn: Option<KnnResult>,
     pub linear: Vec<(f64, f64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub linear_sd: Vec<(f64, f64)>,
     #[serde(default)]
     pub finetune: Vec<(f64, f64)>,
 }
@@ -47,6 +54,7 @@ impl EvalRow {
             dim: self.dim,
             knn: v.knn,
             linear: v.linear.clone(),
+            linear_sd: v.linear_sd.clone(),
             finetune: v.finetune.clone(),
             val: None,
         })
@@ -161,6 +169,7 @@ pub fn add_finetune_with(
                     dim: enc.out_dim(),
                     knn: None,
                     linear: Vec::new(),
+                    linear_sd: Vec::new(),
                     finetune: Vec::new(),
                     val: None,
                 });
@@ -241,7 +250,7 @@ pub fn evaluate_features(
                 .then(|| knn_classify(&s.train, ytr, &s.val, yva, s.dim, k, &r.eval.knn, device)),
             ..SplitScores::default()
         });
-        let mut linear = Vec::new();
+        let (mut linear, mut linear_sd) = (Vec::new(), Vec::new());
         if which.linear {
             let mut fractions = vec![1.0];
             fractions.extend(
@@ -253,11 +262,31 @@ pub fn evaluate_features(
                     .filter(|&f| f < 1.0),
             );
             for f in fractions {
-                let idx = stratified_subset(ytr, f, r.train.seed);
-                let (test, v) = probe_subset(s, ytr, &idx, yte, yva, k, r, device);
+                let draws = if f < 1.0 {
+                    r.eval.linear.subset_draws.max(1)
+                } else {
+                    1
+                };
+                let (mut tests, mut vals) = (Vec::new(), Vec::new());
+                for d in 0..draws {
+                    let idx = stratified_subset(ytr, f, subset_seed(r.train.seed, d));
+                    let (test, v) = probe_subset(s, ytr, &idx, yte, yva, k, r, device);
+                    tests.push(test);
+                    vals.extend(v);
+                }
+                let (test, test_sd) = mean_sd(&tests);
                 linear.push((f, test));
-                if let (Some(val), Some(v)) = (&mut val, v) {
+                if draws > 1 {
+                    linear_sd.push((f, test_sd));
+                }
+                if let Some(val) = &mut val
+                    && !vals.is_empty()
+                {
+                    let (v, v_sd) = mean_sd(&vals);
                     val.linear.push((f, v));
+                    if draws > 1 {
+                        val.linear_sd.push((f, v_sd));
+                    }
                 }
             }
         }
@@ -266,11 +295,28 @@ pub fn evaluate_features(
             dim: s.dim,
             knn,
             linear,
+            linear_sd,
             finetune: Vec::new(),
             val,
         });
     }
     Ok(rows)
+}
+
+/// The seed of the `draw`-th labelled subset (draw 0: the run's seed, the usual subset).
+pub fn subset_seed(seed: u64, draw: usize) -> u64 {
+    seed.wrapping_add((draw as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len().max(1) as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
 }
 
 /// The linear probe trained on the training rows `idx` of `set`: its test top-1 and, with
@@ -387,12 +433,14 @@ fn split_table(rows: &[EvalRow], knn_k: usize, knn_t: f32) -> String {
             }
         }
         for f in &fr {
-            cells.push(
-                r.linear
-                    .iter()
-                    .find(|(x, _)| x == f)
-                    .map_or("".into(), |(_, a)| format!("{a:.1}")),
-            );
+            let sd = r.linear_sd.iter().find(|(x, _)| x == f).map(|(_, s)| *s);
+            cells.push(r.linear.iter().find(|(x, _)| x == f).map_or(
+                "".into(),
+                |(_, a)| match sd {
+                    Some(sd) => format!("{a:.1} ± {sd:.1}"),
+                    None => format!("{a:.1}"),
+                },
+            ));
         }
         for f in &ft {
             cells.push(
