@@ -683,11 +683,11 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_a_damaged_one_is_passed_over() 
     // resume passes over it, saying why
     let o = selfsup(&["pretrain", "-q", "--no-eval", "--resume", run_s]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let model = ckpts.join("epoch-0002/optim.safetensors");
-    let mut bytes = std::fs::read(&model).unwrap();
+    let optim = ckpts.join("epoch-0002/optim.safetensors");
+    let mut bytes = std::fs::read(&optim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 1;
-    std::fs::write(&model, bytes).unwrap();
+    std::fs::write(&optim, bytes).unwrap();
     let o = selfsup(&["pretrain", "--no-eval", "--resume", run_s, "--epochs", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);

@@ -61,6 +61,22 @@ fn assert_same(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) {
     }
 }
 
+/// (epoch, step, loss) of every line of a run's metrics.jsonl.
+fn metric_losses(dir: &std::path::Path) -> Vec<(u64, u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["epoch"].as_u64().unwrap(),
+                v["step"].as_u64().unwrap(),
+                v["loss"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn opts(resume: bool, stop_after: Option<usize>) -> TrainOptions {
     TrainOptions {
         progress: false,
@@ -87,18 +103,8 @@ fn interrupted_and_resumed_run_equals_uninterrupted_run() {
     let b = pretrain(&p, cut.path(), &opts(true, None)).unwrap();
 
     assert_same(&weights(&a.model), &weights(&b.model), "resumed run");
-    let epochs = |dir: &std::path::Path| -> Vec<(u64, f64)> {
-        std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["epoch"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-            })
-            .collect()
-    };
-    let ea = epochs(straight.path());
-    let eb = epochs(cut.path());
+    let ea = metric_losses(straight.path());
+    let eb = metric_losses(cut.path());
     assert_eq!(ea.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(
         ea, eb,
@@ -487,17 +493,7 @@ fn a_damaged_checkpoint_is_passed_over_and_the_run_still_resumes_exactly() {
         &weights(&b.model),
         "resumed past a damaged checkpoint",
     );
-    let losses =
-        |dir: &std::path::Path| std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    let keep = |t: String| -> Vec<(u64, f64)> {
-        t.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["epoch"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-            })
-            .collect()
-    };
-    assert_eq!(keep(losses(straight.path())), keep(losses(cut.path())));
+    assert_eq!(metric_losses(straight.path()), metric_losses(cut.path()));
     assert!(!ckpts.join(".epoch-0003.tmp").exists());
     assert!(!ckpts.join(".latest.tmp4242").exists());
     assert!(checkpoint::verify(&ckpts.join("epoch-0003")).is_ok());
@@ -584,22 +580,9 @@ fn a_graceful_stop_in_the_middle_of_an_epoch_resumes_exactly() {
         &weights(&b.model),
         "stopped twice and resumed",
     );
-    let read = |d: &std::path::Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap();
-    let losses = |t: String| -> Vec<(u64, u64, f64)> {
-        t.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (
-                    v["epoch"].as_u64().unwrap(),
-                    v["step"].as_u64().unwrap(),
-                    v["loss"].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    };
     assert_eq!(
-        losses(read(straight.path())),
-        losses(read(cut.path())),
+        metric_losses(straight.path()),
+        metric_losses(cut.path()),
         "the part-done epochs log the same mean loss"
     );
 }
