@@ -76,6 +76,10 @@ pub enum DataError {
     /// An in-memory image whose dimensions and pixel buffer disagree.
     #[error("invalid image: {0}")]
     InvalidImage(String),
+    /// An in-memory graph or graph data set that is inconsistent (edges out of range, feature
+    /// rows of the wrong length, labels out of range, ...).
+    #[error("invalid graph: {0}")]
+    InvalidGraph(String),
     /// A data-set specification that cannot be parsed.
     #[error(
         "invalid data spec '{input}': {msg}; accepted forms: digits | idx:DIR | folder:DIR | csv:FILE"

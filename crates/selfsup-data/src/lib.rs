@@ -1,6 +1,7 @@
 //! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV),
 //! seeded train/test splits, deterministic augmentation pipelines, a prefetching loader of
-//! augmented views, and contact sheets of views.
+//! augmented views, contact sheets of views, and graph data sets (TU format) with GraphCL
+//! augmentations and block-diagonal batches (see [`graph`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -23,6 +24,7 @@
 pub mod augment;
 pub mod batch;
 pub mod error;
+pub mod graph;
 pub mod grid;
 pub mod image;
 pub mod loader;
@@ -34,6 +36,10 @@ pub mod text;
 pub use augment::{AugmentConfig, Pipeline};
 pub use batch::{Batch, TokenBatch};
 pub use error::DataError;
+pub use graph::{
+    Graph, GraphAug, GraphAugConfig, GraphBatch, GraphDataset, GraphViewBatch, TuFeatures,
+    TuOptions, load_tu, make_views, stratified_k_fold, wl_subtree_features,
+};
 pub use grid::save_views_grid;
 pub use image::Image;
 pub use loader::{Loader, ViewBatch, epoch_order};
