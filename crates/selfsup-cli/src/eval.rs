@@ -87,7 +87,7 @@ pub fn save_report(
 /// `replace`, an earlier evaluation of the same name is kept: its files are renamed
 /// `<stem>.<N>.json` / `.md` with the first N free for both, and the renaming is said on
 /// stderr.
-fn write_eval(
+pub(crate) fn write_eval(
     run_dir: &Path,
     stem: &str,
     json: &str,

@@ -121,6 +121,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.resume.is_none() {
         recipe.absolutize_data_path();
     }
+    if recipe.is_graph() {
+        if recipe.train.time_budget.is_some() {
+            anyhow::bail!("train.time_budget: graph runs are sized in epochs (not built yet)");
+        }
+        return run_graph(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
+    }
     if recipe.is_text() {
         if recipe.train.time_budget.is_some() {
             anyhow::bail!("train.time_budget: text runs are sized in epochs (not built yet)");
@@ -403,6 +409,87 @@ fn run_text(
     selfsup::checkpoint::write_atomic(
         &run_dir.join("lm-eval.json"),
         serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn run_graph(
+    recipe: Recipe,
+    resume: Option<PathBuf>,
+    out: Option<PathBuf>,
+    stop_after: Option<usize>,
+    no_eval: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use selfsup::graph_run::{
+        evaluate_graphs, format_graph_table, prepare_graphs, pretrain_graphs,
+    };
+    let p = prepare_graphs(&recipe)?;
+    let run_dir = match (&resume, out) {
+        (Some(d), _) => d.clone(),
+        (None, Some(o)) => o,
+        (None, None) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            PathBuf::from("runs").join(format!("{}-{}-{t}", recipe.method.name(), p.data.name))
+        }
+    };
+    eprintln!(
+        "selfsup pretrain: {} on {} ({} graphs, {} nodes, {} node features, {} classes), {} epochs, batch {} → {}",
+        recipe.method.name(),
+        recipe.data.spec,
+        p.data.len(),
+        p.data.num_nodes(),
+        p.data.feat_dim,
+        p.data.num_classes,
+        recipe.train.epochs,
+        recipe.train.batch_size,
+        run_dir.display()
+    );
+    let stop = stop_on_signals()?;
+    let trained = pretrain_graphs(
+        &p,
+        &run_dir,
+        &TrainOptions {
+            progress: !quiet,
+            resume: resume.is_some(),
+            stop_after,
+            stop: Some(stop.clone()),
+            ..TrainOptions::default()
+        },
+    );
+    let trained = end_of_training(trained, &stop, &run_dir)?;
+    eprintln!(
+        "pretraining done in {:.1} s ({:.0} graphs/s); encoder saved to {}",
+        trained.seconds,
+        trained.images_per_s,
+        run_dir.join("encoder.safetensors").display()
+    );
+    if let Some(n) = stop_after
+        && n < recipe.train.epochs
+    {
+        eprintln!(
+            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
+            recipe.train.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
+    if no_eval {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let rows = evaluate_graphs(&trained.model, &p)?;
+    let (md, json) = format_graph_table(&p, &rows);
+    println!("{md}");
+    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
+    crate::eval::write_eval(
+        &run_dir,
+        "eval-graph",
+        &serde_json::to_string_pretty(&json)?,
+        &md,
+        false,
     )?;
     Ok(())
 }

@@ -321,7 +321,7 @@ fn simclr_step(
             let (d, l, h) = v.dims();
             format!("SimCLR step, ViT {d}-d {l} blocks {h} heads, {c}×{side}×{side}, 2×{n} views")
         }
-        BackboneConfig::Transformer(_) => {
+        BackboneConfig::Transformer(_) | BackboneConfig::Gin(_) => {
             anyhow::bail!("{id}: the SimCLR step needs an image encoder")
         }
     };

@@ -65,3 +65,31 @@ impl ProjectionHead {
         total + flops::linear(n, i, o, true)
     }
 }
+
+/// GraphCL's projection head: Linear → ReLU → Linear, no batch norm. Input `(N, in_dim)`,
+/// output `(N, out_dim)`.
+#[derive(Module, Debug)]
+pub struct PlainMlp {
+    hidden: Linear,
+    out: Linear,
+}
+
+impl PlainMlp {
+    pub fn new(in_dim: usize, hidden_dim: usize, out_dim: usize, device: &Device) -> Self {
+        Self {
+            hidden: LinearConfig::new(in_dim, hidden_dim).init(device),
+            out: LinearConfig::new(hidden_dim, out_dim).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.out.forward(relu(self.hidden.forward(x)))
+    }
+
+    /// FLOPs of a forward and backward pass on `n` rows.
+    pub fn flops(&self, n: usize) -> Flops {
+        let [i, h] = self.hidden.weight.dims();
+        let [_, o] = self.out.weight.dims();
+        flops::linear(n, i, h, true) + flops::linear(n, h, o, true)
+    }
+}

@@ -9,6 +9,7 @@ pub mod device;
 pub mod ema;
 pub mod eval;
 pub mod flops;
+pub mod graph_run;
 pub mod heads;
 pub mod kernels;
 pub mod loss;

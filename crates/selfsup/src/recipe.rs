@@ -21,6 +21,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use selfsup_data::graph::{GraphAugConfig, TuOptions};
 use selfsup_data::text::{SplitOrder, TextOptions, TokenizerConfig};
 use selfsup_data::{AugmentConfig, DataSpec, LoadOptions};
 use serde::{Deserialize, Serialize};
@@ -183,6 +184,68 @@ impl Default for EvalSection {
     }
 }
 
+/// `[graph]`: graph runs (`data.spec = "tu:DIR"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSection {
+    /// Node features read from the TU files: `features = "auto"` (node labels one-hot, then
+    /// attributes; degree without either), `"node-labels"`, `"attributes"`,
+    /// `"labels-and-attributes"`, or `features = { degree = { max = 64 } }`.
+    #[serde(flatten)]
+    pub tu: TuOptions,
+    /// The augmentations of the two views: `augs = ["drop-nodes", "perturb-edges",
+    /// "mask-attributes", "subgraph"]` (one drawn per view), `ratio = 0.2`.
+    pub augment: GraphAugConfig,
+    /// Evaluation: stratified folds of the cross-validation (GraphCL: 10).
+    pub folds: usize,
+    /// Evaluation: iterations of the Weisfeiler–Lehman subtree baseline.
+    pub wl_iterations: usize,
+    /// Evaluation: L2 strengths (weight decay of the logistic regression) tried in each fold,
+    /// the best chosen on a validation part of that fold's training graphs.
+    pub weight_decays: Vec<f64>,
+}
+
+impl Default for GraphSection {
+    fn default() -> Self {
+        Self {
+            tu: TuOptions::default(),
+            augment: GraphAugConfig::default(),
+            folds: 10,
+            wl_iterations: 3,
+            weight_decays: vec![0.0, 0.01, 0.1, 1.0],
+        }
+    }
+}
+
+impl GraphSection {
+    fn validate(&self) -> Result<(), String> {
+        self.augment
+            .validate()
+            .map_err(|e| format!("graph.augment: {e}"))?;
+        if !(2..=100).contains(&self.folds) {
+            return Err(format!(
+                "graph.folds: must be in 2..=100, got {}",
+                self.folds
+            ));
+        }
+        if self.wl_iterations > 20 {
+            return Err(format!(
+                "graph.wl_iterations: must be at most 20, got {}",
+                self.wl_iterations
+            ));
+        }
+        if self.weight_decays.is_empty()
+            || self
+                .weight_decays
+                .iter()
+                .any(|w| !(w.is_finite() && *w >= 0.0))
+        {
+            return Err("graph.weight_decays: a non-empty list of values ≥ 0".into());
+        }
+        Ok(())
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -197,6 +260,8 @@ pub struct Recipe {
     pub eval: EvalSection,
     /// Text runs: the tokenizer trained on the training split.
     pub tokenizer: TokenizerConfig,
+    /// Graph runs: node features, augmentations, cross-validation.
+    pub graph: GraphSection,
 }
 
 impl Recipe {
@@ -244,6 +309,23 @@ impl Recipe {
     /// Whether the data is text (`text:` or `tsv:`).
     pub fn is_text(&self) -> bool {
         self.data_spec().is_ok_and(|s| s.text_source().is_some())
+    }
+
+    /// Whether the data is graphs (`tu:`).
+    pub fn is_graph(&self) -> bool {
+        self.data_spec().is_ok_and(|s| s.tu_dir().is_some())
+    }
+
+    /// What the data holds, as the methods' input kinds say it.
+    pub fn data_kind(&self) -> crate::method::InputKind {
+        use crate::method::InputKind;
+        if self.is_text() {
+            InputKind::Tokens
+        } else if self.is_graph() {
+            InputKind::Graphs
+        } else {
+            InputKind::Images
+        }
     }
 
     /// How to read and split text data.
@@ -309,20 +391,17 @@ impl Recipe {
             ));
         }
         self.tokenizer.validate()?;
-        let text_method = self.method.input_kind() == crate::method::InputKind::Tokens;
-        if self.is_text() != text_method {
+        let (wants, holds) = (self.method.input_kind(), self.data_kind());
+        if wants != holds {
             return Err(format!(
                 "method.name: '{}' trains on {}, but data.spec '{}' holds {}",
                 self.method.name(),
-                if text_method {
-                    "token sequences"
-                } else {
-                    "images"
-                },
+                wants.words(),
                 self.data.spec,
-                if self.is_text() { "text" } else { "images" },
+                holds.words(),
             ));
         }
+        self.graph.validate()?;
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
         self.method.check_backbone(&self.model)?;

@@ -13,6 +13,7 @@ use selfsup::burn;
 use selfsup::checkpoint::{self, TrainState, named_tensors};
 use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
+use selfsup::graph_run::{build_graph_model, prepare_graphs};
 use selfsup::method::{Input, InputKind, METHOD_NAMES, MethodConfig, Model, StepInfo};
 use selfsup::optim::Optimizer;
 use selfsup::parallel::compute;
@@ -21,6 +22,26 @@ use selfsup::run::{Prepared, build_model, prepare};
 use selfsup::text_run::{build_text_model, prepare_text};
 use selfsup::train::{to_input, train_step};
 use selfsup_data::Loader;
+
+mod common;
+use common::tu_fixture;
+
+/// A tiny GraphCL recipe on the TU set in `dir`.
+fn tiny_graph(method: &str, dir: &Path) -> Recipe {
+    let r = Recipe::from_toml(
+        &format!(
+            "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
+             [method]\nname = \"{method}\"\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\nweight_decays = [0.0, 0.1]\n\
+             [eval.linear]\nmin_steps = 20\nepochs = 2\nlabel_fractions = []\n",
+            dir.display()
+        ),
+        "tiny-graph.toml",
+    )
+    .unwrap();
+    r.validate().unwrap();
+    r
+}
 
 /// A tiny recipe for `method` on 200 digits (a ViT for MAE, a ConvNet otherwise).
 fn tiny(method: &str) -> Recipe {
@@ -166,13 +187,17 @@ fn tiny_text(method: &str, path: &Path) -> Recipe {
 fn every_method_is_wired() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let (_dir, text_path) = corpus(120);
+    let graph_dir = tempfile::tempdir().unwrap();
+    let tu = tu_fixture(graph_dir.path(), 24);
     for &name in METHOD_NAMES {
-        let is_text = MethodConfig::from_name(name).unwrap().input_kind() == InputKind::Tokens;
+        let kind = MethodConfig::from_name(name).unwrap().input_kind();
+        let is_text = kind == InputKind::Tokens;
+        let is_graph = kind == InputKind::Graphs;
         // its recipes
-        let datas: &[&str] = if is_text {
-            &["kjv"]
-        } else {
-            &["digits", "fashion-mnist"]
+        let datas: &[&str] = match kind {
+            InputKind::Tokens => &["kjv"],
+            InputKind::Graphs => &["mutag", "proteins"],
+            InputKind::Images => &["digits", "fashion-mnist"],
         };
         for data in datas {
             let path = configs.join(format!("{data}-{name}.toml"));
@@ -180,7 +205,17 @@ fn every_method_is_wired() {
             assert_eq!(r.method.name(), name, "{}", path.display());
         }
         let (r, c, h, dev, input): (Recipe, usize, usize, _, Box<dyn Fn() -> Input>);
-        if is_text {
+        if is_graph {
+            r = tiny_graph(name, &tu);
+            let p = prepare_graphs(&r).unwrap();
+            (c, h) = (p.data.feat_dim, 0);
+            dev = r.train.device.train_device().unwrap();
+            let aug = r.graph.augment.clone();
+            input = Box::new(move || {
+                let idx: Vec<usize> = (0..8).collect();
+                Input::Graphs(selfsup_data::graph::make_views(&p.data, &idx, &aug, 4, 0, 2).views)
+            });
+        } else if is_text {
             r = tiny_text(name, &text_path);
             let p = prepare_text(&r, None, None).unwrap();
             (c, h) = (r.data.seq_len, p.tokenizer.vocab_size());
@@ -198,7 +233,9 @@ fn every_method_is_wired() {
             input = Box::new(move || first_input(&p));
         }
         let build = |seed: u64| {
-            if is_text {
+            if is_graph {
+                build_graph_model(&r, c, &dev, seed)
+            } else if is_text {
                 build_text_model(&r, h, &dev, seed)
             } else {
                 build_model(&r, c, h, &dev, seed)

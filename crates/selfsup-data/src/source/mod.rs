@@ -246,6 +246,11 @@ pub enum DataSpec {
     Text(PathBuf),
     /// A labelled tab-separated text file with a header row (see [`crate::text`]).
     Tsv(PathBuf),
+    /// Graphs in the TU format (`DS_A.txt`, `DS_graph_indicator.txt`, …; see
+    /// [`crate::graph`]).
+    Tu(PathBuf),
+    /// A folder of WAV recordings (see [`crate::audio`]).
+    Audio(PathBuf),
 }
 
 impl DataSpec {
@@ -253,7 +258,9 @@ impl DataSpec {
     pub fn name(&self) -> String {
         match self {
             DataSpec::Digits => "digits".to_string(),
-            DataSpec::Idx(p) | DataSpec::Folder(p) => path_name(p),
+            DataSpec::Idx(p) | DataSpec::Folder(p) | DataSpec::Tu(p) | DataSpec::Audio(p) => {
+                path_name(p)
+            }
             DataSpec::Csv(p) => {
                 let name = path_name(p);
                 let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -272,6 +279,22 @@ impl DataSpec {
         }
     }
 
+    /// The folder of a `tu:` spec (`None` for other data).
+    pub fn tu_dir(&self) -> Option<&Path> {
+        match self {
+            DataSpec::Tu(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The folder of an `audio:` spec (`None` for other data).
+    pub fn audio_dir(&self) -> Option<&Path> {
+        match self {
+            DataSpec::Audio(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The spec with its path made absolute (relative to the working directory).
     pub fn absolute(&self) -> DataSpec {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
@@ -282,6 +305,8 @@ impl DataSpec {
             DataSpec::Csv(p) => DataSpec::Csv(abs(p)),
             DataSpec::Text(p) => DataSpec::Text(abs(p)),
             DataSpec::Tsv(p) => DataSpec::Tsv(abs(p)),
+            DataSpec::Tu(p) => DataSpec::Tu(abs(p)),
+            DataSpec::Audio(p) => DataSpec::Audio(abs(p)),
         }
     }
 }
@@ -321,8 +346,10 @@ impl FromStr for DataSpec {
             "csv" => Ok(DataSpec::Csv(p)),
             "text" => Ok(DataSpec::Text(p)),
             "tsv" => Ok(DataSpec::Tsv(p)),
+            "tu" => Ok(DataSpec::Tu(p)),
+            "audio" => Ok(DataSpec::Audio(p)),
             _ => Err(err(&format!(
-                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:)"
+                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:, tu:, audio:)"
             ))),
         }
     }
@@ -337,6 +364,8 @@ impl fmt::Display for DataSpec {
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
             DataSpec::Text(p) => write!(f, "text:{}", p.display()),
             DataSpec::Tsv(p) => write!(f, "tsv:{}", p.display()),
+            DataSpec::Tu(p) => write!(f, "tu:{}", p.display()),
+            DataSpec::Audio(p) => write!(f, "audio:{}", p.display()),
         }
     }
 }
@@ -445,6 +474,18 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
             return Err(DataError::format(
                 p,
                 "this is text data: it needs a text method (mlm, gpt), see crate::text::load_text",
+            ));
+        }
+        DataSpec::Tu(p) => {
+            return Err(DataError::format(
+                p,
+                "these are graphs: they need a graph method (graphcl), see crate::graph::load_tu",
+            ));
+        }
+        DataSpec::Audio(p) => {
+            return Err(DataError::format(
+                p,
+                "this is audio: it is read by crate::audio::load_audio_dir",
             ));
         }
     };

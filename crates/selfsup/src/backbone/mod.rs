@@ -5,6 +5,7 @@
 //! methods that work on tokens.
 
 pub mod convnet;
+pub mod gin;
 pub mod resnet;
 pub mod text;
 pub mod transformer;
@@ -15,6 +16,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use convnet::{ConvNet, ConvNetConfig};
+pub use gin::{Gin, GinSettings, GraphInput};
 pub use resnet::{ResNet, ResNetConfig};
 pub use text::{TextSettings, TextTransformer};
 pub use vit::{Vit, VitSettings};
@@ -23,6 +25,9 @@ pub use vit::{Vit, VitSettings};
 /// data kind against the method before anything runs, so this marks a bug).
 const TEXT_ENCODER: &str =
     "the text Transformer takes token ids, not images (checked by the recipe)";
+
+/// The same for the graph encoder.
+const GRAPH_ENCODER: &str = "GIN takes graphs, not images (checked by the recipe)";
 
 /// The encoder section of a recipe (`[model]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,8 @@ pub enum BackboneConfig {
     /// `backbone = "transformer"` for token sequences, with `size`, `dim`, `depth`, `heads`,
     /// `pool`, `max_len` ([`TextSettings`]).
     Transformer(TextSettings),
+    /// `backbone = "gin"` for graphs, with `hidden`, `layers`, `readout` ([`GinSettings`]).
+    Gin(GinSettings),
 }
 
 fn default_depth() -> usize {
@@ -92,6 +99,7 @@ impl BackboneConfig {
             .validate(),
             Self::Vit(v) => v.validate(),
             Self::Transformer(t) => t.validate(),
+            Self::Gin(g) => g.validate(),
         }
     }
 
@@ -103,6 +111,7 @@ impl BackboneConfig {
             Self::Transformer(_) => {
                 Err("model.backbone: \"transformer\" takes text, not images".into())
             }
+            Self::Gin(_) => Err("model.backbone: \"gin\" takes graphs, not images".into()),
         }
     }
 
@@ -110,7 +119,7 @@ impl BackboneConfig {
     pub fn is_cnn(&self) -> bool {
         match self {
             Self::Resnet { .. } | Self::Convnet { .. } => true,
-            Self::Vit(_) | Self::Transformer(_) => false,
+            Self::Vit(_) | Self::Transformer(_) | Self::Gin(_) => false,
         }
     }
 
@@ -140,6 +149,15 @@ impl BackboneConfig {
             ),
             Self::Vit(v) => Backbone::Vit(v.init(channels, image_size, image_size, device)),
             Self::Transformer(_) => panic!("{TEXT_ENCODER}"),
+            Self::Gin(_) => panic!("{GRAPH_ENCODER}"),
+        }
+    }
+
+    /// Builds the graph encoder for node features of width `feat_dim` (`None` for the others).
+    pub fn init_graph(&self, feat_dim: usize, device: &Device) -> Option<Backbone> {
+        match self {
+            Self::Gin(g) => Some(Backbone::Gin(g.init(feat_dim, device))),
+            _ => None,
         }
     }
 
@@ -160,6 +178,7 @@ pub enum Backbone {
     ConvNet(ConvNet),
     Vit(Vit),
     Text(TextTransformer),
+    Gin(Gin),
 }
 
 impl Backbone {
@@ -169,6 +188,15 @@ impl Backbone {
             Self::ConvNet(m) => m.out_dim(),
             Self::Vit(m) => m.out_dim(),
             Self::Text(m) => m.out_dim(),
+            Self::Gin(m) => m.out_dim(),
+        }
+    }
+
+    /// The graph encoder, if this is one.
+    pub fn graph(&self) -> Option<&Gin> {
+        match self {
+            Self::Gin(m) => Some(m),
+            _ => None,
         }
     }
 
@@ -187,6 +215,7 @@ impl Backbone {
             Self::ConvNet(m) => m.forward(x),
             Self::Vit(m) => m.forward(x),
             Self::Text(_) => panic!("{TEXT_ENCODER}"),
+            Self::Gin(_) => panic!("{GRAPH_ENCODER}"),
         }
     }
 
@@ -202,6 +231,7 @@ impl Backbone {
             Self::ConvNet(m) => map(m.forward_map(x)),
             Self::Vit(m) => m.forward_tokens(x),
             Self::Text(_) => panic!("{TEXT_ENCODER}"),
+            Self::Gin(_) => panic!("{GRAPH_ENCODER}"),
         }
     }
 
@@ -211,7 +241,7 @@ impl Backbone {
         match self {
             Self::ResNet(m) => Some(m.map_size(h, w)),
             Self::ConvNet(m) => Some(m.map_size(h, w)),
-            Self::Vit(_) | Self::Text(_) => None,
+            Self::Vit(_) | Self::Text(_) | Self::Gin(_) => None,
         }
     }
 
@@ -220,7 +250,7 @@ impl Backbone {
         match self {
             Self::ResNet(m) => Some(m.forward_map(x)),
             Self::ConvNet(m) => Some(m.forward_map(x)),
-            Self::Vit(_) | Self::Text(_) => None,
+            Self::Vit(_) | Self::Text(_) | Self::Gin(_) => None,
         }
     }
 
@@ -233,6 +263,8 @@ impl Backbone {
             Self::Vit(m) => m.flops(n),
             // text: `h` is the sequence length
             Self::Text(m) => m.flops(n, h),
+            // graphs: `h` is the mean number of nodes per graph
+            Self::Gin(m) => m.flops(n * h),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod byol;
 pub mod dae;
 pub mod dino;
 pub mod gpt;
+pub mod graphcl;
 pub mod mae;
 pub mod mlm;
 pub mod moco_v2;
@@ -23,6 +24,7 @@ use std::ops::Range;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use selfsup_data::TokenBatch;
+use selfsup_data::graph::GraphBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::{Backbone, BackboneConfig};
@@ -32,6 +34,7 @@ pub use byol::{Byol, ByolConfig};
 pub use dae::{Dae, DaeConfig};
 pub use dino::{Dino, DinoConfig};
 pub use gpt::{Gpt, GptConfig};
+pub use graphcl::{GraphCl, GraphClConfig};
 pub use mae::{Mae, MaeConfig};
 pub use mlm::{Mlm, MlmConfig};
 pub use moco_v2::{MocoV2, MocoV2Config};
@@ -80,6 +83,9 @@ pub enum Input {
     /// Token sequences, on the CPU: a method draws its masks there (from the seed and the
     /// step) and moves the ids to its device.
     Tokens(TokenBatch),
+    /// Augmented views of graphs, each view one block-diagonal batch, on the CPU (the method
+    /// moves them to its device).
+    Graphs(Vec<GraphBatch>),
 }
 
 impl Input {
@@ -88,6 +94,7 @@ impl Input {
         match self {
             Self::Views(v) => v.first().map_or(0, |x| x.dims()[0]),
             Self::Tokens(b) => b.batch_size,
+            Self::Graphs(v) => v.first().map_or(0, |g| g.num_graphs),
         }
     }
 
@@ -97,6 +104,7 @@ impl Input {
         match self {
             Self::Views(v) => v,
             Self::Tokens(_) => panic!("this method takes image views, not token sequences"),
+            Self::Graphs(_) => panic!("this method takes image views, not graphs"),
         }
     }
 
@@ -105,6 +113,15 @@ impl Input {
         match self {
             Self::Tokens(b) => b,
             Self::Views(_) => panic!("this method takes token sequences, not image views"),
+            Self::Graphs(_) => panic!("this method takes token sequences, not graphs"),
+        }
+    }
+
+    /// The graph views (see [`Self::into_views`]).
+    pub fn into_graphs(self) -> Vec<GraphBatch> {
+        match self {
+            Self::Graphs(g) => g,
+            _ => panic!("this method takes graphs"),
         }
     }
 }
@@ -148,6 +165,18 @@ impl TokenScore {
 pub enum InputKind {
     Images,
     Tokens,
+    Graphs,
+}
+
+impl InputKind {
+    /// What the data of this kind holds, in words (for error messages).
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Images => "images",
+            Self::Tokens => "token sequences",
+            Self::Graphs => "graphs",
+        }
+    }
 }
 
 /// Multi-crop views a method asks for besides its global ones.
@@ -454,6 +483,7 @@ registry! {
     Dae = "dae": DaeConfig => Dae,
     Mlm = "mlm": MlmConfig => Mlm,
     Gpt = "gpt": GptConfig => Gpt,
+    GraphCl = "graphcl": GraphClConfig => GraphCl,
 }
 
 impl Default for MethodConfig {

@@ -1,0 +1,541 @@
+//! A graph run: TU graph set → augmented views (two per graph) → GIN → graph method (GraphCL)
+//! → loss → optimiser, then GraphCL's evaluation protocol: the frozen encoder's embeddings of
+//! every graph, a linear classifier, stratified k-fold cross-validation (mean ± std over the
+//! folds), beside a random-init GIN and a Weisfeiler–Lehman subtree-feature baseline from the
+//! same command.
+//!
+//! Pretraining sees every graph but no label (as in GraphCL and InfoGraph); labels are used
+//! only by the classifiers. In each fold the classifier's L2 strength is chosen on a
+//! validation part of that fold's training graphs, never on its test graphs.
+//!
+//! The loop shares the training step ([`crate::train::train_step`]), the checkpoints and the
+//! metrics file with the image and text loops.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use selfsup_data::epoch_order;
+use selfsup_data::graph::{
+    GraphBatch, GraphDataset, fold_split, load_tu, make_views, stratified_k_fold,
+    wl_initial_labels, wl_subtree_features,
+};
+use serde_json::json;
+
+use crate::backbone::GraphInput;
+use crate::checkpoint::{self, TrainState};
+use crate::eval::linear::{LinearConfig, linear_probe_on, stratified_subset};
+use crate::method::{Input, Model, StepInfo};
+use crate::optim::{Optimizer, WarmupCosine};
+use crate::recipe::Recipe;
+use crate::run::seeded;
+use crate::train::{
+    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
+    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
+};
+
+/// A graph recipe made concrete: its graphs and device.
+pub struct PreparedGraphs {
+    pub recipe: Recipe,
+    pub data: GraphDataset,
+    pub device: Device,
+}
+
+/// Reads the graph set of a graph recipe (`data.spec = "tu:DIR"`).
+pub fn prepare_graphs(recipe: &Recipe) -> anyhow::Result<PreparedGraphs> {
+    let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+    let dir = spec
+        .tu_dir()
+        .with_context(|| format!("data '{spec}' is not a graph set (tu:DIR)"))?;
+    let mut data =
+        load_tu(dir, &recipe.graph.tu).with_context(|| format!("cannot load data '{spec}'"))?;
+    if let Some(n) = recipe.data.limit {
+        data.graphs.truncate(n);
+        data.ids.truncate(n);
+        if let Some(l) = &mut data.node_labels {
+            l.truncate(n);
+        }
+        if let Some(l) = &mut data.edge_labels {
+            l.truncate(n);
+        }
+    }
+    if data.len() < 2 {
+        bail!("data '{spec}': {} graph(s), need at least 2", data.len());
+    }
+    let device = recipe.train.device.device()?;
+    Ok(PreparedGraphs {
+        recipe: recipe.clone(),
+        data,
+        device,
+    })
+}
+
+/// Builds a graph method's networks for node features of width `feat_dim`.
+pub fn build_graph_model(recipe: &Recipe, feat_dim: usize, device: &Device, seed: u64) -> Model {
+    seeded(device, seed, || {
+        recipe.method.init(
+            &|| {
+                recipe
+                    .model
+                    .init_graph(feat_dim, device)
+                    .expect("a graph recipe has a GIN (validated)")
+            },
+            [feat_dim, 0, 0],
+            device,
+        )
+    })
+}
+
+/// Loads a graph run's newest checkpoint and its data.
+pub fn load_graph_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedGraphs)> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    if !recipe.is_graph() {
+        bail!(
+            "{}: not a graph run (data.spec = {})",
+            run_dir.display(),
+            recipe.data.spec
+        );
+    }
+    let dir = checkpoint::latest(run_dir).with_context(|| {
+        format!(
+            "{}: no checkpoint found under checkpoints/",
+            run_dir.display()
+        )
+    })?;
+    let p = prepare_graphs(&recipe)?;
+    let model = build_graph_model(&recipe, p.data.feat_dim, &p.device, recipe.train.seed);
+    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
+    Ok((model, p))
+}
+
+/// Pretrains a graph method in `run_dir` (see [`crate::train::pretrain`] for the options).
+pub fn pretrain_graphs(
+    p: &PreparedGraphs,
+    run_dir: &Path,
+    opts: &TrainOptions,
+) -> anyhow::Result<Trained> {
+    let r = &p.recipe;
+    open_run_dir(run_dir, opts.resume)?;
+    let train_device = r.train.device.train_device()?;
+    let feat = p.data.feat_dim;
+    let mut model = build_graph_model(r, feat, &train_device, r.train.seed);
+    let mut optim = Optimizer::new(r.optim.clone());
+    let shape = vec![feat];
+    let mut state = TrainState {
+        epoch: 0,
+        global_step: 0,
+        seed: r.train.seed,
+        input_shape: shape.clone(),
+        batch: 0,
+        loss_sum: 0.0,
+    };
+    if opts.resume
+        && let Some(res) = checkpoint::resume(run_dir, &model, &mut optim, &train_device)
+    {
+        model = res.model.freeze_targets();
+        state = res.state;
+        if state.input_shape != shape {
+            bail!(
+                "{}: the checkpoint is for node features of width {:?}, the data now has {feat}",
+                run_dir.display(),
+                state.input_shape
+            );
+        }
+    }
+    if state.seed != r.train.seed {
+        bail!(
+            "{}: the checkpoint was trained with seed {}, the recipe says {}",
+            run_dir.display(),
+            state.seed,
+            r.train.seed
+        );
+    }
+    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
+    truncate_metrics(run_dir, state.epoch)?;
+
+    let n = p.data.len();
+    let bs = r.train.batch_size.min(n);
+    // full batches only: NT-Xent on a remainder of one graph has no negatives
+    let plan = |epoch: u64| -> Vec<Vec<usize>> {
+        let order = epoch_order(n, r.train.seed, epoch);
+        order
+            .chunks(bs)
+            .filter(|c| c.len() == bs)
+            .map(|c| c.to_vec())
+            .collect()
+    };
+    let steps_per_epoch = plan(0).len().max(1);
+    let total = (steps_per_epoch * r.train.epochs) as u64;
+    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
+    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
+        .map_err(anyhow::Error::msg)?;
+    let views = r.method.num_views() as usize;
+    let started = Instant::now();
+    let mut graphs_seen = 0usize;
+    let last_epoch = opts
+        .stop_after
+        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    for epoch in state.epoch..last_epoch {
+        let t0 = Instant::now();
+        let batches = plan(epoch as u64);
+        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
+        // a graceful stop may have left this epoch part-done: its first batches are skipped
+        let (done, done_loss) = (state.batch, state.loss_sum);
+        state.batch = 0;
+        state.loss_sum = 0.0;
+        bar.inc(done as u64);
+        let (mut loss_sum, mut n_losses, mut lr, mut seen) = (done_loss, done, 0.0, 0usize);
+        for (i, idx) in batches.iter().enumerate().skip(done) {
+            let vb = make_views(
+                &p.data,
+                idx,
+                &r.graph.augment,
+                r.train.seed,
+                epoch as u64,
+                views,
+            );
+            let info = StepInfo {
+                step: state.global_step + 1,
+                total,
+                seed: r.train.seed,
+            };
+            lr = sched.lr(state.global_step);
+            let (m, out) = train_step(
+                model,
+                &mut optim,
+                Input::Graphs(vb.views),
+                info,
+                lr,
+                r.train.data_parallel,
+            );
+            model = m;
+            if !out.loss.is_finite() {
+                bar.abandon();
+                bail!(diverged(
+                    run_dir,
+                    &format!(
+                        "the loss became {} at epoch {} step {}",
+                        out.loss,
+                        epoch + 1,
+                        i + 1
+                    )
+                ));
+            }
+            state.global_step += 1;
+            loss_sum += out.loss as f64;
+            n_losses += 1;
+            seen += idx.len();
+            let gps = seen as f64 / t0.elapsed().as_secs_f64();
+            bar.set_message(format!(
+                "loss {:.4} lr {lr:.2e} {gps:.0} graphs/s",
+                out.loss
+            ));
+            bar.inc(1);
+            if let Some(e) = stop_mid_epoch(
+                opts,
+                run_dir,
+                &model,
+                &optim,
+                &mut state,
+                (i, batches.len()),
+                loss_sum,
+                None,
+            ) {
+                bar.abandon();
+                return Err(e);
+            }
+        }
+        bar.finish_and_clear();
+        graphs_seen += seen;
+        let secs = t0.elapsed().as_secs_f64();
+        let mean_loss = loss_sum / n_losses.max(1) as f64;
+        let mut line = json!({
+            "epoch": epoch + 1,
+            "step": state.global_step,
+            "loss": mean_loss,
+            "lr": lr,
+            "graphs_per_s": seen as f64 / secs,
+            "epoch_seconds": secs,
+            "elapsed_seconds": started.elapsed().as_secs_f64(),
+        });
+        if let Some(mb) = crate::monitor::peak_rss_mb() {
+            line["peak_rss_mb"] = json!(mb);
+        }
+        if let Some(mb) = crate::monitor::rss_mb() {
+            line["rss_mb"] = json!(mb);
+        }
+        let msg = format!(
+            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} graphs/s, {secs:.1} s",
+            epoch + 1,
+            r.train.epochs,
+            seen as f64 / secs
+        );
+        if opts.progress {
+            eprintln!("{msg}");
+        }
+        tracing::info!("{msg}");
+        check_weights(&model, run_dir, epoch)?;
+        state.epoch = epoch + 1;
+        append_metrics(run_dir, &line)?;
+        let saved = checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
+        if opts.stop_requested() {
+            return Err(stopped(run_dir, saved, &state, batches.len()));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    export_encoder(&model, r, run_dir, "selfsup graph encoder", &[])?;
+    Ok(Trained {
+        model,
+        images_per_s: graphs_seen as f64 / seconds.max(1e-9),
+        seconds,
+        epochs: state.epoch,
+        plan: None,
+    })
+}
+
+/// The frozen encoder's embeddings of every graph of `data` (unaugmented), `(G, d)` row-major.
+pub fn graph_embeddings(model: &Model, data: &GraphDataset, batch_size: usize) -> Vec<f32> {
+    let m = model.valid();
+    let gin = m.encoder().graph().expect("a graph model has a GIN");
+    let device = gin.device();
+    let mut out = Vec::with_capacity(data.len() * gin.out_dim());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch_size.max(1)) {
+        let graphs: Vec<_> = chunk.iter().map(|&i| &data.graphs[i]).collect();
+        let b = GraphBatch::from_graphs(&graphs, chunk.to_vec());
+        let h = gin.forward(&GraphInput::new(&b, &device));
+        out.extend(h.into_data().try_to_vec::<f32>().expect("f32 embeddings"));
+    }
+    out
+}
+
+/// Accuracy of a cross-validation: one figure per fold (%), with their mean and standard
+/// deviation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CvScore {
+    pub folds: Vec<f64>,
+    /// The L2 strength chosen in each fold (on that fold's validation graphs).
+    pub chosen: Vec<f64>,
+}
+
+impl CvScore {
+    pub fn mean(&self) -> f64 {
+        self.folds.iter().sum::<f64>() / self.folds.len().max(1) as f64
+    }
+
+    /// Population standard deviation over the folds (as GraphCL's `np.std`).
+    pub fn std(&self) -> f64 {
+        let m = self.mean();
+        let n = self.folds.len().max(1) as f64;
+        (self.folds.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n).sqrt()
+    }
+}
+
+/// Stratified `k`-fold cross-validation of a logistic-regression classifier on `features`
+/// (`n × d`, row-major). In each fold the L2 strength (weight decay) is chosen among
+/// `weight_decays` by the accuracy on a stratified 10 % of the fold's training rows (trained
+/// on the other 90 %), then the classifier is trained on all the fold's training rows and
+/// scored on its test rows.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate(
+    features: &[f32],
+    d: usize,
+    labels: &[u32],
+    num_classes: usize,
+    k: usize,
+    weight_decays: &[f64],
+    cfg: &LinearConfig,
+    seed: u64,
+    device: &Device,
+) -> anyhow::Result<CvScore> {
+    let folds = stratified_k_fold(labels, k, seed)?;
+    let rows = |idx: &[usize]| -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::with_capacity(idx.len() * d);
+        let mut y = Vec::with_capacity(idx.len());
+        for &i in idx {
+            x.extend_from_slice(&features[i * d..(i + 1) * d]);
+            y.push(labels[i]);
+        }
+        (x, y)
+    };
+    let mut score = CvScore {
+        folds: Vec::new(),
+        chosen: Vec::new(),
+    };
+    for f in 0..folds.len() {
+        let (train, test) = fold_split(&folds, f);
+        // the validation part: a stratified 10 % of this fold's training graphs
+        let train_labels: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
+        let val_pos = stratified_subset(&train_labels, 0.1, seed ^ (f as u64 + 1));
+        let is_val: std::collections::HashSet<usize> = val_pos.iter().copied().collect();
+        let (fit, val): (Vec<usize>, Vec<usize>) = {
+            let mut fit = Vec::new();
+            let mut val = Vec::new();
+            for (pos, &i) in train.iter().enumerate() {
+                if is_val.contains(&pos) {
+                    val.push(i);
+                } else {
+                    fit.push(i);
+                }
+            }
+            (fit, val)
+        };
+        let mut best = (f64::NEG_INFINITY, weight_decays[0]);
+        if weight_decays.len() > 1 && !val.is_empty() {
+            let (xf, yf) = rows(&fit);
+            let (xv, yv) = rows(&val);
+            for &wd in weight_decays {
+                let c = LinearConfig {
+                    weight_decay: wd,
+                    ..cfg.clone()
+                };
+                let acc =
+                    linear_probe_on(&xf, &yf, &[(&xv, &yv)], d, num_classes, &c, seed, device)[0];
+                // the first of equal scores wins (the list goes from weak to strong)
+                if acc > best.0 {
+                    best = (acc, wd);
+                }
+            }
+        }
+        let (xt, yt) = rows(&train);
+        let (xs, ys) = rows(&test);
+        let c = LinearConfig {
+            weight_decay: best.1,
+            ..cfg.clone()
+        };
+        let acc = linear_probe_on(&xt, &yt, &[(&xs, &ys)], d, num_classes, &c, seed, device)[0];
+        score.folds.push(acc);
+        score.chosen.push(best.1);
+    }
+    Ok(score)
+}
+
+/// One row of a graph run's evaluation table.
+#[derive(Clone, Debug)]
+pub struct GraphEvalRow {
+    pub name: String,
+    /// Width of the features.
+    pub dim: usize,
+    pub score: CvScore,
+}
+
+/// GraphCL's protocol on the run's encoder and on the baselines: a random-init GIN of the same
+/// architecture and seed, and Weisfeiler–Lehman subtree features (`graph.wl_iterations`; only
+/// the features present in at least two graphs, chosen without labels).
+pub fn evaluate_graphs(model: &Model, p: &PreparedGraphs) -> anyhow::Result<Vec<GraphEvalRow>> {
+    let r = &p.recipe;
+    let labels = p
+        .data
+        .labels()
+        .context("the graph set has no graph labels: nothing to classify")?;
+    let nc = p.data.num_classes.max(2);
+    let seed = r.train.seed;
+    // the probe's own settings, with the cross-validation's steps
+    let cfg = LinearConfig {
+        label_fractions: vec![],
+        ..r.eval.linear.clone()
+    };
+    let bs = r.train.eval_batch_size;
+    let cv = |x: &[f32], d: usize| {
+        cross_validate(
+            x,
+            d,
+            &labels,
+            nc,
+            r.graph.folds,
+            &r.graph.weight_decays,
+            &cfg,
+            seed,
+            &p.device,
+        )
+    };
+    let mut rows = Vec::new();
+    let d = model.encoder().out_dim();
+    let emb = graph_embeddings(model, &p.data, bs);
+    rows.push(GraphEvalRow {
+        name: r.method.name().to_string(),
+        dim: d,
+        score: cv(&emb, d)?,
+    });
+    if r.eval.baselines {
+        let init = build_graph_model(r, p.data.feat_dim, &p.device, seed);
+        let emb = graph_embeddings(&init, &p.data, bs);
+        rows.push(GraphEvalRow {
+            name: "random-init GIN".into(),
+            dim: d,
+            score: cv(&emb, d)?,
+        });
+        let (wl, wd) = wl_features(&p.data, r.graph.wl_iterations);
+        rows.push(GraphEvalRow {
+            name: format!("WL subtree (h = {})", r.graph.wl_iterations),
+            dim: wd,
+            score: cv(&wl, wd)?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Weisfeiler–Lehman subtree counts of every graph, keeping the features present in at least
+/// two graphs, as `log(1 + count)`; `(features row-major, width)`.
+pub fn wl_features(data: &GraphDataset, iterations: usize) -> (Vec<f32>, usize) {
+    let init = wl_initial_labels(data);
+    let full = wl_subtree_features(&data.graphs, &init, iterations);
+    let width = full.first().map_or(0, |r| r.len());
+    let keep: Vec<usize> = (0..width)
+        .filter(|&j| full.iter().filter(|row| row[j] > 0.0).count() >= 2)
+        .collect();
+    let x = full
+        .iter()
+        .flat_map(|row| keep.iter().map(|&j| row[j].ln_1p()))
+        .collect();
+    (x, keep.len())
+}
+
+/// The evaluation table of a graph run (Markdown), and its JSON.
+pub fn format_graph_table(
+    p: &PreparedGraphs,
+    rows: &[GraphEvalRow],
+) -> (String, serde_json::Value) {
+    let r = &p.recipe;
+    let mut md = format!(
+        "{}: {} graphs, {} classes; accuracy % of a linear classifier, {}-fold stratified cross-validation over all graphs (mean ± std over the folds; L2 strength chosen per fold on a validation part of its training graphs)\n\n",
+        p.data.name,
+        p.data.len(),
+        p.data.num_classes,
+        r.graph.folds
+    );
+    md.push_str("| features | dim | accuracy % (test folds) | L2 strengths chosen |\n");
+    md.push_str("|---|---|---|---|\n");
+    let mut json_rows = Vec::new();
+    for row in rows {
+        let chosen: Vec<String> = row.score.chosen.iter().map(|c| format!("{c}")).collect();
+        md.push_str(&format!(
+            "| {} | {} | {:.1} ± {:.1} | {} |\n",
+            row.name,
+            row.dim,
+            row.score.mean(),
+            row.score.std(),
+            chosen.join(", ")
+        ));
+        json_rows.push(json!({
+            "features": row.name,
+            "dim": row.dim,
+            "mean": row.score.mean(),
+            "std": row.score.std(),
+            "folds": row.score.folds,
+            "chosen_weight_decay": row.score.chosen,
+        }));
+    }
+    let json = json!({
+        "data": p.data.name,
+        "graphs": p.data.len(),
+        "classes": p.data.num_classes,
+        "folds": r.graph.folds,
+        "split": "k-fold cross-validation test folds",
+        "rows": json_rows,
+    });
+    (md, json)
+}
