@@ -1,4 +1,5 @@
-//! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV),
+//! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV,
+//! folders of WAV clips with log-mel spectrograms),
 //! seeded train/test splits, deterministic augmentation pipelines, a prefetching loader of
 //! augmented views, and contact sheets of views.
 //!
@@ -20,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audio;
 pub mod augment;
 pub mod batch;
 pub mod error;
@@ -31,6 +33,10 @@ pub mod rng;
 pub mod source;
 pub mod text;
 
+pub use audio::{
+    AudioAugConfig, AudioClip, AudioDataset, AudioLabels, AudioPipeline, LogMel, MelConfig,
+    MelSpectrogram, load_audio_dir, read_wav,
+};
 pub use augment::{AugmentConfig, Pipeline};
 pub use batch::{Batch, TokenBatch};
 pub use error::DataError;
