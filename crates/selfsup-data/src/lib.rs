@@ -1,4 +1,5 @@
-//! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV),
+//! Data for self-supervised learning: data sets (built-in digits, IDX, image folders, CSV,
+//! folders of WAV clips with log-mel spectrograms),
 //! seeded train/test splits, deterministic augmentation pipelines, a prefetching loader of
 //! augmented views, contact sheets of views, and graph data sets (TU format) with GraphCL
 //! augmentations and block-diagonal batches (see [`graph`]).
@@ -21,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audio;
 pub mod augment;
 pub mod batch;
 pub mod error;
@@ -33,6 +35,10 @@ pub mod rng;
 pub mod source;
 pub mod text;
 
+pub use audio::{
+    AudioAugConfig, AudioClip, AudioDataset, AudioLabels, AudioPipeline, LogMel, MelConfig,
+    MelSpectrogram, load_audio_dir, read_wav,
+};
 pub use augment::{AugmentConfig, Pipeline};
 pub use batch::{Batch, TokenBatch};
 pub use error::DataError;
