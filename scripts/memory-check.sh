@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Memory stays flat over a long run, for every method: each method trains EPOCHS epochs (20 by
 # default) with its digits recipe (configs/digits-<method>.toml; the text methods with
-# configs/kjv-<method>.toml on the first 3,000 verses), and the resident set size that
-# metrics.jsonl logs after every epoch (`rss_mb`, now; `peak_rss_mb`, the high-water mark) may
-# not grow by more than LIMIT % (5 by default) from epoch 2 to the last.
+# configs/kjv-<method>.toml on the first 3,000 verses; graphcl with configs/mutag-graphcl.toml),
+# and neither the live heap (`heap_mb`, counted by the allocator: exact) nor the peak resident
+# set size (`peak_rss_mb`) that metrics.jsonl logs after every epoch may grow by more than
+# LIMIT % (5 by default) from epoch 2 to the last. The resident set size now (`rss_mb`) is
+# shown too; it also holds freed pages the allocator hands back only after a second unused, so
+# it moves by ±15 % from one epoch to the next with the moment it is read.
 #
 #   scripts/memory-check.sh [EPOCHS] [OUT]      # default: 20 epochs, runs/memory-check
 #
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 epochs=${1:-20}
 out=${2:-runs/memory-check}
 limit=${LIMIT:-5}
-all="simclr moco-v2 moco-v3 byol simsiam barlow-twins vicreg dino mae dae gpt mlm"
+all="simclr moco-v2 moco-v3 byol simsiam barlow-twins vicreg dino mae dae gpt mlm graphcl"
 methods=${METHODS:-$all}
 if [[ $epochs -lt 3 ]]; then
     echo "EPOCHS must be at least 3 (growth is measured from epoch 2)" >&2
@@ -36,6 +39,7 @@ for m in $methods; do
             sed -e 's#^spec = "tsv:\.\./shared#spec = "tsv:'"$PWD"'/../shared#' \
                 -e 's/^seq_len = 64$/seq_len = 64\nlimit = 3000/' "configs/kjv-$m.toml" >"$recipe"
             ;;
+        graphcl) recipe="configs/mutag-graphcl.toml" ;;
         *) recipe="configs/digits-$m.toml" ;;
     esac
     echo "== $m: $epochs epochs ($recipe)" >&2
@@ -49,17 +53,18 @@ rows, bad = [], []
 for m in methods:
     lines = [json.loads(l) for l in open(f"{out}/{m}/metrics.jsonl") if l.strip()]
     e2, last = lines[1], lines[-1]
-    growth = {k: 100.0 * (last[k] - e2[k]) / e2[k] for k in ("rss_mb", "peak_rss_mb")}
-    ok = all(g < limit for g in growth.values())
+    growth = {k: 100.0 * (last[k] - e2[k]) / e2[k] for k in ("heap_mb", "rss_mb", "peak_rss_mb")}
+    ok = growth["heap_mb"] < limit and growth["peak_rss_mb"] < limit
     if not ok:
         bad.append(m)
-    rows.append(f"| {m} | {len(lines)} | {e2['rss_mb']:.0f} | {last['rss_mb']:.0f} | "
-                f"{growth['rss_mb']:+.1f} % | {e2['peak_rss_mb']:.0f} | {last['peak_rss_mb']:.0f} | "
+    rows.append(f"| {m} | {len(lines)} | {e2['heap_mb']:.1f} | {last['heap_mb']:.1f} | "
+                f"{growth['heap_mb']:+.1f} % | {e2['rss_mb']:.0f} | {last['rss_mb']:.0f} | "
+                f"{e2['peak_rss_mb']:.0f} | {last['peak_rss_mb']:.0f} | "
                 f"{growth['peak_rss_mb']:+.1f} % | {'ok' if ok else 'GROWS'} |")
 table = "\n".join([
-    f"| method | epochs | RSS epoch 2 (MB) | RSS last | growth | peak epoch 2 (MB) | peak last | "
-    f"growth | < {limit:g} % |",
-    "|---|---|---|---|---|---|---|---|---|",
+    f"| method | epochs | live heap epoch 2 (MB) | heap last | growth | RSS now epoch 2 (MB) | "
+    f"RSS now last | peak RSS epoch 2 (MB) | peak last | growth | both < {limit:g} % |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ] + rows)
 print(table)
 open(f"{out}/memory.md", "w").write(table + "\n")

@@ -261,12 +261,7 @@ pub fn pretrain_graphs(
             "epoch_seconds": secs,
             "elapsed_seconds": started.elapsed().as_secs_f64(),
         });
-        if let Some(mb) = crate::monitor::peak_rss_mb() {
-            line["peak_rss_mb"] = json!(mb);
-        }
-        if let Some(mb) = crate::monitor::rss_mb() {
-            line["rss_mb"] = json!(mb);
-        }
+        crate::monitor::memory_fields(&mut line);
         let msg = format!(
             "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} graphs/s, {secs:.1} s",
             epoch + 1,

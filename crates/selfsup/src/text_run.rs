@@ -389,12 +389,7 @@ pub fn pretrain_text(
                 val.accuracy()
             ));
         }
-        if let Some(mb) = crate::monitor::peak_rss_mb() {
-            line["peak_rss_mb"] = json!(mb);
-        }
-        if let Some(mb) = crate::monitor::rss_mb() {
-            line["rss_mb"] = json!(mb);
-        }
+        crate::monitor::memory_fields(&mut line);
         if opts.progress {
             eprintln!("{msg}");
         }

@@ -585,13 +585,8 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             "epoch_seconds": secs,
             "data_wait_fraction": wait / secs,
         });
-        if let Some(mb) = crate::monitor::peak_rss_mb() {
-            // the process's high-water mark so far (a resumed run starts a new process)
-            line["peak_rss_mb"] = json!(mb);
-        }
-        if let Some(mb) = crate::monitor::rss_mb() {
-            line["rss_mb"] = json!(mb);
-        }
+        // peak_rss_mb: the process's high-water mark so far (a resumed run starts a new process)
+        crate::monitor::memory_fields(&mut line);
         let mut msg = format!(
             "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.4}, {ips:.0} img/s, {secs:.1} s",
             epoch + 1,
