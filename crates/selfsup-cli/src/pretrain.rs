@@ -121,6 +121,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.resume.is_none() {
         recipe.absolutize_data_path();
     }
+    if recipe.is_audio() {
+        if recipe.train.time_budget.is_some() {
+            anyhow::bail!("train.time_budget: audio runs are sized in epochs (not built yet)");
+        }
+        return run_audio(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
+    }
     if recipe.is_graph() {
         if recipe.train.time_budget.is_some() {
             anyhow::bail!("train.time_budget: graph runs are sized in epochs (not built yet)");
@@ -487,6 +493,93 @@ fn run_graph(
     crate::eval::write_eval(
         &run_dir,
         "eval-graph",
+        &serde_json::to_string_pretty(&json)?,
+        &md,
+        false,
+    )?;
+    Ok(())
+}
+
+fn run_audio(
+    recipe: Recipe,
+    resume: Option<PathBuf>,
+    out: Option<PathBuf>,
+    stop_after: Option<usize>,
+    no_eval: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use selfsup::audio_run::{evaluate_audio, format_audio_tables, prepare_audio, pretrain_audio};
+    let p = prepare_audio(&recipe)?;
+    let run_dir = match (&resume, out) {
+        (Some(d), _) => d.clone(),
+        (None, Some(o)) => o,
+        (None, None) => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            PathBuf::from("runs").join(format!(
+                "{}-{}-{t}",
+                recipe.method.name(),
+                p.train.clips.name
+            ))
+        }
+    };
+    let (m, t) = p.view_shape();
+    eprintln!(
+        "selfsup pretrain: {} on {} ({} train / {} validation / {} test clips, views 1×{m}×{t} log-mel), {} epochs, batch {} → {}",
+        recipe.method.name(),
+        recipe.data.spec,
+        p.train.clips.len(),
+        p.val.clips.len(),
+        p.test.clips.len(),
+        recipe.train.epochs,
+        recipe.train.batch_size,
+        run_dir.display()
+    );
+    let stop = stop_on_signals()?;
+    let trained = pretrain_audio(
+        &p,
+        &run_dir,
+        &TrainOptions {
+            progress: !quiet,
+            resume: resume.is_some(),
+            stop_after,
+            stop: Some(stop.clone()),
+            ..TrainOptions::default()
+        },
+    );
+    let trained = end_of_training(trained, &stop, &run_dir)?;
+    eprintln!(
+        "pretraining done in {:.1} s ({:.0} clips/s); encoder saved to {}",
+        trained.seconds,
+        trained.images_per_s,
+        run_dir.join("encoder.safetensors").display()
+    );
+    if let Some(n) = stop_after
+        && n < recipe.train.epochs
+    {
+        eprintln!(
+            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
+            recipe.train.epochs,
+            run_dir.display()
+        );
+        return Ok(());
+    }
+    if no_eval {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let tables = evaluate_audio(&trained.model, &p)?;
+    let md = format_audio_tables(&p, &tables);
+    println!("{md}");
+    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
+    let json: Vec<serde_json::Value> = tables
+        .iter()
+        .map(|(field, rows)| serde_json::json!({"label": field, "rows": rows}))
+        .collect();
+    crate::eval::write_eval(
+        &run_dir,
+        "eval-audio",
         &serde_json::to_string_pretty(&json)?,
         &md,
         false,

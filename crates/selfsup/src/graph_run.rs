@@ -158,12 +158,14 @@ pub fn pretrain_graphs(
 
     let n = p.data.len();
     let bs = r.train.batch_size.min(n);
-    // full batches only: NT-Xent on a remainder of one graph has no negatives
+    // every graph each epoch (GraphCL's loader keeps the last, smaller batch: with MUTAG's
+    // 188 graphs and batches of 128 that is 60 of them), but not a last batch of one graph,
+    // which has no negatives
     let plan = |epoch: u64| -> Vec<Vec<usize>> {
         let order = epoch_order(n, r.train.seed, epoch);
         order
             .chunks(bs)
-            .filter(|c| c.len() == bs)
+            .filter(|c| c.len() >= 2)
             .map(|c| c.to_vec())
             .collect()
     };

@@ -1,6 +1,7 @@
 //! selfsup: self-supervised pretraining of encoders, and the evaluation that says what they learned.
 pub use burn;
 
+pub mod audio_run;
 pub mod backbone;
 pub mod bench;
 pub mod budget;

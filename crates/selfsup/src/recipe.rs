@@ -21,6 +21,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use selfsup_data::audio::{AudioAugConfig, AudioLabels, MelConfig};
 use selfsup_data::graph::{GraphAugConfig, TuOptions};
 use selfsup_data::text::{SplitOrder, TextOptions, TokenizerConfig};
 use selfsup_data::{AugmentConfig, DataSpec, LoadOptions};
@@ -246,6 +247,73 @@ impl GraphSection {
     }
 }
 
+/// `[audio]`: audio runs (`data.spec = "audio:DIR"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSection {
+    /// Where labels come from: `"sub-folders"` (one class per folder) or a file-name pattern
+    /// such as `"{digit}_{speaker}_{index}.wav"` (each `{field}` a label field; `{index}` the
+    /// recording index).
+    pub labels: String,
+    /// Recordings are resampled to this rate (Hz) when theirs differs.
+    pub sample_rate: u32,
+    /// Clips whose `{index}` is below this are the test split (FSDD: 5). Absent: a seeded
+    /// `data.test_fraction` of the clips, stratified by the first label field.
+    pub test_index_below: Option<u32>,
+    /// Length of a view, in spectrogram frames (hops).
+    pub frames: usize,
+    /// The log-mel spectrogram.
+    pub mel: MelConfig,
+    /// The augmentations of the views; absent: [`AudioAugConfig::speech_default`].
+    pub augment: Option<AudioAugConfig>,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        Self {
+            labels: "sub-folders".into(),
+            sample_rate: 8000,
+            test_index_below: None,
+            frames: 80,
+            mel: MelConfig::default(),
+            augment: None,
+        }
+    }
+}
+
+impl AudioSection {
+    pub fn validate(&self) -> Result<(), String> {
+        self.mel.validate().map_err(|e| format!("audio.mel: {e}"))?;
+        if self.mel.sample_rate != self.sample_rate {
+            return Err(format!(
+                "audio.mel.sample_rate: {} Hz, but audio.sample_rate is {} Hz (make them equal)",
+                self.mel.sample_rate, self.sample_rate
+            ));
+        }
+        if !(2..=100_000).contains(&self.frames) {
+            return Err(format!(
+                "audio.frames: must be in 2..=100000, got {}",
+                self.frames
+            ));
+        }
+        if let Some(a) = &self.augment {
+            a.validate().map_err(|e| format!("audio.augment: {e}"))?;
+        }
+        self.label_source()?;
+        Ok(())
+    }
+
+    /// The labels as the reader takes them.
+    pub fn label_source(&self) -> Result<AudioLabels, String> {
+        if self.labels == "sub-folders" {
+            return Ok(AudioLabels::SubFolders);
+        }
+        selfsup_data::audio::FilePattern::parse(&self.labels)
+            .map_err(|e| format!("audio.labels: {e}"))?;
+        Ok(AudioLabels::Pattern(self.labels.clone()))
+    }
+}
+
 /// A whole run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +330,8 @@ pub struct Recipe {
     pub tokenizer: TokenizerConfig,
     /// Graph runs: node features, augmentations, cross-validation.
     pub graph: GraphSection,
+    /// Audio runs: labels, split, spectrogram, augmentations.
+    pub audio: AudioSection,
 }
 
 impl Recipe {
@@ -314,6 +384,11 @@ impl Recipe {
     /// Whether the data is graphs (`tu:`).
     pub fn is_graph(&self) -> bool {
         self.data_spec().is_ok_and(|s| s.tu_dir().is_some())
+    }
+
+    /// Whether the data is audio (`audio:`); its views are one-channel spectrogram images.
+    pub fn is_audio(&self) -> bool {
+        self.data_spec().is_ok_and(|s| s.audio_dir().is_some())
     }
 
     /// What the data holds, as the methods' input kinds say it.
@@ -402,6 +477,9 @@ impl Recipe {
             ));
         }
         self.graph.validate()?;
+        if self.is_audio() {
+            self.audio.validate()?;
+        }
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
         self.method.check_backbone(&self.model)?;

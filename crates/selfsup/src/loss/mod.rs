@@ -1,6 +1,7 @@
 //! Losses, one per file, each citing its paper and stating its input shapes.
 pub mod barlow;
 pub mod cosine;
+pub mod cpc;
 pub mod cross_entropy;
 pub mod dino;
 pub mod info_nce;
@@ -10,6 +11,7 @@ pub mod vicreg;
 
 pub use barlow::barlow_twins;
 pub use cosine::{byol, neg_cosine};
+pub use cpc::cpc_info_nce;
 pub use cross_entropy::{correct_count, token_cross_entropy};
 pub use dino::dino_loss;
 pub use info_nce::{info_nce_batch, info_nce_queue};

@@ -7,6 +7,7 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod cpc;
 pub mod dae;
 pub mod dino;
 pub mod gpt;
@@ -31,6 +32,7 @@ use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::Flops;
 pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
 pub use byol::{Byol, ByolConfig};
+pub use cpc::{Cpc, CpcConfig};
 pub use dae::{Dae, DaeConfig};
 pub use dino::{Dino, DinoConfig};
 pub use gpt::{Gpt, GptConfig};
@@ -484,6 +486,7 @@ registry! {
     Mlm = "mlm": MlmConfig => Mlm,
     Gpt = "gpt": GptConfig => Gpt,
     GraphCl = "graphcl": GraphClConfig => GraphCl,
+    Cpc = "cpc": CpcConfig => Cpc,
 }
 
 impl Default for MethodConfig {
