@@ -20,11 +20,11 @@ pub struct Args {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// Data: `digits` (built in), `idx:DIR`, `folder:DIR`, `csv:FILE`; text: `text:FILE`,
-    /// `text:DIR`, `tsv:FILE`.
+    /// `text:DIR`, `tsv:FILE`; graphs: `tu:DIR`; audio: `audio:DIR` (WAV files).
     #[arg(long)]
     data: Option<String>,
     /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg, dino, mae,
-    /// dae; for text: mlm, gpt.
+    /// dae, cpc; for text: mlm, gpt; for graphs: graphcl.
     #[arg(long)]
     method: Option<String>,
     #[arg(long)]

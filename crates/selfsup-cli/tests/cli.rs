@@ -353,6 +353,44 @@ fn every_method_resumes_exactly_from_the_cli() {
         ),
     )
     .unwrap();
+    // GraphCL: a generated TU set (rings of 4-9 nodes, with and without a chord) and a tiny GIN
+    let tu = dir.path().join("T");
+    std::fs::create_dir_all(&tu).unwrap();
+    let (mut a, mut ind, mut gl) = (String::new(), String::new(), String::new());
+    let mut base = 1;
+    for g in 0..20 {
+        let k = 4 + g % 6;
+        for i in 0..k {
+            let (u, v) = (base + i, base + (i + 1) % k);
+            a.push_str(&format!("{u}, {v}\n{v}, {u}\n"));
+            ind.push_str(&format!("{}\n", g + 1));
+        }
+        if g % 2 == 0 {
+            a.push_str(&format!(
+                "{}, {}\n{}, {}\n",
+                base,
+                base + k / 2,
+                base + k / 2,
+                base
+            ));
+        }
+        gl.push_str(&format!("{}\n", g % 2));
+        base += k;
+    }
+    for (f, t) in [("A", a), ("graph_indicator", ind), ("graph_labels", gl)] {
+        std::fs::write(tu.join(format!("T_{f}.txt")), t).unwrap();
+    }
+    let graph_recipe = dir.path().join("tiny-graph.toml");
+    std::fs::write(
+        &graph_recipe,
+        format!(
+            "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
+             [method]\nname = \"graphcl\"\n[train]\nepochs = 3\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n",
+            tu.display()
+        ),
+    )
+    .unwrap();
     let losses = |run: &Path| -> Vec<f64> {
         metric_epochs(run)
             .iter()
@@ -364,8 +402,14 @@ fn every_method_resumes_exactly_from_the_cli() {
             .unwrap()
             .input_kind()
             == selfsup::method::InputKind::Tokens;
+        let graph = selfsup::method::MethodConfig::from_name(m)
+            .unwrap()
+            .input_kind()
+            == selfsup::method::InputKind::Graphs;
         let r = if m == "mae" {
             vit_recipe.to_str().unwrap()
+        } else if graph {
+            graph_recipe.to_str().unwrap()
         } else if text {
             text_recipe.to_str().unwrap()
         } else {

@@ -649,15 +649,20 @@ mod tests {
             }
         }
         assert!(n >= 2, "expected the shipped recipes in {}", dir.display());
-        // every image method has a digits recipe naming it, every text method a KJV one
+        // every image method has a digits recipe naming it (CPC, which reads a feature map as
+        // frames, an FSDD one), every text method a KJV one, every graph method a MUTAG one
         for m in crate::method::METHOD_NAMES {
-            let text = MethodConfig::from_name(m).unwrap().input_kind()
-                == crate::method::InputKind::Tokens;
-            let data = if text { "kjv" } else { "digits" };
+            let kind = MethodConfig::from_name(m).unwrap().input_kind();
+            let data = match kind {
+                crate::method::InputKind::Tokens => "kjv",
+                crate::method::InputKind::Graphs => "mutag",
+                crate::method::InputKind::Images if *m == "cpc" => "fsdd",
+                crate::method::InputKind::Images => "digits",
+            };
             let r = Recipe::load(&dir.join(format!("{data}-{m}.toml")))
                 .unwrap_or_else(|e| panic!("{e:#}"));
             assert_eq!(r.method.name(), *m);
-            assert_eq!(r.is_text(), text, "{m}");
+            assert_eq!(r.data_kind(), kind, "{m}");
         }
     }
 }

@@ -60,6 +60,10 @@ fn tiny(method: &str) -> Recipe {
     )
     .unwrap();
     r.method = MethodConfig::from_name(method).unwrap();
+    // CPC on 8×8 digits: the ConvNet's map has 4 columns ("frames"), so at most 3 offsets
+    if let MethodConfig::Cpc(c) = &mut r.method {
+        c.steps = 3;
+    }
     r.validate().unwrap();
     r
 }

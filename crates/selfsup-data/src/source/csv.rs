@@ -49,9 +49,10 @@ fn parse_shape(spec: &str) -> Option<(usize, usize, usize)> {
         .map(|t| t.trim().parse().ok())
         .collect::<Option<_>>()?;
     match v[..] {
+        // at most 2^30 values per image (a 32,768² RGB image has 3·2^30): a row of that many
+        // values is already 2 GB of text, and `n + 1` (a labelled row) must not overflow
         [c, h, w] if c > 0 && h > 0 && w > 0 => {
-            c.checked_mul(h)?.checked_mul(w)?;
-            Some((c, h, w))
+            (c.checked_mul(h)?.checked_mul(w)? <= 1 << 30).then_some((c, h, w))
         }
         _ => None,
     }
@@ -264,4 +265,19 @@ pub fn load_csv(path: &Path, name: &str) -> Result<Dataset, DataError> {
         .map(|px| Image::new(c, h, w, px))
         .collect::<Result<Vec<_>, _>>()?;
     Dataset::new(name, images, p.labeled.then_some(p.labels), ids, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_shape;
+
+    #[test]
+    fn shape_lines_beyond_2_pow_30_values_are_refused() {
+        assert_eq!(parse_shape("3,32,32"), Some((3, 32, 32)));
+        assert_eq!(parse_shape("1,32768,32768"), Some((1, 32768, 32768)));
+        assert_eq!(parse_shape("2,32768,32768"), None);
+        // c·h·w = usize::MAX: a labelled row (`n + 1` values) would overflow
+        assert_eq!(parse_shape(&format!("1,1,{}", usize::MAX)), None);
+        assert_eq!(parse_shape("0,2,2"), None);
+    }
 }
