@@ -76,6 +76,19 @@ pub fn prepare_audio(recipe: &Recipe) -> anyhow::Result<PreparedAudio> {
             recipe.method.name()
         );
     }
+    if let crate::method::MethodConfig::Cpc(c) = &recipe.method {
+        // CPC predicts up to `steps` frames ahead on the encoder's feature map
+        let side = a.mel.n_mels.min(a.frames);
+        let enc = recipe.model.init(1, side, &Device::flex());
+        let t = enc.map_size(a.mel.n_mels, a.frames).map_or(0, |(_, t)| t);
+        if c.steps >= t {
+            bail!(
+                "method.steps: {} offsets, but the encoder's feature map of a {}-frame view has {t} frames (steps must be below that: lengthen audio.frames or lower method.steps)",
+                c.steps,
+                a.frames
+            );
+        }
+    }
     let labels = a.label_source().map_err(anyhow::Error::msg)?;
     let all = load_audio_dir(dir, &labels, a.sample_rate)
         .with_context(|| format!("cannot load data '{spec}'"))?;

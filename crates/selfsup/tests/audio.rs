@@ -161,6 +161,22 @@ fn audio_recipes_refuse_what_they_cannot_run() {
     };
     let e = bad("sample_rate = 8000\nn_fft", "sample_rate = 16000\nn_fft");
     assert!(e.contains("audio.mel.sample_rate"), "{e}");
+    // CPC: the 16 × 24 views give the ConvNet a feature map of 12 frames
+    let mut cpc = recipe(tmp.path(), "cpc", 1);
+    let selfsup::method::MethodConfig::Cpc(c) = &mut cpc.method else {
+        panic!()
+    };
+    c.steps = 11;
+    assert!(prepare_audio(&cpc).is_ok());
+    let selfsup::method::MethodConfig::Cpc(c) = &mut cpc.method else {
+        panic!()
+    };
+    c.steps = 12;
+    let e = format!("{:#}", prepare_audio(&cpc).err().unwrap());
+    assert!(
+        e.contains("method.steps") && e.contains("has 12 frames"),
+        "{e}"
+    );
     let e = bad("frames = 24", "frames = 1");
     assert!(e.contains("audio.frames"), "{e}");
     let e = bad("{digit}_{speaker}_{index}.wav", "{digit}{speaker}.wav");
