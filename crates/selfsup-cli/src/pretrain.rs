@@ -434,12 +434,7 @@ fn run_graph(
     let run_dir = match (&resume, out) {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
-        (None, None) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            PathBuf::from("runs").join(format!("{}-{}-{t}", recipe.method.name(), p.data.name))
-        }
+        (None, None) => default_run_dir(recipe.method.name(), &p.data.name)?,
     };
     eprintln!(
         "selfsup pretrain: {} on {} ({} graphs, {} nodes, {} node features, {} classes), {} epochs, batch {} → {}",
@@ -453,38 +448,19 @@ fn run_graph(
         recipe.train.batch_size,
         run_dir.display()
     );
-    let stop = stop_on_signals()?;
-    let trained = pretrain_graphs(
-        &p,
+    let Some(trained) = train_and_report(
+        |o| pretrain_graphs(&p, &run_dir, o),
         &run_dir,
-        &TrainOptions {
-            progress: !quiet,
-            resume: resume.is_some(),
-            stop_after,
-            stop: Some(stop.clone()),
-            ..TrainOptions::default()
-        },
-    );
-    let trained = end_of_training(trained, &stop, &run_dir)?;
-    eprintln!(
-        "pretraining done in {:.1} s ({:.0} graphs/s); encoder saved to {}",
-        trained.seconds,
-        trained.images_per_s,
-        run_dir.join("encoder.safetensors").display()
-    );
-    if let Some(n) = stop_after
-        && n < recipe.train.epochs
-    {
-        eprintln!(
-            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
-            recipe.train.epochs,
-            run_dir.display()
-        );
+        resume.is_some(),
+        stop_after,
+        recipe.train.epochs,
+        no_eval,
+        quiet,
+        "graphs",
+    )?
+    else {
         return Ok(());
-    }
-    if no_eval {
-        return Ok(());
-    }
+    };
     let t0 = std::time::Instant::now();
     let rows = evaluate_graphs(&trained.model, &p)?;
     let (md, json) = format_graph_table(&p, &rows);
@@ -513,16 +489,7 @@ fn run_audio(
     let run_dir = match (&resume, out) {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
-        (None, None) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            PathBuf::from("runs").join(format!(
-                "{}-{}-{t}",
-                recipe.method.name(),
-                p.train.clips.name
-            ))
-        }
+        (None, None) => default_run_dir(recipe.method.name(), &p.train.clips.name)?,
     };
     let (m, t) = p.view_shape();
     eprintln!(
@@ -536,38 +503,19 @@ fn run_audio(
         recipe.train.batch_size,
         run_dir.display()
     );
-    let stop = stop_on_signals()?;
-    let trained = pretrain_audio(
-        &p,
+    let Some(trained) = train_and_report(
+        |o| pretrain_audio(&p, &run_dir, o),
         &run_dir,
-        &TrainOptions {
-            progress: !quiet,
-            resume: resume.is_some(),
-            stop_after,
-            stop: Some(stop.clone()),
-            ..TrainOptions::default()
-        },
-    );
-    let trained = end_of_training(trained, &stop, &run_dir)?;
-    eprintln!(
-        "pretraining done in {:.1} s ({:.0} clips/s); encoder saved to {}",
-        trained.seconds,
-        trained.images_per_s,
-        run_dir.join("encoder.safetensors").display()
-    );
-    if let Some(n) = stop_after
-        && n < recipe.train.epochs
-    {
-        eprintln!(
-            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
-            recipe.train.epochs,
-            run_dir.display()
-        );
+        resume.is_some(),
+        stop_after,
+        recipe.train.epochs,
+        no_eval,
+        quiet,
+        "clips",
+    )?
+    else {
         return Ok(());
-    }
-    if no_eval {
-        return Ok(());
-    }
+    };
     let t0 = std::time::Instant::now();
     let tables = evaluate_audio(&trained.model, &p)?;
     let md = format_audio_tables(&p, &tables);
@@ -585,4 +533,52 @@ fn run_audio(
         false,
     )?;
     Ok(())
+}
+
+/// `runs/<method>-<data>-<unix time>`, the default run folder.
+fn default_run_dir(method: &str, data: &str) -> anyhow::Result<PathBuf> {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    Ok(PathBuf::from("runs").join(format!("{method}-{data}-{t}")))
+}
+
+/// Runs a pretraining (`train`, given its options) with graceful stops on signals and says how
+/// it ended; `None` when no evaluation follows (`--stop-after` before the end, `--no-eval`).
+#[allow(clippy::too_many_arguments)]
+fn train_and_report(
+    train: impl FnOnce(&TrainOptions) -> anyhow::Result<Trained>,
+    run_dir: &std::path::Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    epochs: usize,
+    no_eval: bool,
+    quiet: bool,
+    unit: &str,
+) -> anyhow::Result<Option<Trained>> {
+    let stop = stop_on_signals()?;
+    let trained = train(&TrainOptions {
+        progress: !quiet,
+        resume,
+        stop_after,
+        stop: Some(stop.clone()),
+        ..TrainOptions::default()
+    });
+    let trained = end_of_training(trained, &stop, run_dir)?;
+    eprintln!(
+        "pretraining done in {:.1} s ({:.0} {unit}/s); encoder saved to {}",
+        trained.seconds,
+        trained.images_per_s,
+        run_dir.join("encoder.safetensors").display()
+    );
+    if let Some(n) = stop_after
+        && n < epochs
+    {
+        eprintln!(
+            "stopped after epoch {n} of {epochs} (--stop-after); continue with `selfsup pretrain --resume {}`",
+            run_dir.display()
+        );
+        return Ok(None);
+    }
+    Ok((!no_eval).then_some(trained))
 }

@@ -10,7 +10,6 @@
 //! training clips and is what settings are chosen on.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::module::Module;
@@ -19,20 +18,14 @@ use selfsup_data::audio::{
     AudioAugConfig, AudioDataset, AudioPipeline, LogMel, MelSpectrogram, load_audio_dir,
     log_mel_mean_std,
 };
-use selfsup_data::epoch_order;
-use serde_json::json;
 
 use crate::backbone::Backbone;
-use crate::checkpoint::{self, TrainState};
 use crate::eval::report::{EvalRow, FeatureSet, Which, evaluate_features, format_table};
-use crate::method::{Input, Model, StepInfo};
-use crate::optim::{Optimizer, WarmupCosine};
+use crate::method::{Input, Model};
 use crate::recipe::Recipe;
 use crate::run::build_model;
-use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
-};
+use crate::sample_loop::{SampleLoop, train_samples};
+use crate::train::{TrainOptions, Trained};
 
 /// One split of an audio run: its clips and their spectrograms.
 pub struct AudioSplit {
@@ -150,167 +143,34 @@ fn views_input(bufs: Vec<Vec<f32>>, n: usize, (m, t): (usize, usize), device: &D
 }
 
 /// Pretrains an audio run in `run_dir` (see [`crate::train::pretrain`] for the options).
+/// Full batches only (batch statistics, negatives).
 pub fn pretrain_audio(
     p: &PreparedAudio,
     run_dir: &Path,
     opts: &TrainOptions,
 ) -> anyhow::Result<Trained> {
     let r = &p.recipe;
-    open_run_dir(run_dir, opts.resume)?;
-    let train_device = r.train.device.train_device()?;
-    let mut model = build_audio_model(r, &train_device, r.train.seed);
-    let mut optim = Optimizer::new(r.optim.clone());
     let (m, t) = p.view_shape();
-    let shape = vec![1, m, t];
-    let mut state = TrainState {
-        epoch: 0,
-        global_step: 0,
-        seed: r.train.seed,
-        input_shape: shape.clone(),
-        batch: 0,
-        loss_sum: 0.0,
-    };
-    if opts.resume
-        && let Some(res) = checkpoint::resume(run_dir, &model, &mut optim, &train_device)
-    {
-        model = res.model.freeze_targets();
-        state = res.state;
-        if state.input_shape != shape {
-            bail!(
-                "{}: the checkpoint is for views of {:?}, the recipe now makes {shape:?}",
-                run_dir.display(),
-                state.input_shape
-            );
-        }
-    }
-    if state.seed != r.train.seed {
-        bail!(
-            "{}: the checkpoint was trained with seed {}, the recipe says {}",
-            run_dir.display(),
-            state.seed,
-            r.train.seed
-        );
-    }
-    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
-    truncate_metrics(run_dir, state.epoch)?;
-
-    let n = p.train.specs.len();
-    let bs = r.train.batch_size.min(n);
-    // full batches only (batch statistics, negatives)
-    let plan = |epoch: u64| -> Vec<Vec<usize>> {
-        epoch_order(n, r.train.seed, epoch)
-            .chunks(bs)
-            .filter(|c| c.len() == bs)
-            .map(|c| c.to_vec())
-            .collect()
-    };
-    let steps_per_epoch = plan(0).len().max(1);
-    let total = (steps_per_epoch * r.train.epochs) as u64;
-    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
-        .map_err(anyhow::Error::msg)?;
     let views = r.method.num_views();
-    let started = Instant::now();
-    let mut clips_seen = 0usize;
-    let last_epoch = opts
-        .stop_after
-        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
-    for epoch in state.epoch..last_epoch {
-        let t0 = Instant::now();
-        let batches = plan(epoch as u64);
-        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
-        let (done, done_loss) = (state.batch, state.loss_sum);
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        bar.inc(done as u64);
-        let (mut loss_sum, mut n_losses, mut lr, mut seen) = (done_loss, done, 0.0, 0usize);
-        for (i, idx) in batches.iter().enumerate().skip(done) {
-            let bufs =
-                p.pipeline
-                    .views_batch(&p.train.specs, idx, r.train.seed, epoch as u64, views);
-            let input = views_input(bufs, idx.len(), (m, t), &train_device);
-            let info = StepInfo {
-                step: state.global_step + 1,
-                total,
-                seed: r.train.seed,
-            };
-            lr = sched.lr(state.global_step);
-            let (mdl, out) = train_step(model, &mut optim, input, info, lr, r.train.data_parallel);
-            model = mdl;
-            if !out.loss.is_finite() {
-                bar.abandon();
-                bail!(diverged(
-                    run_dir,
-                    &format!(
-                        "the loss became {} at epoch {} step {}",
-                        out.loss,
-                        epoch + 1,
-                        i + 1
-                    )
-                ));
-            }
-            state.global_step += 1;
-            loss_sum += out.loss as f64;
-            n_losses += 1;
-            seen += idx.len();
-            let cps = seen as f64 / t0.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {:.4} lr {lr:.2e} {cps:.0} clips/s", out.loss));
-            bar.inc(1);
-            if let Some(e) = stop_mid_epoch(
-                opts,
-                run_dir,
-                &model,
-                &optim,
-                &mut state,
-                (i, batches.len()),
-                loss_sum,
-                None,
-            ) {
-                bar.abandon();
-                return Err(e);
-            }
-        }
-        bar.finish_and_clear();
-        clips_seen += seen;
-        let secs = t0.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / n_losses.max(1) as f64;
-        let mut line = json!({
-            "epoch": epoch + 1,
-            "step": state.global_step,
-            "loss": mean_loss,
-            "lr": lr,
-            "clips_per_s": seen as f64 / secs,
-            "epoch_seconds": secs,
-            "elapsed_seconds": started.elapsed().as_secs_f64(),
-        });
-        crate::monitor::memory_fields(&mut line);
-        let msg = format!(
-            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} clips/s, {secs:.1} s",
-            epoch + 1,
-            r.train.epochs,
-            seen as f64 / secs
-        );
-        if opts.progress {
-            eprintln!("{msg}");
-        }
-        tracing::info!("{msg}");
-        check_weights(&model, run_dir, epoch)?;
-        state.epoch = epoch + 1;
-        append_metrics(run_dir, &line)?;
-        let saved = checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
-        if opts.stop_requested() {
-            return Err(stopped(run_dir, saved, &state, batches.len()));
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    export_encoder(&model, r, run_dir, "selfsup audio encoder", &[])?;
-    Ok(Trained {
-        model,
-        images_per_s: clips_seen as f64 / seconds.max(1e-9),
-        seconds,
-        epochs: state.epoch,
-        plan: None,
-    })
+    train_samples(
+        r,
+        run_dir,
+        opts,
+        SampleLoop {
+            unit: "clips",
+            samples: p.train.specs.len(),
+            input_shape: vec![1, m, t],
+            keep_partial: false,
+            build: &|dev| build_audio_model(r, dev, r.train.seed),
+            input: &|idx, epoch, dev| {
+                let bufs = p
+                    .pipeline
+                    .views_batch(&p.train.specs, idx, r.train.seed, epoch, views);
+                views_input(bufs, idx.len(), (m, t), dev)
+            },
+            format: "selfsup audio encoder",
+        },
+    )
 }
 
 /// The encoder's features of every clip of `split` (centred crops), `(clips, out_dim)`.

@@ -12,12 +12,10 @@
 //! metrics file with the image and text loops.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use selfsup_data::epoch_order;
 use selfsup_data::graph::{
     GraphBatch, GraphDataset, fold_split, load_tu, make_views, stratified_k_fold,
     wl_initial_labels, wl_subtree_features,
@@ -25,16 +23,13 @@ use selfsup_data::graph::{
 use serde_json::json;
 
 use crate::backbone::GraphInput;
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint;
 use crate::eval::linear::{LinearConfig, linear_probe_on, stratified_subset};
-use crate::method::{Input, Model, StepInfo};
-use crate::optim::{Optimizer, WarmupCosine};
+use crate::method::{Input, Model};
 use crate::recipe::Recipe;
 use crate::run::seeded;
-use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
-};
+use crate::sample_loop::{SampleLoop, train_samples};
+use crate::train::{TrainOptions, Trained};
 
 /// A graph recipe made concrete: its graphs and device.
 pub struct PreparedGraphs {
@@ -112,185 +107,32 @@ pub fn load_graph_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedGraphs)>
 }
 
 /// Pretrains a graph method in `run_dir` (see [`crate::train::pretrain`] for the options).
+/// Every graph is seen each epoch: GraphCL's loader keeps the last, smaller batch (with
+/// MUTAG's 188 graphs and batches of 128, 60 of them).
 pub fn pretrain_graphs(
     p: &PreparedGraphs,
     run_dir: &Path,
     opts: &TrainOptions,
 ) -> anyhow::Result<Trained> {
     let r = &p.recipe;
-    open_run_dir(run_dir, opts.resume)?;
-    let train_device = r.train.device.train_device()?;
-    let feat = p.data.feat_dim;
-    let mut model = build_graph_model(r, feat, &train_device, r.train.seed);
-    let mut optim = Optimizer::new(r.optim.clone());
-    let shape = vec![feat];
-    let mut state = TrainState {
-        epoch: 0,
-        global_step: 0,
-        seed: r.train.seed,
-        input_shape: shape.clone(),
-        batch: 0,
-        loss_sum: 0.0,
-    };
-    if opts.resume
-        && let Some(res) = checkpoint::resume(run_dir, &model, &mut optim, &train_device)
-    {
-        model = res.model.freeze_targets();
-        state = res.state;
-        if state.input_shape != shape {
-            bail!(
-                "{}: the checkpoint is for node features of width {:?}, the data now has {feat}",
-                run_dir.display(),
-                state.input_shape
-            );
-        }
-    }
-    if state.seed != r.train.seed {
-        bail!(
-            "{}: the checkpoint was trained with seed {}, the recipe says {}",
-            run_dir.display(),
-            state.seed,
-            r.train.seed
-        );
-    }
-    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
-    truncate_metrics(run_dir, state.epoch)?;
-
-    let n = p.data.len();
-    let bs = r.train.batch_size.min(n);
-    // every graph each epoch (GraphCL's loader keeps the last, smaller batch: with MUTAG's
-    // 188 graphs and batches of 128 that is 60 of them), but not a last batch of one graph,
-    // which has no negatives
-    let plan = |epoch: u64| -> Vec<Vec<usize>> {
-        let order = epoch_order(n, r.train.seed, epoch);
-        order
-            .chunks(bs)
-            .filter(|c| c.len() >= 2)
-            .map(|c| c.to_vec())
-            .collect()
-    };
-    let steps_per_epoch = plan(0).len().max(1);
-    let total = (steps_per_epoch * r.train.epochs) as u64;
-    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
-        .map_err(anyhow::Error::msg)?;
     let views = r.method.num_views() as usize;
-    let started = Instant::now();
-    let mut graphs_seen = 0usize;
-    let last_epoch = opts
-        .stop_after
-        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
-    for epoch in state.epoch..last_epoch {
-        let t0 = Instant::now();
-        let batches = plan(epoch as u64);
-        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
-        // a graceful stop may have left this epoch part-done: its first batches are skipped
-        let (done, done_loss) = (state.batch, state.loss_sum);
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        bar.inc(done as u64);
-        let (mut loss_sum, mut n_losses, mut lr, mut seen) = (done_loss, done, 0.0, 0usize);
-        for (i, idx) in batches.iter().enumerate().skip(done) {
-            let vb = make_views(
-                &p.data,
-                idx,
-                &r.graph.augment,
-                r.train.seed,
-                epoch as u64,
-                views,
-            );
-            let info = StepInfo {
-                step: state.global_step + 1,
-                total,
-                seed: r.train.seed,
-            };
-            lr = sched.lr(state.global_step);
-            let (m, out) = train_step(
-                model,
-                &mut optim,
-                Input::Graphs(vb.views),
-                info,
-                lr,
-                r.train.data_parallel,
-            );
-            model = m;
-            if !out.loss.is_finite() {
-                bar.abandon();
-                bail!(diverged(
-                    run_dir,
-                    &format!(
-                        "the loss became {} at epoch {} step {}",
-                        out.loss,
-                        epoch + 1,
-                        i + 1
-                    )
-                ));
-            }
-            state.global_step += 1;
-            loss_sum += out.loss as f64;
-            n_losses += 1;
-            seen += idx.len();
-            let gps = seen as f64 / t0.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} lr {lr:.2e} {gps:.0} graphs/s",
-                out.loss
-            ));
-            bar.inc(1);
-            if let Some(e) = stop_mid_epoch(
-                opts,
-                run_dir,
-                &model,
-                &optim,
-                &mut state,
-                (i, batches.len()),
-                loss_sum,
-                None,
-            ) {
-                bar.abandon();
-                return Err(e);
-            }
-        }
-        bar.finish_and_clear();
-        graphs_seen += seen;
-        let secs = t0.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / n_losses.max(1) as f64;
-        let mut line = json!({
-            "epoch": epoch + 1,
-            "step": state.global_step,
-            "loss": mean_loss,
-            "lr": lr,
-            "graphs_per_s": seen as f64 / secs,
-            "epoch_seconds": secs,
-            "elapsed_seconds": started.elapsed().as_secs_f64(),
-        });
-        crate::monitor::memory_fields(&mut line);
-        let msg = format!(
-            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} graphs/s, {secs:.1} s",
-            epoch + 1,
-            r.train.epochs,
-            seen as f64 / secs
-        );
-        if opts.progress {
-            eprintln!("{msg}");
-        }
-        tracing::info!("{msg}");
-        check_weights(&model, run_dir, epoch)?;
-        state.epoch = epoch + 1;
-        append_metrics(run_dir, &line)?;
-        let saved = checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
-        if opts.stop_requested() {
-            return Err(stopped(run_dir, saved, &state, batches.len()));
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    export_encoder(&model, r, run_dir, "selfsup graph encoder", &[])?;
-    Ok(Trained {
-        model,
-        images_per_s: graphs_seen as f64 / seconds.max(1e-9),
-        seconds,
-        epochs: state.epoch,
-        plan: None,
-    })
+    train_samples(
+        r,
+        run_dir,
+        opts,
+        SampleLoop {
+            unit: "graphs",
+            samples: p.data.len(),
+            input_shape: vec![p.data.feat_dim],
+            keep_partial: true,
+            build: &|dev| build_graph_model(r, p.data.feat_dim, dev, r.train.seed),
+            input: &|idx, epoch, _| {
+                let vb = make_views(&p.data, idx, &r.graph.augment, r.train.seed, epoch, views);
+                Input::Graphs(vb.views)
+            },
+            format: "selfsup graph encoder",
+        },
+    )
 }
 
 /// The frozen encoder's embeddings of every graph of `data` (unaugmented), `(G, d)` row-major.

@@ -20,6 +20,7 @@ pub mod optim;
 pub mod parallel;
 pub mod recipe;
 pub mod run;
+pub(crate) mod sample_loop;
 pub mod summary;
 mod testutil;
 pub mod text_run;

@@ -18,14 +18,15 @@ use selfsup_data::text::{
 };
 use serde_json::json;
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint;
 use crate::method::{Input, Model, StepInfo, TokenScore};
 use crate::optim::{Optimizer, WarmupCosine};
 use crate::recipe::Recipe;
 use crate::run::seeded;
+use crate::sample_loop::start_or_resume;
 use crate::train::{
     TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
+    open_run_dir, stop_mid_epoch, stopped, train_step,
 };
 
 /// The tokenizer file of a text run.
@@ -238,38 +239,18 @@ pub fn pretrain_text(
     let vocab = p.tokenizer.vocab_size();
     let mut model = build_text_model(r, vocab, &train_device, r.train.seed);
     let mut optim = Optimizer::new(r.optim.clone());
-    let shape = vec![r.data.seq_len, vocab];
-    let mut state = TrainState {
-        epoch: 0,
-        global_step: 0,
-        seed: r.train.seed,
-        input_shape: shape.clone(),
-        batch: 0,
-        loss_sum: 0.0,
-    };
-    if opts.resume
-        && let Some(res) = checkpoint::resume(run_dir, &model, &mut optim, &train_device)
-    {
-        model = res.model.freeze_targets();
-        state = res.state;
-        if state.input_shape != shape {
-            bail!(
-                "{}: the checkpoint is for sequences of {:?} (seq_len, vocabulary), the run now has {shape:?}",
-                run_dir.display(),
-                state.input_shape
-            );
-        }
-    }
-    if state.seed != r.train.seed {
-        bail!(
-            "{}: the checkpoint was trained with seed {}, the recipe says {}",
-            run_dir.display(),
-            state.seed,
-            r.train.seed
-        );
-    }
-    checkpoint::write_atomic(&run_dir.join("recipe.toml"), r.to_toml().as_bytes())?;
-    truncate_metrics(run_dir, state.epoch)?;
+    let state;
+    (model, state) = start_or_resume(
+        r,
+        run_dir,
+        opts,
+        model,
+        &mut optim,
+        &train_device,
+        &[r.data.seq_len, vocab],
+        "sequences of (seq_len, vocabulary)",
+    )?;
+    let mut state = state;
 
     let bs = r.train.batch_size;
     let plan = |epoch: u64| -> Vec<Vec<usize>> {
