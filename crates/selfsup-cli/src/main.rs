@@ -31,9 +31,14 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// the byte (`scripts/memory-check.sh`).
 const PURGE_DELAY_MS: std::os::raw::c_long = 1000;
 
+/// `SELFSUP_PURGE_DELAY_MS` overrides the delay (-1: never purge, 0: at once).
 fn keep_freed_pages() {
+    let ms = std::env::var("SELFSUP_PURGE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<std::os::raw::c_long>().ok())
+        .unwrap_or(PURGE_DELAY_MS);
     // SAFETY: sets one integer option of the allocator; valid at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) };
 }
 
 #[derive(Parser)]
