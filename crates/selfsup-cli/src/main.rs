@@ -27,7 +27,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// default 10 ms made the next step fault the pages in and clear them again (13 % of a ViT
 /// step's profile in page clearing and faults; `step-vit` 166 → 190 images/s without purging).
 /// Never purging at all kept the pages of every finished thread (a loader thread per epoch)
-/// and resident memory crept up by 10–30 % over 20 epochs while the live heap stayed flat to
+/// and resident memory crept up by 6–30 % over 20 epochs while the live heap stayed flat to
 /// the byte (`scripts/memory-check.sh`).
 const PURGE_DELAY_MS: std::os::raw::c_long = 1000;
 

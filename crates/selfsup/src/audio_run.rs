@@ -72,7 +72,10 @@ pub fn prepare_audio(recipe: &Recipe) -> anyhow::Result<PreparedAudio> {
     if let crate::method::MethodConfig::Cpc(c) = &recipe.method {
         // CPC predicts up to `steps` frames ahead on the encoder's feature map
         let side = a.mel.n_mels.min(a.frames);
-        let enc = recipe.model.init(1, side, &Device::flex());
+        // built under the lock of seeded construction: drawing weights here must not
+        // interleave with another thread's seeded model (as in parallel tests)
+        let dev = Device::flex();
+        let enc = crate::run::seeded(&dev, 0, || recipe.model.init(1, side, &dev));
         let t = enc.map_size(a.mel.n_mels, a.frames).map_or(0, |(_, t)| t);
         if c.steps >= t {
             bail!(

@@ -48,7 +48,7 @@ fn block_diagonal_batch_gives_the_embeddings_of_one_graph_at_a_time() {
         ))
         .unwrap();
         // eval mode: batch norm with its running statistics, so graphs do not see each other
-        let gin = settings.init(feat, &dev).valid();
+        let gin = selfsup::run::seeded(&dev, 1, || settings.init(feat, &dev)).valid();
         let mut rng = SplitMix64::new(7);
         let graphs: Vec<Graph> = (0..6).map(|_| random_graph(&mut rng, feat)).collect();
         let refs: Vec<&Graph> = graphs.iter().collect();
@@ -84,7 +84,7 @@ fn sum_aggregation_counts_each_neighbour() {
     // only through the degrees; a graph and a relabelled copy give the same embedding
     let dev = DeviceChoice::Cpu.device().unwrap();
     let settings: GinSettings = toml::from_str("hidden = 8\nlayers = 2\n").unwrap();
-    let gin = settings.init(1, &dev).valid();
+    let gin = selfsup::run::seeded(&dev, 1, || settings.init(1, &dev)).valid();
     let graph = |edges: &[(u32, u32)]| Graph {
         num_nodes: 4,
         edges: edges.iter().flat_map(|&(u, v)| [(u, v), (v, u)]).collect(),
