@@ -9,9 +9,8 @@ use rayon::prelude::*;
 use super::mel::{LogMel, MelSpectrogram};
 use super::wav::{read_wav, resample};
 use crate::error::DataError;
+use crate::source::folder::{collect_files, entries};
 
-/// Deepest folder nesting searched below a class folder.
-const MAX_DEPTH: usize = 32;
 /// The pattern field holding the numeric recording index (not a label).
 pub const INDEX_FIELD: &str = "index";
 
@@ -189,46 +188,6 @@ fn is_wav_name(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
-/// Sorted (name, path, is_dir) entries of a folder, hidden ones (`.` names) left out.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| DataError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else {
-            tracing::warn!("{}: cannot read, ignored", path.display());
-            continue;
-        };
-        out.push((name, path, meta.is_dir()));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-fn collect_wavs(
-    dir: &Path,
-    rel: &str,
-    depth: usize,
-    out: &mut Vec<(PathBuf, String)>,
-) -> Result<(), DataError> {
-    for (name, path, is_dir) in entries(dir)? {
-        let r = format!("{rel}/{name}");
-        if is_dir {
-            if depth < MAX_DEPTH {
-                collect_wavs(&path, &r, depth + 1, out)?;
-            }
-        } else if is_wav_name(&path) {
-            out.push((path, r));
-        }
-    }
-    Ok(())
-}
-
 /// A listed file: path, id, raw field values (label fields only), index.
 struct Listed {
     path: PathBuf,
@@ -252,7 +211,7 @@ fn list(dir: &Path, labels: &AudioLabels) -> Result<(Vec<Listed>, Vec<String>), 
             let mut out = Vec::new();
             for (name, path, _) in top.iter().filter(|e| e.2) {
                 let mut found = Vec::new();
-                collect_wavs(path, name, 1, &mut found)?;
+                collect_files(path, name, 1, is_wav_name, &mut found)?;
                 out.extend(found.into_iter().map(|(path, id)| Listed {
                     path,
                     id,

@@ -50,7 +50,9 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 /// Sorted (name, path, is_dir) entries of a folder, hidden ones left out.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
+/// The visible entries of `dir` (name, path, is a folder), by name; links are followed and
+/// entries that cannot be read are skipped with a warning.
+pub(crate) fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut out = Vec::new();
     for entry in rd {
@@ -71,19 +73,22 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>, DataError> {
     Ok(out)
 }
 
-fn collect_images(
+/// The files under `dir` (at most `MAX_DEPTH` folders deep) whose path `keep` accepts, as
+/// `(path, rel/…/name)`, in name order.
+pub(crate) fn collect_files(
     dir: &Path,
     rel: &str,
     depth: usize,
+    keep: fn(&Path) -> bool,
     out: &mut Vec<(PathBuf, String)>,
 ) -> Result<(), DataError> {
     for (name, path, is_dir) in entries(dir)? {
         let r = format!("{rel}/{name}");
         if is_dir {
             if depth < MAX_DEPTH {
-                collect_images(&path, &r, depth + 1, out)?;
+                collect_files(&path, &r, depth + 1, keep, out)?;
             }
-        } else if is_image_name(&path) {
+        } else if keep(&path) {
             out.push((path, r));
         }
     }
@@ -107,7 +112,7 @@ pub fn list_folder(dir: &Path) -> Result<Listing, DataError> {
     for (name, path, is_dir) in top.iter().filter(|e| e.2) {
         debug_assert!(*is_dir);
         let mut found = Vec::new();
-        collect_images(path, name, 1, &mut found)?;
+        collect_files(path, name, 1, is_image_name, &mut found)?;
         if found.is_empty() {
             continue;
         }
