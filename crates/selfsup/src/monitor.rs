@@ -173,6 +173,13 @@ impl CollapseWatch {
 pub struct CountingAlloc<A>(pub A);
 
 static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// The highest the live heap has been since the end of the last epoch.
+static PEAK_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn count_alloc(size: usize) {
+    let now = LIVE_BYTES.fetch_add(size, std::sync::atomic::Ordering::Relaxed) + size;
+    PEAK_BYTES.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+}
 
 // SAFETY: every call is forwarded to the inner allocator unchanged; the counter is only
 // arithmetic on the sizes.
@@ -180,7 +187,7 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for CountingAllo
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         let p = unsafe { self.0.alloc(layout) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -188,7 +195,7 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for CountingAllo
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         let p = unsafe { self.0.alloc_zeroed(layout) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -201,7 +208,7 @@ unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for CountingAllo
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+            count_alloc(new_size);
             LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
         }
         p
@@ -224,25 +231,57 @@ pub fn on_epoch_end(f: fn()) {
     let _ = EPOCH_END.set(f);
 }
 
-/// Adds the memory figures of the end of an epoch to a metrics line: `heap_mb` (the live heap,
-/// with a [`CountingAlloc`]: exact), `rss_mb` (resident now: also the freed pages the
-/// allocator has not handed back yet) and `peak_rss_mb` (the high-water mark).
+/// Adds the memory figures of an epoch to its metrics line: `heap_mb` (the live heap at its
+/// end, with a [`CountingAlloc`]: exact), `heap_peak_mb` (the live heap's high-water mark in
+/// the epoch), `rss_mb` (resident at its end: also the freed pages the allocator has not handed
+/// back yet), `epoch_peak_rss_mb` (the resident high-water mark of this epoch alone, where
+/// Linux lets the mark be reset) and `peak_rss_mb` (the high-water mark of the whole run).
+/// Then starts the next epoch's marks.
 pub fn memory_fields(line: &mut serde_json::Value) {
     if let Some(f) = EPOCH_END.get() {
         f();
     }
+    let heap_peak = match PEAK_BYTES.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        b => Some(b as f64 / 1e6),
+    };
+    let epoch_peak = peak_rss_mb();
+    let run_peak = epoch_peak.map(|p| {
+        let kb = (p * 1e6 / 1024.0).round() as u64;
+        let run = RUN_PEAK_KB
+            .fetch_max(kb, std::sync::atomic::Ordering::Relaxed)
+            .max(kb);
+        run as f64 * 1024.0 / 1e6
+    });
+    let resettable = reset_peak_rss();
     for (key, value) in [
-        ("peak_rss_mb", peak_rss_mb()),
+        ("peak_rss_mb", run_peak),
+        ("epoch_peak_rss_mb", epoch_peak.filter(|_| resettable)),
         ("rss_mb", rss_mb()),
         ("heap_mb", heap_mb()),
+        ("heap_peak_mb", heap_peak),
     ] {
         if let Some(v) = value {
             line[key] = serde_json::json!(v);
         }
     }
+    PEAK_BYTES.store(
+        LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
-/// Peak resident set size of this process in MB (`VmHWM`), if the OS tells.
+/// The highest `VmHWM` read so far, in kB: the run's peak survives [`reset_peak_rss`].
+static RUN_PEAK_KB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Resets the process's resident high-water mark to its resident size now (Linux 4.0+:
+/// `5` written to `/proc/self/clear_refs`), so that the next reading is one epoch's peak.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Peak resident set size of this process in MB (`VmHWM`), if the OS tells: since the start,
+/// or since the last epoch's end where [`memory_fields`] could reset it.
 pub fn peak_rss_mb() -> Option<f64> {
     proc_status_mb("VmHWM:")
 }
@@ -263,6 +302,23 @@ fn proc_status_mb(key: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_fields_give_the_epoch_and_the_run_peak() {
+        let mut a = serde_json::json!({});
+        memory_fields(&mut a);
+        let mut b = serde_json::json!({});
+        memory_fields(&mut b);
+        if cfg!(target_os = "linux") {
+            for line in [&a, &b] {
+                let f = |k: &str| line[k].as_f64().unwrap_or_else(|| panic!("{k} in {line}"));
+                assert!(f("peak_rss_mb") >= f("epoch_peak_rss_mb") - 0.01, "{line}");
+                assert!(f("epoch_peak_rss_mb") >= f("rss_mb") - 0.01, "{line}");
+            }
+            // the run's peak never falls
+            assert!(b["peak_rss_mb"].as_f64() >= a["peak_rss_mb"].as_f64());
+        }
+    }
 
     #[test]
     fn the_watch_needs_patience_epochs_in_a_row() {
