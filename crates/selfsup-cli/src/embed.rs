@@ -114,6 +114,39 @@ fn text_rows(a: &Args) -> anyhow::Result<Rows> {
     Ok((rows, feats, enc.out_dim()))
 }
 
+/// Image–text: every image and every caption of the run's train, validation and test pairs,
+/// in the shared space (l2-normalised); ids `image:<file>` and `text:<caption>`.
+fn pairs_rows(a: &Args) -> anyhow::Result<Rows> {
+    use selfsup::burn::module::Module;
+    use selfsup::clip_run::{clip_of, image_embeddings, load_pairs_run, text_embeddings};
+    if a.data.is_some() {
+        bail!("--data: embedding other pairs than the run's is not built yet");
+    }
+    if a.device.is_some() {
+        bail!("--device: image-text runs embed on the run's device");
+    }
+    let (model, p) = load_pairs_run(&a.run)?;
+    let valid = model.valid();
+    let clip = clip_of(&valid)?;
+    let mut rows = Vec::new();
+    let mut feats = Vec::new();
+    let mut d = 0;
+    for (name, set) in [("train", &p.train), ("val", &p.val), ("test", &p.test)] {
+        let (img, e) = image_embeddings(clip, &p, &set.pairs.images);
+        let (txt, _) = text_embeddings(clip, &p, &set.pairs.captions);
+        d = e;
+        feats.extend(img);
+        feats.extend(txt);
+        for path in &set.pairs.image_paths {
+            rows.push((format!("image:{path}"), name, None));
+        }
+        for c in &set.pairs.captions {
+            rows.push((format!("text:{c}"), name, None));
+        }
+    }
+    Ok((rows, feats, d))
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let ext = a
         .out
@@ -127,10 +160,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.out.display()
         );
     }
-    let is_text = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml"))
-        .map(|r| r.is_text())
-        .unwrap_or(false);
-    let (rows, feats, d) = if is_text {
+    let recipe = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml")).ok();
+    let is_text = recipe.as_ref().is_some_and(|r| r.is_text());
+    let is_pairs = recipe.as_ref().is_some_and(|r| r.is_pairs());
+    let (rows, feats, d) = if is_pairs {
+        pairs_rows(&a)?
+    } else if is_text {
         text_rows(&a)?
     } else {
         image_rows(&a)?

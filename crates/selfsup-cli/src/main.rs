@@ -7,6 +7,7 @@ mod generate;
 mod pretrain;
 mod reconstruct;
 mod report;
+mod search;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -77,7 +78,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Evaluate the encoder of a run: weighted kNN and/or linear probe, with baselines.
     Eval(eval::Args),
-    /// Write the encoder's features of every image to CSV or .npy.
+    /// Write the encoder's features of every image (text runs: every document; image–text runs:
+    /// every image and caption in the shared space) to CSV or .npy.
     Embed(embed::Args),
     /// Compare evaluated runs in one table (accuracy, speed, memory, collapse monitors).
     Report(report::Args),
@@ -90,6 +92,8 @@ enum Command {
     Reconstruct(reconstruct::Args),
     /// Continue a prompt with a next-token (gpt) run's model.
     Generate(generate::Args),
+    /// List the images of an image–text (clip) run nearest to a text, with a PNG strip.
+    Search(search::Args),
 }
 
 fn main() {
@@ -111,6 +115,7 @@ fn main() {
         Command::Generate(a) => generate::run(a),
         Command::Report(a) => report::run(a),
         Command::Reconstruct(a) => reconstruct::run(a),
+        Command::Search(a) => search::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

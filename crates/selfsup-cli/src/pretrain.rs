@@ -127,6 +127,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         return run_audio(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
     }
+    if recipe.is_pairs() {
+        if recipe.train.time_budget.is_some() {
+            anyhow::bail!("train.time_budget: image-text runs are sized in epochs (not built yet)");
+        }
+        return run_pairs(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
+    }
     if recipe.is_graph() {
         if recipe.train.time_budget.is_some() {
             anyhow::bail!("train.time_budget: graph runs are sized in epochs (not built yet)");
@@ -312,12 +318,7 @@ fn run_text(
     stop_after: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let tokenizer = match &resume {
-        Some(d) if d.join(TOKENIZER_FILE).exists() => {
-            Some(TextTokenizer::load(&d.join(TOKENIZER_FILE))?)
-        }
-        _ => None,
-    };
+    let tokenizer = saved_tokenizer(&resume)?;
     let run_dir = match (&resume, out) {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
@@ -431,11 +432,7 @@ fn run_graph(
         evaluate_graphs, format_graph_table, prepare_graphs, pretrain_graphs,
     };
     let p = prepare_graphs(&recipe)?;
-    let run_dir = match (&resume, out) {
-        (Some(d), _) => d.clone(),
-        (None, Some(o)) => o,
-        (None, None) => default_run_dir(recipe.method.name(), &p.data.name)?,
-    };
+    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.data.name)?;
     eprintln!(
         "selfsup pretrain: {} on {} ({} graphs, {} nodes, {} node features, {} classes), {} epochs, batch {} → {}",
         recipe.method.name(),
@@ -486,11 +483,7 @@ fn run_audio(
 ) -> anyhow::Result<()> {
     use selfsup::audio_run::{evaluate_audio, format_audio_tables, prepare_audio, pretrain_audio};
     let p = prepare_audio(&recipe)?;
-    let run_dir = match (&resume, out) {
-        (Some(d), _) => d.clone(),
-        (None, Some(o)) => o,
-        (None, None) => default_run_dir(recipe.method.name(), &p.train.clips.name)?,
-    };
+    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.train.clips.name)?;
     let (m, t) = p.view_shape();
     eprintln!(
         "selfsup pretrain: {} on {} ({} train / {} validation / {} test clips, views 1×{m}×{t} log-mel), {} epochs, batch {} → {}",
@@ -533,6 +526,85 @@ fn run_audio(
         false,
     )?;
     Ok(())
+}
+
+fn run_pairs(
+    recipe: Recipe,
+    resume: Option<PathBuf>,
+    out: Option<PathBuf>,
+    stop_after: Option<usize>,
+    no_eval: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use selfsup::clip_run::{evaluate_pairs, format_pairs_table, prepare_pairs, pretrain_pairs};
+    let tokenizer = saved_tokenizer(&resume)?;
+    let p = prepare_pairs(&recipe, tokenizer)?;
+    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.train.pairs.name)?;
+    eprintln!(
+        "selfsup pretrain: {} on {} ({} train / {} validation / {} test pairs, images 3×{s}×{s}, captions ≤ {} tokens of {}), {} epochs, batch {} → {}",
+        recipe.method.name(),
+        recipe.data.spec,
+        p.train.pairs.len(),
+        p.val.pairs.len(),
+        p.test.pairs.len(),
+        recipe.data.seq_len,
+        p.tokenizer.vocab_size(),
+        recipe.train.epochs,
+        recipe.train.batch_size,
+        run_dir.display(),
+        s = p.size,
+    );
+    let Some(trained) = train_and_report(
+        |o| pretrain_pairs(&p, &run_dir, o),
+        &run_dir,
+        resume.is_some(),
+        stop_after,
+        recipe.train.epochs,
+        no_eval,
+        quiet,
+        "pairs",
+    )?
+    else {
+        return Ok(());
+    };
+    let t0 = std::time::Instant::now();
+    let rows = evaluate_pairs(&trained.model, recipe.method.name(), &p)?;
+    let md = format_pairs_table(&p, &rows);
+    println!("{md}");
+    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
+    crate::eval::write_eval(
+        &run_dir,
+        "eval-pairs",
+        &serde_json::to_string_pretty(&rows)?,
+        &md,
+        false,
+    )?;
+    Ok(())
+}
+
+/// The tokenizer a resumed run was trained with (`None` for a new run).
+fn saved_tokenizer(resume: &Option<PathBuf>) -> anyhow::Result<Option<TextTokenizer>> {
+    match resume {
+        Some(d) if d.join(TOKENIZER_FILE).exists() => Ok(Some(
+            TextTokenizer::load(&d.join(TOKENIZER_FILE))
+                .with_context(|| format!("cannot read the tokenizer of {}", d.display()))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The run folder: the resumed one, `--out`, or the default.
+fn chosen_run_dir(
+    resume: &Option<PathBuf>,
+    out: Option<PathBuf>,
+    method: &str,
+    data: &str,
+) -> anyhow::Result<PathBuf> {
+    match (resume, out) {
+        (Some(d), _) => Ok(d.clone()),
+        (None, Some(o)) => Ok(o),
+        (None, None) => default_run_dir(method, data),
+    }
 }
 
 /// `runs/<method>-<data>-<unix time>`, the default run folder.

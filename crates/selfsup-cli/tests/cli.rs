@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "../../selfsup/tests/common/mod.rs"]
+mod common;
+
 fn selfsup(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_selfsup"))
         .args(args)
@@ -391,6 +394,22 @@ fn every_method_resumes_exactly_from_the_cli() {
         ),
     )
     .unwrap();
+    // CLIP: generated image-caption pairs, a tiny ConvNet and text Transformer
+    let pairs = common::pairs_fixture(&dir.path().join("pairs"), 32);
+    let pairs_recipe = dir.path().join("tiny-pairs.toml");
+    std::fs::write(
+        &pairs_recipe,
+        format!(
+            "[data]\nspec = \"pairs:{}\"\nimage_size = 8\nseq_len = 8\nval_fraction = 0.125\n\
+             test_fraction = 0.125\n[tokenizer]\nkind = \"bpe\"\nvocab_size = 300\n\
+             min_frequency = 1\n[model]\nbackbone = \"convnet\"\nwidths = [8, 16]\n\
+             [method]\nname = \"clip\"\nembed_dim = 16\n[method.text]\ndim = 16\ndepth = 1\n\
+             heads = 2\nmax_len = 8\n[train]\nepochs = 3\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n",
+            pairs.display()
+        ),
+    )
+    .unwrap();
     let losses = |run: &Path| -> Vec<f64> {
         metric_epochs(run)
             .iter()
@@ -406,8 +425,14 @@ fn every_method_resumes_exactly_from_the_cli() {
             .unwrap()
             .input_kind()
             == selfsup::method::InputKind::Graphs;
+        let is_pairs = selfsup::method::MethodConfig::from_name(m)
+            .unwrap()
+            .input_kind()
+            == selfsup::method::InputKind::Pairs;
         let r = if m == "mae" {
             vit_recipe.to_str().unwrap()
+        } else if is_pairs {
+            pairs_recipe.to_str().unwrap()
         } else if graph {
             graph_recipe.to_str().unwrap()
         } else if text {
@@ -467,6 +492,54 @@ fn every_method_resumes_exactly_from_the_cli() {
             } else {
                 assert_clean_failure(&g, "generation needs a next-token run");
             }
+        }
+        if is_pairs {
+            assert!(whole.join("tokenizer.json").exists(), "{m}");
+            // the nearest images to a text, and a PNG strip of them
+            let png = dir.path().join("strip.png");
+            let o = selfsup(&[
+                "search",
+                "--run",
+                whole.to_str().unwrap(),
+                "--text",
+                "red square",
+                "-k",
+                "3",
+                "--png",
+                png.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", stderr(&o));
+            let out = String::from_utf8_lossy(&o.stdout).to_string();
+            assert_eq!(out.lines().count(), 1 + 3, "{out}");
+            let strip = image::open(&png).unwrap();
+            assert!(
+                strip.width() > 3 * strip.height() / 2,
+                "a strip, not a grid"
+            );
+            // every image and caption in the shared space
+            let csv = dir.path().join("pairs-emb.csv");
+            let e = selfsup(&[
+                "embed",
+                "--run",
+                whole.to_str().unwrap(),
+                "--out",
+                csv.to_str().unwrap(),
+            ]);
+            assert!(e.status.success(), "{}", stderr(&e));
+            let text = std::fs::read_to_string(&csv).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1 + 2 * 32);
+            assert!(lines[0].ends_with(",f15"), "{}", lines[0]);
+            assert_eq!(lines.iter().filter(|l| l.starts_with("image:")).count(), 32);
+            // captions hold commas: quoted
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("\"text:") && l.contains(", square)\",")
+                        || l.contains(", stripes)\","))
+                    .count(),
+                32
+            );
         }
         let (a, b) = (encoder_tensors(&whole), encoder_tensors(&parts));
         assert!(!a.is_empty(), "{m}");
@@ -534,6 +607,30 @@ fn bad_inputs_fail_cleanly() {
     assert_clean_failure(
         &selfsup(&["pretrain", "--device", "cuda"]),
         "--features cuda",
+    );
+    // image-text pairs: a bad line is named by file and line; search needs a CLIP run
+    let pairs = common::pairs_fixture(&dir.path().join("pairs"), 8);
+    let mut text = std::fs::read_to_string(&pairs).unwrap();
+    text.push_str("{\"image\": \"img/000.png\"}\n");
+    std::fs::write(&pairs, text).unwrap();
+    let spec = format!("pairs:{}", pairs.display());
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--data", &spec, "--method", "clip"]),
+        "pairs.jsonl:9: no 'caption' field",
+    );
+    assert_clean_failure(
+        &selfsup(&["pretrain", "--data", &spec]),
+        "'simclr' trains on images, but data.spec",
+    );
+    assert_clean_failure(
+        &selfsup(&[
+            "search",
+            "--run",
+            empty.to_str().unwrap(),
+            "--text",
+            "a cat",
+        ]),
+        "not a selfsup run folder",
     );
 }
 

@@ -31,6 +31,7 @@ pub mod grid;
 pub mod image;
 pub mod loader;
 pub mod masking;
+pub mod pairs;
 pub mod rng;
 pub mod source;
 pub mod text;

@@ -172,6 +172,7 @@ pub fn pretrain_audio(
                 views_input(bufs, idx.len(), (m, t), dev)
             },
             format: "selfsup audio encoder",
+            on_open: None,
         },
     )
 }

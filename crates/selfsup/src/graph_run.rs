@@ -27,7 +27,7 @@ use crate::checkpoint;
 use crate::eval::linear::{LinearConfig, linear_probe_on, stratified_subset};
 use crate::method::{Input, Model};
 use crate::recipe::Recipe;
-use crate::run::seeded;
+use crate::run::{run_recipe_and_checkpoint, seeded};
 use crate::sample_loop::{SampleLoop, train_samples};
 use crate::train::{TrainOptions, Trained};
 
@@ -85,21 +85,7 @@ pub fn build_graph_model(recipe: &Recipe, feat_dim: usize, device: &Device, seed
 
 /// Loads a graph run's newest checkpoint and its data.
 pub fn load_graph_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedGraphs)> {
-    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
-        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
-    if !recipe.is_graph() {
-        bail!(
-            "{}: not a graph run (data.spec = {})",
-            run_dir.display(),
-            recipe.data.spec
-        );
-    }
-    let dir = checkpoint::latest(run_dir).with_context(|| {
-        format!(
-            "{}: no checkpoint found under checkpoints/",
-            run_dir.display()
-        )
-    })?;
+    let (recipe, dir) = run_recipe_and_checkpoint(run_dir, Recipe::is_graph, "a graph")?;
     let p = prepare_graphs(&recipe)?;
     let model = build_graph_model(&recipe, p.data.feat_dim, &p.device, recipe.train.seed);
     let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
@@ -131,6 +117,7 @@ pub fn pretrain_graphs(
                 Input::Graphs(vb.views)
             },
             format: "selfsup graph encoder",
+            on_open: None,
         },
     )
 }

@@ -6,6 +6,7 @@ pub mod backbone;
 pub mod bench;
 pub mod budget;
 pub mod checkpoint;
+pub mod clip_run;
 pub mod device;
 pub mod ema;
 pub mod eval;

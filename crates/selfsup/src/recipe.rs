@@ -247,6 +247,38 @@ impl GraphSection {
     }
 }
 
+/// `[pairs]`: image–text runs (`data.spec = "pairs:FILE.jsonl"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PairsSection {
+    /// The zero-shot prompt; `{}` is replaced by the class name.
+    pub prompt: String,
+    /// The label fields classified zero-shot (those the data has).
+    pub zero_shot: Vec<String>,
+}
+
+impl Default for PairsSection {
+    fn default() -> Self {
+        Self {
+            prompt: "an emoji of {}".into(),
+            zero_shot: vec!["category".into(), "subcategory".into()],
+        }
+    }
+}
+
+impl PairsSection {
+    /// Checks the values; errors name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.prompt.matches("{}").count() != 1 {
+            return Err(format!(
+                "pairs.prompt: must hold '{{}}' once (where the class name goes), got '{}'",
+                self.prompt
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[audio]`: audio runs (`data.spec = "audio:DIR"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,6 +364,8 @@ pub struct Recipe {
     pub graph: GraphSection,
     /// Audio runs: labels, split, spectrogram, augmentations.
     pub audio: AudioSection,
+    /// Image–text runs: the zero-shot evaluation.
+    pub pairs: PairsSection,
 }
 
 impl Recipe {
@@ -391,6 +425,11 @@ impl Recipe {
         self.data_spec().is_ok_and(|s| s.audio_dir().is_some())
     }
 
+    /// Whether the data is image–text pairs (`pairs:`).
+    pub fn is_pairs(&self) -> bool {
+        self.data_spec().is_ok_and(|s| s.pairs_file().is_some())
+    }
+
     /// What the data holds, as the methods' input kinds say it.
     pub fn data_kind(&self) -> crate::method::InputKind {
         use crate::method::InputKind;
@@ -398,6 +437,8 @@ impl Recipe {
             InputKind::Tokens
         } else if self.is_graph() {
             InputKind::Graphs
+        } else if self.is_pairs() {
+            InputKind::Pairs
         } else {
             InputKind::Images
         }
@@ -480,6 +521,7 @@ impl Recipe {
         if self.is_audio() {
             self.audio.validate()?;
         }
+        self.pairs.validate()?;
         self.model.validate().map_err(|e| format!("model: {e}"))?;
         self.method.validate()?;
         self.method.check_backbone(&self.model)?;
@@ -650,12 +692,14 @@ mod tests {
         }
         assert!(n >= 2, "expected the shipped recipes in {}", dir.display());
         // every image method has a digits recipe naming it (CPC, which reads a feature map as
-        // frames, an FSDD one), every text method a KJV one, every graph method a MUTAG one
+        // frames, an FSDD one), every text method a KJV one, every graph method a MUTAG one, every
+        // image-text method an emoji one
         for m in crate::method::METHOD_NAMES {
             let kind = MethodConfig::from_name(m).unwrap().input_kind();
             let data = match kind {
                 crate::method::InputKind::Tokens => "kjv",
                 crate::method::InputKind::Graphs => "mutag",
+                crate::method::InputKind::Pairs => "emoji",
                 crate::method::InputKind::Images if *m == "cpc" => "fsdd",
                 crate::method::InputKind::Images => "digits",
             };

@@ -131,6 +131,31 @@ pub fn build_model(
     })
 }
 
+/// The recipe of the run in `run_dir` and its newest checkpoint folder, when the run is of the
+/// kind `is` tells (`what`: "a graph", say, for the error).
+pub fn run_recipe_and_checkpoint(
+    run_dir: &Path,
+    is: fn(&Recipe) -> bool,
+    what: &str,
+) -> anyhow::Result<(Recipe, std::path::PathBuf)> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    if !is(&recipe) {
+        bail!(
+            "{}: not {what} run (data.spec = {})",
+            run_dir.display(),
+            recipe.data.spec
+        );
+    }
+    let dir = checkpoint::latest(run_dir).with_context(|| {
+        format!(
+            "{}: no checkpoint found under checkpoints/",
+            run_dir.display()
+        )
+    })?;
+    Ok((recipe, dir))
+}
+
 /// Loads the encoder of a finished or interrupted run (its newest checkpoint) and prepares the
 /// data of its recipe after `adjust` (e.g. other data, another device). Other data is converted
 /// to the channels and size the encoder was trained on.

@@ -36,7 +36,13 @@ pub(crate) struct SampleLoop<'a> {
     pub input: &'a dyn Fn(&[usize], u64, &Device) -> Input,
     /// The exported encoder's `format` metadata.
     pub format: &'a str,
+    /// Writes what the run folder needs besides checkpoints (a tokenizer), once the folder is
+    /// open (new and empty, or resumed).
+    pub on_open: Option<&'a OnOpen<'a>>,
 }
+
+/// What a run writes into its folder once it is open.
+pub(crate) type OnOpen<'a> = dyn Fn(&Path) -> anyhow::Result<()> + 'a;
 
 /// The state a run starts from: a fresh one, or (with `opts.resume`) the newest checkpoint
 /// that verifies, whose input shape (`what`: "inputs of shape", say) and seed must be the
@@ -95,6 +101,9 @@ pub(crate) fn train_samples(
     spec: SampleLoop<'_>,
 ) -> anyhow::Result<Trained> {
     open_run_dir(run_dir, opts.resume)?;
+    if let Some(f) = spec.on_open {
+        f(run_dir)?;
+    }
     let train_device = r.train.device.train_device()?;
     let mut model = (spec.build)(&train_device);
     let mut optim = Optimizer::new(r.optim.clone());

@@ -98,3 +98,20 @@ pub fn check_two_input_loss(
 pub fn rows(x: &[f64], d: usize) -> Vec<&[f64]> {
     x.chunks(d).collect()
 }
+
+/// `x / |x|` in float64.
+pub fn unit(x: &[f64]) -> Vec<f64> {
+    let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    x.iter().map(|v| v / n).collect()
+}
+
+/// The dot product in float64.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `ln Σ exp(x)`, shifted by the maximum.
+pub fn lse(xs: &[f64]) -> f64 {
+    let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+}

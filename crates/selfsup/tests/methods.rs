@@ -11,6 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use selfsup::burn;
 use selfsup::checkpoint::{self, TrainState, named_tensors};
+use selfsup::clip_run::prepare_pairs;
 use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
 use selfsup::graph_run::{build_graph_model, prepare_graphs};
@@ -24,7 +25,24 @@ use selfsup::train::{to_input, train_step};
 use selfsup_data::Loader;
 
 mod common;
-use common::tu_fixture;
+use common::{pairs_fixture, tu_fixture};
+
+/// A tiny CLIP recipe on the image–text set `file`.
+fn tiny_pairs(method: &str, file: &Path) -> Recipe {
+    Recipe::from_toml(
+        &format!(
+            "[data]\nspec = \"pairs:{}\"\nimage_size = 8\nseq_len = 8\nval_fraction = 0.125\n\
+             test_fraction = 0.125\n[tokenizer]\nkind = \"bpe\"\nvocab_size = 300\n\
+             min_frequency = 1\n[model]\nbackbone = \"convnet\"\nwidths = [8, 16]\n\
+             [method]\nname = \"{method}\"\nembed_dim = 16\n[method.text]\ndim = 16\ndepth = 1\n\
+             heads = 2\nmax_len = 8\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n",
+            file.display()
+        ),
+        "tiny-pairs.toml",
+    )
+    .unwrap()
+}
 
 /// A tiny GraphCL recipe on the TU set in `dir`.
 fn tiny_graph(method: &str, dir: &Path) -> Recipe {
@@ -193,6 +211,8 @@ fn every_method_is_wired() {
     let (_dir, text_path) = corpus(120);
     let graph_dir = tempfile::tempdir().unwrap();
     let tu = tu_fixture(graph_dir.path(), 24);
+    let pairs_dir = tempfile::tempdir().unwrap();
+    let pairs = pairs_fixture(pairs_dir.path(), 32);
     for &name in METHOD_NAMES {
         let kind = MethodConfig::from_name(name).unwrap().input_kind();
         let is_text = kind == InputKind::Tokens;
@@ -204,6 +224,7 @@ fn every_method_is_wired() {
             // CPC reads a feature map as a sequence of frames: its recipes are for audio
             InputKind::Images if name == "cpc" => &["fsdd"],
             InputKind::Images => &["digits", "fashion-mnist"],
+            InputKind::Pairs => &["emoji"],
         };
         for data in datas {
             let path = configs.join(format!("{data}-{name}.toml"));
@@ -211,7 +232,23 @@ fn every_method_is_wired() {
             assert_eq!(r.method.name(), name, "{}", path.display());
         }
         let (r, c, h, dev, input): (Recipe, usize, usize, _, Box<dyn Fn() -> Input>);
-        if is_graph {
+        if kind == InputKind::Pairs {
+            let p = prepare_pairs(&tiny_pairs(name, &pairs), None).unwrap();
+            // the prepared recipe knows the tokenizer's vocabulary
+            r = p.recipe.clone();
+            (c, h) = (3, p.size);
+            let d = r.train.device.train_device().unwrap();
+            dev = d.clone();
+            input = Box::new(move || {
+                let idx: Vec<usize> = (0..8).collect();
+                let v = p.plain.plain_batch(&p.train.pairs.images, &idx);
+                let x = Tensor::<4>::from_data(
+                    burn::tensor::TensorData::new(v, [8, 3, p.size, p.size]),
+                    &d,
+                );
+                Input::Pairs(x, p.train.tokens.batch(&idx))
+            });
+        } else if is_graph {
             r = tiny_graph(name, &tu);
             let p = prepare_graphs(&r).unwrap();
             (c, h) = (p.data.feat_dim, 0);

@@ -251,6 +251,8 @@ pub enum DataSpec {
     Tu(PathBuf),
     /// A folder of WAV recordings (see [`crate::audio`]).
     Audio(PathBuf),
+    /// Image–text pairs: a JSON-lines file of `image` and `caption` (see [`crate::pairs`]).
+    Pairs(PathBuf),
 }
 
 impl DataSpec {
@@ -267,6 +269,10 @@ impl DataSpec {
                 name.strip_suffix(".csv").unwrap_or(name).to_string()
             }
             DataSpec::Text(p) | DataSpec::Tsv(p) => crate::text::source::corpus_name(p),
+            DataSpec::Pairs(p) => {
+                let name = path_name(p);
+                name.strip_suffix(".jsonl").unwrap_or(&name).to_string()
+            }
         }
     }
 
@@ -295,6 +301,14 @@ impl DataSpec {
         }
     }
 
+    /// The file of a `pairs:` spec (`None` for other data).
+    pub fn pairs_file(&self) -> Option<&Path> {
+        match self {
+            DataSpec::Pairs(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The spec with its path made absolute (relative to the working directory).
     pub fn absolute(&self) -> DataSpec {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
@@ -307,6 +321,7 @@ impl DataSpec {
             DataSpec::Tsv(p) => DataSpec::Tsv(abs(p)),
             DataSpec::Tu(p) => DataSpec::Tu(abs(p)),
             DataSpec::Audio(p) => DataSpec::Audio(abs(p)),
+            DataSpec::Pairs(p) => DataSpec::Pairs(abs(p)),
         }
     }
 }
@@ -348,8 +363,9 @@ impl FromStr for DataSpec {
             "tsv" => Ok(DataSpec::Tsv(p)),
             "tu" => Ok(DataSpec::Tu(p)),
             "audio" => Ok(DataSpec::Audio(p)),
+            "pairs" => Ok(DataSpec::Pairs(p)),
             _ => Err(err(&format!(
-                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:, tu:, audio:)"
+                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:, tu:, audio:, pairs:)"
             ))),
         }
     }
@@ -366,6 +382,7 @@ impl fmt::Display for DataSpec {
             DataSpec::Tsv(p) => write!(f, "tsv:{}", p.display()),
             DataSpec::Tu(p) => write!(f, "tu:{}", p.display()),
             DataSpec::Audio(p) => write!(f, "audio:{}", p.display()),
+            DataSpec::Pairs(p) => write!(f, "pairs:{}", p.display()),
         }
     }
 }
@@ -486,6 +503,12 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
             return Err(DataError::format(
                 p,
                 "this is audio: it is read by crate::audio::load_audio_dir",
+            ));
+        }
+        DataSpec::Pairs(p) => {
+            return Err(DataError::format(
+                p,
+                "these are image-text pairs: they need an image-text method (clip), see crate::pairs::load_pairs",
             ));
         }
     };

@@ -278,6 +278,31 @@ impl TextTokenizer {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn char_and_bpe_train_the_same_tokenizer_twice() {
+        // (WordPiece's training is not reproducible: see the module's documentation)
+        let docs: Vec<String> = (0..32)
+            .map(|i| {
+                let c = ["red", "green", "blue", "yellow"][i % 4];
+                let s = ["square", "stripes"][(i / 4) % 2];
+                format!("{c} {s} {i} ({c}, {s})")
+            })
+            .collect();
+        for kind in [TokenizerKind::Char, TokenizerKind::Bpe] {
+            let cfg = TokenizerConfig {
+                kind,
+                vocab_size: if kind == TokenizerKind::Bpe { 300 } else { 64 },
+                min_frequency: 1,
+            };
+            let first = TextTokenizer::train(&cfg, &docs).unwrap();
+            for _ in 0..5 {
+                let again = TextTokenizer::train(&cfg, &docs).unwrap();
+                assert_eq!(first.encode_all(&docs), again.encode_all(&docs), "{kind:?}");
+            }
+        }
+    }
+
     use super::*;
 
     fn corpus() -> Vec<String> {

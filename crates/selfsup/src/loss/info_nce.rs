@@ -40,22 +40,8 @@ pub fn info_nce_batch(q: Tensor<2>, k: Tensor<2>, tau: f32) -> Tensor<1> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{Rng, check_two_input_loss, rows, to_f32};
+    use crate::testutil::{Rng, check_two_input_loss, dot, lse, rows, to_f32, unit};
     use burn::tensor::Device;
-
-    fn unit(x: &[f64]) -> Vec<f64> {
-        let n = x.iter().map(|v| v * v).sum::<f64>().sqrt();
-        x.iter().map(|v| v / n).collect()
-    }
-
-    fn dot(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    fn lse(xs: &[f64]) -> f64 {
-        let m = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        m + xs.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-    }
 
     #[test]
     fn in_batch_matches_float64() {

@@ -1,5 +1,6 @@
 //! Losses, one per file, each citing its paper and stating its input shapes.
 pub mod barlow;
+pub mod clip;
 pub mod cosine;
 pub mod cpc;
 pub mod cross_entropy;
@@ -10,6 +11,7 @@ pub mod nt_xent;
 pub mod vicreg;
 
 pub use barlow::barlow_twins;
+pub use clip::{clip_logits, clip_loss, clip_scale};
 pub use cosine::{byol, neg_cosine};
 pub use cpc::cpc_info_nce;
 pub use cross_entropy::{correct_count, token_cross_entropy};

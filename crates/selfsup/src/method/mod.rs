@@ -7,6 +7,7 @@
 
 pub mod barlow_twins;
 pub mod byol;
+pub mod clip;
 pub mod cpc;
 pub mod dae;
 pub mod dino;
@@ -32,6 +33,7 @@ use crate::backbone::{Backbone, BackboneConfig};
 use crate::flops::Flops;
 pub use barlow_twins::{BarlowTwins, BarlowTwinsConfig};
 pub use byol::{Byol, ByolConfig};
+pub use clip::{Clip, ClipConfig};
 pub use cpc::{Cpc, CpcConfig};
 pub use dae::{Dae, DaeConfig};
 pub use dino::{Dino, DinoConfig};
@@ -88,6 +90,9 @@ pub enum Input {
     /// Augmented views of graphs, each view one block-diagonal batch, on the CPU (the method
     /// moves them to its device).
     Graphs(Vec<GraphBatch>),
+    /// Image–text pairs: one view of each image `(N, C, H, W)` on the device, and the
+    /// captions' tokens on the CPU (the method moves them to its device).
+    Pairs(Tensor<4>, TokenBatch),
 }
 
 impl Input {
@@ -97,6 +102,7 @@ impl Input {
             Self::Views(v) => v.first().map_or(0, |x| x.dims()[0]),
             Self::Tokens(b) => b.batch_size,
             Self::Graphs(v) => v.first().map_or(0, |g| g.num_graphs),
+            Self::Pairs(x, _) => x.dims()[0],
         }
     }
 
@@ -107,6 +113,7 @@ impl Input {
             Self::Views(v) => v,
             Self::Tokens(_) => panic!("this method takes image views, not token sequences"),
             Self::Graphs(_) => panic!("this method takes image views, not graphs"),
+            Self::Pairs(..) => panic!("this method takes image views, not image-text pairs"),
         }
     }
 
@@ -116,6 +123,7 @@ impl Input {
             Self::Tokens(b) => b,
             Self::Views(_) => panic!("this method takes token sequences, not image views"),
             Self::Graphs(_) => panic!("this method takes token sequences, not graphs"),
+            Self::Pairs(..) => panic!("this method takes token sequences, not image-text pairs"),
         }
     }
 
@@ -124,6 +132,14 @@ impl Input {
         match self {
             Self::Graphs(g) => g,
             _ => panic!("this method takes graphs"),
+        }
+    }
+
+    /// The images and captions of image–text pairs (see [`Self::into_views`]).
+    pub fn into_pairs(self) -> (Tensor<4>, TokenBatch) {
+        match self {
+            Self::Pairs(x, t) => (x, t),
+            _ => panic!("this method takes image-text pairs"),
         }
     }
 }
@@ -168,6 +184,7 @@ pub enum InputKind {
     Images,
     Tokens,
     Graphs,
+    Pairs,
 }
 
 impl InputKind {
@@ -177,6 +194,7 @@ impl InputKind {
             Self::Images => "images",
             Self::Tokens => "token sequences",
             Self::Graphs => "graphs",
+            Self::Pairs => "image-text pairs",
         }
     }
 }
@@ -487,6 +505,7 @@ registry! {
     Gpt = "gpt": GptConfig => Gpt,
     GraphCl = "graphcl": GraphClConfig => GraphCl,
     Cpc = "cpc": CpcConfig => Cpc,
+    Clip = "clip": ClipConfig => Clip,
 }
 
 impl Default for MethodConfig {

@@ -1,4 +1,6 @@
-//! Fixtures shared by the integration tests.
+//! Fixtures shared by the integration tests (and the command line's).
+// each test binary compiles this module; not all of them use every fixture
+#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -41,4 +43,44 @@ pub fn tu_fixture(dir: &Path, n: usize) -> std::path::PathBuf {
         std::fs::write(root.join(format!("T_{f}.txt")), t).unwrap();
     }
     root
+}
+
+/// A small image–text set in `dir`: `n` 8×8 PNG images (a coloured square or stripes on a
+/// transparent background) and `pairs.jsonl` with their captions (`red stripes (red,
+/// stripes)`), `category` (the colour) and `subcategory` (the shape). Returns the file.
+pub fn pairs_fixture(dir: &Path, n: usize) -> std::path::PathBuf {
+    let colours = [
+        ("red", [220u8, 30, 30]),
+        ("green", [30, 200, 60]),
+        ("blue", [40, 60, 230]),
+        ("yellow", [240, 220, 40]),
+    ];
+    let shapes = ["square", "stripes"];
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let mut lines = String::new();
+    for i in 0..n {
+        let (cname, rgb) = colours[i % 4];
+        let shape = shapes[(i / 4) % 2];
+        let img = image::RgbaImage::from_fn(8, 8, |x, y| {
+            let on = match shape {
+                "square" => (2..6).contains(&x) && (2..6).contains(&y),
+                _ => y % 2 == 0,
+            };
+            // a little variation per image, so no two are the same
+            let shade = (i * 7 % 40) as u8;
+            if on {
+                image::Rgba([rgb[0].saturating_sub(shade), rgb[1], rgb[2], 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            }
+        });
+        let name = format!("img/{i:03}.png");
+        img.save(dir.join(&name)).unwrap();
+        lines.push_str(&format!(
+            "{{\"image\": \"{name}\", \"caption\": \"{cname} {shape} {i} ({cname}, {shape})\", \"category\": \"{cname}\", \"subcategory\": \"{shape}\"}}\n"
+        ));
+    }
+    let f = dir.join("pairs.jsonl");
+    std::fs::write(&f, lines).unwrap();
+    f
 }

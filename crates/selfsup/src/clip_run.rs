@@ -1,0 +1,488 @@
+//! An image–text run: a JSON-lines file of image–caption pairs → a seeded train / validation /
+//! test split → a tokenizer trained on the training captions (saved as `tokenizer.json` in the
+//! run folder) → one augmented view of each image and its caption's tokens → CLIP → loss →
+//! optimiser; then retrieval (image→text and text→image recall@1/5/10) and zero-shot
+//! classification by label fields (`category`, `subcategory`) from a prompt template, on the
+//! validation and the test split, beside a random-init model and chance.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor, TensorData};
+use selfsup_data::augment::CropConfig;
+use selfsup_data::pairs::{PairsDataset, load_pairs};
+use selfsup_data::text::{TextTokenizer, TokenLoader};
+use selfsup_data::{AugmentConfig, Pipeline, TokenBatch};
+use serde::Serialize;
+
+use crate::checkpoint;
+use crate::kernels::simd::dot;
+use crate::method::{Clip, Input, MethodConfig, Model};
+use crate::recipe::Recipe;
+use crate::run::{build_model, run_recipe_and_checkpoint};
+use crate::sample_loop::{SampleLoop, train_samples};
+use crate::text_run::TOKENIZER_FILE;
+use crate::train::{TrainOptions, Trained};
+
+/// One split of an image–text run.
+pub struct PairsSplit {
+    pub pairs: PairsDataset,
+    /// The captions' token sequences (`[CLS]` and at most `data.seq_len − 1` tokens).
+    pub tokens: TokenLoader,
+}
+
+/// An image–text recipe made concrete.
+pub struct PreparedPairs {
+    /// The recipe, with `method.vocab_size` set from the tokenizer and the augmentation used.
+    pub recipe: Recipe,
+    pub train: PairsSplit,
+    pub val: PairsSplit,
+    pub test: PairsSplit,
+    pub tokenizer: TextTokenizer,
+    /// The training views.
+    pub pipeline: Pipeline,
+    /// Evaluation: the whole image, normalised.
+    pub plain: Pipeline,
+    /// Image side.
+    pub size: usize,
+    pub device: Device,
+}
+
+/// The default augmentation of image–text runs: a mild random resized crop only. A caption
+/// names colours, directions and text in the image (`red heart`, `left arrow`, `keycap: 1`),
+/// so flips, colour jitter and grey views would contradict it.
+pub fn clip_augment_default() -> AugmentConfig {
+    AugmentConfig {
+        crop: Some(CropConfig {
+            p: 1.0,
+            scale: [0.6, 1.0],
+            ratio: [0.8, 1.25],
+        }),
+        ..AugmentConfig::default()
+    }
+}
+
+fn channel_mean_std(images: &[selfsup_data::Image]) -> (Vec<f32>, Vec<f32>) {
+    let mut sum = [0f64; 3];
+    let mut sq = [0f64; 3];
+    let mut count = 0f64;
+    for img in images {
+        for (c, (s, q)) in sum.iter_mut().zip(sq.iter_mut()).enumerate() {
+            for &v in img.plane(c) {
+                let x = v as f64 / 255.0;
+                *s += x;
+                *q += x * x;
+            }
+        }
+        count += img.plane(0).len() as f64;
+    }
+    let n = count.max(1.0);
+    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+    let std = sum
+        .iter()
+        .zip(&sq)
+        .map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0).sqrt() as f32).max(1e-3))
+        .collect();
+    (mean, std)
+}
+
+/// Reads the pairs of an image–text recipe, splits them, trains the tokenizer on the training
+/// captions (or uses `tokenizer`, a run's saved one) and cuts the caption sequences.
+pub fn prepare_pairs(
+    recipe: &Recipe,
+    tokenizer: Option<TextTokenizer>,
+) -> anyhow::Result<PreparedPairs> {
+    let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+    let file = spec
+        .pairs_file()
+        .with_context(|| format!("data '{spec}' is not image-text pairs (pairs:FILE.jsonl)"))?;
+    let MethodConfig::Clip(clip) = &recipe.method else {
+        bail!(
+            "method.name: image-text pairs are trained with 'clip', not '{}'",
+            recipe.method.name()
+        );
+    };
+    let seq = recipe.data.seq_len;
+    if clip.text.max_len < seq {
+        bail!(
+            "method.text.max_len: {} positions, but data.seq_len is {seq} (make max_len at least seq_len)",
+            clip.text.max_len
+        );
+    }
+    let size = recipe.data.image_size.unwrap_or(32);
+    let all = load_pairs(file, size).with_context(|| format!("cannot load data '{spec}'"))?;
+    let seed = recipe.data.split_seed.unwrap_or(recipe.train.seed);
+    let (mut train, val, test) =
+        all.split(recipe.data.val_fraction, recipe.data.test_fraction, seed);
+    if let Some(n) = recipe.data.limit
+        && n < train.len()
+    {
+        train = train.subset(&(0..n).collect::<Vec<_>>());
+    }
+    if train.len() < 2 {
+        bail!("data '{spec}': {} training pair(s)", train.len());
+    }
+    for f in &recipe.pairs.zero_shot {
+        if all.field(f).is_none() {
+            bail!(
+                "pairs.zero_shot: the data has no label field '{f}' (it has: {})",
+                all.label_fields.join(", ")
+            );
+        }
+    }
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => TextTokenizer::train(&recipe.tokenizer, &train.captions)
+            .context("training the tokenizer on the training captions")?,
+    };
+    let split = |pairs: PairsDataset| -> PairsSplit {
+        let docs = tokenizer.encode_all(&pairs.captions);
+        PairsSplit {
+            tokens: TokenLoader::padded(&docs, seq, true),
+            pairs,
+        }
+    };
+    let (train, val, test) = (split(train), split(val), split(test));
+    let (mean, std) = channel_mean_std(&train.pairs.images);
+    let aug = recipe.augment.clone().unwrap_or_else(clip_augment_default);
+    let pipeline = Pipeline::new(aug, size, size, mean.clone(), std.clone()).context("augment")?;
+    let plain = Pipeline::new(AugmentConfig::default(), size, size, mean, std)?;
+    let device = recipe.train.device.device()?;
+    let mut recipe = recipe.clone();
+    recipe.augment = Some(pipeline.config().clone());
+    if let MethodConfig::Clip(c) = &mut recipe.method {
+        c.vocab_size = tokenizer.vocab_size();
+    }
+    Ok(PreparedPairs {
+        recipe,
+        train,
+        val,
+        test,
+        tokenizer,
+        pipeline,
+        plain,
+        size,
+        device,
+    })
+}
+
+/// The networks of an image–text run (the prepared recipe knows the vocabulary).
+pub fn build_pairs_model(p: &PreparedPairs, device: &Device, seed: u64) -> Model {
+    build_model(&p.recipe, 3, p.size, device, seed)
+}
+
+/// Pretrains an image–text run in `run_dir` (see [`crate::train::pretrain`] for the options);
+/// the tokenizer goes to `run_dir/tokenizer.json` first. Full batches only (in-batch
+/// negatives).
+pub fn pretrain_pairs(
+    p: &PreparedPairs,
+    run_dir: &Path,
+    opts: &TrainOptions,
+) -> anyhow::Result<Trained> {
+    let r = &p.recipe;
+    let s = p.size;
+    let save_tokenizer = |dir: &Path| -> anyhow::Result<()> {
+        let tok = dir.join(TOKENIZER_FILE);
+        if !tok.exists() {
+            p.tokenizer.save(&tok)?;
+        }
+        Ok(())
+    };
+    train_samples(
+        r,
+        run_dir,
+        opts,
+        SampleLoop {
+            unit: "pairs",
+            samples: p.train.pairs.len(),
+            input_shape: vec![3, s, s],
+            keep_partial: false,
+            build: &|dev| build_pairs_model(p, dev, r.train.seed),
+            input: &|idx, epoch, dev| {
+                let v = p
+                    .pipeline
+                    .views_batch(&p.train.pairs.images, idx, r.train.seed, epoch, 1)
+                    .pop()
+                    .expect("one view");
+                let x = Tensor::<4>::from_data(TensorData::new(v, [idx.len(), 3, s, s]), dev);
+                Input::Pairs(x, p.train.tokens.batch(idx))
+            },
+            format: "selfsup CLIP image encoder",
+            on_open: Some(&save_tokenizer),
+        },
+    )
+}
+
+/// Loads an image–text run's newest checkpoint, its tokenizer and its data.
+pub fn load_pairs_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedPairs)> {
+    let (recipe, dir) = run_recipe_and_checkpoint(run_dir, Recipe::is_pairs, "an image-text")?;
+    let tokenizer = TextTokenizer::load(&run_dir.join(TOKENIZER_FILE))?;
+    let p = prepare_pairs(&recipe, Some(tokenizer))?;
+    let model = build_pairs_model(&p, &p.device, recipe.train.seed);
+    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
+    Ok((model, p))
+}
+
+/// The CLIP networks of a model (an image–text run's).
+pub fn clip_of(model: &Model) -> anyhow::Result<&Clip> {
+    match model {
+        Model::Clip(c) => Ok(c),
+        _ => bail!("not a CLIP model"),
+    }
+}
+
+fn rows_of(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 embeddings")
+}
+
+fn normalise_rows(v: &mut [f32], d: usize) {
+    for r in v.chunks_mut(d) {
+        let n = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        r.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Shared-space embeddings `(N, E)`, l2-normalised, of `images` (whole images, in batches).
+pub fn image_embeddings(
+    clip: &Clip,
+    p: &PreparedPairs,
+    images: &[selfsup_data::Image],
+) -> (Vec<f32>, usize) {
+    let s = p.size;
+    let idx: Vec<usize> = (0..images.len()).collect();
+    let mut out = Vec::new();
+    let mut e = 0;
+    for chunk in idx.chunks(p.recipe.train.eval_batch_size.max(1)) {
+        let x = p.plain.plain_batch(images, chunk);
+        let x = Tensor::<4>::from_data(TensorData::new(x, [chunk.len(), 3, s, s]), &p.device);
+        let (_, z) = clip.embed_images(x);
+        e = z.dims()[1];
+        out.extend(rows_of(z));
+    }
+    normalise_rows(&mut out, e.max(1));
+    (out, e)
+}
+
+/// Shared-space embeddings `(N, E)`, l2-normalised, of `texts`.
+pub fn text_embeddings(clip: &Clip, p: &PreparedPairs, texts: &[String]) -> (Vec<f32>, usize) {
+    let docs = p.tokenizer.encode_all(texts);
+    let loader = TokenLoader::padded(&docs, p.recipe.data.seq_len, true);
+    let mut out = Vec::new();
+    let mut e = 0;
+    let idx: Vec<usize> = (0..texts.len()).collect();
+    for chunk in idx.chunks(p.recipe.train.eval_batch_size.max(1)) {
+        let batch: TokenBatch = loader.batch(chunk);
+        let z = clip.embed_text(&batch);
+        e = z.dims()[1];
+        out.extend(rows_of(z));
+    }
+    normalise_rows(&mut out, e.max(1));
+    (out, e)
+}
+
+/// Recall@k of paired retrieval: `a` and `b` `(N, E)` row-paired embeddings; for each row `i`
+/// of `a`, whether `b_i` is among the `k` rows of `b` most similar to it (dot product; a tie
+/// with the right row counts against it). In %, one value per `k`.
+pub fn recall_at_k(a: &[f32], b: &[f32], e: usize, ks: &[usize]) -> Vec<f64> {
+    let n = a.len() / e.max(1);
+    let mut hits = vec![0usize; ks.len()];
+    for i in 0..n {
+        let ai = &a[i * e..(i + 1) * e];
+        let own = dot(ai, &b[i * e..(i + 1) * e]);
+        let rank = (0..n)
+            .filter(|&j| j != i && dot(ai, &b[j * e..(j + 1) * e]) >= own)
+            .count();
+        for (h, &k) in hits.iter_mut().zip(ks) {
+            if rank < k {
+                *h += 1;
+            }
+        }
+    }
+    hits.iter()
+        .map(|&h| 100.0 * h as f64 / n.max(1) as f64)
+        .collect()
+}
+
+/// The k of recall@k.
+pub const RECALL_KS: [usize; 3] = [1, 5, 10];
+
+/// One model's figures on one split.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairsScores {
+    /// Image→text recall@1/5/10, %.
+    pub image_to_text: Vec<f64>,
+    /// Text→image recall@1/5/10, %.
+    pub text_to_image: Vec<f64>,
+    /// Zero-shot accuracy per label field, %.
+    pub zero_shot: Vec<(String, f64)>,
+}
+
+/// One row of the evaluation: a model (or chance) on the validation and the test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairsRow {
+    pub name: String,
+    pub val: PairsScores,
+    pub test: PairsScores,
+}
+
+/// The classes of label field `field` over the whole data (their names are the zero-shot
+/// classifier, as a user would list them), and the class of each pair of `split`.
+fn field_classes(
+    p: &PreparedPairs,
+    field: &str,
+    split: &PairsDataset,
+) -> (Vec<String>, Vec<usize>) {
+    let mut names: Vec<String> = [&p.train.pairs, &p.val.pairs, &p.test.pairs]
+        .iter()
+        .flat_map(|s| s.values[s.field(field).expect("checked field")].clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let f = split.field(field).expect("checked field");
+    let ids = split.values[f]
+        .iter()
+        .map(|v| names.binary_search(v).expect("a known class"))
+        .collect();
+    (names, ids)
+}
+
+fn scores(clip: &Clip, p: &PreparedPairs, split: &PairsSplit) -> PairsScores {
+    let (img, e) = image_embeddings(clip, p, &split.pairs.images);
+    let (txt, _) = text_embeddings(clip, p, &split.pairs.captions);
+    let zero_shot = p
+        .recipe
+        .pairs
+        .zero_shot
+        .iter()
+        .map(|field| {
+            let (names, truth) = field_classes(p, field, &split.pairs);
+            let prompts: Vec<String> = names
+                .iter()
+                .map(|n| p.recipe.pairs.prompt.replace("{}", n))
+                .collect();
+            let (cls, _) = text_embeddings(clip, p, &prompts);
+            let right = truth
+                .iter()
+                .enumerate()
+                .filter(|&(i, &t)| {
+                    let x = &img[i * e..(i + 1) * e];
+                    let best = (0..names.len())
+                        .map(|k| (k, dot(x, &cls[k * e..(k + 1) * e])))
+                        .fold((0, f32::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b });
+                    best.0 == t
+                })
+                .count();
+            (
+                field.clone(),
+                100.0 * right as f64 / truth.len().max(1) as f64,
+            )
+        })
+        .collect();
+    PairsScores {
+        image_to_text: recall_at_k(&img, &txt, e, &RECALL_KS),
+        text_to_image: recall_at_k(&txt, &img, e, &RECALL_KS),
+        zero_shot,
+    }
+}
+
+fn chance(p: &PreparedPairs, split: &PairsSplit) -> PairsScores {
+    let n = split.pairs.len().max(1) as f64;
+    let r: Vec<f64> = RECALL_KS
+        .iter()
+        .map(|&k| 100.0 * (k as f64).min(n) / n)
+        .collect();
+    let zero_shot = p
+        .recipe
+        .pairs
+        .zero_shot
+        .iter()
+        .map(|f| {
+            let (names, _) = field_classes(p, f, &split.pairs);
+            (f.clone(), 100.0 / names.len().max(1) as f64)
+        })
+        .collect();
+    PairsScores {
+        image_to_text: r.clone(),
+        text_to_image: r,
+        zero_shot,
+    }
+}
+
+/// The evaluation of an image–text run: the trained model (`label`), a random-init model of
+/// the same seed and chance, each on the validation and the test split.
+pub fn evaluate_pairs(
+    model: &Model,
+    label: &str,
+    p: &PreparedPairs,
+) -> anyhow::Result<Vec<PairsRow>> {
+    let valid = model.valid();
+    let init = build_pairs_model(p, &p.device, p.recipe.train.seed).valid();
+    let mut rows = Vec::new();
+    for (name, m) in [(label, &valid), ("random-init model", &init)] {
+        let c = clip_of(m)?;
+        rows.push(PairsRow {
+            name: name.to_string(),
+            val: scores(c, p, &p.val),
+            test: scores(c, p, &p.test),
+        });
+    }
+    rows.push(PairsRow {
+        name: "chance".into(),
+        val: chance(p, &p.val),
+        test: chance(p, &p.test),
+    });
+    Ok(rows)
+}
+
+/// The Markdown table of [`evaluate_pairs`] (test split) with the split sizes.
+pub fn format_pairs_table(p: &PreparedPairs, rows: &[PairsRow]) -> String {
+    let fields = &p.recipe.pairs.zero_shot;
+    let mut md = format!(
+        "image-text retrieval and zero-shot classification ({} train / {} validation / {} test pairs; prompt \"{}\"), test split:\n\n",
+        p.train.pairs.len(),
+        p.val.pairs.len(),
+        p.test.pairs.len(),
+        p.recipe.pairs.prompt
+    );
+    md.push_str("| model | image→text R@1 | R@5 | R@10 | text→image R@1 | R@5 | R@10 |");
+    for f in fields {
+        let (names, _) = field_classes(p, f, &p.test.pairs);
+        md.push_str(&format!(" zero-shot {f} ({} classes) |", names.len()));
+    }
+    md.push_str("\n|---|---|---|---|---|---|---|");
+    md.push_str(&"---|".repeat(fields.len()));
+    md.push('\n');
+    for r in rows {
+        let t = &r.test;
+        md.push_str(&format!("| {} |", r.name));
+        for v in t.image_to_text.iter().chain(&t.text_to_image) {
+            md.push_str(&format!(" {v:.1} |"));
+        }
+        for (_, v) in &t.zero_shot {
+            md.push_str(&format!(" {v:.1} |"));
+        }
+        md.push('\n');
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recall_at_k_on_a_hand_made_case() {
+        // 4 pairs in 2-d; the rank of each row's own partner among the 4:
+        let b = [1.0, 0.0, 0.8, 0.6, 0.0, 1.0, -1.0, 0.0];
+        let a = [1.0, 0.0, 0.95, 0.3122, 0.8, 0.6, 0.0, 1.0];
+        let r = recall_at_k(&a, &b, 2, &[1, 2, 3, 4]);
+        // a_0: b_0 (1) first → rank 0; a_1: b_0 (0.95) above b_1 (0.947) → rank 1;
+        // a_2: b_1 (1) and b_0 (0.8) above b_2 (0.6) → rank 2; a_3: b_2 (1), b_1 (0.6) and
+        // b_0 (0, a tie, which counts against) above b_3 (0) → rank 3
+        assert_eq!(r, vec![25.0, 50.0, 75.0, 100.0]);
+        // the identity pairing of orthogonal rows: every rank 0
+        let e = [1.0, 0.0, 0.0, 1.0];
+        assert_eq!(recall_at_k(&e, &e, 2, &[1]), vec![100.0]);
+    }
+}

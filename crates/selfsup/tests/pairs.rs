@@ -1,0 +1,101 @@
+//! Image–text runs (CLIP): preparation, the evaluation's rows and baselines, and seeded
+//! determinism of the embeddings.
+
+use burn::module::Module;
+use selfsup::burn;
+use selfsup::clip_run::{
+    build_pairs_model, clip_of, evaluate_pairs, format_pairs_table, image_embeddings,
+    prepare_pairs, text_embeddings,
+};
+use selfsup::method::MethodConfig;
+use selfsup::recipe::Recipe;
+
+mod common;
+
+fn tiny(file: &std::path::Path) -> Recipe {
+    Recipe::from_toml(
+        &format!(
+            "[data]\nspec = \"pairs:{}\"\nimage_size = 8\nseq_len = 8\nval_fraction = 0.125\n\
+             test_fraction = 0.125\n[tokenizer]\nkind = \"bpe\"\nvocab_size = 300\n\
+             min_frequency = 1\n[model]\nbackbone = \"convnet\"\nwidths = [8, 16]\n\
+             [method]\nname = \"clip\"\nembed_dim = 16\n[method.text]\ndim = 16\ndepth = 1\n\
+             heads = 2\nmax_len = 8\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n",
+            file.display()
+        ),
+        "tiny-pairs.toml",
+    )
+    .unwrap()
+}
+
+#[test]
+fn prepared_pairs_split_tokenize_and_set_the_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = common::pairs_fixture(dir.path(), 32);
+    let p = prepare_pairs(&tiny(&f), None).unwrap();
+    assert_eq!(
+        (p.train.pairs.len(), p.val.pairs.len(), p.test.pairs.len()),
+        (24, 4, 4)
+    );
+    let MethodConfig::Clip(c) = &p.recipe.method else {
+        panic!("a clip recipe")
+    };
+    assert_eq!(c.vocab_size, p.tokenizer.vocab_size());
+    // [CLS] and at most seq_len - 1 caption tokens
+    let b = p.train.tokens.batch(&[0, 1]);
+    assert!(b.seq_len <= 8 && b.ids[0] == selfsup_data::text::tokenizer::CLS);
+    // the recipe's errors name their key
+    let mut r = tiny(&f);
+    r.pairs.zero_shot = vec!["colour".into()];
+    let e = prepare_pairs(&r, None).err().unwrap().to_string();
+    assert!(e.contains("pairs.zero_shot") && e.contains("colour"), "{e}");
+    let mut r = tiny(&f);
+    r.data.seq_len = 16;
+    let e = prepare_pairs(&r, None).err().unwrap().to_string();
+    assert!(e.contains("method.text.max_len"), "{e}");
+}
+
+#[test]
+fn evaluation_has_its_baselines_and_seeded_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = common::pairs_fixture(dir.path(), 32);
+    let p = prepare_pairs(&tiny(&f), None).unwrap();
+    let model = build_pairs_model(&p, &p.device, 9);
+    let rows = evaluate_pairs(&model, "clip", &p).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["clip", "random-init model", "chance"]);
+    // chance among 4 test pairs: R@1 25 %, R@5 and R@10 100 %; 4 colours, 2 shapes
+    let chance = &rows[2].test;
+    assert_eq!(chance.image_to_text, vec![25.0, 100.0, 100.0]);
+    assert_eq!(
+        chance.zero_shot,
+        vec![
+            ("category".to_string(), 25.0),
+            ("subcategory".to_string(), 50.0)
+        ]
+    );
+    for r in &rows {
+        for s in [&r.val, &r.test] {
+            for v in [&s.image_to_text, &s.text_to_image] {
+                assert!(v.windows(2).all(|w| w[0] <= w[1]), "{}: {v:?}", r.name);
+                assert!(v.iter().all(|x| (0.0..=100.0).contains(x)));
+            }
+        }
+    }
+    let md = format_pairs_table(&p, &rows);
+    assert!(md.contains("zero-shot category (4 classes)") && md.contains("| chance |"));
+    // the same seed, the same embeddings; unit length
+    let again = build_pairs_model(&p, &p.device, 9);
+    let (a, b) = (model.valid(), again.valid());
+    let (ca, cb) = (clip_of(&a).unwrap(), clip_of(&b).unwrap());
+    let (ia, e) = image_embeddings(ca, &p, &p.test.pairs.images);
+    let (ib, _) = image_embeddings(cb, &p, &p.test.pairs.images);
+    assert_eq!(ia, ib);
+    let (ta, _) = text_embeddings(ca, &p, &p.test.pairs.captions);
+    assert_eq!(ta.len(), 4 * e);
+    for row in ta.chunks(e) {
+        let n: f32 = row.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+    // the learned temperature starts at 1/0.07
+    assert!((ca.logit_scale() - 1.0 / 0.07).abs() < 1e-3);
+}
