@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every reader of untrusted input for SECONDS each (60 by default): IDX, CSV, image
-# files (the image-folder decoder), text and TSV corpora, TOML recipes, TU graph sets and WAV
-# recordings (fuzz/fuzz_targets/).
+# files (the image-folder decoder), text and TSV corpora, TOML recipes, TU graph sets, WAV
+# recordings and image-text pairs files (fuzz/fuzz_targets/).
 # Each starts from the seed corpus in fuzz/corpus/<target> (copied: new inputs go to
 # runs/fuzz/<target>, the seeds stay as committed). A crash, panic, timeout (> 10 s per input)
 # or allocation above 2 GB stops the target and leaves the input in fuzz/artifacts/<target>/;
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(idx csv image text recipe tu wav)
+[[ ${#targets[@]} -eq 0 ]] && targets=(idx csv image text recipe tu wav pairs)
 sanitizer=${FUZZ_SANITIZER:-address}
 export RUSTC_BOOTSTRAP=1
 
