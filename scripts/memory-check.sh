@@ -47,7 +47,7 @@ for m in $methods; do
         gpt | mlm)
             # 3,000 verses, so that 20 epochs take a few minutes
             recipe="$out/kjv-$m.toml"
-            sed -e 's#^spec = "tsv:\.\./shared#spec = "tsv:'"$PWD"'/../shared#' \
+            sed -e 's#^spec = "tsv:\.\./\.\./shared#spec = "tsv:'"$PWD"'/../shared#' \
                 -e 's/^seq_len = 64$/seq_len = 64\nlimit = 3000/' "configs/kjv-$m.toml" >"$recipe"
             ;;
         graphcl) recipe="configs/mutag-graphcl.toml" ;;

@@ -917,3 +917,44 @@ fn a_signal_stops_gracefully_and_the_run_resumes_exactly() {
         assert_eq!(losses(&run), losses(&whole), "{signal}");
     }
 }
+
+/// A recipe's relative data path is relative to the recipe's folder, from any working
+/// directory; a missing file is said once, naming it.
+#[test]
+fn recipe_paths_resolve_against_the_recipe_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("recipes")).unwrap();
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    let rows: String = (0..40u32)
+        .map(|i| format!("{},{},{},{},{}\n", i, 255 - i, i * 3 % 256, 7, i % 2))
+        .collect();
+    std::fs::write(dir.path().join("data/x.csv"), rows).unwrap();
+    let recipe = dir.path().join("recipes/r.toml");
+    std::fs::write(&recipe, "[data]\nspec = \"csv:../data/x.csv\"\n").unwrap();
+    let out = dir.path().join("views.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(["views", "--config", recipe.to_str().unwrap()])
+        .args([
+            "--count",
+            "2",
+            "--views",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.exists());
+    std::fs::write(&recipe, "[data]\nspec = \"csv:../data/gone.csv\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_selfsup"))
+        .args(["views", "--config", recipe.to_str().unwrap()])
+        .current_dir(dir.path().join("elsewhere"))
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_clean_failure(&o, "gone.csv");
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+}

@@ -9,13 +9,14 @@ use std::path::PathBuf;
 #[derive(thiserror::Error, Debug)]
 pub enum DataError {
     /// An I/O error on a file or folder.
-    #[error("{}: {source}", path.display())]
+    /// The message holds the OS's reason, so the error has no `source()`: a chain printed by
+    /// `anyhow` (`{:#}`) would say the reason twice.
+    #[error("{}: {err}", path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// A file whose content is not what its format requires.
     #[error("{}: {msg}", path.display())]
@@ -102,7 +103,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 

@@ -623,6 +623,43 @@ fn csv_errors_name_file_and_line() {
 // ---------------------------------------------------------------- specs
 
 #[test]
+fn a_folder_of_grey_images_is_one_channel_unless_told() {
+    let d = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        image::GrayImage::from_pixel(6, 6, image::Luma([40 * i as u8]))
+            .save(d.path().join(format!("g{i}.png")))
+            .unwrap();
+    }
+    let spec = DataSpec::Folder(d.path().into());
+    let s = load(&spec, &folder_opts()).unwrap();
+    assert_eq!(s.train.shape(), (1, 8, 8));
+    let rgb = LoadOptions {
+        channels: Some(3),
+        ..folder_opts()
+    };
+    assert_eq!(load(&spec, &rgb).unwrap().train.shape(), (3, 8, 8));
+    // one colour image among them: colour
+    write_png(&d.path().join("c.png"), 6, 6, [200, 0, 0]);
+    assert_eq!(
+        load(&spec, &folder_opts()).unwrap().train.shape(),
+        (3, 8, 8)
+    );
+}
+
+#[test]
+fn data_spec_relative_to_a_folder() {
+    let base = Path::new("/recipes/here");
+    let rel: DataSpec = "idx:../data/fm".parse().unwrap();
+    assert_eq!(
+        rel.relative_to(base),
+        DataSpec::Idx("/recipes/here/../data/fm".into())
+    );
+    let abs: DataSpec = "tsv:/data/kjv.tsv".parse().unwrap();
+    assert_eq!(abs.relative_to(base), abs);
+    assert_eq!(DataSpec::Digits.relative_to(base), DataSpec::Digits);
+}
+
+#[test]
 fn data_spec_round_trip_and_errors() {
     for s in [
         "digits",

@@ -45,7 +45,7 @@ pub struct DataSection {
     pub test_fraction: f32,
     /// Folder sources: images are resized to this side (default 32).
     pub image_size: Option<usize>,
-    /// Folder sources: 1 (grey) or 3 (RGB, default).
+    /// Folder sources: 1 (grey) or 3 (RGB); default: 1 when every image file is grey, else 3.
     pub channels: Option<usize>,
     /// Folder sources: skip undecodable images with a warning instead of failing.
     pub skip_bad_images: bool,
@@ -383,10 +383,17 @@ impl Recipe {
         Ok(r)
     }
 
+    /// Reads a recipe file. A relative data path in it is relative to the recipe's folder (a
+    /// recipe names its data the same way from wherever it is run).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
-        Self::from_toml(&text, &path.display().to_string())
+        let mut r = Self::from_toml(&text, &path.display().to_string())?;
+        if let Ok(spec) = r.data_spec() {
+            let base = path.parent().unwrap_or(Path::new(""));
+            r.data.spec = spec.relative_to(base).to_string();
+        }
+        Ok(r)
     }
 
     pub fn to_toml(&self) -> String {
@@ -677,6 +684,25 @@ mod tests {
             let e = Recipe::from_toml(text, "r.toml").unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");
         }
+    }
+
+    #[test]
+    fn a_recipe_names_its_data_relative_to_its_own_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("recipes");
+        std::fs::create_dir_all(&sub).unwrap();
+        let f = sub.join("r.toml");
+        std::fs::write(&f, "[data]\nspec = \"csv:../data/x.csv\"\n").unwrap();
+        let r = Recipe::load(&f).unwrap();
+        assert_eq!(
+            r.data_spec().unwrap(),
+            DataSpec::Csv(sub.join("../data/x.csv"))
+        );
+        std::fs::write(&f, "[data]\nspec = \"csv:/abs/x.csv\"\n").unwrap();
+        assert_eq!(
+            Recipe::load(&f).unwrap().data_spec().unwrap(),
+            DataSpec::Csv("/abs/x.csv".into())
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::source::{Dataset, LoadOptions, Split, limited_sizes, split_indices};
 
 /// Default size `(height, width)` of folder images.
 pub const DEFAULT_SIZE: (usize, usize) = (32, 32);
-/// Default channel count of folder images.
+/// Channel count of a folder with colour images (a folder of grey images is read as 1).
 pub const DEFAULT_CHANNELS: usize = 3;
 /// Deepest folder nesting searched below a class folder.
 const MAX_DEPTH: usize = 32;
@@ -258,11 +258,34 @@ fn build(
     )
 }
 
+/// Whether every file is a grey image by its header (luma, with or without alpha, 8 or 16
+/// bits): only the headers are read. A file whose header cannot be read counts as colour (its
+/// decoding reports it later).
+pub fn all_grey(files: &[PathBuf]) -> bool {
+    use ::image::ColorType;
+    !files.is_empty()
+        && files.par_iter().all(|f| {
+            let color = ::image::ImageReader::open(f)
+                .ok()
+                .and_then(|r| r.with_guessed_format().ok())
+                .and_then(|r| r.into_decoder().ok())
+                .map(|d| ::image::ImageDecoder::color_type(&d));
+            matches!(
+                color,
+                Some(ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16)
+            )
+        })
+}
+
 /// Loads an image folder and splits it at random (seeded; stratified by class when labeled).
 pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, DataError> {
     let listing = list_folder(dir)?;
     let size = opts.image_size.unwrap_or(DEFAULT_SIZE);
-    let channels = opts.channels.unwrap_or(DEFAULT_CHANNELS);
+    let channels = match opts.channels {
+        Some(c) => c,
+        None if all_grey(&listing.files) => 1,
+        None => DEFAULT_CHANNELS,
+    };
     let (mut tr, mut te) = split_indices(
         listing.files.len(),
         listing.labels.as_deref(),

@@ -311,17 +311,33 @@ impl DataSpec {
 
     /// The spec with its path made absolute (relative to the working directory).
     pub fn absolute(&self) -> DataSpec {
-        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        self.map_path(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()))
+    }
+
+    /// The spec with a relative path taken as relative to `base` (a recipe's folder); an
+    /// absolute path, and `digits`, stay as they are.
+    pub fn relative_to(&self, base: &Path) -> DataSpec {
+        self.map_path(|p| {
+            if p.is_relative() {
+                base.join(p)
+            } else {
+                p.to_path_buf()
+            }
+        })
+    }
+
+    /// The spec with its path replaced by `f(path)`.
+    fn map_path(&self, f: impl Fn(&Path) -> PathBuf) -> DataSpec {
         match self {
             DataSpec::Digits => DataSpec::Digits,
-            DataSpec::Idx(p) => DataSpec::Idx(abs(p)),
-            DataSpec::Folder(p) => DataSpec::Folder(abs(p)),
-            DataSpec::Csv(p) => DataSpec::Csv(abs(p)),
-            DataSpec::Text(p) => DataSpec::Text(abs(p)),
-            DataSpec::Tsv(p) => DataSpec::Tsv(abs(p)),
-            DataSpec::Tu(p) => DataSpec::Tu(abs(p)),
-            DataSpec::Audio(p) => DataSpec::Audio(abs(p)),
-            DataSpec::Pairs(p) => DataSpec::Pairs(abs(p)),
+            DataSpec::Idx(p) => DataSpec::Idx(f(p)),
+            DataSpec::Folder(p) => DataSpec::Folder(f(p)),
+            DataSpec::Csv(p) => DataSpec::Csv(f(p)),
+            DataSpec::Text(p) => DataSpec::Text(f(p)),
+            DataSpec::Tsv(p) => DataSpec::Tsv(f(p)),
+            DataSpec::Tu(p) => DataSpec::Tu(f(p)),
+            DataSpec::Audio(p) => DataSpec::Audio(f(p)),
+            DataSpec::Pairs(p) => DataSpec::Pairs(f(p)),
         }
     }
 }
