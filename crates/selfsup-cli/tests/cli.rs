@@ -958,3 +958,39 @@ fn recipe_paths_resolve_against_the_recipe_folder() {
     assert_clean_failure(&o, "gone.csv");
     assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
 }
+
+/// Without a terminal (stderr is a pipe here), progress comes as lines at a steady interval
+/// (every step with `SELFSUP_PROGRESS_SECS=0`), with the step, loss, rate and the run's time
+/// left; `--quiet` has none.
+#[test]
+fn progress_lines_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("tiny.toml");
+    std::fs::write(&recipe, TINY).unwrap();
+    let run = |quiet: bool, out: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_selfsup"));
+        c.args(["pretrain", "--no-eval", "-c", recipe.to_str().unwrap()])
+            .args(["--out", dir.path().join(out).to_str().unwrap()])
+            .env("SELFSUP_PROGRESS_SECS", "0");
+        if quiet {
+            c.arg("-q");
+        }
+        c.output().unwrap()
+    };
+    let o = run(false, "loud");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    let lines: Vec<&str> = e.lines().filter(|l| l.contains(" step ")).collect();
+    // 200 digits, 20 % test, 10 % of the rest for validation: 144 training images, batch 32
+    assert!(lines.len() >= 4, "{e}");
+    assert!(lines[0].starts_with("epoch 1/2 step 1/"), "{}", lines[0]);
+    for l in &lines {
+        assert!(
+            l.contains("loss ") && l.contains("img/s, run ") && l.ends_with(" left"),
+            "{l}"
+        );
+    }
+    let q = run(true, "quiet");
+    assert!(q.status.success());
+    assert!(!stderr(&q).contains(" step "), "{}", stderr(&q));
+}

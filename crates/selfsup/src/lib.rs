@@ -19,6 +19,7 @@ pub mod method;
 pub mod monitor;
 pub mod optim;
 pub mod parallel;
+pub mod progress;
 pub mod recipe;
 pub mod run;
 pub(crate) mod sample_loop;

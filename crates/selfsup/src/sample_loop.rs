@@ -14,10 +14,11 @@ use serde_json::json;
 use crate::checkpoint::{self, TrainState};
 use crate::method::{Input, Model, StepInfo};
 use crate::optim::{Optimizer, WarmupCosine};
+use crate::progress::RunProgress;
 use crate::recipe::Recipe;
 use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
+    TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder, open_run_dir,
+    stop_mid_epoch, stopped, train_step, truncate_metrics,
 };
 
 /// What a run gives [`train_samples`].
@@ -143,15 +144,16 @@ pub(crate) fn train_samples(
     let last_epoch = opts
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
-        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
+        let mut bar = progress.epoch(batches.len(), epoch);
         // a graceful stop may have left this epoch part-done: its first batches are skipped
         let (done, done_loss) = (state.batch, state.loss_sum);
         state.batch = 0;
         state.loss_sum = 0.0;
-        bar.inc(done as u64);
+        bar.skip(done);
         let (mut loss_sum, mut n_losses, mut lr, mut seen) = (done_loss, done, 0.0, 0usize);
         for (i, idx) in batches.iter().enumerate().skip(done) {
             let input = (spec.input)(idx, epoch as u64, &train_device);
@@ -180,11 +182,10 @@ pub(crate) fn train_samples(
             n_losses += 1;
             seen += idx.len();
             let rate = seen as f64 / t0.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.4} lr {lr:.2e} {rate:.0} {unit}/s",
-                out.loss
-            ));
-            bar.inc(1);
+            bar.step(
+                state.global_step,
+                &format!("loss {:.4} lr {lr:.2e} {rate:.0} {unit}/s", out.loss),
+            );
             if let Some(e) = stop_mid_epoch(
                 opts,
                 run_dir,
@@ -199,7 +200,7 @@ pub(crate) fn train_samples(
                 return Err(e);
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         samples_seen += seen;
         let secs = t0.elapsed().as_secs_f64();
         let mean_loss = loss_sum / n_losses.max(1) as f64;

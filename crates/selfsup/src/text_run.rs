@@ -21,12 +21,13 @@ use serde_json::json;
 use crate::checkpoint;
 use crate::method::{Input, Model, StepInfo, TokenScore};
 use crate::optim::{Optimizer, WarmupCosine};
+use crate::progress::RunProgress;
 use crate::recipe::Recipe;
 use crate::run::seeded;
 use crate::sample_loop::start_or_resume;
 use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, epoch_bar, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step,
+    TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder, open_run_dir,
+    stop_mid_epoch, stopped, train_step,
 };
 
 /// The tokenizer file of a text run.
@@ -272,15 +273,16 @@ pub fn pretrain_text(
     let last_epoch = opts
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
-        let bar = epoch_bar(opts.progress, batches.len(), epoch, r.train.epochs);
+        let mut bar = progress.epoch(batches.len(), epoch);
         // a graceful stop may have left this epoch part-done: its first batches are skipped
         let (done, done_loss) = (state.batch, state.loss_sum);
         state.batch = 0;
         state.loss_sum = 0.0;
-        bar.inc(done as u64);
+        bar.skip(done);
         let (mut loss_sum, mut n_losses, mut lr, mut tokens) = (done_loss, done, 0.0, 0usize);
         for (i, units) in batches.iter().enumerate().skip(done) {
             let batch = p.train.batch(units);
@@ -317,8 +319,10 @@ pub fn pretrain_text(
             n_losses += 1;
             tokens += nt;
             let tps = tokens as f64 / t0.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {:.4} lr {lr:.2e} {tps:.0} tok/s", out.loss));
-            bar.inc(1);
+            bar.step(
+                state.global_step,
+                &format!("loss {:.4} lr {lr:.2e} {tps:.0} tok/s", out.loss),
+            );
             if let Some(e) = stop_mid_epoch(
                 opts,
                 run_dir,
@@ -333,7 +337,7 @@ pub fn pretrain_text(
                 return Err(e);
             }
         }
-        bar.finish_and_clear();
+        bar.finish();
         tokens_seen += tokens;
         let secs = t0.elapsed().as_secs_f64();
         let mean_loss = loss_sum / n_losses.max(1) as f64;

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::tensor::{Device, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_data::{Batch, Loader};
 use serde_json::json;
 
@@ -21,6 +20,7 @@ use crate::eval::{encoder_features, knn_classify};
 use crate::method::{Input, Model, StepInfo};
 use crate::monitor::{CollapseRule, CollapseWatch, Verdict, collapse_monitors};
 use crate::optim::{Optimizer, WarmupCosine};
+use crate::progress::RunProgress;
 use crate::run::{Prepared, build_model};
 
 /// One loader batch as a method's input on `device`. `global` is the `[C, H, W]` of the
@@ -307,23 +307,6 @@ pub fn open_run_dir(run_dir: &Path, resume: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The progress bar of one epoch (hidden without `progress`).
-pub(crate) fn epoch_bar(progress: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !progress {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len as u64);
-    b.set_style(
-        ProgressStyle::with_template(
-            "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
-    b.set_prefix(format!("{}/{epochs}", epoch + 1));
-    b
-}
-
 /// Stops the run (keeping the last good checkpoint) when the weights hold NaN/inf after
 /// epoch `epoch` (0-based).
 pub(crate) fn check_weights(model: &Model, run_dir: &Path, epoch: usize) -> anyhow::Result<()> {
@@ -482,6 +465,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     let last_epoch = opts
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
+    let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let loader = Loader::multi_crop(
@@ -494,13 +478,13 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             n_views,
             r.train.prefetch,
         );
-        let bar = epoch_bar(opts.progress, loader.num_batches(), epoch, r.train.epochs);
+        let mut bar = progress.epoch(loader.num_batches(), epoch);
         // a graceful stop may have left this epoch part-done: its first batches are skipped
         // (the loader still makes them: each view depends on (seed, epoch, image) only)
         let (done, done_loss) = (state.batch, state.loss_sum);
         state.batch = 0;
         state.loss_sum = 0.0;
-        bar.inc(done as u64);
+        bar.skip(done);
         let (mut loss_sum, mut n_losses, mut n_steps) = (done_loss, done, 0usize);
         let (mut last_emb, mut lr) = (None, 0.0);
         let mut wait = 0.0f64;
@@ -555,8 +539,10 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 last_emb = Some(out.embeddings);
             }
             let ips = (n_steps * b) as f64 / t0.elapsed().as_secs_f64();
-            bar.set_message(format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"));
-            bar.inc(1);
+            bar.step(
+                state.global_step,
+                &format!("loss {loss:.4} lr {lr:.4} {ips:.0} img/s"),
+            );
             if let Some(e) = stop_mid_epoch(
                 opts,
                 run_dir,
@@ -572,7 +558,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             }
             t_wait = Instant::now();
         }
-        bar.finish_and_clear();
+        bar.finish();
         let secs = t0.elapsed().as_secs_f64();
         let mean_loss = loss_sum / n_losses.max(1) as f64;
         let ips = (n_steps * bs) as f64 / secs;
