@@ -3,6 +3,7 @@
 mod bench;
 mod embed;
 mod eval;
+mod export;
 mod generate;
 mod pretrain;
 mod reconstruct;
@@ -94,6 +95,8 @@ enum Command {
     Generate(generate::Args),
     /// List the images of an image–text (clip) run nearest to a text, with a PNG strip.
     Search(search::Args),
+    /// Write a run's ResNet encoder as a torchvision state dict (safetensors).
+    Export(export::Args),
 }
 
 fn main() {
@@ -116,6 +119,7 @@ fn main() {
         Command::Report(a) => report::run(a),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Search(a) => search::run(a),
+        Command::Export(a) => export::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -65,6 +65,10 @@ pub struct Args {
     /// cosine over them, and stops early if the plan proves too long (`train.time_budget`).
     #[arg(long, value_name = "DURATION", conflicts_with_all = ["resume", "epochs"])]
     time_budget: Option<String>,
+    /// Start the ResNet encoder from torchvision weights: `torchvision:FILE.safetensors` (a
+    /// `state_dict()` saved with safetensors; see benches/reference/torchvision_roundtrip.py).
+    #[arg(long, value_name = "torchvision:FILE", conflicts_with = "resume")]
+    init_from: Option<String>,
     /// Skip the final evaluation.
     #[arg(long)]
     no_eval: bool,
@@ -116,6 +120,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if let Some(b) = a.time_budget {
         recipe.train.time_budget = Some(b);
+    }
+    if let Some(f) = a.init_from {
+        // a path on the command line is relative to the working directory
+        recipe.train.init_from = Some(match f.strip_prefix("torchvision:") {
+            Some(p) => format!(
+                "torchvision:{}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| PathBuf::from(p))
+                    .display()
+            ),
+            None => f,
+        });
     }
     recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     if a.resume.is_none() {

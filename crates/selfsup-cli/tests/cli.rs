@@ -994,3 +994,112 @@ fn progress_lines_without_a_terminal() {
     assert!(q.status.success());
     assert!(!stderr(&q).contains(" step "), "{}", stderr(&q));
 }
+
+/// `selfsup pretrain -q --no-eval -c RECIPE --out OUT EXTRA…`.
+fn pretrain_no_eval(recipe: &Path, out: &Path, extra: &[&str]) -> Output {
+    let base = [
+        "pretrain",
+        "-q",
+        "--no-eval",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    selfsup(&[&base[..], extra].concat())
+}
+
+/// `export --format torchvision` of a ResNet run writes torchvision's names and a check file;
+/// `--init-from torchvision:FILE` starts a run from it; the wrong encoder or depth is refused
+/// by name. (That torchvision computes the same features from the file is checked by
+/// benches/reference/torchvision_roundtrip.py, which needs PyTorch.)
+#[test]
+fn torchvision_export_and_init_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("rn.toml");
+    let rn = "[data]\nspec = \"digits\"\nlimit = 96\n[model]\nbackbone = \"resnet\"\ndepth = 18\n\
+              [method]\nname = \"simclr\"\nproj_hidden_dim = 32\nproj_dim = 16\n[train]\n\
+              epochs = 1\nbatch_size = 32\n";
+    std::fs::write(&recipe, rn).unwrap();
+    let a = dir.path().join("a");
+    let o = pretrain_no_eval(&recipe, &a, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tv = dir.path().join("tv.safetensors");
+    let o = selfsup(&[
+        "export",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        tv.to_str().unwrap(),
+        "--check",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bytes = std::fs::read(&tv).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    assert_eq!(names.len(), 100);
+    for n in [
+        "conv1.weight",
+        "bn1.running_var",
+        "layer2.0.downsample.0.weight",
+        "layer4.1.bn2.bias",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n}");
+    }
+    let check = std::fs::read(dir.path().join("tv.safetensors.check.safetensors")).unwrap();
+    let check = safetensors::SafeTensors::deserialize(&check).unwrap();
+    assert_eq!(check.tensor("inputs").unwrap().shape(), &[3, 1, 8, 8]);
+    assert_eq!(check.tensor("features").unwrap().shape(), &[3, 512]);
+    // a new run from those weights
+    let init = format!("torchvision:{}", tv.display());
+    let b = dir.path().join("b");
+    let o = pretrain_no_eval(&recipe, &b, &["--init-from", &init]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(b.join("recipe.toml"))
+            .unwrap()
+            .contains("init_from = \"torchvision:")
+    );
+    // the wrong depth, the wrong encoder
+    std::fs::write(&recipe, rn.replace("depth = 18", "depth = 34")).unwrap();
+    let c = dir.path().join("c");
+    assert_clean_failure(
+        &selfsup(&[
+            "pretrain",
+            "-q",
+            "-c",
+            recipe.to_str().unwrap(),
+            "--init-from",
+            &init,
+            "--out",
+            c.to_str().unwrap(),
+        ]),
+        "do not fit this ResNet-34: layer1.2.conv1.weight: missing from the file",
+    );
+    std::fs::write(&recipe, TINY).unwrap();
+    assert_clean_failure(
+        &selfsup(&[
+            "pretrain",
+            "-q",
+            "-c",
+            recipe.to_str().unwrap(),
+            "--init-from",
+            &init,
+        ]),
+        "train.init_from: torchvision weights start a ResNet",
+    );
+    let d = dir.path().join("d");
+    let o = pretrain_no_eval(&recipe, &d, &[]);
+    assert!(o.status.success());
+    assert_clean_failure(
+        &selfsup(&[
+            "export",
+            "--run",
+            d.to_str().unwrap(),
+            "--out",
+            tv.to_str().unwrap(),
+        ]),
+        "is not a ResNet run",
+    );
+}

@@ -26,4 +26,5 @@ pub(crate) mod sample_loop;
 pub mod summary;
 mod testutil;
 pub mod text_run;
+pub mod torchvision;
 pub mod train;

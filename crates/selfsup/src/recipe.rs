@@ -139,6 +139,10 @@ pub struct TrainSection {
     /// each batch and their labels, scored on the validation split every epoch
     /// (`online_probe_top1` in metrics.jsonl). Needs labels; restarts on resume.
     pub online_probe: bool,
+    /// `torchvision:FILE.safetensors`: a new run's ResNet encoder (and its target copies)
+    /// starts from these torchvision weights instead of random ones (see
+    /// [`crate::torchvision`]); a relative path in a recipe is relative to the recipe's folder.
+    pub init_from: Option<String>,
 }
 
 impl Default for TrainSection {
@@ -159,6 +163,7 @@ impl Default for TrainSection {
             data_parallel: 2,
             time_budget: None,
             online_probe: false,
+            init_from: None,
         }
     }
 }
@@ -389,9 +394,18 @@ impl Recipe {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read recipe {}", path.display()))?;
         let mut r = Self::from_toml(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new(""));
         if let Ok(spec) = r.data_spec() {
-            let base = path.parent().unwrap_or(Path::new(""));
             r.data.spec = spec.relative_to(base).to_string();
+        }
+        if let Some(f) = r
+            .train
+            .init_from
+            .as_deref()
+            .and_then(|s| s.strip_prefix("torchvision:"))
+            && Path::new(f).is_relative()
+        {
+            r.train.init_from = Some(format!("torchvision:{}", base.join(f).display()));
         }
         Ok(r)
     }
@@ -530,6 +544,19 @@ impl Recipe {
         }
         self.pairs.validate()?;
         self.model.validate().map_err(|e| format!("model: {e}"))?;
+        if let Some(f) = &self.train.init_from {
+            if f.strip_prefix("torchvision:").is_none_or(str::is_empty) {
+                return Err(format!(
+                    "train.init_from: must be \"torchvision:FILE.safetensors\", got \"{f}\""
+                ));
+            }
+            if !matches!(self.model, BackboneConfig::Resnet { .. }) {
+                return Err(
+                    "train.init_from: torchvision weights start a ResNet (model.backbone = \"resnet\")"
+                        .into(),
+                );
+            }
+        }
         self.method.validate()?;
         self.method.check_backbone(&self.model)?;
         if self.train.epochs == 0 || self.train.epochs > 1_000_000 {

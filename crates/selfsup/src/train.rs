@@ -390,6 +390,12 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             r.train.seed
         );
     }
+    if let Some(f) = &r.train.init_from
+        && state.global_step == 0
+        && state.batch == 0
+    {
+        model = crate::torchvision::init_from(model, f, &r.model)?;
+    }
     let images = Arc::new(p.split.train.images.clone());
     let bs = r.train.batch_size.min(images.len());
     let steps_per_epoch = (images.len() / bs).max(1);
