@@ -99,3 +99,51 @@ fn evaluation_has_its_baselines_and_seeded_embeddings() {
     // the learned temperature starts at 1/0.07
     assert!((ca.logit_scale() - 1.0 / 0.07).abs() < 1e-3);
 }
+
+#[test]
+fn clip_trains_a_step_with_a_resnet_or_a_vit_image_encoder() {
+    use selfsup::method::{Input, StepInfo};
+    use selfsup::optim::Optimizer;
+    use selfsup::train::train_step;
+    let dir = tempfile::tempdir().unwrap();
+    let f = common::pairs_fixture(dir.path(), 32);
+    for model in [
+        "[model]\nbackbone = \"resnet\"\ndepth = 18\nwidth = 0.125\n",
+        "[model]\nbackbone = \"vit\"\npatch_size = 4\ndim = 16\ndepth = 1\nheads = 2\n",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join("pairs.jsonl")).unwrap();
+        assert!(!text.is_empty());
+        let base = tiny(&f).to_toml();
+        let toml = base.replace(
+            &base[base.find("[model]").unwrap()..base.find("[method]").unwrap()],
+            model,
+        );
+        let r = Recipe::from_toml(&toml, "r.toml").unwrap();
+        let p = prepare_pairs(&r, None).unwrap();
+        let dev = p.recipe.train.device.train_device().unwrap();
+        let m = build_pairs_model(&p, &dev, 3);
+        let idx: Vec<usize> = (0..8).collect();
+        let x = p.plain.plain_batch(&p.train.pairs.images, &idx);
+        let x = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(x, [8, 3, p.size, p.size]),
+            &dev,
+        );
+        let mut optim = Optimizer::new(p.recipe.optim.clone());
+        let mut m = m;
+        let mut losses = Vec::new();
+        for step in 1..=6 {
+            let input = Input::Pairs(x.clone(), p.train.tokens.batch(&idx));
+            let info = StepInfo {
+                step,
+                total: 6,
+                seed: 3,
+            };
+            let (next, out) = train_step(m, &mut optim, input, info, 0.003, 1);
+            m = next;
+            assert!(out.loss.is_finite(), "{model}");
+            losses.push(out.loss);
+        }
+        // six steps on one batch: the pairs are learned
+        assert!(losses[5] < losses[0], "{model}: {losses:?}");
+    }
+}
