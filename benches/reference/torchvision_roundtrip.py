@@ -2,6 +2,7 @@
 """A selfsup ResNet encoder in torchvision, and torchvision weights back into selfsup.
 
     python torchvision_roundtrip.py EXPORT.safetensors [--torch-out TORCH.safetensors]
+    python torchvision_roundtrip.py EXPORT.safetensors --weights TORCH.safetensors
 
 EXPORT.safetensors is written by `selfsup export --run RUN --format torchvision --out
 EXPORT.safetensors`, beside EXPORT.safetensors.check.safetensors (`inputs`: test images as the
@@ -16,6 +17,14 @@ encoder sees them, `features`: selfsup's features of them).
 2. Import: with --torch-out, writes torchvision's own `state_dict()` of that model (counters
    included, and a 10-class `fc` put back, as an ImageNet checkpoint has) with
    `safetensors.torch.save_file`, for `selfsup pretrain --init-from torchvision:TORCH.safetensors`.
+3. Import check: with --weights TORCH.safetensors, torchvision's model is loaded from that file
+   (torchvision's own state dict; `fc` dropped) instead of from EXPORT, and its features are
+   compared with those in EXPORT's check file. Run it on the export of a run started from that
+   file and stopped before its first step:
+
+       selfsup pretrain -c R.toml --init-from torchvision:TORCH.safetensors --stop-after 0 --out B
+       selfsup export --run B --out B.safetensors
+       python torchvision_roundtrip.py B.safetensors --weights TORCH.safetensors
 
 Exit status 1 when the relative difference of the features exceeds 1e-4 or a key does not fit.
 """
@@ -46,13 +55,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("export")
     ap.add_argument("--torch-out")
+    ap.add_argument("--weights")
     a = ap.parse_args()
     with safe_open(a.export, "pt") as f:
         meta = f.metadata()
     model = build(meta)
     fc = model.fc
     model.fc = torch.nn.Identity()
-    sd = load_file(a.export)
+    sd = load_file(a.weights or a.export)
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
     res = model.load_state_dict(sd, strict=False)
     missing = [k for k in res.missing_keys if not k.endswith("num_batches_tracked")]
     ok = not missing and not res.unexpected_keys
@@ -65,7 +76,7 @@ def main():
     rel = diff / ours.abs().max().item()
     ok = ok and rel <= 1e-4
     print(json.dumps({
-        "model": f"resnet{meta['depth']}", "cifar_stem": meta["cifar_stem"],
+        "weights": a.weights or a.export, "model": f"resnet{meta['depth']}", "cifar_stem": meta["cifar_stem"],
         "in_channels": int(meta["in_channels"]), "tensors": len(sd),
         "missing_besides_counters": missing, "unexpected": res.unexpected_keys,
         "images": check["inputs"].shape[0], "features": check["features"].shape[1],

@@ -57,7 +57,8 @@ pub struct Args {
     stop_on_collapse: bool,
     /// Stop after this many epochs (counted from the start of the run), with a checkpoint, as
     /// if interrupted there: the schedules still span all epochs and `--resume` continues the
-    /// run exactly. No evaluation follows an early stop.
+    /// run exactly. No evaluation follows an early stop. 0 (image data): set the run up and
+    /// keep its starting weights (e.g. from --init-from) as the checkpoint of epoch 0.
     #[arg(long, value_name = "EPOCHS")]
     stop_after: Option<usize>,
     /// Size the run by the clock instead of by epochs (`60m`, `90s`, `1h30m`): the run times
@@ -79,9 +80,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    if a.stop_after == Some(0) {
-        anyhow::bail!("--stop-after: must be at least 1 epoch");
-    }
+
     let mut recipe = if let Some(dir) = &a.resume {
         Recipe::load(&dir.join("recipe.toml"))
             .with_context(|| format!("--resume {}: not a run folder", dir.display()))?
@@ -142,6 +141,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             anyhow::bail!("train.time_budget: audio runs are sized in epochs (not built yet)");
         }
         return run_audio(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
+    }
+    if a.stop_after == Some(0)
+        && (recipe.data_kind() != selfsup::method::InputKind::Images || recipe.is_audio())
+    {
+        anyhow::bail!(
+            "--stop-after 0 (keep the starting weights) is for image runs, not {}",
+            recipe.data.spec
+        );
     }
     if recipe.is_pairs() {
         if recipe.train.time_budget.is_some() {

@@ -1,7 +1,7 @@
 //! The `selfsup` binary end to end: a tiny run, resume, eval, embed, views, and clear errors
 //! (non-zero exit, the offending file or key named, no panic).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[path = "../../selfsup/tests/common/mod.rs"]
@@ -1060,6 +1060,53 @@ fn torchvision_export_and_init_from() {
         std::fs::read_to_string(b.join("recipe.toml"))
             .unwrap()
             .contains("init_from = \"torchvision:")
+    );
+    // stopped before its first step, a run from those weights exports them unchanged, and
+    // computes the same features of the same test images
+    let b0 = dir.path().join("b0");
+    let o = pretrain_no_eval(&recipe, &b0, &["--init-from", &init, "--stop-after", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tv0 = dir.path().join("tv0.safetensors");
+    let o = selfsup(&[
+        "export",
+        "--run",
+        b0.to_str().unwrap(),
+        "--out",
+        tv0.to_str().unwrap(),
+        "--check",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tensors = |f: &Path| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(f).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(tensors(&tv) == tensors(&tv0), "imported weights differ");
+    let check = |f: &Path| tensors(&PathBuf::from(format!("{}.check.safetensors", f.display())));
+    assert!(
+        check(&tv) == check(&tv0),
+        "features of the imported encoder differ"
+    );
+    // --stop-after 0 is for image runs
+    let pairs = common::pairs_fixture(&dir.path().join("pairs"), 8);
+    assert_clean_failure(
+        &selfsup(&[
+            "pretrain",
+            "--data",
+            &format!("pairs:{}", pairs.display()),
+            "--method",
+            "clip",
+            "--stop-after",
+            "0",
+        ]),
+        "--stop-after 0 (keep the starting weights) is for image runs",
     );
     // the wrong depth, the wrong encoder
     std::fs::write(&recipe, rn.replace("depth = 18", "depth = 34")).unwrap();

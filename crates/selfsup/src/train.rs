@@ -696,6 +696,11 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             }
         }
     }
+    if last_epoch == 0 && state.global_step == 0 {
+        // `--stop-after 0`: the run's starting weights (from `train.init_from`, say), kept as
+        // the checkpoint of epoch 0
+        checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     export_encoder(&model, r, run_dir, "selfsup encoder", &[])?;
     Ok(Trained {
