@@ -264,8 +264,15 @@ fn stop_after_resume_and_report() {
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
     // the baselines: random init, raw and standardised pixels
     assert_eq!(rows.len(), 6, "{rows:#?}");
-    assert!(rows[1].starts_with("| simclr | 2 | "), "{table}");
-    assert!(rows[2].starts_with("| byol | 2 | "), "{table}");
+    // several runs: each named by method, folder and encoder
+    assert!(
+        rows[1].starts_with("| simclr · a · convnet 8-16 | 2 | "),
+        "{table}"
+    );
+    assert!(
+        rows[2].starts_with("| byol · b · convnet 8-16 | 2 | "),
+        "{table}"
+    );
     assert!(rows[3].starts_with("| *random-init encoder* |"), "{table}");
     assert!(rows[4].starts_with("| *raw pixels* |"), "{table}");
     let doc = std::fs::read_to_string(&md).unwrap();
@@ -278,8 +285,23 @@ fn stop_after_resume_and_report() {
         "{doc}"
     );
 
-    let o = selfsup(&["pretrain", "-q", "-c", r, "--stop-after", "0"]);
-    assert_clean_failure(&o, "--stop-after");
+    // --stop-after 0: the starting weights as the checkpoint of epoch 0, and a resume from it
+    let z = dir.path().join("z");
+    let z_s = z.to_str().unwrap();
+    let o = selfsup(&["pretrain", "-q", "-c", r, "--stop-after", "0", "--out", z_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(z.join("checkpoints").is_dir());
+    assert!(
+        std::fs::read_to_string(z.join("metrics.jsonl")).map_or(true, |t| t.trim().is_empty()),
+        "no epoch was trained"
+    );
+    let o = selfsup(&["pretrain", "-q", "--no-eval", "--resume", z_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let epochs: Vec<u64> = metric_epochs(&z)
+        .iter()
+        .map(|l| l["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2]);
 }
 
 /// The tensors of a run's exported encoder, by name, as raw bytes.

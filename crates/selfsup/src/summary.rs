@@ -20,6 +20,8 @@ use crate::recipe::Recipe;
 pub struct RunSummary {
     pub dir: PathBuf,
     pub method: String,
+    /// The encoder, in short ([`crate::backbone::BackboneConfig::describe`]).
+    pub backbone: String,
     pub data: String,
     /// Epochs done (from the metrics), and the epochs of the recipe.
     pub epochs_done: usize,
@@ -105,6 +107,7 @@ impl RunSummary {
         Ok(Self {
             dir: dir.to_path_buf(),
             method: recipe.method.name().to_string(),
+            backbone: recipe.model.describe(),
             data: recipe.data.spec.clone(),
             epochs_done: *epochs.keys().next_back().unwrap_or(&0) as usize,
             epochs: recipe.train.epochs,
@@ -183,9 +186,18 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
             (Some(v), None) => format!("{v:.4}"),
             _ => "–".into(),
         };
+        // several runs: each named by its method, folder and encoder
+        let name = if runs.len() > 1 {
+            let folder = r.dir.file_name().map_or_else(
+                || r.dir.display().to_string(),
+                |f| f.to_string_lossy().into(),
+            );
+            format!("{} · {folder} · {}", r.method, r.backbone)
+        } else {
+            r.method.clone()
+        };
         s += &format!(
-            "| {} | {epochs} | {} | {:.0} | {} | {std} | {} |\n",
-            r.method,
+            "| {name} | {epochs} | {} | {:.0} | {} | {std} | {} |\n",
             eval_cells(&r.ssl, ft),
             r.images_per_s,
             r.peak_rss_mb.map_or("–".into(), |m| format!("{m:.0}")),
@@ -197,25 +209,33 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
             },
         );
     }
-    let with_baselines: Vec<&RunSummary> =
-        runs.iter().filter(|r| !r.baselines.is_empty()).collect();
-    let mut pixels_done = false;
-    for r in &with_baselines {
+    // the baselines: raw pixels once, the encoder baselines (random init, from scratch) once
+    // per encoder architecture, named by it when the runs have several
+    let mut backbones: Vec<&str> = runs.iter().map(|r| r.backbone.as_str()).collect();
+    backbones.sort_unstable();
+    backbones.dedup();
+    let mut shown: Vec<(String, String)> = Vec::new();
+    for r in runs {
         for b in &r.baselines {
             let pixels = b.features.contains("pixels");
-            if pixels && pixels_done {
+            let key = (
+                b.features.clone(),
+                if pixels {
+                    String::new()
+                } else {
+                    r.backbone.clone()
+                },
+            );
+            if shown.contains(&key) {
                 continue;
             }
-            let name = if with_baselines.len() > 1 && !pixels {
-                format!("{} ({}'s encoder)", b.features, r.method)
+            let name = if backbones.len() > 1 && !pixels {
+                format!("{} ({})", b.features, r.backbone)
             } else {
                 b.features.clone()
             };
+            shown.push(key);
             s += &format!("| *{name}* | – | {} | – | – | – | – |\n", eval_cells(b, ft));
-        }
-        pixels_done = true;
-        if with_baselines.len() == 1 {
-            break;
         }
     }
     if ft {
@@ -284,6 +304,47 @@ mod tests {
             lines[4],
             "| *raw pixels* | – | 94.1 | 95.5 | – | – | – | – | – |"
         );
+    }
+
+    #[test]
+    fn several_runs_are_named_and_each_encoder_gets_its_baselines() {
+        let t = tempfile::tempdir().unwrap();
+        let metrics = r#"{"epoch":3,"images_per_s":100.0,"epoch_seconds":10.0}"#;
+        let mut runs = Vec::new();
+        for (name, model) in [
+            ("a", ""),
+            (
+                "b",
+                "[model]\nbackbone = \"resnet\"\ndepth = 18\nwidth = 0.5\n",
+            ),
+            ("c", ""),
+        ] {
+            let d = t.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            fixture(&d, metrics, EVAL);
+            std::fs::write(d.join("recipe.toml"), format!("{RECIPE}{model}")).unwrap();
+            runs.push(RunSummary::load(&d).unwrap());
+        }
+        let table = format_comparison(&runs);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[2].starts_with("| byol · a · convnet 32-64-128 | 3 |"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("| byol · b · resnet-18 ×0.5 | 3 |"),
+            "{table}"
+        );
+        // a random-init row per architecture (a and c share one), raw pixels once
+        let baselines: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("| *"))
+            .copied()
+            .collect();
+        assert_eq!(baselines.len(), 3, "{table}");
+        assert!(baselines[0].starts_with("| *random-init encoder (convnet 32-64-128)* |"));
+        assert!(baselines[1].starts_with("| *raw pixels* |"));
+        assert!(baselines[2].starts_with("| *random-init encoder (resnet-18 ×0.5)* |"));
     }
 
     #[test]

@@ -78,6 +78,37 @@ impl Default for BackboneConfig {
 }
 
 impl BackboneConfig {
+    /// A short name for tables: `resnet-18`, `resnet-50 ×0.5`, `convnet 32-64-128`,
+    /// `vit 192-d ×12 /4`, `transformer 128-d ×4`, `gin 32 ×5`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Resnet { depth, width, .. } => {
+                if (width - 1.0).abs() < 1e-6 {
+                    format!("resnet-{depth}")
+                } else {
+                    format!("resnet-{depth} ×{width}")
+                }
+            }
+            Self::Convnet { widths } => format!(
+                "convnet {}",
+                widths
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join("-")
+            ),
+            Self::Vit(v) => {
+                let (d, l, _) = v.dims();
+                format!("vit {d}-d ×{l} /{}", v.patch_size)
+            }
+            Self::Transformer(t) => {
+                let (d, l, _) = t.dims();
+                format!("transformer {d}-d ×{l}")
+            }
+            Self::Gin(g) => format!("gin {} ×{}", g.hidden, g.layers),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Self::Resnet {
