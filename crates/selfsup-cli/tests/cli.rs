@@ -1169,6 +1169,6 @@ fn torchvision_export_and_init_from() {
             "--out",
             tv.to_str().unwrap(),
         ]),
-        "is not a ResNet run",
+        "torchvision takes ResNet runs",
     );
 }

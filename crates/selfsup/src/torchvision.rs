@@ -247,6 +247,65 @@ pub fn init_from(
     Ok(model)
 }
 
+/// `(rows, cols)` row-major → `(cols, rows)` row-major.
+fn transposed(data: &TensorData) -> anyhow::Result<(Vec<f32>, usize, usize)> {
+    let shape = data.shape().to_vec();
+    let [r, c] = shape[..] else {
+        bail!("expected a matrix, got shape {shape:?}");
+    };
+    let v = data
+        .clone()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut out = vec![0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    Ok((out, c, r))
+}
+
+/// A ViT encoder's tensors (named `Vit.…`) under the names of timm's `VisionTransformer`
+/// (`class_token=True`, `qkv_bias=True`, `fc_norm=False`, `num_classes=0`): linear weights
+/// transposed to torch's `(out, in)`; the patch embedding `(C·p·p, d)` as the convolution
+/// `patch_embed.proj.weight (d, C, p, p)` (our patches are flattened channel, row, column, as
+/// a convolution's kernel is); LayerNorm `gamma/beta` as `weight/bias`; `positions` (the
+/// encoder's `(1, 1+L, d)` position embeddings, fixed sine-cosine ones included) as
+/// `pos_embed`. The attention's fused `qkv` output is ordered (3, heads, head_dim) on both
+/// sides, the layer norms' ε is 1e-6 on both, GELU is exact on both.
+pub fn vit_to_timm(
+    named: &[(String, TensorData)],
+    channels: usize,
+    patch: usize,
+    positions: TensorData,
+) -> anyhow::Result<Vec<(String, TensorData)>> {
+    let mut out = vec![("pos_embed".to_string(), positions)];
+    for (name, data) in named {
+        let rest = name
+            .strip_prefix("Vit.")
+            .with_context(|| format!("tensor {name}: not a ViT encoder's"))?;
+        if rest == "pos_embed" {
+            continue; // learned positions: given as `positions`
+        }
+        let renamed = rest
+            .replace(".gamma", ".weight")
+            .replace(".beta", ".bias")
+            .replace("patch_embed.", "patch_embed.proj.");
+        let data = if rest == "patch_embed.weight" {
+            let (v, d, _) = transposed(data)?;
+            TensorData::new(v, [d, channels, patch, patch])
+        } else if rest.ends_with(".weight") && data.shape().len() == 2 && !rest.contains("norm") {
+            let (v, r, c) = transposed(data)?;
+            TensorData::new(v, [r, c])
+        } else {
+            data.clone()
+        };
+        out.push((renamed, data));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +349,54 @@ mod tests {
                 assert_eq!(x.as_bytes(), y.as_bytes(), "{n1}");
             }
         }
+    }
+
+    #[test]
+    fn vit_to_timm_names_and_layouts() {
+        let dev = Device::flex();
+        let toml = "backbone = \"vit\"\npatch_size = 2\ndim = 8\ndepth = 1\nheads = 2\n";
+        let cfg: BackboneConfig = toml::from_str(toml).unwrap();
+        let enc = crate::run::seeded(&dev, 1, || cfg.init(3, 4, &dev));
+        let crate::backbone::Backbone::Vit(vit) = &enc else {
+            panic!("a ViT")
+        };
+        let named = named_tensors(&enc);
+        let pos = vit.positions(&dev).into_data();
+        let t = vit_to_timm(&named, 3, 2, pos).unwrap();
+        let get = |n: &str| {
+            t.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let ours = |n: &str| named.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let f = |d: &TensorData| d.clone().try_to_vec::<f32>().unwrap();
+        // the patch embedding: (C·p·p, d) → (d, C, p, p), w[o, c, y, x] = lin[c·4 + y·2 + x, o]
+        let conv = get("patch_embed.proj.weight");
+        assert_eq!(conv.shape().to_vec(), vec![8, 3, 2, 2]);
+        let lin = f(&ours("Vit.patch_embed.weight"));
+        let cv = f(&conv);
+        for o in 0..8 {
+            for k in 0..12 {
+                assert_eq!(cv[o * 12 + k], lin[k * 8 + o]);
+            }
+        }
+        // linear weights transposed to (out, in)
+        let qkv = get("blocks.0.attn.qkv.weight");
+        assert_eq!(qkv.shape().to_vec(), vec![24, 8]);
+        let (a, b) = (f(&qkv), f(&ours("Vit.blocks.0.attn.qkv.weight")));
+        assert_eq!(a[5 * 8 + 3], b[3 * 24 + 5]);
+        for n in [
+            "cls_token",
+            "pos_embed",
+            "norm.weight",
+            "blocks.0.norm1.bias",
+            "blocks.0.mlp.fc2.weight",
+        ] {
+            assert!(t.iter().any(|(k, _)| k == n), "{n}");
+        }
+        assert_eq!(get("pos_embed").shape().to_vec(), vec![1, 5, 8]);
+        assert_eq!(t.len(), named.len() + 1);
     }
 
     #[test]
