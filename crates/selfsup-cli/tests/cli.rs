@@ -317,6 +317,23 @@ fn encoder_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// `(step, epoch, loss, lr)` of every line of a run's `steps.jsonl`.
+fn step_lines(run: &Path) -> Vec<(u64, u64, String, String)> {
+    std::fs::read_to_string(run.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["step"].as_u64().unwrap(),
+                v["epoch"].as_u64().unwrap(),
+                v["loss"].to_string(),
+                v["lr"].to_string(),
+            )
+        })
+        .collect()
+}
+
 /// `selfsup pretrain -q --no-eval ARGS` into `whole`, and again into `parts` stopped after
 /// `stop_after` epochs and resumed; every command must succeed.
 fn whole_and_resumed(args: &[&str], whole: &Path, parts: &Path, stop_after: usize) {
@@ -467,6 +484,14 @@ fn every_method_resumes_exactly_from_the_cli() {
         whole_and_resumed(&["-c", r, "--method", m], &whole, &parts, 2);
         assert_eq!(losses(&whole).len(), 3, "{m}");
         assert_eq!(losses(&whole), losses(&parts), "{m}: logged losses");
+        // steps.jsonl: a line per step, 1, 2, …, the same losses and rates after a resume
+        let (sw, sp) = (step_lines(&whole), step_lines(&parts));
+        assert!(!sw.is_empty(), "{m}");
+        assert!(
+            sw.iter().enumerate().all(|(i, l)| l.0 == i as u64 + 1),
+            "{m}: {sw:?}"
+        );
+        assert_eq!(sw, sp, "{m}: per-step losses");
         if text {
             // validation perplexity every epoch, the tokenizer in the run folder
             for l in metric_epochs(&whole) {
@@ -742,6 +767,14 @@ fn a_streamed_corpus_trains_and_resumes_exactly() {
         };
         assert_eq!(losses(&whole).len(), 3, "{m}");
         assert_eq!(losses(&whole), losses(&parts), "{m}: logged losses");
+        // steps.jsonl: a line per step, 1, 2, …, the same losses and rates after a resume
+        let (sw, sp) = (step_lines(&whole), step_lines(&parts));
+        assert!(!sw.is_empty(), "{m}");
+        assert!(
+            sw.iter().enumerate().all(|(i, l)| l.0 == i as u64 + 1),
+            "{m}: {sw:?}"
+        );
+        assert_eq!(sw, sp, "{m}: per-step losses");
         // a new run into a folder that holds one is refused before any token file is written
         let before = std::fs::metadata(whole.join("tokens/train.tok"))
             .unwrap()
@@ -937,6 +970,8 @@ fn a_signal_stops_gracefully_and_the_run_resumes_exactly() {
                 .collect()
         };
         assert_eq!(losses(&run), losses(&whole), "{signal}");
+        // stopped mid-epoch: the per-step lines continue from the checkpoint's step
+        assert_eq!(step_lines(&run), step_lines(&whole), "{signal}");
     }
 }
 

@@ -17,8 +17,8 @@ use crate::optim::{Optimizer, WarmupCosine};
 use crate::progress::RunProgress;
 use crate::recipe::Recipe;
 use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder, open_run_dir,
-    stop_mid_epoch, stopped, train_step, truncate_metrics,
+    StepLog, TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder,
+    open_run_dir, stop_mid_epoch, stopped, train_step, truncate_metrics,
 };
 
 /// What a run gives [`train_samples`].
@@ -145,6 +145,7 @@ pub(crate) fn train_samples(
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
     let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
+    let mut steps = StepLog::open(run_dir, state.global_step)?;
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
@@ -163,6 +164,7 @@ pub(crate) fn train_samples(
                 seed: r.train.seed,
             };
             lr = sched.lr(state.global_step);
+            let t_step = Instant::now();
             let (m, out) = train_step(model, &mut optim, input, info, lr, r.train.data_parallel);
             model = m;
             if !out.loss.is_finite() {
@@ -178,6 +180,8 @@ pub(crate) fn train_samples(
                 ));
             }
             state.global_step += 1;
+            let secs = t_step.elapsed().as_secs_f64();
+            steps.step((state.global_step, epoch + 1), out.loss, lr, secs, None)?;
             loss_sum += out.loss as f64;
             n_losses += 1;
             seen += idx.len();

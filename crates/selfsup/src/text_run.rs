@@ -26,8 +26,8 @@ use crate::recipe::Recipe;
 use crate::run::seeded;
 use crate::sample_loop::start_or_resume;
 use crate::train::{
-    TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder, open_run_dir,
-    stop_mid_epoch, stopped, train_step,
+    StepLog, TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder,
+    open_run_dir, stop_mid_epoch, stopped, train_step,
 };
 
 /// The tokenizer file of a text run.
@@ -274,6 +274,7 @@ pub fn pretrain_text(
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
     let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
+    let mut steps = StepLog::open(run_dir, state.global_step)?;
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let batches = plan(epoch as u64);
@@ -293,6 +294,7 @@ pub fn pretrain_text(
                 seed: r.train.seed,
             };
             lr = sched.lr(state.global_step);
+            let t_step = Instant::now();
             let (m, out) = train_step(
                 model,
                 &mut optim,
@@ -315,6 +317,8 @@ pub fn pretrain_text(
                 ));
             }
             state.global_step += 1;
+            let secs = t_step.elapsed().as_secs_f64();
+            steps.step((state.global_step, epoch + 1), out.loss, lr, secs, None)?;
             loss_sum += out.loss as f64;
             n_losses += 1;
             tokens += nt;

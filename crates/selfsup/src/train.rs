@@ -211,8 +211,13 @@ pub(crate) fn append_metrics(run_dir: &Path, value: &serde_json::Value) -> anyho
 /// Drops metric lines of epochs after `epochs_done` (written by a run that died before its
 /// checkpoint), so that a resumed run continues the numbering without duplicates.
 pub(crate) fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Result<()> {
-    let path = run_dir.join("metrics.jsonl");
-    let Ok(text) = fs::read_to_string(&path) else {
+    truncate_jsonl(&run_dir.join("metrics.jsonl"), "epoch", epochs_done as u64)
+}
+
+/// Keeps the lines of a JSON-lines file whose `key` is at most `keep`; a line that does not
+/// parse (cut by a kill) goes too. No file: nothing to do.
+fn truncate_jsonl(path: &Path, key: &str, keep: u64) -> anyhow::Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
         return Ok(());
     };
     let kept: Vec<&str> = text
@@ -220,15 +225,64 @@ pub(crate) fn truncate_metrics(run_dir: &Path, epochs_done: usize) -> anyhow::Re
         .filter(|l| {
             serde_json::from_str::<serde_json::Value>(l)
                 .ok()
-                .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()))
-                .is_some_and(|e| e as usize <= epochs_done)
+                .and_then(|v| v.get(key).and_then(|e| e.as_u64()))
+                .is_some_and(|e| e <= keep)
         })
         .collect();
     let mut out = kept.join("\n");
     if !out.is_empty() {
         out.push('\n');
     }
-    checkpoint::write_atomic(&path, out.as_bytes())
+    checkpoint::write_atomic(path, out.as_bytes())
+}
+
+/// The file of per-step figures in a run folder.
+pub const STEPS_FILE: &str = "steps.jsonl";
+
+/// `steps.jsonl`: a line per optimiser step (`step`, `epoch`, `loss`, `lr`, `seconds` of the
+/// step, and where the loop measures it `wait_seconds` for data), for per-step curves. Each line
+/// is written as the step ends; a resumed run first drops the lines after its checkpoint's step.
+pub(crate) struct StepLog {
+    file: fs::File,
+    path: std::path::PathBuf,
+}
+
+impl StepLog {
+    /// Opens `run_dir/steps.jsonl` for a run whose checkpoint is at `steps_done`.
+    pub fn open(run_dir: &Path, steps_done: u64) -> anyhow::Result<Self> {
+        let path = run_dir.join(STEPS_FILE);
+        truncate_jsonl(&path, "step", steps_done)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { file, path })
+    }
+
+    /// The line of step `step` (1-based) of epoch `epoch` (1-based), which took `seconds`
+    /// (and waited `wait` for its data, where the loop measures it).
+    pub fn step(
+        &mut self,
+        (step, epoch): (u64, usize),
+        loss: f32,
+        lr: f64,
+        seconds: f64,
+        wait: Option<f64>,
+    ) -> anyhow::Result<()> {
+        let mut line = json!({
+            "step": step,
+            "epoch": epoch,
+            "loss": loss,
+            "lr": lr,
+            "seconds": seconds,
+        });
+        if let Some(w) = wait {
+            line["wait_seconds"] = json!(w);
+        }
+        writeln!(self.file, "{line}")
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
 }
 
 /// The message of a run that diverged: what happened, which checkpoint survives, what to try.
@@ -472,6 +526,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
         .stop_after
         .map_or(r.train.epochs, |s| s.min(r.train.epochs));
     let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
+    let mut steps = StepLog::open(run_dir, state.global_step)?;
     for epoch in state.epoch..last_epoch {
         let t0 = Instant::now();
         let loader = Loader::multi_crop(
@@ -501,7 +556,8 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 t_wait = Instant::now();
                 continue;
             }
-            wait += t_wait.elapsed().as_secs_f64();
+            let step_wait = t_wait.elapsed().as_secs_f64();
+            wait += step_wait;
             let b = batch.batch_size;
             let batch_labels: Option<Vec<u32>> =
                 probe_labels.map(|l| batch.indices.iter().map(|&i| l[i]).collect());
@@ -516,6 +572,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 seed: r.train.seed,
             };
             lr = sched.lr(state.global_step);
+            let t_step = Instant::now();
             let (m, out) = train_step(model, &mut optim, input, info, lr, r.train.data_parallel);
             model = m;
             let loss = out.loss;
@@ -537,6 +594,14 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 probe.train(f, y);
             }
             state.global_step += 1;
+            let secs = t_step.elapsed().as_secs_f64();
+            steps.step(
+                (state.global_step, epoch + 1),
+                loss,
+                lr,
+                secs,
+                Some(step_wait),
+            )?;
             loss_sum += loss as f64;
             n_losses += 1;
             n_steps += 1;
