@@ -8,6 +8,7 @@ mod generate;
 mod pretrain;
 mod reconstruct;
 mod report;
+mod report_html;
 mod search;
 mod views;
 

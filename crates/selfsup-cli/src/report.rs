@@ -17,6 +17,10 @@ pub struct Args {
     /// The name of the marked block of `--markdown`.
     #[arg(long, default_value = "methods")]
     block: String,
+    /// Also write one self-contained HTML page (curves, monitors, memory, recipe; the table),
+    /// with its PNGs in `<FILE stem>-files/`.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -33,6 +37,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         table += "\n";
     }
     println!("{table}");
+    if let Some(out) = &a.html {
+        crate::report_html::write(&runs, &table, out)?;
+    }
     if let Some(path) = &a.markdown {
         let (begin, end) = (
             format!("<!-- {}:begin -->", a.block),

@@ -285,6 +285,13 @@ fn stop_after_resume_and_report() {
         "{doc}"
     );
 
+    // one HTML page for both runs: every image embedded, a PNG that decodes to a plot with
+    // something drawn in it, the same PNGs beside the page, the comparison table
+    let html = dir.path().join("report.html");
+    let o = selfsup(&["report", a_s, b_s, "--html", html.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_report_page(&html, 2);
+
     // --stop-after 0: the starting weights as the checkpoint of epoch 0, and a resume from it
     let z = dir.path().join("z");
     let z_s = z.to_str().unwrap();
@@ -302,6 +309,59 @@ fn stop_after_resume_and_report() {
         .map(|l| l["epoch"].as_u64().unwrap())
         .collect();
     assert_eq!(epochs, vec![1, 2]);
+}
+
+/// Checks an HTML report written by `report --html` for `runs` runs: a whole page, every
+/// `<img>` an embedded PNG that decodes, is 720 × 360 and has more than a background and axes in
+/// it (a plot with data), each also written to `<stem>-files/`; the loss and learning-rate plots
+/// of every run, the overlay of several runs, and the comparison table.
+fn check_report_page(html: &Path, runs: usize) {
+    use base64::Engine;
+    let page = std::fs::read_to_string(html).unwrap();
+    assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
+    assert_eq!(
+        page.matches("<figure>").count(),
+        page.matches("</figure>").count()
+    );
+    let imgs: Vec<&str> = page
+        .split("src=\"data:image/png;base64,")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        imgs.len(),
+        page.matches("<img").count(),
+        "every image embedded"
+    );
+    for b in &imgs {
+        let png = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (720, 360));
+        // the series colours (not white, grey or black) are drawn somewhere
+        let coloured = img
+            .pixels()
+            .filter(|p| {
+                let (mx, mn) = (p.0.iter().max().unwrap(), p.0.iter().min().unwrap());
+                mx - mn > 60
+            })
+            .count();
+        assert!(coloured > 200, "an empty plot ({coloured} coloured pixels)");
+    }
+    let files = html.with_file_name(format!(
+        "{}-files",
+        html.file_stem().unwrap().to_string_lossy()
+    ));
+    assert_eq!(std::fs::read_dir(&files).unwrap().count(), imgs.len());
+    for i in 0..runs {
+        for plot in ["loss", "lr", "collapse", "memory"] {
+            assert!(
+                files.join(format!("run{i}-{plot}.png")).exists(),
+                "run{i}-{plot}"
+            );
+        }
+    }
+    assert_eq!(files.join("all-loss.png").exists(), runs > 1);
+    assert!(page.contains("<table>") && page.contains("<td>*random-init encoder*</td>"));
 }
 
 /// The tensors of a run's exported encoder, by name, as raw bytes.
