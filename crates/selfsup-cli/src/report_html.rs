@@ -119,6 +119,17 @@ fn draw(p: &Plot) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(png.into_inner()))
 }
 
+/// A figure with an embedded PNG.
+fn embed(body: &mut String, alt: &str, caption: &str, png: &[u8]) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    body.push_str(&format!(
+        "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>\n",
+        esc(alt),
+        b64.encode(png),
+        esc(caption)
+    ));
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -264,21 +275,17 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
     let files = files_dir(out);
     std::fs::create_dir_all(&files)
         .with_context(|| format!("cannot create {}", files.display()))?;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let mut body = String::new();
     let mut images = 0usize;
-    let mut add = |body: &mut String, p: &Plot| -> anyhow::Result<()> {
-        if let Some(png) = draw(p)? {
-            write_atomic(&files.join(&p.file), &png)?;
-            body.push_str(&format!(
-                "<figure><img alt=\"{}\" src=\"data:image/png;base64,{}\"><figcaption>{}</figcaption></figure>\n",
-                esc(&p.title),
-                b64.encode(&png),
-                esc(&p.title)
-            ));
-            images += 1;
+    let add = |body: &mut String, p: &Plot| -> anyhow::Result<usize> {
+        match draw(p)? {
+            Some(png) => {
+                write_atomic(&files.join(&p.file), &png)?;
+                embed(body, &p.title, &p.title, &png);
+                Ok(1)
+            }
+            None => Ok(0),
         }
-        Ok(())
     };
     let mut per_run = Vec::new();
     for (i, r) in runs.iter().enumerate() {
@@ -298,7 +305,7 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
                 .map(|(_, r, _, steps)| (run_name(r), points(steps, "step", "loss")))
                 .collect(),
         };
-        add(&mut body, &overlay)?;
+        images += add(&mut body, &overlay)?;
     }
     body.push_str("<h2>Comparison</h2>\n");
     body.push_str(&table_html(table_md));
@@ -316,7 +323,20 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
             esc(&r.dir.display().to_string())
         ));
         for p in run_plots(&format!("run{i}"), metrics, steps) {
-            add(&mut body, &p)?;
+            images += add(&mut body, &p)?;
+        }
+        // image runs: what the encoder was trained on
+        if let Ok(recipe) = selfsup::recipe::Recipe::load(&r.dir.join("recipe.toml"))
+            && recipe.data_kind() == selfsup::method::InputKind::Images
+            && !recipe.is_audio()
+        {
+            let p = selfsup::run::prepare(&recipe)?;
+            let path = files.join(format!("run{i}-views.png"));
+            crate::views::grid(&p, 6, 5, 0, None, &path)?;
+            let png = std::fs::read(&path)?;
+            let caption = "augmented views (first column: the image)";
+            embed(&mut body, "augmented views", caption, &png);
+            images += 1;
         }
         let recipe = std::fs::read_to_string(r.dir.join("recipe.toml")).unwrap_or_default();
         body.push_str(&format!(

@@ -323,20 +323,36 @@ fn check_report_page(html: &Path, runs: usize) {
         page.matches("<figure>").count(),
         page.matches("</figure>").count()
     );
-    let imgs: Vec<&str> = page
-        .split("src=\"data:image/png;base64,")
+    // (alt, base64) of every image
+    let imgs: Vec<(&str, &str)> = page
+        .split("<img alt=\"")
         .skip(1)
-        .map(|s| s.split('"').next().unwrap())
+        .map(|s| {
+            let (alt, rest) = s.split_once('"').unwrap();
+            let b = rest
+                .strip_prefix(" src=\"data:image/png;base64,")
+                .expect("an embedded PNG");
+            (alt, b.split('"').next().unwrap())
+        })
         .collect();
     assert_eq!(
         imgs.len(),
         page.matches("<img").count(),
         "every image embedded"
     );
-    for b in &imgs {
+    for (alt, b) in &imgs {
         let png = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
-        assert_eq!(img.dimensions(), (720, 360));
+        if *alt == "augmented views" {
+            // the grid of digits: grey, and not one flat colour
+            let first = img.get_pixel(0, 0);
+            assert!(
+                img.width() > 64 && img.pixels().any(|p| p != first),
+                "{alt}"
+            );
+            continue;
+        }
+        assert_eq!(img.dimensions(), (720, 360), "{alt}");
         // the series colours (not white, grey or black) are drawn somewhere
         let coloured = img
             .pixels()
@@ -345,7 +361,10 @@ fn check_report_page(html: &Path, runs: usize) {
                 mx - mn > 60
             })
             .count();
-        assert!(coloured > 200, "an empty plot ({coloured} coloured pixels)");
+        assert!(
+            coloured > 200,
+            "{alt}: an empty plot ({coloured} coloured pixels)"
+        );
     }
     let files = html.with_file_name(format!(
         "{}-files",
@@ -353,7 +372,7 @@ fn check_report_page(html: &Path, runs: usize) {
     ));
     assert_eq!(std::fs::read_dir(&files).unwrap().count(), imgs.len());
     for i in 0..runs {
-        for plot in ["loss", "lr", "collapse", "memory"] {
+        for plot in ["loss", "lr", "collapse", "memory", "views"] {
             assert!(
                 files.join(format!("run{i}-{plot}.png")).exists(),
                 "run{i}-{plot}"
