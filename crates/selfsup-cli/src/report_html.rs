@@ -325,6 +325,33 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
         for p in run_plots(&format!("run{i}"), metrics, steps) {
             images += add(&mut body, &p)?;
         }
+        // `selfsup eval label-efficiency`: accuracy against labels
+        let le = r.dir.join("eval-label-efficiency.json");
+        if le.is_file() {
+            let text = std::fs::read_to_string(&le)?;
+            let curves: Vec<selfsup::eval::label_efficiency::Curve> =
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not label-efficiency curves", le.display()))?;
+            let series = curves
+                .iter()
+                .map(|c| {
+                    let pts = c
+                        .points
+                        .iter()
+                        .filter(|p| p.labels > 0)
+                        .map(|p| ((p.labels as f64).log10(), p.test))
+                        .collect();
+                    (c.name.clone(), pts)
+                })
+                .collect();
+            let p = plot(
+                format!("run{i}-label-efficiency.png"),
+                "accuracy against labels (test split)",
+                ("log10 of the training labels", "top-1 %"),
+                series,
+            );
+            images += add(&mut body, &p)?;
+        }
         // image runs: what the encoder was trained on
         if let Ok(recipe) = selfsup::recipe::Recipe::load(&r.dir.join("recipe.toml"))
             && recipe.data_kind() == selfsup::method::InputKind::Images

@@ -287,10 +287,23 @@ fn stop_after_resume_and_report() {
 
     // one HTML page for both runs: every image embedded, a PNG that decodes to a plot with
     // something drawn in it, the same PNGs beside the page, the comparison table
+    let o = selfsup(&[
+        "eval",
+        "label-efficiency",
+        "--run",
+        b_s,
+        "--no-finetune",
+        "--per-class",
+        "1,2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
     let html = dir.path().join("report.html");
     let o = selfsup(&["report", a_s, b_s, "--html", html.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     check_report_page(&html, 2);
+    let files = dir.path().join("report-files");
+    assert!(files.join("run1-label-efficiency.png").exists());
+    assert!(!files.join("run0-label-efficiency.png").exists());
 
     // --stop-after 0: the starting weights as the checkpoint of epoch 0, and a resume from it
     let z = dir.path().join("z");
