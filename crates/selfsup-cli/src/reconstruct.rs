@@ -54,13 +54,31 @@ fn to_images(x: Tensor<4>, pipeline: &Pipeline) -> Vec<Image> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (model, p) = load_run(&a.run, |_| {})?;
+    let (n, what) = grid(&a.run, a.count, a.seed, a.scale, &a.out)?;
+    eprintln!(
+        "wrote {} ({n} test images: original | {what} | reconstruction)",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Writes the PNG grid of the first `count` test images of an `mae` or `dae` run: each row the
+/// image, the masked or corrupted input (masks / noise from `seed`) and the reconstruction.
+/// Returns the rows drawn and what the input column shows.
+pub fn grid(
+    run: &std::path::Path,
+    count: usize,
+    seed: u64,
+    scale: Option<usize>,
+    out: &std::path::Path,
+) -> anyhow::Result<(usize, &'static str)> {
+    let (model, p) = load_run(run, |_| {})?;
     let images = if p.split.test.is_empty() {
         &p.split.train.images
     } else {
         &p.split.test.images
     };
-    let n = a.count.min(images.len());
+    let n = count.min(images.len());
     if n == 0 {
         bail!("data '{}' has no images", p.recipe.data.spec);
     }
@@ -73,7 +91,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let info = StepInfo {
         step: 0,
         total: 1,
-        seed: a.seed,
+        seed,
     };
     let (input, recon, what) = match &model {
         Model::Mae(m) => {
@@ -86,7 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         _ => bail!(
             "{}: reconstruct needs an mae or dae run, this one is {}",
-            a.run.display(),
+            run.display(),
             p.recipe.method.name()
         ),
     };
@@ -96,11 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .zip(to_images(recon, &p.pipeline))
         .map(|(i, r)| vec![i, r])
         .collect();
-    let scale = a.scale.unwrap_or((96 / h.max(1)).max(1));
-    selfsup_data::save_views_grid(&a.out, &originals, &views, scale)?;
-    eprintln!(
-        "wrote {} ({n} test images: original | {what} | reconstruction)",
-        a.out.display()
-    );
-    Ok(())
+    let scale = scale.unwrap_or((96 / h.max(1)).max(1));
+    selfsup_data::save_views_grid(out, &originals, &views, scale)?;
+    Ok((n, what))
 }

@@ -364,6 +364,15 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
             let caption = "augmented views (first column: the image)";
             embed(&mut body, "augmented views", caption, &png);
             images += 1;
+            // MAE and DAE: what the model makes of masked or corrupted test images
+            if ["mae", "dae"].contains(&recipe.method.name()) {
+                let path = files.join(format!("run{i}-reconstruction.png"));
+                let (_, what) = crate::reconstruct::grid(&r.dir, 6, 0, None, &path)?;
+                let png = std::fs::read(&path)?;
+                let caption = format!("test images: original | {what} | reconstruction");
+                embed(&mut body, "reconstructions", &caption, &png);
+                images += 1;
+            }
         }
         let recipe = std::fs::read_to_string(r.dir.join("recipe.toml")).unwrap_or_default();
         body.push_str(&format!(

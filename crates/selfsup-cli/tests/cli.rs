@@ -356,7 +356,7 @@ fn check_report_page(html: &Path, runs: usize) {
     for (alt, b) in &imgs {
         let png = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
-        if *alt == "augmented views" {
+        if *alt == "augmented views" || *alt == "reconstructions" {
             // the grid of digits: grey, and not one flat colour
             let first = img.get_pixel(0, 0);
             assert!(
@@ -1297,5 +1297,46 @@ fn torchvision_export_and_init_from() {
             tv.to_str().unwrap(),
         ]),
         "torchvision takes ResNet runs",
+    );
+}
+
+/// The HTML report of an MAE run also shows its reconstructions of test images.
+#[test]
+fn report_html_shows_mae_reconstructions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("mae.toml");
+    std::fs::write(
+        &recipe,
+        TINY.replace(
+            "backbone = \"convnet\"\nwidths = [8, 16]",
+            "backbone = \"vit\"\npatch_size = 2\ndim = 16\ndepth = 1\nheads = 2",
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("m");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--method",
+        "mae",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = dir.path().join("mae.html");
+    let o = selfsup(&[
+        "report",
+        run.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_report_page(&html, 1);
+    assert!(
+        dir.path()
+            .join("mae-files/run0-reconstruction.png")
+            .exists()
     );
 }
