@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use selfsup::burn;
@@ -73,6 +73,18 @@ pub fn grid(
     out: &std::path::Path,
 ) -> anyhow::Result<(usize, &'static str)> {
     let (model, p) = load_run(run, |_| {})?;
+    grid_of(&model, &p, count, seed, scale, out).with_context(|| run.display().to_string())
+}
+
+/// [`grid`] of a loaded run (`model` and its prepared data `p`).
+pub fn grid_of(
+    model: &Model,
+    p: &selfsup::run::Prepared,
+    count: usize,
+    seed: u64,
+    scale: Option<usize>,
+    out: &std::path::Path,
+) -> anyhow::Result<(usize, &'static str)> {
     let images = if p.split.test.is_empty() {
         &p.split.train.images
     } else {
@@ -93,7 +105,7 @@ pub fn grid(
         total: 1,
         seed,
     };
-    let (input, recon, what) = match &model {
+    let (input, recon, what) = match model {
         Model::Mae(m) => {
             let (masked, recon) = m.reconstruct(x.clone(), info);
             (masked, recon, "masked input (hidden patches grey)")
@@ -103,8 +115,7 @@ pub fn grid(
             (noisy, recon, "corrupted input")
         }
         _ => bail!(
-            "{}: reconstruct needs an mae or dae run, this one is {}",
-            run.display(),
+            "reconstruct needs an mae or dae run, this one is {}",
             p.recipe.method.name()
         ),
     };

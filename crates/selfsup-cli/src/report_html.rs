@@ -357,17 +357,23 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path) -> anyhow::Result<
             && recipe.data_kind() == selfsup::method::InputKind::Images
             && !recipe.is_audio()
         {
-            let p = selfsup::run::prepare(&recipe)?;
+            // MAE and DAE runs also show their reconstructions: the model is loaded with the data
+            let reconstructs = ["mae", "dae"].contains(&recipe.method.name());
+            let (model, p) = if reconstructs {
+                let (m, p) = selfsup::run::load_run(&r.dir, |_| {})?;
+                (Some(m), p)
+            } else {
+                (None, selfsup::run::prepare(&recipe)?)
+            };
             let path = files.join(format!("run{i}-views.png"));
             crate::views::grid(&p, 6, 5, 0, None, &path)?;
             let png = std::fs::read(&path)?;
             let caption = "augmented views (first column: the image)";
             embed(&mut body, "augmented views", caption, &png);
             images += 1;
-            // MAE and DAE: what the model makes of masked or corrupted test images
-            if ["mae", "dae"].contains(&recipe.method.name()) {
+            if let Some(model) = &model {
                 let path = files.join(format!("run{i}-reconstruction.png"));
-                let (_, what) = crate::reconstruct::grid(&r.dir, 6, 0, None, &path)?;
+                let (_, what) = crate::reconstruct::grid_of(model, &p, 6, 0, None, &path)?;
                 let png = std::fs::read(&path)?;
                 let caption = format!("test images: original | {what} | reconstruction");
                 embed(&mut body, "reconstructions", &caption, &png);

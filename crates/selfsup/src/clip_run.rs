@@ -63,30 +63,6 @@ pub fn clip_augment_default() -> AugmentConfig {
     }
 }
 
-fn channel_mean_std(images: &[selfsup_data::Image]) -> (Vec<f32>, Vec<f32>) {
-    let mut sum = [0f64; 3];
-    let mut sq = [0f64; 3];
-    let mut count = 0f64;
-    for img in images {
-        for (c, (s, q)) in sum.iter_mut().zip(sq.iter_mut()).enumerate() {
-            for &v in img.plane(c) {
-                let x = v as f64 / 255.0;
-                *s += x;
-                *q += x * x;
-            }
-        }
-        count += img.plane(0).len() as f64;
-    }
-    let n = count.max(1.0);
-    let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
-    let std = sum
-        .iter()
-        .zip(&sq)
-        .map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0).sqrt() as f32).max(1e-3))
-        .collect();
-    (mean, std)
-}
-
 /// Reads the pairs of an image–text recipe, splits them, trains the tokenizer on the training
 /// captions (or uses `tokenizer`, a run's saved one) and cuts the caption sequences.
 pub fn prepare_pairs(
@@ -144,7 +120,7 @@ pub fn prepare_pairs(
         }
     };
     let (train, val, test) = (split(train), split(val), split(test));
-    let (mean, std) = channel_mean_std(&train.pairs.images);
+    let (mean, std) = selfsup_data::source::channel_mean_std(&train.pairs.images);
     let aug = recipe.augment.clone().unwrap_or_else(clip_augment_default);
     let pipeline = Pipeline::new(aug, size, size, mean.clone(), std.clone()).context("augment")?;
     let plain = Pipeline::new(AugmentConfig::default(), size, size, mean, std)?;

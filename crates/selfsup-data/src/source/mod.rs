@@ -126,45 +126,10 @@ impl Dataset {
         self.images.first().map_or((0, 0, 0), Image::shape)
     }
 
-    /// Per-channel mean and standard deviation of the pixel values scaled to `[0, 1]`.
-    /// The standard deviation is floored at 1/255 so that it can always be divided by.
-    /// Empty data sets give empty vectors.
+    /// Per-channel mean and standard deviation of the pixel values scaled to `[0, 1]` (see
+    /// [`channel_mean_std`]).
     pub fn channel_mean_std(&self) -> (Vec<f32>, Vec<f32>) {
-        let (c, h, w) = self.shape();
-        if self.is_empty() {
-            return (Vec::new(), Vec::new());
-        }
-        let n = h * w;
-        let zero = || vec![(0u64, 0u64); c];
-        let sums = self
-            .images
-            .par_iter()
-            .fold(zero, |mut acc, img| {
-                for (ch, a) in acc.iter_mut().enumerate() {
-                    for &v in &img.pixels[ch * n..(ch + 1) * n] {
-                        a.0 += v as u64;
-                        a.1 += (v as u64) * (v as u64);
-                    }
-                }
-                acc
-            })
-            .reduce(zero, |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    x.0 += y.0;
-                    x.1 += y.1;
-                }
-                a
-            });
-        let count = (n * self.len()) as f64;
-        let mut mean = Vec::with_capacity(c);
-        let mut std = Vec::with_capacity(c);
-        for (s, s2) in sums {
-            let m = s as f64 / count;
-            let var = (s2 as f64 / count - m * m).max(0.0);
-            mean.push((m / 255.0) as f32);
-            std.push(((var.sqrt() / 255.0) as f32).max(1.0 / 255.0));
-        }
-        (mean, std)
+        channel_mean_std(&self.images)
     }
 
     /// The images at `idx` (in that order), with their labels and ids.
@@ -227,6 +192,46 @@ pub struct Split {
     pub test: Dataset,
     /// Files skipped as undecodable (image folders with `skip_bad_images`; 0 otherwise).
     pub skipped: usize,
+}
+
+/// Per-channel mean and standard deviation of the pixel values, scaled to `[0, 1]`, of images of
+/// one shape (the first image's). The standard deviation is floored at 1/255 so that it can
+/// always be divided by. No images give empty vectors.
+pub fn channel_mean_std(images: &[Image]) -> (Vec<f32>, Vec<f32>) {
+    let Some(first) = images.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let (c, h, w) = first.shape();
+    let n = h * w;
+    let zero = || vec![(0u64, 0u64); c];
+    let sums = images
+        .par_iter()
+        .fold(zero, |mut acc, img| {
+            for (ch, a) in acc.iter_mut().enumerate() {
+                for &v in &img.pixels[ch * n..(ch + 1) * n] {
+                    a.0 += v as u64;
+                    a.1 += (v as u64) * (v as u64);
+                }
+            }
+            acc
+        })
+        .reduce(zero, |mut a, b| {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.0 += y.0;
+                x.1 += y.1;
+            }
+            a
+        });
+    let count = (n * images.len()) as f64;
+    let mut mean = Vec::with_capacity(c);
+    let mut std = Vec::with_capacity(c);
+    for (s, s2) in sums {
+        let m = s as f64 / count;
+        let var = (s2 as f64 / count - m * m).max(0.0);
+        mean.push((m / 255.0) as f32);
+        std.push(((var.sqrt() / 255.0) as f32).max(1.0 / 255.0));
+    }
+    (mean, std)
 }
 
 /// Where a data set comes from. Parses from and displays as `digits`, `idx:DIR`, `folder:DIR`,
