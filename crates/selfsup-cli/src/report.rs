@@ -21,6 +21,12 @@ pub struct Args {
     /// with its PNGs in `<FILE stem>-files/`.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// The embedding maps of `--html` show at most this many test items (a seeded sample).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    map_points: usize,
+    /// t-SNE's iterations for the maps of `--html`.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    tsne_epochs: usize,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -38,7 +44,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("{table}");
     if let Some(out) = &a.html {
-        crate::report_html::write(&runs, &table, out)?;
+        let opts = crate::report_html::Opts {
+            map_points: a.map_points,
+            tsne_epochs: a.tsne_epochs,
+        };
+        crate::report_html::write(&runs, &table, out, &opts)?;
     }
     if let Some(path) = &a.markdown {
         let (begin, end) = (

@@ -325,27 +325,32 @@ fn stop_after_resume_and_report() {
 }
 
 /// Checks an HTML report written by `report --html` for `runs` runs: a whole page, every
-/// `<img>` an embedded PNG that decodes, is 720 × 360 and has more than a background and axes in
-/// it (a plot with data), each also written to `<stem>-files/`; the loss and learning-rate plots
-/// of every run, the overlay of several runs, and the comparison table.
+/// `<img>` an embedded PNG that decodes; every plot (class `plot`) 720 × 360 (a map 720 × 560)
+/// with more than a background and axes in it (data drawn); each also written to
+/// `<stem>-files/`; the loss, learning-rate, collapse, memory and views images and the PCA and
+/// t-SNE maps of every run, the overlay of several runs, the comparison table. Then the page is
+/// rendered in headless Chromium ([`render_in_chromium`]) and its own self-check must have found
+/// every image decoded and every plot with data.
 fn check_report_page(html: &Path, runs: usize) {
     use base64::Engine;
     let page = std::fs::read_to_string(html).unwrap();
     assert!(page.starts_with("<!doctype html>") && page.trim_end().ends_with("</html>"));
     assert_eq!(
-        page.matches("<figure>").count(),
+        page.matches("<figure").count(),
         page.matches("</figure>").count()
     );
-    // (alt, base64) of every image
-    let imgs: Vec<(&str, &str)> = page
+    // (alt, class, base64) of every image
+    let imgs: Vec<(&str, &str, &str)> = page
         .split("<img alt=\"")
         .skip(1)
         .map(|s| {
             let (alt, rest) = s.split_once('"').unwrap();
+            let rest = rest.strip_prefix(" class=\"").expect("a class");
+            let (class, rest) = rest.split_once('"').unwrap();
             let b = rest
                 .strip_prefix(" src=\"data:image/png;base64,")
                 .expect("an embedded PNG");
-            (alt, b.split('"').next().unwrap())
+            (alt, class, b.split('"').next().unwrap())
         })
         .collect();
     assert_eq!(
@@ -353,11 +358,15 @@ fn check_report_page(html: &Path, runs: usize) {
         page.matches("<img").count(),
         "every image embedded"
     );
-    for (alt, b) in &imgs {
+    for (alt, class, b) in &imgs {
         let png = base64::engine::general_purpose::STANDARD.decode(b).unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
-        if *alt == "augmented views" || *alt == "reconstructions" {
+        if *class == "picture" {
             // the grid of digits: grey, and not one flat colour
+            assert!(
+                ["augmented views", "reconstructions"].contains(alt),
+                "{alt}"
+            );
             let first = img.get_pixel(0, 0);
             assert!(
                 img.width() > 64 && img.pixels().any(|p| p != first),
@@ -365,7 +374,10 @@ fn check_report_page(html: &Path, runs: usize) {
             );
             continue;
         }
-        assert_eq!(img.dimensions(), (720, 360), "{alt}");
+        assert_eq!(*class, "plot", "{alt}");
+        let is_map = alt.ends_with(" map");
+        let size = if is_map { (720, 560) } else { (720, 360) };
+        assert_eq!(img.dimensions(), size, "{alt}");
         // the series colours (not white, grey or black) are drawn somewhere
         let coloured = img
             .pixels()
@@ -374,8 +386,10 @@ fn check_report_page(html: &Path, runs: usize) {
                 mx - mn > 60
             })
             .count();
+        // a legend's swatch is 32 coloured pixels a series; a one-epoch run's point about 110
+        let least = if is_map { 50 } else { 100 };
         assert!(
-            coloured > 200,
+            coloured > least,
             "{alt}: an empty plot ({coloured} coloured pixels)"
         );
     }
@@ -385,7 +399,9 @@ fn check_report_page(html: &Path, runs: usize) {
     ));
     assert_eq!(std::fs::read_dir(&files).unwrap().count(), imgs.len());
     for i in 0..runs {
-        for plot in ["loss", "lr", "collapse", "memory", "views"] {
+        for plot in [
+            "loss", "lr", "collapse", "memory", "views", "map-pca", "map-tsne",
+        ] {
             assert!(
                 files.join(format!("run{i}-{plot}.png")).exists(),
                 "run{i}-{plot}"
@@ -394,6 +410,68 @@ fn check_report_page(html: &Path, runs: usize) {
     }
     assert_eq!(files.join("all-loss.png").exists(), runs > 1);
     assert!(page.contains("<table>") && page.contains("<td>*random-init encoder*</td>"));
+    if let Some(dom) = render_in_chromium(html) {
+        let check = dom
+            .split("<p id=\"selfcheck\"")
+            .nth(1)
+            .expect("the self-check paragraph")
+            .split("</p>")
+            .next()
+            .unwrap();
+        assert!(
+            check.contains(&format!("data-images=\"{}\"", imgs.len()))
+                && check.contains("data-broken=\"\"")
+                && check.contains("data-empty=\"\""),
+            "the page's self-check in Chromium: {check}"
+        );
+        assert!(
+            check.contains("all decoded; every plot has data"),
+            "{check}"
+        );
+    }
+}
+
+/// The DOM of `html` once loaded in headless Chromium (`chromium`, `chromium-browser` or
+/// `google-chrome` on the PATH), after its scripts ran. `None`, with the reason printed, where
+/// there is no such browser, unless `SELFSUP_REQUIRE_CHROMIUM` is set (CI sets it): then the
+/// test fails.
+fn render_in_chromium(html: &Path) -> Option<String> {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("SELFSUP_REQUIRE_CHROMIUM").is_none(),
+            "SELFSUP_REQUIRE_CHROMIUM is set and no chromium is installed"
+        );
+        eprintln!("skipped: the page is not rendered (no chromium on the PATH)");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", html.canonicalize().unwrap().display()))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{browser}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Some(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The tensors of a run's exported encoder, by name, as raw bytes.
@@ -1321,6 +1399,9 @@ fn report_html_shows_mae_reconstructions() {
         recipe.to_str().unwrap(),
         "--method",
         "mae",
+        // one epoch: every per-epoch plot has a single point, which must show
+        "--epochs",
+        "1",
         "--out",
         run.to_str().unwrap(),
     ]);
@@ -1339,4 +1420,40 @@ fn report_html_shows_mae_reconstructions() {
             .join("mae-files/run0-reconstruction.png")
             .exists()
     );
+
+    // the page's self-check, in Chromium, finds a broken image and an empty plot
+    let page = std::fs::read_to_string(&html).unwrap();
+    let marker = "class=\"plot\" src=\"data:image/png;base64,";
+    let mut parts = page.splitn(3, marker);
+    let (head, first, rest) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    // the first plot's PNG without its signature: it cannot decode
+    let (b64, after) = first.split_once('"').unwrap();
+    // the second plot replaced by a white PNG: it decodes, with nothing drawn
+    let (_, after2) = rest.split_once('"').unwrap();
+    let mut white = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(720, 360, image::Rgb([255, 255, 255]))
+        .write_to(&mut white, image::ImageFormat::Png)
+        .unwrap();
+    use base64::Engine;
+    let white = base64::engine::general_purpose::STANDARD.encode(white.into_inner());
+    let broken = format!(
+        "{head}{marker}{}\"{after}{marker}{white}\"{after2}",
+        &b64[12..]
+    );
+    let bad = dir.path().join("broken.html");
+    std::fs::write(&bad, broken).unwrap();
+    if let Some(dom) = render_in_chromium(&bad) {
+        let check = dom.split("<p id=\"selfcheck\"").nth(1).unwrap();
+        let check = check.split("</p>").next().unwrap();
+        assert!(
+            check.contains("data-broken=\"loss\"")
+                && check.contains("data-empty=\"learning rate\"")
+                && check.contains("self-check FAILED"),
+            "{check}"
+        );
+    }
 }

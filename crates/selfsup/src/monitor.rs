@@ -258,6 +258,8 @@ pub fn memory_fields(line: &mut serde_json::Value) {
         ("peak_rss_mb", run_peak),
         ("epoch_peak_rss_mb", epoch_peak.filter(|_| resettable)),
         ("rss_mb", rss_mb()),
+        ("rss_anon_mb", proc_status_mb("RssAnon:")),
+        ("rss_file_mb", proc_status_mb("RssFile:")),
         ("heap_mb", heap_mb()),
         ("heap_peak_mb", heap_peak),
     ] {

@@ -26,8 +26,11 @@ pub struct RunSummary {
     /// Epochs done (from the metrics), and the epochs of the recipe.
     pub epochs_done: usize,
     pub epochs: usize,
-    /// Images of all epochs over the seconds of all epochs.
+    /// Samples of all epochs over the seconds of all epochs: images, or tokens, pairs, clips
+    /// or graphs ([`RunSummary::unit`]).
     pub images_per_s: f64,
+    /// What [`RunSummary::images_per_s`] counts: `images`, `tokens`, `pairs`, `clips`, `graphs`.
+    pub unit: String,
     /// Highest peak resident set size over the run's processes, if logged.
     pub peak_rss_mb: Option<f64>,
     /// Collapse monitors of the last epoch: std of the l2-normalised embeddings, its healthy
@@ -68,10 +71,16 @@ impl RunSummary {
         };
         let num = |v: &serde_json::Value, key: &str| v.get(key).and_then(|x| x.as_f64());
         let (mut images, mut seconds) = (0.0, 0.0);
+        // the unit of the run's throughput: the first `<unit>_per_s` key its lines have
+        let unit = UNITS
+            .iter()
+            .find(|u| num(last, &format!("{u}_per_s")).is_some())
+            .unwrap_or(&"images");
+        let key = format!("{unit}_per_s");
         for (e, v) in &epochs {
-            let (Some(ips), Some(s)) = (num(v, "images_per_s"), num(v, "epoch_seconds")) else {
+            let (Some(ips), Some(s)) = (num(v, &key), num(v, "epoch_seconds")) else {
                 bail!(
-                    "{}: epoch {e} lacks `images_per_s` or `epoch_seconds`",
+                    "{}: epoch {e} lacks `{key}` or `epoch_seconds`",
                     metrics_path.display()
                 );
             };
@@ -112,6 +121,7 @@ impl RunSummary {
             epochs_done: *epochs.keys().next_back().unwrap_or(&0) as usize,
             epochs: recipe.train.epochs,
             images_per_s: images / seconds.max(1e-9),
+            unit: unit.to_string(),
             peak_rss_mb,
             collapse_std: num(last, "collapse_std"),
             collapse_std_healthy: num(last, "collapse_std_healthy"),
@@ -121,6 +131,9 @@ impl RunSummary {
         })
     }
 }
+
+/// What a run's metrics lines count per second, in the order looked for.
+const UNITS: [&str; 5] = ["images", "tokens", "pairs", "clips", "graphs"];
 
 /// Top-1 of the linear probe trained on `fraction` of the labels, if it was run.
 fn linear_at(row: &EvalRow, fraction: f64) -> Option<f64> {
@@ -172,7 +185,12 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
     if ft {
         s += " fine-tune, all labels | fine-tune, 1 % labels |";
     }
-    s += " images/s | peak RSS (MB) | embedding std (healthy 1/√d) | effective rank (of d) |\n|";
+    // image runs only: images/s; otherwise each cell names what it counts (tokens, graphs, …)
+    let all_images = runs.iter().all(|r| r.unit == "images");
+    let per_s = if all_images { "images/s" } else { "per second" };
+    s += &format!(
+        " {per_s} | peak RSS (MB) | embedding std (healthy 1/√d) | effective rank (of d) |\n|"
+    );
     s += &"---|".repeat(if ft { 11 } else { 9 });
     s += "\n";
     for r in runs {
@@ -196,10 +214,14 @@ pub fn format_comparison(runs: &[RunSummary]) -> String {
         } else {
             r.method.clone()
         };
+        let rate = if all_images {
+            format!("{:.0}", r.images_per_s)
+        } else {
+            format!("{:.0} {}", r.images_per_s, r.unit)
+        };
         s += &format!(
-            "| {name} | {epochs} | {} | {:.0} | {} | {std} | {} |\n",
+            "| {name} | {epochs} | {} | {rate} | {} | {std} | {} |\n",
             eval_cells(&r.ssl, ft),
-            r.images_per_s,
             r.peak_rss_mb.map_or("–".into(), |m| format!("{m:.0}")),
             match (r.effective_rank, r.collapse_std_healthy) {
                 // the monitored embedding has d dimensions, and its healthy std is 1/√d
@@ -303,6 +325,43 @@ mod tests {
         assert_eq!(
             lines[4],
             "| *raw pixels* | – | 94.1 | 95.5 | – | – | – | – | – |"
+        );
+    }
+
+    #[test]
+    fn a_text_run_counts_tokens() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("img"), t.path().join("txt"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        fixture(
+            &a,
+            r#"{"epoch":3,"images_per_s":100.0,"epoch_seconds":10.0}"#,
+            EVAL,
+        );
+        fixture(
+            &b,
+            r#"{"epoch":3,"tokens_per_s":5000.0,"epoch_seconds":10.0}"#,
+            EVAL,
+        );
+        let (ra, rb) = (RunSummary::load(&a).unwrap(), RunSummary::load(&b).unwrap());
+        assert_eq!((ra.unit.as_str(), rb.unit.as_str()), ("images", "tokens"));
+        assert!((rb.images_per_s - 5000.0).abs() < 1e-9);
+        let table = format_comparison(&[ra, rb]);
+        assert!(
+            table.lines().next().unwrap().contains("| per second |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 100 images |") && table.contains("| 5000 tokens |"),
+            "{table}"
+        );
+        // a line with no throughput names the key it looked for
+        fixture(&b, r#"{"epoch":3,"epoch_seconds":10.0}"#, EVAL);
+        let e = RunSummary::load(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("epoch 3 lacks `images_per_s` or `epoch_seconds`"),
+            "{e}"
         );
     }
 

@@ -6,6 +6,7 @@ pub mod finetune;
 pub mod knn;
 pub mod label_efficiency;
 pub mod linear;
+pub mod map;
 pub mod online;
 pub mod report;
 pub mod text;
