@@ -29,6 +29,13 @@ pub struct Args {
     tsne_epochs: usize,
 }
 
+/// A data spec `kind:PATH` with its path made canonical, where it exists.
+fn canonical(spec: &str) -> Option<String> {
+    let (kind, path) = spec.split_once(':')?;
+    let path = std::fs::canonicalize(path).ok()?;
+    Some(format!("{kind}:{}", path.display()))
+}
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let runs = a
         .runs
@@ -37,7 +44,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut table = format_comparison(&runs);
     let data: Vec<&str> = runs.iter().map(|r| r.data.as_str()).collect();
-    if data.windows(2).any(|w| w[0] != w[1]) {
+    // the same files however the path was spelled (`configs/../../shared/…`, `../shared/…`)
+    let same = |a: &str, b: &str| a == b || canonical(a).is_some_and(|x| Some(x) == canonical(b));
+    if data.windows(2).any(|w| !same(w[0], w[1])) {
         table += "\nThe runs used different data: ";
         table += &data.join(", ");
         table += "\n";

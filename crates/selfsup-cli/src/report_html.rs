@@ -393,9 +393,18 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path, opts: &Opts) -> an
             title: "loss per step, every run".into(),
             x: "step".into(),
             y: "loss".into(),
+            // per step; a run without steps.jsonl (older) by each epoch's mean, at its last step
             series: per_run
                 .iter()
-                .map(|(_, r, _, steps)| (run_name(r), points(steps, "step", "loss")))
+                .map(|(_, r, metrics, steps)| {
+                    let per_step = points(steps, "step", "loss");
+                    let pts = if per_step.is_empty() {
+                        points(metrics, "step", "loss")
+                    } else {
+                        per_step
+                    };
+                    (run_name(r), pts)
+                })
                 .collect(),
         };
         images += add(&mut body, &overlay)?;

@@ -4,6 +4,7 @@ pub use burn;
 pub mod audio_run;
 pub mod backbone;
 pub mod bench;
+pub mod block_cache;
 pub mod budget;
 pub mod checkpoint;
 pub mod clip_run;
