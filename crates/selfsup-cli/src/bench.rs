@@ -69,7 +69,13 @@ fn today() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn cpu_model() -> String {
+/// This build's version and its Burn's.
+pub fn version() -> String {
+    format!("selfsup {} (burn 0.22.1, flex)", env!("CARGO_PKG_VERSION"))
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
+pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -182,7 +188,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(path) = &a.json {
         let doc = serde_json::json!({
             "tool": "selfsup",
-            "version": format!("selfsup {} (burn 0.22.1, flex)", env!("CARGO_PKG_VERSION")),
+            "version": version(),
             "threads": threads,
             "date": today(),
             "cpu": cpu_model(),

@@ -542,9 +542,11 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path, opts: &Opts) -> an
     if images == 0 {
         bail!("no run has anything to plot (no metrics.jsonl lines)");
     }
+    // the wall times and rates are the runs' own; this is the machine the page was made on
     let machine = format!(
-        "selfsup {} · {} {} · {} threads",
-        env!("CARGO_PKG_VERSION"),
+        "{} · page made on {} · {} {} · {} threads",
+        crate::bench::version(),
+        crate::bench::cpu_model(),
         std::env::consts::OS,
         std::env::consts::ARCH,
         std::thread::available_parallelism().map_or(0, |n| n.get())
