@@ -458,6 +458,8 @@ fn render_in_chromium(html: &Path) -> Option<String> {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            // containers often have a small /dev/shm
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--virtual-time-budget=20000",
             "--dump-dom",
