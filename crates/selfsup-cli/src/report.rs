@@ -78,3 +78,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_same_folder_spelled_two_ways_is_the_same_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("data");
+        std::fs::create_dir_all(&sub).unwrap();
+        let plain = format!("idx:{}", sub.display());
+        let roundabout = format!("idx:{}/../data", sub.display());
+        assert_eq!(super::canonical(&plain), super::canonical(&roundabout));
+        assert!(super::canonical(&plain).is_some());
+        // built-in or missing data: no canonical form (compared as written)
+        assert_eq!(super::canonical("digits"), None);
+        assert_eq!(super::canonical("idx:/no/such/folder"), None);
+    }
+}
