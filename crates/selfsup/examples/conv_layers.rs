@@ -1,6 +1,7 @@
 //! Each convolution shape of ResNet-18 (CIFAR stem) in isolation: GFLOP/s of our im2col + GEMM
 //! kernels (forward, weight gradient, input gradient) against Burn flex's `conv2d` and its
-//! default backward, on a batch of 2×N images.
+//! default backward, on a batch of 2×N images; for 3×3 stride-1 shapes also the Winograd
+//! F(2×2, 3×3) forward, in effective GFLOP/s (direct-convolution FLOPs over its time).
 //!
 //! `cargo run --release -p selfsup --example conv_layers -- [N] [width]`
 
@@ -11,6 +12,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
 use selfsup::kernels::conv2d::{ConvGeom, forward, grad_input, grad_weight};
+use selfsup::kernels::winograd;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,7 +45,9 @@ fn main() {
         (w(256), w(512), 3, 2, 8),
         (w(512), w(512), 3, 1, 4),
     ];
-    println!("N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd)");
+    println!(
+        "N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd | winograd fwd, effective)"
+    );
     let dev = Device::flex();
     let ad = Device::flex().autodiff();
     for (cin, cout, k, s, side) in shapes {
@@ -70,6 +74,12 @@ fn main() {
         let tf = best(3, || drop(std::hint::black_box(forward(&x, &wt, &g))));
         let tw = best(3, || drop(std::hint::black_box(grad_weight(&x, &y, &g))));
         let tx = best(3, || drop(std::hint::black_box(grad_input(&wt, &y, &g))));
+        let wino = winograd::applies(&g).then(|| {
+            let t = best(3, || {
+                drop(std::hint::black_box(winograd::forward(&x, &wt, &g)))
+            });
+            format!("{:6.1}", flops / t / 1e9)
+        });
         // Burn flex
         let conv = Conv2dConfig::new([cin, cout], [k, k])
             .with_stride([s, s])
@@ -88,12 +98,13 @@ fn main() {
             drop(conv.weight.grad(&g).map(|t| t.into_data()));
         });
         println!(
-            "{cin:>4}→{cout:<4} k{k} s{s} {side:>2}²: {:6.1} {:6.1} {:6.1} | {:6.1} {:6.1}",
+            "{cin:>4}→{cout:<4} k{k} s{s} {side:>2}²: {:6.1} {:6.1} {:6.1} | {:6.1} {:6.1} | {}",
             flops / tf / 1e9,
             flops / tw / 1e9,
             flops / tx / 1e9,
             flops / tbf / 1e9,
-            3.0 * flops / tbb / 1e9
+            3.0 * flops / tbb / 1e9,
+            wino.unwrap_or_else(|| "–".into())
         );
     }
 }

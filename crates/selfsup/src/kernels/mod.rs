@@ -8,6 +8,7 @@ pub mod ext;
 pub mod matmul;
 pub mod rowwise;
 pub mod simd;
+pub mod winograd;
 
 pub use ext::{
     attention, attention_enabled, batch_norm, conv2d, gelu, layer_norm, linear, softmax_last,
