@@ -440,11 +440,11 @@ fn grad_input_as_conv(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    /// Direct float64 convolution, written from the definition.
-    fn naive(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
+    /// Direct float64 convolution, written from the definition (also the Winograd tests').
+    pub(in crate::kernels) fn naive(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
         let (oh, ow) = g.out_hw();
         let mut y = vec![0.0f64; g.n * g.o * oh * ow];
         for n in 0..g.n {

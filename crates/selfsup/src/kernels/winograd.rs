@@ -210,41 +210,6 @@ mod tests {
     use super::*;
     use selfsup_data::rng::SplitMix64;
 
-    /// The direct convolution in float64.
-    fn direct(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
-        let (oh, ow) = g.out_hw();
-        let mut y = vec![0f64; g.n * g.o * oh * ow];
-        for b in 0..g.n {
-            for o in 0..g.o {
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let mut s = 0f64;
-                        for c in 0..g.c {
-                            for ki in 0..3 {
-                                for kj in 0..3 {
-                                    let (yy, xx) = (
-                                        (i + ki) as isize - g.pad[0] as isize,
-                                        (j + kj) as isize - g.pad[1] as isize,
-                                    );
-                                    if yy < 0 || xx < 0 || yy >= g.h as isize || xx >= g.w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((b * g.c + c) * g.h + yy as usize) * g.w + xx as usize];
-                                    let wv = w[((o * g.c + c) * 3 + ki) * 3 + kj];
-                                    s += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((b * g.o + o) * oh + i) * ow + j] = s;
-                    }
-                }
-            }
-        }
-        y
-    }
-
     fn geom(n: usize, c: usize, h: usize, w: usize, o: usize, pad: usize) -> ConvGeom {
         ConvGeom {
             n,
@@ -276,7 +241,7 @@ mod tests {
             let bound = (6.0 / (9 * c) as f32).sqrt();
             let wt: Vec<f32> = (0..o * c * 9).map(|_| rng.uniform(-bound, bound)).collect();
             let got = forward(&x, &wt, &g);
-            let want = direct(&x, &wt, &g);
+            let want = super::super::conv2d::tests::naive(&x, &wt, &g);
             assert_eq!(got.len(), want.len());
             let scale = want.iter().fold(0f64, |a, v| a.max(v.abs()));
             let err = got
