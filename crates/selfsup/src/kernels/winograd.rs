@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! U[ξ] = (G g Gᵀ)[ξ]      per (out, in) channel pair        (16, O, C)
-//! V[ξ] = (Bᵀ d B)[ξ]      per 4×4 input tile d (stride 2)   (16, C, tiles)
+//! V[ξ] = (Bᵀ d B)[ξ]      per 4×4 input tile d (stride 2)   (C, 16, tiles)
 //! M[ξ] = U[ξ] · V[ξ]      16 GEMMs                          (16, O, tiles)
 //! y    = Aᵀ M A           per tile: its 2×2 outputs
 //! ```
@@ -55,22 +55,17 @@ fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
 }
 
 /// `V = Bᵀ d B` of every 4×4 input tile (zero outside the image) of the images `n0..n0 + nb`,
-/// as `(16, C, nb·tiles)`.
+/// as `(C, 16, nb·tiles)`: one contiguous block per channel, written by one task, which the
+/// GEMMs read with a row stride of `16·nb·tiles`.
 fn transform_input(x: &[f32], g: &ConvGeom, n0: usize, nb: usize, v: &mut [f32]) {
     let (oh, ow) = g.out_hw();
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
     let tiles = th * tw;
     let p = nb * tiles;
     let (h, w, c) = (g.h, g.w, g.c);
-    // one task per (image, channel): its tiles go to 16 strided places
-    let cols: Vec<(usize, usize)> = (0..nb)
-        .flat_map(|b| (0..c).map(move |ch| (b, ch)))
-        .collect();
-    let out: Vec<Vec<[f32; 16]>> = cols
-        .par_iter()
-        .map(|&(b, ch)| {
+    v.par_chunks_mut(16 * p).enumerate().for_each(|(ch, vc)| {
+        for b in 0..nb {
             let img = &x[((n0 + b) * c + ch) * h * w..((n0 + b) * c + ch + 1) * h * w];
-            let mut res = Vec::with_capacity(tiles);
             for ty in 0..th {
                 for tx in 0..tw {
                     let mut d = [[0f32; 4]; 4];
@@ -95,26 +90,22 @@ fn transform_input(x: &[f32], g: &ConvGeom, n0: usize, nb: usize, v: &mut [f32])
                         t[3][j] = d[1][j] - d[3][j];
                     }
                     // (Bᵀ d) B: the same on the columns
-                    let mut r = [0f32; 16];
+                    let col = b * tiles + ty * tw + tx;
                     for i in 0..4 {
-                        r[i * 4] = t[i][0] - t[i][2];
-                        r[i * 4 + 1] = t[i][1] + t[i][2];
-                        r[i * 4 + 2] = t[i][2] - t[i][1];
-                        r[i * 4 + 3] = t[i][1] - t[i][3];
+                        let r = [
+                            t[i][0] - t[i][2],
+                            t[i][1] + t[i][2],
+                            t[i][2] - t[i][1],
+                            t[i][1] - t[i][3],
+                        ];
+                        for (j, val) in r.into_iter().enumerate() {
+                            vc[(i * 4 + j) * p + col] = val;
+                        }
                     }
-                    res.push(r);
                 }
             }
-            res
-        })
-        .collect();
-    for (&(b, ch), res) in cols.iter().zip(&out) {
-        for (t, r) in res.iter().enumerate() {
-            for (xi, &val) in r.iter().enumerate() {
-                v[(xi * c + ch) * p + b * tiles + t] = val;
-            }
         }
-    }
+    });
 }
 
 /// `y = Aᵀ M A` of every tile: the 2×2 outputs, written into `y` (the images `n0..n0 + nb`).
@@ -190,15 +181,29 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
         let nb = per.min(g.n - n0);
         let p = nb * tiles;
         transform_input(x, g, n0, nb, &mut v[..16 * g.c * p]);
-        let (oc, cp, op) = (g.o * g.c, g.c * p, g.o * p);
+        let (oc, op) = (g.o * g.c, g.o * p);
+        let v = &v[..16 * g.c * p];
         m[..16 * op]
             .par_chunks_mut(op)
-            .zip(v[..16 * cp].par_chunks(cp))
             .enumerate()
-            .for_each(|(xi, (mx, vx))| {
+            .for_each(|(xi, mx)| {
                 let ux = &u[xi * oc..(xi + 1) * oc];
-                // (O, C) · (C, P): row-major, column stride 1
-                gemm(g.o, p, g.c, mx, false, ux, 1, g.c, vx, 1, p, false);
+                // (O, C) · (C, P): U row-major; V's rows for ξ start at ξ·P, one per channel
+                // every 16·P
+                gemm(
+                    g.o,
+                    p,
+                    g.c,
+                    mx,
+                    false,
+                    ux,
+                    1,
+                    g.c,
+                    &v[xi * p..],
+                    1,
+                    16 * p,
+                    false,
+                );
             });
         transform_output(&m[..16 * op], g, n0, nb, &mut y);
     }
