@@ -411,6 +411,15 @@ pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
 /// GEMM of depth O followed by a col2im scatter into a GEMM of depth O·KH·KW after an im2col
 /// copy, which runs near the GEMM peak (see the `conv_layers` example).
 fn grad_input_as_conv(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (flipped, t) = flipped_conv(w, g);
+    forward(dy, &flipped, &t)
+}
+
+/// The convolution whose forward pass on `dy` is the input gradient of a stride-1 convolution
+/// `g` with weights `w`: the weights flipped in space with input and output channels swapped,
+/// and its shapes (input `dy`'s, output `x`'s, padding `k − 1 − p`).
+pub(crate) fn flipped_conv(w: &[f32], g: &ConvGeom) -> (Vec<f32>, ConvGeom) {
+    debug_assert_eq!(g.stride, [1, 1], "flipped_conv: stride 1 only");
     let (oh, ow) = g.out_hw();
     let (kh, kw) = (g.kh, g.kw);
     let mut flipped = vec![0.0f32; w.len()];
@@ -436,7 +445,7 @@ fn grad_input_as_conv(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
         pad: [kh - 1 - g.pad[0], kw - 1 - g.pad[1]],
     };
     debug_assert_eq!(t.out_hw(), (g.h, g.w));
-    forward(dy, &flipped, &t)
+    (flipped, t)
 }
 
 #[cfg(test)]

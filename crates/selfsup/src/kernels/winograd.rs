@@ -10,9 +10,10 @@
 //! y    = Aᵀ M A           per tile: its 2×2 outputs
 //! ```
 //!
-//! Issue 15, first step: the forward pass, tested against a float64 direct convolution; not
-//! yet wired into [`super::ext`] (the gradients, the tile size choice per layer and the
-//! benchmark come next).
+//! Issue 15, first steps: the forward pass (tested against a float64 direct convolution) and
+//! the input gradient (the forward pass on flipped weights); not yet wired into
+//! [`super::ext`] (the weight gradient, the tile size choice per layer and the benchmark come
+//! next).
 
 // the transforms index their 4×4 matrices as the paper writes them
 #![allow(clippy::needless_range_loop)]
@@ -210,6 +211,18 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     y
 }
 
+/// The input gradient `dx (N, C, H, W)` of the convolution `g` (3×3, stride 1) from `dy` and
+/// the weights: itself a 3×3 stride-1 convolution of `dy` (flipped weights, channels swapped,
+/// padding `2 − p`), computed by [`forward`].
+pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    assert!(
+        applies(g),
+        "winograd::grad_input: a 3×3 stride-1 convolution, got {g:?}"
+    );
+    let (flipped, t) = super::conv2d::flipped_conv(w, g);
+    forward(dy, &flipped, &t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,6 +280,31 @@ mod tests {
             assert!(
                 (diff as f64) <= 2e-5 * scale,
                 "{g:?}: against im2col {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_input_gradient_matches_the_im2col_path() {
+        let mut rng = SplitMix64::new(9);
+        for (n, c, h, w, o, pad) in [(2, 3, 8, 8, 4, 1), (3, 5, 7, 9, 6, 1), (2, 16, 6, 5, 8, 0)] {
+            let g = geom(n, c, h, w, o, pad);
+            let (oh, ow) = g.out_hw();
+            let dy: Vec<f32> = (0..n * o * oh * ow)
+                .map(|_| rng.uniform(-1.0, 1.0))
+                .collect();
+            let wt: Vec<f32> = (0..o * c * 9).map(|_| rng.uniform(-0.5, 0.5)).collect();
+            let got = grad_input(&wt, &dy, &g);
+            let want = super::super::conv2d::grad_input(&wt, &dy, &g);
+            assert_eq!(got.len(), g.x_len());
+            let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+            assert!(
+                diff <= 2e-5 * scale,
+                "{g:?}: {diff} for values up to {scale}"
             );
         }
     }
