@@ -1,7 +1,8 @@
 //! Each convolution shape of ResNet-18 (CIFAR stem) in isolation: GFLOP/s of our im2col + GEMM
 //! kernels (forward, weight gradient, input gradient) against Burn flex's `conv2d` and its
 //! default backward, on a batch of 2×N images; for 3×3 stride-1 shapes also the Winograd
-//! F(2×2, 3×3) forward, in effective GFLOP/s (direct-convolution FLOPs over its time).
+//! F(2×2, 3×3) forward and input gradient, in effective GFLOP/s (direct-convolution FLOPs over
+//! its time).
 //!
 //! `cargo run --release -p selfsup --example conv_layers -- [N] [width]`
 
@@ -46,7 +47,7 @@ fn main() {
         (w(512), w(512), 3, 1, 4),
     ];
     println!(
-        "N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd | winograd fwd, effective)"
+        "N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd | winograd fwd / dx, effective)"
     );
     let dev = Device::flex();
     let ad = Device::flex().autodiff();
@@ -78,7 +79,10 @@ fn main() {
             let t = best(3, || {
                 drop(std::hint::black_box(winograd::forward(&x, &wt, &g)))
             });
-            format!("{:6.1}", flops / t / 1e9)
+            let td = best(3, || {
+                drop(std::hint::black_box(winograd::grad_input(&wt, &y, &g)))
+            });
+            format!("{:6.1} {:6.1}", flops / t / 1e9, flops / td / 1e9)
         });
         // Burn flex
         let conv = Conv2dConfig::new([cin, cout], [k, k])
