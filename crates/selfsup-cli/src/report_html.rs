@@ -320,16 +320,15 @@ fn run_plots(tag: &str, metrics: &[serde_json::Value], steps: &[serde_json::Valu
             format!("{tag}-speed.png"),
             "throughput",
             ("epoch", "samples/s"),
-            [
-                "images_per_s",
-                "tokens_per_s",
-                "pairs_per_s",
-                "clips_per_s",
-                "graphs_per_s",
-            ]
-            .iter()
-            .map(|k| s(&k.replace("_per_s", "/s"), points(metrics, "epoch", k)))
-            .collect(),
+            selfsup::summary::UNITS
+                .iter()
+                .map(|u| {
+                    s(
+                        &format!("{u}/s"),
+                        points(metrics, "epoch", &format!("{u}_per_s")),
+                    )
+                })
+                .collect(),
         ),
         plot(
             format!("{tag}-wait.png"),

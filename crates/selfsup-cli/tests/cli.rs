@@ -478,7 +478,12 @@ fn render_in_chromium(html: &Path) -> Option<String> {
 
 /// The tensors of a run's exported encoder, by name, as raw bytes.
 fn encoder_tensors(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("encoder.safetensors")).unwrap();
+    file_tensors(&run.join("encoder.safetensors"))
+}
+
+/// The tensors of a safetensors file, by name, as raw bytes.
+fn file_tensors(file: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(file).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out: Vec<(String, Vec<u8>)> = st
         .tensors()
@@ -1253,17 +1258,21 @@ fn torchvision_export_and_init_from() {
     let a = dir.path().join("a");
     let o = pretrain_no_eval(&recipe, &a, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // `export --check 3` of a run's encoder as a torchvision state dict
+    let export = |run: &Path, out: &Path| {
+        let o = selfsup(&[
+            "export",
+            "--run",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--check",
+            "3",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
     let tv = dir.path().join("tv.safetensors");
-    let o = selfsup(&[
-        "export",
-        "--run",
-        a.to_str().unwrap(),
-        "--out",
-        tv.to_str().unwrap(),
-        "--check",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    export(&a, &tv);
     let bytes = std::fs::read(&tv).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let names: Vec<String> = st.names().into_iter().map(String::from).collect();
@@ -1296,29 +1305,13 @@ fn torchvision_export_and_init_from() {
     let o = pretrain_no_eval(&recipe, &b0, &["--init-from", &init, "--stop-after", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let tv0 = dir.path().join("tv0.safetensors");
-    let o = selfsup(&[
-        "export",
-        "--run",
-        b0.to_str().unwrap(),
-        "--out",
-        tv0.to_str().unwrap(),
-        "--check",
-        "3",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let tensors = |f: &Path| -> Vec<(String, Vec<u8>)> {
-        let bytes = std::fs::read(f).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut v: Vec<(String, Vec<u8>)> = st
-            .tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.data().to_vec()))
-            .collect();
-        v.sort();
-        v
-    };
-    assert!(tensors(&tv) == tensors(&tv0), "imported weights differ");
-    let check = |f: &Path| tensors(&PathBuf::from(format!("{}.check.safetensors", f.display())));
+    export(&b0, &tv0);
+    assert!(
+        file_tensors(&tv) == file_tensors(&tv0),
+        "imported weights differ"
+    );
+    let check =
+        |f: &Path| file_tensors(&PathBuf::from(format!("{}.check.safetensors", f.display())));
     assert!(
         check(&tv) == check(&tv0),
         "features of the imported encoder differ"

@@ -29,7 +29,7 @@ const ALIGN: usize = 4096;
 
 /// The most bytes a cache keeps unless told otherwise ([`BlockCache::set_max_bytes`]).
 pub const DEFAULT_MAX_BYTES: usize = 4 << 30;
-/// The default slack of [`BlockCache::make_room`] (%).
+/// The default slack of [`BlockCache::fresh`] (%).
 pub const DEFAULT_SLACK_PCT: usize = 50;
 
 /// The size class of a request of `size >= MIN_BLOCK` bytes: `size` rounded up to an eighth
@@ -75,7 +75,7 @@ impl<A: GlobalAlloc> BlockCache<A> {
         }
     }
 
-    /// Sets the slack of [`BlockCache::make_room`], in % of the most bytes handed out at once.
+    /// Sets the slack of [`BlockCache::fresh`], in % of the most bytes handed out at once.
     pub fn set_slack_pct(&self, pct: usize) {
         self.slack_pct.store(pct, Ordering::Relaxed);
     }
@@ -122,23 +122,12 @@ impl<A: GlobalAlloc> BlockCache<A> {
         Some(addr as *mut u8)
     }
 
-    /// Before a block of `class` is made anew: hands back the longest-kept blocks while the
-    /// blocks handed out, the cache and the new block together would pass the most bytes ever
-    /// handed out at once plus the slack (or `usize::MAX` bytes: everything). Without it the
-    /// cache keeps, of every size, as many blocks as were ever alive at once — for a masked LM
-    /// whose sizes change with each batch's masked tokens, 2.5 times the live heap's peak.
-    fn make_room(&self, class: usize) {
-        let limit = match class {
-            usize::MAX => 0,
-            _ => {
-                let peak = self.peak_out.load(Ordering::Relaxed);
-                peak + peak / 100 * self.slack_pct.load(Ordering::Relaxed)
-            }
-        };
+    /// Hands back the longest-kept blocks while the blocks handed out and the cache together
+    /// pass `limit` bytes (0: all of them).
+    fn hand_back_above(&self, limit: usize) {
         let out = self.out.load(Ordering::Relaxed);
         let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let (mut n, mut freed) = (0, 0);
-        // (the new block is already counted in `out`)
         let mut total = out + self.cached_bytes();
         while n < s.len && total > limit {
             let (addr, c) = s.blocks[n];
@@ -154,10 +143,16 @@ impl<A: GlobalAlloc> BlockCache<A> {
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
     }
 
-    /// A new block of `class` from the allocator, after [`BlockCache::make_room`].
+    /// A new block of `class` from the allocator (already counted as handed out). First the
+    /// longest-kept cached blocks go back while the blocks handed out (the new one included)
+    /// and the cache together pass the most bytes ever handed out at once plus the slack:
+    /// without that the cache keeps, of every size, as many blocks as were ever alive at
+    /// once — for a masked LM, whose sizes change with each batch's masked tokens, 2.5 times
+    /// the live heap's peak.
     fn fresh(&self, class: usize, zeroed: bool) -> *mut u8 {
         if self.cached_bytes() > 0 {
-            self.make_room(class);
+            let peak = self.peak_out.load(Ordering::Relaxed);
+            self.hand_back_above(peak + peak / 100 * self.slack_pct.load(Ordering::Relaxed));
         }
         let layout = Self::block_layout(class);
         // SAFETY: a valid non-zero layout
@@ -192,7 +187,7 @@ impl<A: GlobalAlloc> BlockCache<A> {
 
     /// Hands every cached block back to the allocator.
     pub fn flush(&self) {
-        self.make_room(usize::MAX);
+        self.hand_back_above(0);
     }
 }
 

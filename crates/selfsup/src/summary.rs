@@ -132,8 +132,8 @@ impl RunSummary {
     }
 }
 
-/// What a run's metrics lines count per second, in the order looked for.
-const UNITS: [&str; 5] = ["images", "tokens", "pairs", "clips", "graphs"];
+/// What a run's metrics lines count per second (`<unit>_per_s`), in the order looked for.
+pub const UNITS: [&str; 5] = ["images", "tokens", "pairs", "clips", "graphs"];
 
 /// Top-1 of the linear probe trained on `fraction` of the labels, if it was run.
 fn linear_at(row: &EvalRow, fraction: f64) -> Option<f64> {
