@@ -28,7 +28,7 @@ def load(path):
 def throughput_ratio(ours, theirs):
     if ours.get("value") is None or theirs.get("value") is None:
         return None
-    if ours["unit"] == "s":
+    if ours.get("unit") == "s":
         return theirs["value"] / ours["value"]
     return ours["value"] / theirs["value"]
 
@@ -41,7 +41,7 @@ def fmt(line):
     v = line.get("value")
     if v is None:
         return "–"
-    unit = line["unit"]
+    unit = line.get("unit") or ""
     if unit == "s":
         return f"{v:.2f} s"
     if v >= 1000:
@@ -59,36 +59,89 @@ def pct(x):
     return "–" if x is None else f"{x:.0f} %"
 
 
-def rss(line, base_key=None):
-    if not line or line.get("peak_rss_mb") is None:
+def peak_mb(line):
+    """The line's peak RSS: the process's high-water mark, with its DataLoader workers' private
+    memory when it had workers (`peak_rss_total_mb`)."""
+    if not line:
+        return None
+    v = line.get("peak_rss_total_mb")
+    return v if v is not None else line.get("peak_rss_mb")
+
+
+def above_idle(line):
+    """Peak RSS above the process's RSS when the line started (`rss_base_mb`), or None."""
+    v = peak_mb(line)
+    if v is None or line.get("rss_base_mb") is None:
+        return None
+    return v - line["rss_base_mb"]
+
+
+def rss(line):
+    """"1,235 MB (+1,200)": absolute peak and, when the line has `rss_base_mb`, the part above
+    the idle process."""
+    v = peak_mb(line)
+    if v is None:
         return "–"
-    v = line["peak_rss_mb"]
-    if base_key and line.get(base_key) is not None:
-        v -= line[base_key]
-    return f"{v:,.0f} MB"
+    up = above_idle(line)
+    return f"{v:,.0f} MB" + ("" if up is None else f" (+{up:,.0f})")
+
+
+def slowdown(line):
+    """How much loading slows the step: 1 - (img/s with the loader) / (img/s of the step alone),
+    clamped at 0. The with-loader rate is `with_loader_img_per_s` when the line has it (in
+    loader-stream `value` is the loader alone), else `value`; a line without `step_img_per_s`
+    falls back on its own `slowdown`/`slowdown_share` field."""
+    if not line or line.get("skipped"):
+        return None
+    with_loader = line.get("with_loader_img_per_s")
+    if with_loader is None and line.get("id") == "loader-step":
+        with_loader = line.get("value")
+    alone = line.get("step_img_per_s")
+    if with_loader is not None and alone:
+        return max(0.0, 1.0 - with_loader / alone)
+    for key in ("slowdown", "slowdown_share"):
+        if line.get(key) is not None:
+            return max(0.0, line[key])
+    return None
+
+
+def loader_note(ours, theirs):
+    """Slowdown of the step by loading, both sides (and the step alone in img/s)."""
+    parts = []
+    for name, line in (("selfsup", ours), ("PyTorch", theirs)):
+        sd = slowdown(line)
+        if sd is None:
+            continue
+        alone = line.get("step_img_per_s")
+        parts.append(f"{name} {100 * sd:.1f} %"
+                     + (f" (step alone {alone:,.0f} img/s)" if alone else ""))
+    return ("step slowed by loading: " + ", ".join(parts)) if parts else ""
 
 
 def extra(ours, theirs):
-    """Line-specific figures worth a note (accuracy, data wait)."""
+    """Line-specific figures worth a note (accuracy, loading slowdown, memory above idle)."""
     notes = []
-    if ours and ours["id"] == "loader-step" and not ours.get("skipped"):
-        notes.append(
-            f"selfsup waits {100 * ours['wait_share']:.1f} % of the time "
-            f"(step alone {ours['step_img_per_s']:.0f} img/s)"
-        )
-        if theirs and theirs.get("wait_share") is not None:
-            notes.append(
-                f"PyTorch {100 * theirs['wait_share']:.1f} % "
-                f"(step alone {theirs['step_img_per_s']:.0f} img/s)"
-            )
-    if ours and ours["id"] in ("knn", "linear"):
-        a = ours.get("top1")
+    line = ours or theirs or {}
+    id_ = line.get("id", "")
+    if id_ in ("loader-step", "loader-stream"):
+        n = loader_note(ours, theirs)
+        if n:
+            notes.append(n)
+    if id_ == "loader-stream":
+        ups = [f"{name} +{above_idle(l):,.0f} MB" for name, l in (("selfsup", ours),
+               ("PyTorch", theirs)) if l and not l.get("skipped") and above_idle(l) is not None]
+        if ups:
+            notes.append("peak RSS above idle: " + ", ".join(ups))
+    if id_ in ("knn", "linear"):
+        a = ours.get("top1") if ours else None
         b = theirs.get("accuracy") if theirs else None
         if a is not None:
             notes.append(f"top-1 {a:.1f} %" + (f" vs {b:.1f} %" if b is not None else ""))
-    if ours and ours["id"].startswith("aug") and theirs:
-        per = "per core" if ours["id"].endswith("1core") else "all cores"
+    if id_.startswith("aug") and ours and theirs:
+        per = "per core" if id_.endswith("1core") else "all cores"
         notes.append(per)
+    if theirs and theirs.get("variant") and theirs.get("variant") != "eager":
+        notes.append(f"PyTorch {theirs['variant'].replace('_', ' ')}")
     return "; ".join(notes)
 
 
@@ -100,14 +153,16 @@ def table(sdoc, s, pdoc, p, burn=None):
     head = ["line", "what", "selfsup", "PyTorch", "selfsup / PyTorch"]
     if burn:
         head.insert(3, "selfsup, Burn ops")
-    head += ["GEMM-peak share (selfsup / PyTorch)", "peak RSS (selfsup / PyTorch*)", "notes"]
+    head += ["GEMM-peak share (selfsup / PyTorch)", "peak RSS (+ above idle) (selfsup / PyTorch)",
+             "notes"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for id_ in s:
-        ours, theirs = s[id_], p.get(id_)
-        r = throughput_ratio(ours, theirs) if theirs else None
+    # selfsup's lines in its order, then any line only PyTorch has
+    for id_ in list(s) + [i for i in p if i not in s]:
+        ours, theirs = s.get(id_), p.get(id_)
+        r = throughput_ratio(ours, theirs) if ours and theirs else None
         cells = [
             f"`{id_}`",
-            ours["what"],
+            (ours or theirs).get("what", ""),
             fmt(ours),
             fmt(theirs),
             "–" if r is None else f"**{r:.2f}×**",
@@ -118,14 +173,20 @@ def table(sdoc, s, pdoc, p, burn=None):
             cells.append("(peak = " + (f"{peak:.0f} GFLOP/s" if peak else "?") + ")")
         else:
             cells.append(f"{pct(share(ours, peak))} / {pct(share(theirs, peak))}")
-        cells.append(f"{rss(ours)} / {rss(theirs, 'rss_base_mb')}")
+        cells.append(f"{rss(ours)} / {rss(theirs)}")
         cells.append(extra(ours, theirs))
         rows.append("| " + " | ".join(cells) + " |")
+    bases = [l["rss_base_mb"] for l in p.values() if l.get("rss_base_mb") is not None]
+    base = (p.get("gemm") or {}).get("rss_base_mb") or (min(bases) if bases else None)
     info = (
         f"Measured {sdoc.get('date', '?')} on {sdoc.get('cpu', '?')}, {sdoc.get('threads')} threads: "
         f"{sdoc.get('version')} vs PyTorch {pdoc.get('version')} "
-        f"({pdoc.get('threads')} threads). *PyTorch's peak RSS is counted above the "
-        f"~{p.get('gemm', {}).get('rss_base_mb', 0):.0f} MB that importing torch maps."
+        f"({pdoc.get('threads')} threads). PyTorch's steps are the fastest of the variants it "
+        f"tried (`variant` in its JSON). Peak RSS is each line's high-water mark, DataLoader "
+        f"workers' private memory included; in brackets the part above the process's RSS when "
+        f"the line started (for PyTorch that idle process already holds "
+        + (f"~{base:,.0f} MB, mostly" if base is not None else "the memory")
+        + " what importing torch maps)."
     )
     return info + "\n\n" + "\n".join(rows) + "\n"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch reference numbers for `selfsup bench` (same line ids as the Rust side).
 
-    python bench.py --json OUT.json [--threads N] [--quick] [--only id,id,...]
+    python bench.py --json OUT.json [--threads N] [--quick] [--only id,id,...] [--stream-dir DIR]
+                    [--variants eager,channels_last,...] [--compile]
 
 Every line is timed after warm-up and reports the median of its repeats. See README.md for what
 each line measures and how it differs from the Rust side.
@@ -18,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,7 @@ DEFAULT_FMNIST = REPO.parent / "shared" / "data" / "fashion-mnist"
 LINE_IDS = [
     "gemm", "step-a", "step-b", "step-c", "step-vit", "step-gpt", "step-mlm",
     "aug-32-1core", "aug-32-all", "aug-28-1core", "aug-28-all",
-    "loader-step", "knn", "linear",
+    "loader-step", "loader-stream", "knn", "linear",
 ]
 
 
@@ -156,43 +158,174 @@ def count_flops(fn):
     return float(fc.get_total_flops())
 
 
-def line_step(id_, quick):
-    cfg = models.CONFIGS[id_]
-    n = min(8, cfg["n"]) if quick else cfg["n"]
+# Variants of the SimCLR steps: the same computation (same weights, same input, first loss
+# checked against the eager one), run in the ways PyTorch offers on a CPU; a line reports its
+# fastest. Compile variants come last, so that inductor's compiled kernels (and their OpenMP
+# runtime) never run before an eager variant in the same line.
+STEP_VARIANTS = {
+    "eager": "eager, NCHW contiguous (PyTorch's default)",
+    "channels_last": "eager, model and input in torch.channels_last (NHWC) memory format",
+    "no-mkldnn": "eager, NCHW, torch.backends.mkldnn disabled (ATen's own convolutions)",
+    "compile": "torch.compile(model.loss) (inductor, CPU; forward and backward), NCHW",
+    "compile+channels_last": "torch.compile(model.loss), model and input in channels_last",
+}
+DEFAULT_VARIANTS = ["eager", "channels_last"]
+COMPILE_VARIANTS = ["compile", "compile+channels_last"]
+LOSS_RTOL = 1e-4   # a variant whose first loss differs more from the eager one is not counted
+
+
+def make_step(id_, variant):
+    """A fresh model (seed 0) and optimiser for one step variant: returns (model, step, prep):
+    `prep(x)` puts an input batch in the variant's memory format, `step(x)` runs one training
+    step (zero_grad, loss, backward, SGD) and returns the loss."""
+    parts = set(variant.split("+"))
+    unknown = parts - {"eager", "channels_last", "no-mkldnn", "compile"}
+    if unknown:
+        raise ValueError(f"unknown step variant {variant!r}")
     torch.manual_seed(0)
     model = models.build(id_)
     model.train()
+    cl = "channels_last" in parts
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(models.param_groups(model, 5e-4), lr=0.06, momentum=0.9)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(2 * n, cfg["channels"], cfg["side"], cfg["side"], generator=g)
+    loss_fn = torch.compile(model.loss) if "compile" in parts else model.loss
+    no_mkldnn = "no-mkldnn" in parts
 
-    # independent FLOP counts (no parameter update, grads cleared afterwards)
-    flops_fwd = count_flops(lambda: model.loss(x))
-    flops = count_flops(lambda: model.loss(x).backward())
-    opt.zero_grad(set_to_none=True)
+    def prep(x):
+        return x.contiguous(memory_format=torch.channels_last) if cl else x
 
-    losses = []
-
-    def step():
+    def plain_step(x):
         opt.zero_grad(set_to_none=True)
-        loss = model.loss(x)
+        loss = loss_fn(x)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
+        return loss.item()
 
+    def step(x):
+        if not no_mkldnn:
+            return plain_step(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the flags' deprecated oneDNN TF32 setter
+            with torch.backends.mkldnn.flags(enabled=False):
+                return plain_step(x)
+
+    return model, step, prep
+
+
+def _free():
+    gc.collect()
+    _malloc_trim()
+
+
+def _run_variant(id_, variant, x, warmup, reps, count=False):
+    """One variant on the premade batch `x`: its own peak RSS (VmHWM reset at its start), the
+    first call's time (compilation included), then `warmup - 1` more untimed steps and `reps`
+    timed ones."""
+    _free()
+    reset_peak()
+    base = _status_kb("self", "VmRSS") / 1024.0
+    model, step, prep = make_step(id_, variant)
+    xv = prep(x)
+    out = {}
+    if count:   # independent FLOP counts (no parameter update, grads cleared afterwards)
+        out["flops_forward"] = count_flops(lambda: model.loss(xv))
+        out["flops"] = count_flops(lambda: model.loss(xv).backward())
+        for p in model.parameters():
+            p.grad = None
+    losses = []
+    t0 = time.perf_counter()
+    losses.append(step(xv))
+    out["first_step_s"] = time.perf_counter() - t0
+    med, ts = timed(lambda: losses.append(step(xv)), max(0, warmup - 1), reps)
+    out.update(median_s=med, times_s=ts, loss=losses[0], loss_last=losses[-1],
+               peak_rss_mb=peak_rss_mb(), rss_base_mb=base,
+               params=sum(p.numel() for p in model.parameters()),
+               enc_dim=model.encoder.out_dim)
+    return out   # the model and its optimiser are freed with this frame
+
+
+def run_variants(id_, x, variants, warmup, reps, count=False):
+    """Runs every variant (eager first: the reference loss); returns (best name, {name: result}).
+    A variant that fails or whose first loss is off by more than LOSS_RTOL is kept in the
+    results (with `error` or `loss_mismatch`) but cannot be the best."""
+    variants = ["eager"] + [v for v in variants if v != "eager"]
+    res, best = {}, None
+    for v in variants:
+        log(f"[{id_}]   variant {v}")
+        try:
+            r = _run_variant(id_, v, x, warmup, reps, count=count and v == "eager")
+        except Exception as e:  # e.g. torch.compile without a working C++ compiler
+            res[v] = {"error": f"{type(e).__name__}: {e}"}
+            log(f"[{id_}]   variant {v} FAILED: {res[v]['error']}")
+            if v == "eager":
+                raise
+            continue
+        finally:
+            if "compile" in v:
+                torch._dynamo.reset()   # drop the compiled graphs (and the model they hold)
+            _free()
+        if v != "eager":
+            ref = res["eager"]["loss"]
+            rel = abs(r["loss"] - ref) / max(abs(ref), 1e-30)
+            r["loss_rel_diff"] = rel
+            if not rel <= LOSS_RTOL:
+                r["loss_mismatch"] = True
+        res[v] = r
+        ok = "error" not in r and not r.get("loss_mismatch")
+        if ok and (best is None or r["median_s"] < res[best]["median_s"]):
+            best = v
+        log(f"[{id_}]   variant {v}: {r['median_s']:.4g} s/step, first loss {r['loss']:.7g}"
+            + (" (MISMATCH, not counted)" if r.get("loss_mismatch") else ""))
+    return best, res
+
+
+def pick_variant(id_, variants, quick):
+    """The fastest variant of `id_`'s step on a random batch of its size (when the step line has
+    not run in this process)."""
+    if len([v for v in variants if v != "eager"]) == 0:
+        return "eager"
+    cfg = models.CONFIGS[id_]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2 * cfg["n"], cfg["channels"], cfg["side"], cfg["side"], generator=g)
+    best, _ = run_variants(id_, x, variants, 1, 2 if quick else 4)
+    return best
+
+
+def line_step(id_, quick, variants, chosen):
+    cfg = models.CONFIGS[id_]
+    n = min(8, cfg["n"]) if quick else cfg["n"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2 * n, cfg["channels"], cfg["side"], cfg["side"], generator=g)
     warmup, reps = (1, 2) if quick else ((2, 5) if cfg["kind"] == "resnet" else (3, 10))
-    med, ts = timed(step, warmup, reps)
+    best, res = run_variants(id_, x, variants, warmup, reps, count=True)
+    chosen[id_] = best
+    eager, b = res["eager"], res[best]
+    med = b["median_s"]
+    flops = eager["flops"]
     if cfg["kind"] == "resnet":
         arch = f"ResNet-18 CIFAR stem width {cfg['width']} on {cfg['channels']}x{cfg['side']}x{cfg['side']}"
     else:
         arch = f"ConvNet {list(cfg['widths'])} on {cfg['channels']}x{cfg['side']}x{cfg['side']}"
-    enc_dim = model.encoder.out_dim
-    return {"what": f"SimCLR step: {arch}, N={n} -> {2 * n} views, head {enc_dim}->512->128, "
-                    f"NT-Xent tau 0.5, backward, SGD(0.06, m 0.9, wd 5e-4 not on 1-D params)",
+    return {"what": f"SimCLR step: {arch}, N={n} -> {2 * n} views, head {eager['enc_dim']}->512->128, "
+                    f"NT-Xent tau 0.5, backward, SGD(0.06, m 0.9, wd 5e-4 not on 1-D params); "
+                    f"fastest of {', '.join(res)}: {best}",
             "unit": "img/s", "value": 2 * n / med, "median_s": med, "flops": flops,
-            "loss": losses[0], "flops_forward": flops_fwd, "gflops_per_s": flops / med / 1e9,
-            "loss_last": losses[-1], "views": 2 * n, "images": n,
-            "params": sum(p.numel() for p in model.parameters()), "times_s": ts}
+            "loss": eager["loss"], "flops_forward": eager["flops_forward"],
+            "gflops_per_s": flops / med / 1e9, "loss_last": b["loss_last"],
+            "views": 2 * n, "images": n, "params": eager["params"], "times_s": b["times_s"],
+            "variant": best,
+            "variants": {v: (2 * n / r["median_s"] if "median_s" in r else None)
+                         for v, r in res.items()},
+            "variants_loss": {v: r.get("loss") for v, r in res.items()},
+            "variants_first_step_s": {v: r.get("first_step_s") for v, r in res.items()},
+            "variants_peak_rss_mb": {v: r.get("peak_rss_mb") for v, r in res.items()},
+            **({"variants_error": {v: r["error"] for v, r in res.items() if "error" in r}}
+               if any("error" in r for r in res.values()) else {}),
+            **({"variants_loss_mismatch": [v for v, r in res.items() if r.get("loss_mismatch")]}
+               if any(r.get("loss_mismatch") for r in res.values()) else {}),
+            # the reported variant's own memory (each variant starts from a reset VmHWM)
+            "peak_rss_mb": b["peak_rss_mb"], "rss_base_mb": b["rss_base_mb"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,7 +562,40 @@ def find_idx(folder, stem):
     return None
 
 
-def line_loader_step(quick, data_dir, threads):
+def feed_step(loader, variant, warm, k):
+    """The step-c model (in `variant`) fed by `loader` (batches of two views `(v1, v2)`, or
+    `((v1, v2), labels)` from an ImageFolder): `warm` untimed steps, `k` timed ones (loading,
+    concatenation, memory-format conversion and step), then the same `k` batches again without
+    the loader (workers gone). Returns the seconds per step with and without the loader and the
+    workers' memory."""
+    _, step, prep = make_step("step-c", variant)
+
+    def views(b):
+        v1, v2 = b if torch.is_tensor(b[0]) else b[0]
+        return torch.cat([v1, v2])
+
+    it = iter(loader)
+    for _ in range(warm):
+        step(prep(views(next(it))))
+    batches = []
+    t0 = time.perf_counter()
+    for _ in range(k):
+        x = views(next(it))
+        step(prep(x))
+        batches.append(x)
+    t_loader = (time.perf_counter() - t0) / k
+    wmem = workers_memory(it)
+    del it
+    t0 = time.perf_counter()
+    for x in batches:
+        step(prep(x))
+    t_step = (time.perf_counter() - t0) / k
+    if "compile" in variant:
+        torch._dynamo.reset()
+    return t_loader, t_step, wmem, batches[0].shape[0]
+
+
+def line_loader_step(quick, data_dir, threads, variant):
     path = find_idx(data_dir, "train-images-idx3-ubyte")
     if path is None:
         return {"what": "Fashion-MNIST DataLoader feeding the step-c model", "unit": "img/s",
@@ -439,49 +605,114 @@ def line_loader_step(quick, data_dir, threads):
     ds = TwoViews(imgs, pipeline("fashion-mnist", mean, std))
     n = 256
     warm, k = (1, 3) if quick else (3, 20)
-    torch.manual_seed(0)
-    model = models.build("step-c")
-    model.train()
-    opt = torch.optim.SGD(models.param_groups(model, 5e-4), lr=0.06, momentum=0.9)
-
-    def step(x):
-        opt.zero_grad(set_to_none=True)
-        loss = model.loss(x)
-        loss.backward()
-        opt.step()
-        return loss.item()
-
     g = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=n, shuffle=True, num_workers=2, drop_last=True,
                         generator=g)
-    it = iter(loader)
-    batches = []
-    for _ in range(warm):
-        v1, v2 = next(it)
-        step(torch.cat([v1, v2]))
-    t0 = time.perf_counter()
-    for _ in range(k):
-        v1, v2 = next(it)
-        x = torch.cat([v1, v2])
-        step(x)
-        batches.append(x)
-    t_loader = (time.perf_counter() - t0) / k
-    wmem = workers_memory(it)
-    del it, loader
-    # the same k steps on the batches already made (workers gone)
-    t0 = time.perf_counter()
-    for x in batches:
-        step(x)
-    t_step = (time.perf_counter() - t0) / k
-    views = 2 * n
+    t_loader, t_step, wmem, views = feed_step(loader, variant, warm, k)
+    slowdown = max(0.0, 1.0 - t_step / t_loader)
     return {"what": f"Fashion-MNIST train set, DataLoader(num_workers=2, batch {n}, two views, "
-                    f"28x28 pipeline) feeding the step-c model: {k} steps after {warm} warm-up, "
-                    f"vs the same {k} steps on pre-made batches",
+                    f"28x28 pipeline) feeding the step-c model ({variant}): {k} steps after "
+                    f"{warm} warm-up, vs the same {k} steps on pre-made batches",
             "unit": "img/s", "value": views / t_loader, "median_s": t_loader,
-            "img_per_s": views / t_loader, "step_img_per_s": views / t_step,
-            "wait_share": max(0.0, 1.0 - t_step / t_loader), "t_loader_step_s": t_loader,
-            "t_step_s": t_step, "steps": k, "views": views, **wmem,
-            "note": "median_s is the mean seconds per step with the loader over the k steps"}
+            "img_per_s": views / t_loader, "with_loader_img_per_s": views / t_loader,
+            "step_img_per_s": views / t_step, "slowdown": slowdown, "wait_share": slowdown,
+            "t_loader_step_s": t_loader, "t_step_s": t_step, "steps": k, "views": views,
+            "variant": variant, **wmem,
+            "note": "median_s is the mean seconds per step with the loader over the k steps; "
+                    "slowdown = 1 - t_step_s / t_loader_step_s (wait_share: the same, older name)"}
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming loader: an image folder decoded from files
+
+def grey_loader(path):
+    """torchvision's pil_loader, in grey: open, decode, convert("L")."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert("L")
+
+
+class TwoViewTransform:
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(img), self.transform(img)
+
+
+def folder_mean_std(files, sample, seed=0):
+    """Mean/std of pixel/255 over a seeded random sample of the files (grey)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(files), size=min(sample, len(files)), replace=False)
+    imgs = np.stack([np.asarray(grey_loader(files[i])) for i in idx])
+    return channel_mean_std(imgs)
+
+
+def line_loader_stream(quick, stream_dir, threads, variant):
+    what = "image folder (ImageFolder, PIL decode) through DataLoader, alone and feeding step-c"
+    if not stream_dir:
+        return {"what": what, "unit": "img/s", "value": None,
+                "skipped": "no --stream-dir given"}
+    if not Path(stream_dir).is_dir():
+        return {"what": what, "unit": "img/s", "value": None,
+                "skipped": f"no image folder {stream_dir}"}
+    t0 = time.perf_counter()
+    ds = torchvision.datasets.ImageFolder(stream_dir, loader=grey_loader)
+    scan_s = time.perf_counter() - t0
+    files = [p for p, _ in ds.samples]
+    sample = 2000
+    mean, std = folder_mean_std(files, sample)
+    ds.transform = TwoViewTransform(pipeline("fashion-mnist", mean, std))
+    n, workers = 256, threads
+    skip, batches = (1, 3) if quick else (5, 60)
+    if len(ds) < n * (skip + batches):
+        return {"what": what, "unit": "img/s", "value": None,
+                "skipped": f"{len(ds)} images in {stream_dir}, {n * (skip + batches)} needed"}
+
+    def make_loader(seed):
+        g = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_size=n, shuffle=True, generator=g, num_workers=workers,
+                          drop_last=True, persistent_workers=False)
+
+    # (a) the loader alone
+    it = iter(make_loader(0))
+    t0 = time.perf_counter()
+    for _ in range(skip):
+        next(it)
+    startup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    t_alone = time.perf_counter() - t0
+    wmem_alone = workers_memory(it)
+    del it
+    _free()
+    # (b) the same loader feeding the step-c model
+    warm, k = (1, 3) if quick else (3, 20)
+    t_loader, t_step, wmem_step, views = feed_step(make_loader(1), variant, warm, k)
+    slowdown = max(0.0, 1.0 - t_step / t_loader)
+    img_per_s = batches * n / t_alone
+    wmem = {key: (max(x for x in (wmem_alone[key], wmem_step[key]) if x is not None)
+                  if (wmem_alone[key] is not None or wmem_step[key] is not None) else None)
+            for key in ("workers_peak_rss_mb", "workers_private_mb", "workers_seen")}
+    return {"what": f"{len(ds)} files in {len(ds.classes)} class folders, ImageFolder (PIL open, "
+                    f"convert L), two views (28x28 pipeline), DataLoader(num_workers={workers}, "
+                    f"batch {n}, shuffle): {batches} batches after {skip} alone; then feeding the "
+                    f"step-c model ({variant}): {k} steps after {warm}, vs the same steps on "
+                    f"pre-made batches",
+            "unit": "img/s", "value": img_per_s, "median_s": t_alone / batches,
+            "img_per_s": img_per_s, "views_per_s": 2 * img_per_s,
+            "step_img_per_s": views / t_step, "with_loader_img_per_s": views / t_loader,
+            "slowdown": slowdown, "t_loader_step_s": t_loader, "t_step_s": t_step,
+            "batches": batches, "skip": skip, "steps": k, "warm": warm, "batch": n,
+            "workers": workers, "files": len(ds), "classes": len(ds.classes),
+            "scan_s": scan_s, "startup_s": startup, "mean": mean, "std": std,
+            "mean_std_sample": min(sample, len(ds)), "variant": variant,
+            **wmem,
+            "loader_alone_workers": wmem_alone, "with_step_workers": wmem_step,
+            "note": "value: source images/s of the loader alone (each gives two views); "
+                    "median_s: seconds per batch of the loader alone; "
+                    "slowdown = 1 - t_step_s / t_loader_step_s; workers_*: the larger of the "
+                    "two phases"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +830,21 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     ap.add_argument("--only", default="", help="comma-separated line ids (default: all)")
     ap.add_argument("--data", default=str(DEFAULT_FMNIST), help="Fashion-MNIST folder (IDX)")
+    ap.add_argument("--stream-dir", default=None,
+                    help="image folder (DIR/<class>/<file>.png|jpg) for loader-stream")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help="step variants tried by step-a/b/c (the fastest is reported), from: "
+                         + ", ".join(STEP_VARIANTS) + f" (default: {','.join(DEFAULT_VARIANTS)})")
+    ap.add_argument("--compile", action="store_true",
+                    help="also try " + " and ".join(COMPILE_VARIANTS) + " (inductor; adds a "
+                         "compilation of about 20-40 s per model)")
     args = ap.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    if args.compile:
+        variants += [v for v in COMPILE_VARIANTS if v not in variants]
+    for v in variants:
+        if v not in STEP_VARIANTS:
+            ap.error(f"unknown variant {v!r}; known: {', '.join(STEP_VARIANTS)}")
 
     threads = args.threads
     torch.set_num_threads(threads)
@@ -610,11 +855,12 @@ def main():
             ap.error(f"unknown line id {s!r}; known: {', '.join(LINE_IDS)}")
     ids = [i for i in LINE_IDS if not only or i in only]
 
+    chosen = {}   # step line id -> its fastest variant (the loader lines use step-c's)
     runners = {
         "gemm": lambda: line_gemm(args.quick),
-        "step-a": lambda: line_step("step-a", args.quick),
-        "step-b": lambda: line_step("step-b", args.quick),
-        "step-c": lambda: line_step("step-c", args.quick),
+        "step-a": lambda: line_step("step-a", args.quick, variants, chosen),
+        "step-b": lambda: line_step("step-b", args.quick, variants, chosen),
+        "step-c": lambda: line_step("step-c", args.quick, variants, chosen),
         "step-vit": lambda: line_step_vit(args.quick),
         "step-gpt": lambda: line_step_text("step-gpt", args.quick),
         "step-mlm": lambda: line_step_text("step-mlm", args.quick),
@@ -622,7 +868,10 @@ def main():
         "aug-32-all": lambda: line_aug_all("cifar10", args.quick, cpus),
         "aug-28-1core": lambda: line_aug_1core("fashion-mnist", args.quick, threads),
         "aug-28-all": lambda: line_aug_all("fashion-mnist", args.quick, cpus),
-        "loader-step": lambda: line_loader_step(args.quick, args.data, threads),
+        "loader-step": lambda: line_loader_step(args.quick, args.data, threads,
+                                                chosen.get("step-c", "eager")),
+        "loader-stream": lambda: line_loader_stream(args.quick, args.stream_dir, threads,
+                                                    chosen.get("step-c", "eager")),
         "knn": lambda: line_knn(args.quick),
         "linear": lambda: line_linear(args.quick),
     }
@@ -631,6 +880,15 @@ def main():
     failed = False
     for id_ in ids:
         log(f"[{id_}] ...")
+        if id_ in ("loader-step", "loader-stream") and "step-c" not in chosen and (
+                id_ == "loader-step" or (args.stream_dir and Path(args.stream_dir).is_dir())):
+            # the loader lines run step-c's fastest variant; probed here, outside the line's
+            # time and memory, when the step-c line has not run
+            log(f"[{id_}] probing step-c's variants (the step-c line has not run)")
+            try:
+                chosen["step-c"] = pick_variant("step-c", variants, args.quick)
+            except Exception as e:
+                log(f"[{id_}] probe FAILED ({type(e).__name__}: {e}); eager")
         can_reset = reset_peak()
         rss_base = _status_kb("self", "VmRSS") / 1024.0
         t0 = time.perf_counter()
@@ -641,8 +899,11 @@ def main():
             rec = {"what": "failed", "unit": None, "value": None, "error": f"{type(e).__name__}: {e}"}
             log(f"[{id_}] FAILED: {rec['error']}")
         rec = {"id": id_, **rec}
-        rec["peak_rss_mb"] = peak_rss_mb()
-        rec["rss_base_mb"] = rss_base   # RSS at the line's start (torch + libraries loaded)
+        # a step line sets both to those of the variant it reports
+        if rec.get("peak_rss_mb") is None:
+            rec["peak_rss_mb"] = peak_rss_mb()
+        if rec.get("rss_base_mb") is None:
+            rec["rss_base_mb"] = rss_base   # RSS at the line's start (torch + libraries loaded)
         if not can_reset:
             rec["peak_rss_note"] = "could not reset VmHWM: process-wide peak"
         if rec.get("workers_private_mb") is not None:
@@ -663,8 +924,13 @@ def main():
     print(f"{'id':<14} {'value':>12} {'unit':<8} {'median_s':>10} {'peak MB':>9}  extra")
     for r in lines:
         v = r.get("value")
-        extra = {k: r[k] for k in ("flops", "loss", "accuracy", "wait_share", "step_img_per_s",
+        extra = {k: r[k] for k in ("variant", "variants", "flops", "loss", "accuracy",
+                                   "slowdown", "step_img_per_s", "with_loader_img_per_s",
                                    "skipped", "error") if k in r}
+        if isinstance(extra.get("variants"), dict):
+            extra["variants"] = "{" + ", ".join(
+                f"{k}: {'-' if val is None else f'{val:.4g}'}"
+                for k, val in extra["variants"].items()) + "}"
         ms = r.get("median_s")
         print(f"{r['id']:<14} {'-' if v is None else f'{v:.4g}':>12} {r.get('unit') or '':<8} "
               f"{'-' if ms is None else f'{ms:.4g}':>10} {r['peak_rss_mb']:>9.0f}  "

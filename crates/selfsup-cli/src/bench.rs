@@ -30,6 +30,16 @@ pub struct Args {
     /// data/fashion-mnist if present).
     #[arg(long)]
     fashion: Option<PathBuf>,
+    /// Image folder of the `loader-stream` line: written there from Fashion-MNIST (100,000
+    /// PNG/JPEG files in class folders) when absent (default: target/bench/stream-fashion).
+    #[arg(long)]
+    stream_dir: Option<PathBuf>,
+    /// Only write an image folder of Fashion-MNIST (from `--fashion`) with this many files
+    /// into `--stream-dir` and exit: 70,000 is the data set once, as PNG in class folders
+    /// (what `configs/fashion-mnist-folder-simclr.toml` reads); more adds JPEG copies of
+    /// training images (the `loader-stream` folder: 100,000).
+    #[arg(long, value_name = "FILES")]
+    write_folder: Option<usize>,
     /// Write each step's weights, input batch and loss here, for benches/reference/check.py.
     #[arg(long)]
     check_dir: Option<PathBuf>,
@@ -47,6 +57,10 @@ fn options(a: &Args) -> BenchOptions {
         quick: a.quick,
         fashion_dir: a.fashion.clone().or_else(default_fashion_dir),
         check_dir: a.check_dir.clone(),
+        stream_dir: a
+            .stream_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("target/bench/stream-fashion")),
         data_parallel: a.data_parallel.map(|p| p as usize),
     }
 }
@@ -103,6 +117,22 @@ fn peak_share(l: &Line, peak_gflops: Option<f64>) -> Option<f64> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(files) = a.write_folder {
+        let opts = options(&a);
+        let fashion = opts
+            .fashion_dir
+            .as_deref()
+            .context("--write-folder: no Fashion-MNIST folder (--fashion DIR)")?;
+        if opts.stream_dir.exists() {
+            bail!(
+                "--write-folder: {} exists already",
+                opts.stream_dir.display()
+            );
+        }
+        selfsup::bench::write_stream_folder(fashion, &opts.stream_dir, files)?;
+        eprintln!("wrote {files} files into {}", opts.stream_dir.display());
+        return Ok(());
+    }
     let opts = options(&a);
     if let Some(id) = &a.line {
         let line = run_line(id, &opts)?;
@@ -156,6 +186,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if let Some(d) = &opts.check_dir {
             cmd.arg("--check-dir").arg(d);
         }
+        cmd.arg("--stream-dir").arg(&opts.stream_dir);
         if let Some(p) = opts.data_parallel {
             cmd.arg("--data-parallel").arg(p.to_string());
         }

@@ -231,9 +231,9 @@ fn run_label_efficiency(a: Args) -> anyhow::Result<()> {
     )?;
     let table = selfsup::eval::label_efficiency::format_curves(&curves);
     let head = format!(
-        "data: {} ({} train / {} validation / {} test images)",
+        "data: {} ({} / {} validation / {} test images)",
         p.recipe.data.spec,
-        p.split.train.len(),
+        p.train_count(),
         p.split.val.len(),
         p.split.test.len()
     );

@@ -188,10 +188,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let (c, h, w) = p.pipeline.out_shape();
     eprintln!(
-        "selfsup pretrain: {} on {} ({} train / {} validation / {} test images, {c}×{h}×{w}), {}, batch {}, device {} → {}",
+        "selfsup pretrain: {} on {} ({} / {} validation / {} test images, {c}×{h}×{w}), {}, batch {}, device {} → {}",
         recipe.method.name(),
         recipe.data.spec,
-        p.split.train.len(),
+        p.train_count(),
         p.split.val.len(),
         p.split.test.len(),
         match &recipe.train.time_budget {

@@ -83,7 +83,7 @@ pub enum DataError {
     InvalidGraph(String),
     /// A data-set specification that cannot be parsed.
     #[error(
-        "invalid data spec '{input}': {msg}; accepted forms: digits | idx:DIR | folder:DIR | csv:FILE"
+        "invalid data spec '{input}': {msg}; accepted forms: digits | idx:DIR | folder:DIR | tar:FILE_OR_DIR | csv:FILE"
     )]
     Spec {
         /// The text given.

@@ -152,6 +152,40 @@ impl Image {
         }
     }
 
+    /// Writes the image as a PNG, or a JPEG (quality 90) when the name ends in `.jpg` or
+    /// `.jpeg`: grey for one channel, RGB otherwise.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), DataError> {
+        use ::image::{DynamicImage, GrayImage, RgbImage};
+        let (w, h) = (self.width as u32, self.height as u32);
+        let bad = || DataError::InvalidImage(format!("{}: pixel buffer size", path.display()));
+        let img = if self.channels == 1 {
+            DynamicImage::ImageLuma8(
+                GrayImage::from_raw(w, h, self.pixels.clone()).ok_or_else(bad)?,
+            )
+        } else {
+            DynamicImage::ImageRgb8(
+                RgbImage::from_raw(w, h, self.to_rgb_interleaved()).ok_or_else(bad)?,
+            )
+        };
+        let encode = |e: ::image::ImageError| DataError::Encode {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        };
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        if matches!(ext.as_deref(), Some("jpg" | "jpeg")) {
+            let f = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
+            let mut f = std::io::BufWriter::new(f);
+            ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 90)
+                .encode_image(&img)
+                .map_err(encode)
+        } else {
+            img.save_with_format(path, ::image::ImageFormat::Png)
+                .map_err(encode)
+        }
+    }
+
     /// Interleaved RGB bytes (grey is replicated; only the first three channels are used).
     pub fn to_rgb_interleaved(&self) -> Vec<u8> {
         let n = self.height * self.width;

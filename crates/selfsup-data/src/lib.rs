@@ -34,6 +34,7 @@ pub mod masking;
 pub mod pairs;
 pub mod rng;
 pub mod source;
+pub mod stream;
 pub mod text;
 
 pub use audio::{
@@ -49,6 +50,7 @@ pub use graph::{
 };
 pub use grid::save_views_grid;
 pub use image::Image;
-pub use loader::{Loader, ViewBatch, epoch_order};
+pub use loader::{Images, Loader, LoaderError, ViewBatch, epoch_order};
 pub use masking::{Noise, PatchMask, random_patch_mask};
 pub use source::{DataSpec, Dataset, LoadOptions, Split, load};
+pub use stream::StreamSource;

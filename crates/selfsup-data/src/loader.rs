@@ -1,13 +1,70 @@
 //! Epoch iteration: shuffled batches of augmented views, built ahead of time on a background
 //! thread.
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::augment::Pipeline;
+use crate::error::DataError;
 use crate::image::Image;
 use crate::rng::SplitMix64;
+use crate::stream::StreamSource;
+
+/// The images a [`Loader`] draws from: decoded in memory, or on disk and decoded batch by
+/// batch on the loader's threads ([`crate::stream`]). Both give the same batches.
+#[derive(Clone, Debug)]
+pub enum Images {
+    /// Decoded images.
+    Memory(Arc<Vec<Image>>),
+    /// Images read from disk as each batch needs them.
+    Stream(Arc<StreamSource>),
+}
+
+impl Images {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        match self {
+            Images::Memory(v) => v.len(),
+            Images::Stream(s) => s.len(),
+        }
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Arc<Vec<Image>>> for Images {
+    fn from(v: Arc<Vec<Image>>) -> Self {
+        Images::Memory(v)
+    }
+}
+
+impl From<Arc<StreamSource>> for Images {
+    fn from(s: Arc<StreamSource>) -> Self {
+        Images::Stream(s)
+    }
+}
+
+/// Where a loader leaves the error that stopped it (a streamed image that could not be read):
+/// its batches then end early, and [`LoaderError::take`] says why.
+#[derive(Clone, Debug, Default)]
+pub struct LoaderError(Arc<Mutex<Option<DataError>>>);
+
+impl LoaderError {
+    /// The error that ended the epoch early, if any (taken: a second call gives `None`).
+    pub fn take(&self) -> Option<DataError> {
+        self.0.lock().ok().and_then(|mut e| e.take())
+    }
+
+    fn set(&self, e: DataError) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+}
 
 /// The order in which an epoch visits `0..n`: a shuffle determined by `(seed, epoch)`.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
@@ -40,6 +97,7 @@ pub struct Loader {
     handle: Option<JoinHandle<()>>,
     num_batches: usize,
     produced: usize,
+    error: LoaderError,
 }
 
 impl Loader {
@@ -47,7 +105,7 @@ impl Loader {
     /// no batches; a `prefetch` of 0 is treated as 1.
     pub fn new(
         pipeline: Arc<Pipeline>,
-        images: Arc<Vec<Image>>,
+        images: impl Into<Images>,
         batch_size: usize,
         seed: u64,
         epoch: u64,
@@ -65,13 +123,15 @@ impl Loader {
     pub fn multi_crop(
         pipeline: Arc<Pipeline>,
         local: Option<(Arc<Pipeline>, u32)>,
-        images: Arc<Vec<Image>>,
+        images: impl Into<Images>,
         batch_size: usize,
         seed: u64,
         epoch: u64,
         n_views: u32,
         prefetch: usize,
     ) -> Self {
+        let images: Images = images.into();
+        let error = LoaderError::default();
         let num_batches = images.len().checked_div(batch_size).unwrap_or(0);
         if num_batches == 0 {
             return Loader {
@@ -79,20 +139,39 @@ impl Loader {
                 handle: None,
                 num_batches,
                 produced: 0,
+                error,
             };
         }
         let (tx, rx) = sync_channel(prefetch.max(1));
+        let failed = error.clone();
         let handle = std::thread::Builder::new()
             .name(format!("selfsup-loader-e{epoch}"))
             .spawn(move || {
                 let order = epoch_order(images.len(), seed, epoch);
                 for b in 0..num_batches {
                     let indices = order[b * batch_size..(b + 1) * batch_size].to_vec();
-                    let views = pipeline.views_batch(&images, &indices, seed, epoch, n_views);
+                    // streamed: this batch's images, decoded here; in memory: the whole set
+                    let decoded = match &images {
+                        Images::Memory(_) => None,
+                        Images::Stream(src) => match src.decode_batch(&indices) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                failed.set(e);
+                                return;
+                            }
+                        },
+                    };
+                    let all: &[Image] = match &images {
+                        Images::Memory(all) => all,
+                        Images::Stream(_) => &[],
+                    };
+                    let views_from = |p: &Pipeline, first: u32, n: u32| match &decoded {
+                        Some(batch) => p.views_of_batch(batch, &indices, seed, epoch, first, n),
+                        None => p.views_batch_from(all, &indices, seed, epoch, first, n),
+                    };
+                    let views = views_from(&pipeline, 0, n_views);
                     let local_views = match &local {
-                        Some((lp, count)) => {
-                            lp.views_batch_from(&images, &indices, seed, epoch, n_views, *count)
-                        }
+                        Some((lp, count)) => views_from(lp, n_views, *count),
                         None => Vec::new(),
                     };
                     let batch = ViewBatch {
@@ -112,6 +191,7 @@ impl Loader {
                 handle: Some(h),
                 num_batches,
                 produced: 0,
+                error,
             },
             Err(e) => {
                 tracing::error!("cannot start the data loader thread: {e}");
@@ -120,6 +200,7 @@ impl Loader {
                     handle: None,
                     num_batches: 0,
                     produced: 0,
+                    error,
                 }
             }
         }
@@ -128,6 +209,12 @@ impl Loader {
     /// Number of batches in the epoch (`len / batch_size`, rounded down).
     pub fn num_batches(&self) -> usize {
         self.num_batches
+    }
+
+    /// Where the loader leaves the error that ends its batches early (streamed data only):
+    /// check it after the last batch.
+    pub fn error(&self) -> LoaderError {
+        self.error.clone()
     }
 }
 

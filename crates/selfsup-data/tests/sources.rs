@@ -665,6 +665,7 @@ fn data_spec_round_trip_and_errors() {
         "digits",
         "idx:data/fashion",
         "folder:/tmp/x y",
+        "tar:shards",
         "csv:a.csv.gz",
     ] {
         let spec: DataSpec = s.parse().unwrap();
@@ -678,7 +679,7 @@ fn data_spec_round_trip_and_errors() {
     for bad in ["mnist", "zip:x", "idx:", ""] {
         let e = bad.parse::<DataSpec>().unwrap_err().to_string();
         assert!(
-            e.contains("digits | idx:DIR | folder:DIR | csv:FILE"),
+            e.contains("digits | idx:DIR | folder:DIR | tar:FILE_OR_DIR | csv:FILE"),
             "{bad}: {e}"
         );
     }

@@ -278,7 +278,7 @@ static RUN_PEAK_KB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 
 /// Resets the process's resident high-water mark to its resident size now (Linux 4.0+:
 /// `5` written to `/proc/self/clear_refs`), so that the next reading is one epoch's peak.
-fn reset_peak_rss() -> bool {
+pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 

@@ -67,10 +67,15 @@ pub struct DataSection {
     pub label_column: Option<String>,
     /// Text: drop lines that are not UTF-8 (counted) instead of failing.
     pub skip_bad_lines: bool,
-    /// Text: read the corpus from disk line by line and keep its token ids in files of the run
-    /// folder (read through a memory map) instead of in memory: corpora larger than memory.
-    /// The random split is then per document (a hash of seed and index), not stratified.
+    /// Data larger than memory. Text: read the corpus from disk line by line and keep its
+    /// token ids in files of the run folder (read through a memory map) instead of in memory;
+    /// the random split is then per document (a hash of seed and index), not stratified.
+    /// Image folders and tar shards: leave the training images on disk and decode each batch
+    /// on the loader's threads (the same split and batches as in memory); the evaluation then
+    /// uses a seeded sample of `stream_sample` training images.
     pub stream: bool,
+    /// Streamed images: how many training images the evaluation (kNN, probes) decodes.
+    pub stream_sample: usize,
     /// Not a recipe key: read a streamed corpus into memory after all (evaluation and
     /// embedding, which need the documents), with the streamed run's split.
     #[serde(skip)]
@@ -96,6 +101,7 @@ impl Default for DataSection {
             label_column: None,
             skip_bad_lines: false,
             stream: false,
+            stream_sample: 10_000,
             in_memory: false,
             seq_len: 128,
         }
@@ -489,6 +495,8 @@ impl Recipe {
             channels: self.data.channels,
             skip_bad_images: self.data.skip_bad_images,
             limit: self.data.limit,
+            stream: self.data.stream,
+            stream_sample: self.data.stream_sample,
         }
     }
 
@@ -528,6 +536,17 @@ impl Recipe {
             ));
         }
         self.tokenizer.validate()?;
+        if self.data.stream
+            && let Ok(spec) = self.data_spec()
+            && matches!(spec, DataSpec::Digits | DataSpec::Idx(_) | DataSpec::Csv(_))
+        {
+            return Err(format!(
+                "data.stream: images are streamed from an image folder (folder:DIR) or tar shards (tar:PATH), not from '{spec}'"
+            ));
+        }
+        if self.data.stream_sample == 0 {
+            return Err("data.stream_sample: must be at least 1".into());
+        }
         let (wants, holds) = (self.method.input_kind(), self.data_kind());
         if wants != holds {
             return Err(format!(

@@ -23,6 +23,35 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The images the pretraining loader draws from: the whole training split, on disk when
+    /// the data is streamed (`data.stream`), else the decoded images.
+    pub fn train_images(&self) -> selfsup_data::Images {
+        match &self.split.train_stream {
+            Some(s) => selfsup_data::Images::Stream(s.clone()),
+            None => selfsup_data::Images::Memory(Arc::new(self.split.train.images.clone())),
+        }
+    }
+
+    /// "N train" — "N train, streamed from disk (evaluation: a sample of M)" when streamed.
+    pub fn train_count(&self) -> String {
+        match &self.split.train_stream {
+            Some(s) => format!(
+                "{} train, streamed from disk (evaluation: a sample of {})",
+                s.len(),
+                self.split.train.len()
+            ),
+            None => format!("{} train", self.split.train.len()),
+        }
+    }
+
+    /// The labels of [`Prepared::train_images`] (the loader's indices point into them).
+    pub fn train_labels(&self) -> Option<&Vec<u32>> {
+        match &self.split.train_stream {
+            Some(s) => s.labels.as_ref(),
+            None => self.split.train.labels.as_ref(),
+        }
+    }
+
     /// Number of classes over both splits (0 without labels).
     pub fn num_classes(&self) -> usize {
         self.split

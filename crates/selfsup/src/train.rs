@@ -450,7 +450,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     {
         model = crate::torchvision::init_from(model, f, &r.model)?;
     }
-    let images = Arc::new(p.split.train.images.clone());
+    let images = p.train_images();
     let bs = r.train.batch_size.min(images.len());
     let steps_per_epoch = (images.len() / bs).max(1);
     // a time budget: the plan of a fresh run, or the plan a resumed run was started with
@@ -512,12 +512,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
     // the newest checkpoint written while the monitors were healthy
     let mut last_healthy = state.epoch;
     // the online probe: built on the first batch's features
-    let probe_labels = p
-        .split
-        .train
-        .labels
-        .as_ref()
-        .filter(|_| r.train.online_probe);
+    let probe_labels = p.train_labels().filter(|_| r.train.online_probe);
     if r.train.online_probe && probe_labels.is_none() {
         tracing::warn!("train.online_probe: the training data has no labels; no online probe");
     }
@@ -540,6 +535,7 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
             r.train.prefetch,
         );
         let mut bar = progress.epoch(loader.num_batches(), epoch);
+        let load_error = loader.error();
         // a graceful stop may have left this epoch part-done: its first batches are skipped
         // (the loader still makes them: each view depends on (seed, epoch, image) only)
         let (done, done_loss) = (state.batch, state.loss_sum);
@@ -628,6 +624,14 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 return Err(e);
             }
             t_wait = Instant::now();
+        }
+        if let Some(e) = load_error.take() {
+            bar.abandon();
+            // the last checkpoint stays; `--resume` continues from it once the file is fixed
+            return Err(anyhow::Error::new(e).context(format!(
+                "epoch {}: the training data could not be read (set data.skip_bad_images to skip bad files)",
+                epoch + 1
+            )));
         }
         bar.finish();
         let secs = t0.elapsed().as_secs_f64();
@@ -789,14 +793,15 @@ fn plan_budget(
     let r = &p.recipe;
     let (c, h, w) = p.pipeline.out_shape();
     let device = r.train.device.train_device()?;
-    let bs = r.train.batch_size.min(p.split.train.len());
+    let images = p.train_images();
+    let bs = r.train.batch_size.min(images.len());
     let (warm, timed) = (2usize, 8usize.min(steps_per_epoch.saturating_sub(2)).max(1));
     let mut copy = model.clone();
     let mut optim = Optimizer::new(r.optim.clone());
     let loader = Loader::multi_crop(
         p.pipeline.clone(),
         p.local.clone(),
-        Arc::new(p.split.train.images.clone()),
+        images,
         bs,
         r.train.seed,
         0,

@@ -187,16 +187,63 @@ impl Pipeline {
         first: u32,
         n_views: u32,
     ) -> Vec<Vec<f32>> {
+        self.views_of(
+            |k| (&images[indices[k]], indices[k]),
+            indices.len(),
+            seed,
+            epoch,
+            first,
+            n_views,
+        )
+    }
+
+    /// [`Pipeline::views_batch_from`] of images already picked out (decoded from disk by a
+    /// streaming loader): `batch[k]` is image `indices[k]` of the data set, so its views are
+    /// those [`Pipeline::views_batch_from`] makes from the whole set.
+    ///
+    /// Panics when the two lengths differ.
+    pub fn views_of_batch(
+        &self,
+        batch: &[Image],
+        indices: &[usize],
+        seed: u64,
+        epoch: u64,
+        first: u32,
+        n_views: u32,
+    ) -> Vec<Vec<f32>> {
+        assert_eq!(batch.len(), indices.len(), "one index per image");
+        self.views_of(
+            |k| (&batch[k], indices[k]),
+            batch.len(),
+            seed,
+            epoch,
+            first,
+            n_views,
+        )
+    }
+
+    /// The views of `n` images, image `k` and its index in the data set given by `at(k)`.
+    fn views_of<'a>(
+        &self,
+        at: impl Fn(usize) -> (&'a Image, usize) + Sync,
+        n: usize,
+        seed: u64,
+        epoch: u64,
+        first: u32,
+        n_views: u32,
+    ) -> Vec<Vec<f32>> {
         let chw = self.c * self.h * self.w;
         (first..first + n_views)
             .map(|v| {
-                let mut out = vec![0f32; indices.len() * chw];
-                out.par_chunks_mut(chw)
-                    .zip(indices.par_iter())
-                    .for_each_init(Scratch::default, |s, (dst, &i)| {
-                        self.augment_into(&images[i], seed, epoch, i as u64, v, s);
+                let mut out = vec![0f32; n * chw];
+                out.par_chunks_mut(chw).enumerate().for_each_init(
+                    Scratch::default,
+                    |s, (k, dst)| {
+                        let (img, i) = at(k);
+                        self.augment_into(img, seed, epoch, i as u64, v, s);
                         self.write_normalised(&s.buf, dst);
-                    });
+                    },
+                );
                 out
             })
             .collect()

@@ -162,10 +162,21 @@ pub fn decode_image(
     channels: usize,
     size: (usize, usize),
 ) -> Result<Image, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_bytes(path, &bytes, channels, size)
+}
+
+/// [`decode_image`] of a file's bytes already read (`path` names it in errors: a file, or a
+/// tar member as `SHARD.tar/NAME`).
+pub fn decode_bytes(
+    path: &Path,
+    bytes: &[u8],
+    channels: usize,
+    size: (usize, usize),
+) -> Result<Image, DataError> {
     use ::image::DynamicImage;
     use ::image::imageops::FilterType;
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let img = ::image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
+    let img = ::image::load_from_memory(bytes).map_err(|e| DataError::Decode {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
@@ -316,5 +327,6 @@ pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, 
         train,
         test: build(&listing, name, &tek, tei)?,
         skipped,
+        train_stream: None,
     })
 }

@@ -192,6 +192,10 @@ pub struct Split {
     pub test: Dataset,
     /// Files skipped as undecodable (image folders with `skip_bad_images`; 0 otherwise).
     pub skipped: usize,
+    /// Streamed data (`LoadOptions::stream`): the whole training split, left on disk for the
+    /// pretraining loader; [`Split::train`] then holds a decoded sample of it for evaluation
+    /// (see [`crate::stream::split_stream`]).
+    pub train_stream: Option<std::sync::Arc<crate::stream::StreamSource>>,
 }
 
 /// Per-channel mean and standard deviation of the pixel values, scaled to `[0, 1]`, of images of
@@ -244,6 +248,8 @@ pub enum DataSpec {
     Idx(PathBuf),
     /// A folder of PNG/JPEG images, in class sub-folders (labeled) or flat (unlabeled).
     Folder(PathBuf),
+    /// WebDataset tar shards: one `.tar` file or a folder of them (see [`crate::stream`]).
+    Tar(PathBuf),
     /// A CSV file, one image per row (see [`csv`]).
     Csv(PathBuf),
     /// Text: a file (one document per line, gzipped or not) or a folder of `.txt` files (see
@@ -267,6 +273,10 @@ impl DataSpec {
             DataSpec::Digits => "digits".to_string(),
             DataSpec::Idx(p) | DataSpec::Folder(p) | DataSpec::Tu(p) | DataSpec::Audio(p) => {
                 path_name(p)
+            }
+            DataSpec::Tar(p) => {
+                let name = path_name(p);
+                name.strip_suffix(".tar").unwrap_or(&name).to_string()
             }
             DataSpec::Csv(p) => {
                 let name = path_name(p);
@@ -337,6 +347,7 @@ impl DataSpec {
             DataSpec::Digits => DataSpec::Digits,
             DataSpec::Idx(p) => DataSpec::Idx(f(p)),
             DataSpec::Folder(p) => DataSpec::Folder(f(p)),
+            DataSpec::Tar(p) => DataSpec::Tar(f(p)),
             DataSpec::Csv(p) => DataSpec::Csv(f(p)),
             DataSpec::Text(p) => DataSpec::Text(f(p)),
             DataSpec::Tsv(p) => DataSpec::Tsv(f(p)),
@@ -379,6 +390,7 @@ impl FromStr for DataSpec {
         match kind.to_ascii_lowercase().as_str() {
             "idx" => Ok(DataSpec::Idx(p)),
             "folder" => Ok(DataSpec::Folder(p)),
+            "tar" => Ok(DataSpec::Tar(p)),
             "csv" => Ok(DataSpec::Csv(p)),
             "text" => Ok(DataSpec::Text(p)),
             "tsv" => Ok(DataSpec::Tsv(p)),
@@ -386,7 +398,7 @@ impl FromStr for DataSpec {
             "audio" => Ok(DataSpec::Audio(p)),
             "pairs" => Ok(DataSpec::Pairs(p)),
             _ => Err(err(&format!(
-                "unknown kind '{kind}' (known: digits, idx:, folder:, csv:, text:, tsv:, tu:, audio:, pairs:)"
+                "unknown kind '{kind}' (known: digits, idx:, folder:, tar:, csv:, text:, tsv:, tu:, audio:, pairs:)"
             ))),
         }
     }
@@ -398,6 +410,7 @@ impl fmt::Display for DataSpec {
             DataSpec::Digits => write!(f, "digits"),
             DataSpec::Idx(p) => write!(f, "idx:{}", p.display()),
             DataSpec::Folder(p) => write!(f, "folder:{}", p.display()),
+            DataSpec::Tar(p) => write!(f, "tar:{}", p.display()),
             DataSpec::Csv(p) => write!(f, "csv:{}", p.display()),
             DataSpec::Text(p) => write!(f, "text:{}", p.display()),
             DataSpec::Tsv(p) => write!(f, "tsv:{}", p.display()),
@@ -432,6 +445,12 @@ pub struct LoadOptions {
     /// Keep only the first `n` training images, and the first `ceil(n * test/train)` test
     /// images (at least 1 when the test set is not empty), for quick runs.
     pub limit: Option<usize>,
+    /// Folders and tar shards: leave the training images on disk and decode each batch as the
+    /// loader needs it (data larger than memory; see [`crate::stream`]).
+    pub stream: bool,
+    /// Streamed data: how many training images are decoded into [`Split::train`] for the
+    /// evaluation (a seeded sample; default 10,000).
+    pub stream_sample: usize,
 }
 
 impl Default for LoadOptions {
@@ -444,6 +463,8 @@ impl Default for LoadOptions {
             channels: None,
             skip_bad_images: false,
             limit: None,
+            stream: false,
+            stream_sample: 10_000,
         }
     }
 }
@@ -502,11 +523,41 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Split, DataError> {
                 train: truncate(train, ntr),
                 test: truncate(test, nte),
                 skipped: 0,
+                train_stream: None,
             }
+        }
+        DataSpec::Folder(dir) if opts.stream => {
+            let src = crate::stream::StreamSource::folder(
+                dir,
+                &spec.name(),
+                opts.channels,
+                opts.image_size,
+                opts.skip_bad_images,
+            )?;
+            return crate::stream::split_stream(src, opts);
         }
         DataSpec::Folder(dir) => {
             let split = folder::load_folder(dir, &spec.name(), opts)?;
             return Ok(carve_validation(split, opts));
+        }
+        DataSpec::Tar(path) => {
+            let src = crate::stream::StreamSource::tar(
+                path,
+                &spec.name(),
+                opts.channels,
+                opts.image_size,
+                opts.skip_bad_images,
+            )?;
+            if opts.stream {
+                return crate::stream::split_stream(src, opts);
+            }
+            let all = LoadOptions {
+                stream_sample: usize::MAX,
+                ..opts.clone()
+            };
+            let mut split = crate::stream::split_stream(src, &all)?;
+            split.train_stream = None;
+            return Ok(split);
         }
         DataSpec::Text(p) | DataSpec::Tsv(p) => {
             return Err(DataError::format(
@@ -544,15 +595,25 @@ fn carve_validation(mut split: Split, opts: &LoadOptions) -> Split {
     if opts.val_fraction <= 0.0 || split.train.is_empty() {
         return split;
     }
-    let (tr, va) = split_indices_from(
-        split.train.len(),
-        split.train.labels.as_deref(),
-        opts.val_fraction,
-        SplitMix64::from_parts(&[opts.seed, 0x00FA_11DA]),
-    );
+    let (tr, va) = val_indices(split.train.len(), split.train.labels.as_deref(), opts);
     split.val = split.train.subset(&va);
     split.train = split.train.subset(&tr);
     split
+}
+
+/// The (train, validation) indices into a training split of `n` images that
+/// `opts.val_fraction` carves (stratified, seeded, on a random stream of its own).
+pub(crate) fn val_indices(
+    n: usize,
+    labels: Option<&[u32]>,
+    opts: &LoadOptions,
+) -> (Vec<usize>, Vec<usize>) {
+    split_indices_from(
+        n,
+        labels,
+        opts.val_fraction,
+        SplitMix64::from_parts(&[opts.seed, 0x00FA_11DA]),
+    )
 }
 
 fn truncate(mut d: Dataset, n: usize) -> Dataset {
@@ -649,6 +710,7 @@ fn split_dataset(all: Dataset, opts: &LoadOptions) -> Split {
         val: all.subset(&[]),
         test: all.subset(&te),
         skipped: 0,
+        train_stream: None,
     }
 }
 
