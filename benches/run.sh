@@ -33,7 +33,7 @@ echo "== selfsup with Burn's own convolution and batch norm (SELFSUP_BURN_OPS=1)
 SELFSUP_BURN_OPS=1 ./target/release/selfsup bench "${quick[@]}" \
     --only step-a,step-b,step-c,loader-step --json "$out/selfsup-burn-ops.json"
 echo "== PyTorch"
-$py benches/reference/bench.py "${quick[@]}" --threads "$threads" --json "$out/pytorch.json"
+$py benches/reference/bench.py "${quick[@]}" --threads "$threads" --stream-dir "$out/stream-fashion" --json "$out/pytorch.json"
 
 md=()
 [[ ${#quick[@]} -eq 0 ]] && md=(--markdown BENCHMARKS.md)

@@ -902,6 +902,60 @@ fn bench_writes_the_table_and_json() {
     assert_clean_failure(&o, "unknown line 'step-z'");
 }
 
+/// An image folder streamed from disk (`data.stream = true`) trains exactly as the same
+/// folder loaded into memory: the same encoder, bit for bit, and the same losses.
+#[test]
+fn a_streamed_image_folder_trains_like_the_folder_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("imgs");
+    for (c, class) in ["ant", "bee"].iter().enumerate() {
+        std::fs::create_dir_all(data.join(class)).unwrap();
+        for i in 0..60u32 {
+            let px: Vec<u8> = (0..64u32)
+                .map(|p| ((p * 7 + i * 13 + c as u32 * 101 + (p / 8) * (i % 5)) % 256) as u8)
+                .collect();
+            let img = selfsup_data::Image::new(1, 8, 8, px).unwrap();
+            let ext = if i % 4 == 0 { "jpg" } else { "png" };
+            img.save(&data.join(class).join(format!("{i:03}.{ext}")))
+                .unwrap();
+        }
+    }
+    let recipe = |stream: bool| {
+        let text = TINY
+            .replace(
+                "spec = \"digits\"\nlimit = 200",
+                &format!(
+                    "spec = \"folder:{}\"\nimage_size = 8\nstream = {stream}",
+                    data.display()
+                ),
+            )
+            .replace("batch_size = 50", "batch_size = 16");
+        let path = dir.path().join(format!("r-{stream}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut runs = Vec::new();
+    for stream in [false, true] {
+        let out = dir.path().join(format!("run-{stream}"));
+        let r = recipe(stream);
+        let o = selfsup(&[
+            "pretrain",
+            "-q",
+            "--no-eval",
+            "-c",
+            r.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "stream {stream}: {}", stderr(&o));
+        runs.push(out);
+    }
+    let epochs = metric_epochs(&runs[1]);
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(step_lines(&runs[0]), step_lines(&runs[1]));
+    assert_eq!(encoder_tensors(&runs[0]), encoder_tensors(&runs[1]));
+}
+
 /// A streamed corpus (`data.stream = true`, gzipped): the token files go to the run folder,
 /// and a run stopped after epoch 1 and resumed logs the same losses as an uninterrupted one.
 #[test]

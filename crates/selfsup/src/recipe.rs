@@ -725,6 +725,14 @@ mod tests {
             ("[data]\nseq_len = 1\n", "data.seq_len"),
             ("[tokenizer]\nvocab_size = 100\n", "tokenizer.vocab_size"),
             ("[train]\nsteps_per_epoch = 10\n", "train.steps_per_epoch"),
+            (
+                "[data]\nstream = true\n",
+                "data.stream: images are streamed from",
+            ),
+            (
+                "[data]\nspec = \"folder:x\"\nstream = true\nstream_sample = 0\n",
+                "data.stream_sample",
+            ),
         ];
         for (text, key) in cases {
             let e = Recipe::from_toml(text, "r.toml").unwrap_err().to_string();

@@ -204,7 +204,7 @@ impl ResNet {
     pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = relu(self.stem.forward(x));
         if let Some(p) = &self.pool {
-            h = p.forward(h);
+            h = crate::kernels::max_pool2d(p, h);
         }
         for b in &self.blocks {
             h = b.forward(h);

@@ -24,6 +24,7 @@ use burn::backend::{
 };
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::nn::{BatchNorm, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
@@ -31,6 +32,7 @@ use super::attention::{self, AttnShape};
 use super::batch_norm::{self as bn, BnShape};
 use super::conv2d::{self as k, ConvGeom};
 use super::matmul;
+use super::pool::{self, PoolGeom};
 use super::rowwise;
 
 /// Output of a training-mode batch norm: the normalised tensor and the batch statistics.
@@ -157,6 +159,23 @@ pub trait ConvBackend: Backend {
     /// GELU (exact, with erf).
     fn selfsup_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
+    /// Max pool of `x (N, C, H, W)`, floor mode, symmetric padding (see [`super::pool`]).
+    fn selfsup_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
+    /// Gradient of the input of [`Self::selfsup_max_pool2d`].
+    fn selfsup_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        grad_out: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
     /// Fully connected layer over the last dimension: `x (..., k)`, `weight (k, n)`,
     /// `bias (n)` → `(..., n)` (see [`super::matmul`]).
     fn selfsup_linear(
@@ -224,6 +243,18 @@ fn geom(x: [usize; 4], w: [usize; 4], stride: [usize; 2], padding: [usize; 2]) -
         kw: w[3],
         stride,
         pad: padding,
+    }
+}
+
+fn pool_geom(x: [usize; 4], kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> PoolGeom {
+    PoolGeom {
+        n: x[0],
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        kernel,
+        stride,
+        pad,
     }
 }
 
@@ -368,6 +399,32 @@ impl ConvBackend for Flex {
     fn selfsup_gelu(x: FlexTensor) -> FlexTensor {
         let (dims, _) = row_shape(&x);
         flex_tensor(with_f32(&x, rowwise::gelu_forward), dims)
+    }
+
+    fn selfsup_max_pool2d(
+        x: FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let g = pool_geom(dims4(&x), kernel, stride, padding);
+        let (oh, ow) = g.out_hw();
+        let y = with_f32(&x, |xs| pool::max_pool_forward(xs, &g));
+        flex_tensor(y, [g.n, g.c, oh, ow])
+    }
+
+    fn selfsup_max_pool2d_backward(
+        x: FlexTensor,
+        grad_out: FlexTensor,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        let g = pool_geom(dims4(&x), kernel, stride, padding);
+        let dx = with_f32(&x, |xs| {
+            with_f32(&grad_out, |d| pool::max_pool_backward(xs, d, &g))
+        });
+        flex_tensor(dx, [g.n, g.c, g.h, g.w])
     }
 
     fn selfsup_gelu_backward(x: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
@@ -613,6 +670,25 @@ impl<B: ConvBackend> Backward<B, 1> for SoftmaxBackward {
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::selfsup_softmax_backward(ops.state, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for MaxPoolBackward {
+    /// The input's checkpoint, kernel, stride, padding.
+    type State = (NodeId, [usize; 2], [usize; 2], [usize; 2]);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_id, kernel, stride, padding) = ops.state;
+        let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
+        if let Some(node) = node_x {
+            let dx = B::selfsup_max_pool2d_backward(x, grad, kernel, stride, padding);
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -923,6 +999,41 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         unreachable!("gradients are computed on the inner backend")
     }
 
+    fn selfsup_max_pool2d(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        match MaxPoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let y = B::selfsup_max_pool2d(x.primitive().clone(), kernel, stride, padding);
+                prep.finish((x_id, kernel, stride, padding), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::selfsup_max_pool2d(
+                x.into_primitive(),
+                kernel,
+                stride,
+                padding,
+            )),
+        }
+    }
+
+    fn selfsup_max_pool2d_backward(
+        _x: FloatTensor<Self>,
+        _grad_out: FloatTensor<Self>,
+        _kernel: [usize; 2],
+        _stride: [usize; 2],
+        _padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        unreachable!("gradients are computed on the inner backend")
+    }
+
     fn selfsup_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -1033,7 +1144,8 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
 }
 
 /// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` every one, else a
-/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce` (unset: none). Read once.
+/// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce`,
+/// `pool` (unset: none). Read once.
 fn burn_ops() -> &'static [String] {
     static V: OnceLock<Vec<String>> = OnceLock::new();
     V.get_or_init(|| {
@@ -1070,6 +1182,34 @@ fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
         PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
         PaddingConfig2d::Valid => Some([0, 0]),
         _ => None,
+    }
+}
+
+/// `pool.forward(x)`, through our kernel where it applies (on `flex`, dilation 1, floor mode,
+/// symmetric padding smaller than the kernel).
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let pad = match pool.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => Some([t, l]),
+        PaddingConfig2d::Valid => Some([0, 0]),
+        _ => None,
+    };
+    match pad {
+        Some(pad)
+            if enabled("pool")
+                && pool.dilation == [1, 1]
+                && !pool.ceil_mode
+                && pad[0] < pool.kernel_size[0]
+                && pad[1] < pool.kernel_size[1]
+                && on_flex(&x.device()) =>
+        {
+            Tensor::<4>::from_dispatch(<Dispatch as ConvBackend>::selfsup_max_pool2d(
+                x.into_dispatch(),
+                pool.kernel_size,
+                pool.stride,
+                pad,
+            ))
+        }
+        _ => pool.forward(x),
     }
 }
 
@@ -1329,6 +1469,34 @@ mod tests {
         let b1 = bias.grad(&g1).unwrap();
         let b2 = bias.grad(&g2).unwrap();
         assert!((b1 - b2).abs().max().into_scalar::<f32>() < 1e-5);
+    }
+
+    /// Max pool (2×2 stride 2 as the ConvNet's; 3×3 stride 2 padding 1 as the ImageNet stem's):
+    /// the same values and input gradient as Burn's own, through autodiff.
+    #[test]
+    fn max_pool_matches_burn() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let dev = Device::flex().autodiff();
+        for (k, s, p, side) in [(2, 2, 0, 14), (2, 2, 0, 7), (3, 2, 1, 9)] {
+            let pool = MaxPool2dConfig::new([k, k])
+                .with_strides([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init();
+            let x = Tensor::<4>::random([3, 4, side, side], Distribution::Normal(0.0, 1.0), &dev)
+                .require_grad();
+            let (y1, y2) = (max_pool2d(&pool, x.clone()), pool.forward(x.clone()));
+            assert_eq!(y1.dims(), y2.dims());
+            let d = (y1.clone() - y2.clone()).abs().max().into_scalar::<f32>();
+            assert_eq!(d, 0.0, "max pool {k}/{s}/{p} values");
+            let r = Tensor::<4>::random(y1.dims(), Distribution::Normal(0.0, 1.0), &dev);
+            let g1 = (y1 * r.clone()).sum().backward();
+            let g2 = (y2 * r).sum().backward();
+            let d = (x.grad(&g1).unwrap() - x.grad(&g2).unwrap())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-6, "max pool {k}/{s}/{p} dx differs by {d}");
+        }
     }
 
     /// Layer norm, softmax and GELU: same values and input/parameter gradients as Burn's own,

@@ -6,10 +6,12 @@ pub mod batch_norm;
 pub mod conv2d;
 pub mod ext;
 pub mod matmul;
+pub mod pool;
 pub mod rowwise;
 pub mod simd;
 pub mod winograd;
 
 pub use ext::{
-    attention, attention_enabled, batch_norm, conv2d, gelu, layer_norm, linear, softmax_last,
+    attention, attention_enabled, batch_norm, conv2d, gelu, layer_norm, linear, max_pool2d,
+    softmax_last,
 };
