@@ -4,10 +4,10 @@
 //!
 //! The same extension runs the Transformer's layer norm, softmax and GELU through the fused
 //! row-wise kernels of [`super::rowwise`], and its multi-head attention through
-//! [`super::attention`].
+//! [`super::attention`], and max pooling through [`super::pool`].
 //!
 //! `SELFSUP_BURN_OPS=1` in the environment turns the extension off (a comma-separated list of
-//! `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce` turns off those), so that the benchmark can measure
+//! `conv`, `bn`, `pool`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce` turns off those), so that the benchmark can measure
 //! both paths in one build.
 
 use std::sync::OnceLock;
