@@ -30,7 +30,7 @@ use crate::error::DataError;
 use crate::image::Image;
 use crate::rng::SplitMix64;
 use crate::source::folder::{self, DEFAULT_CHANNELS, DEFAULT_SIZE, decode_bytes, is_image_name};
-use crate::source::{Dataset, LoadOptions, Split, limited_sizes, split_indices, val_indices};
+use crate::source::{Dataset, LoadOptions, Split, train_test_indices, val_indices};
 
 /// How many files a folder's colour check reads the header of (a seeded sample).
 const GREY_CHECK_FILES: usize = 256;
@@ -253,22 +253,7 @@ impl StreamSource {
             .into_par_iter()
             .map(|i| self.decode(i))
             .collect();
-        let mut kept = Vec::with_capacity(self.len());
-        let mut images = Vec::with_capacity(self.len());
-        let mut skipped = 0;
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Ok(img) => {
-                    kept.push(i);
-                    images.push(img);
-                }
-                Err(e @ (DataError::Decode { .. } | DataError::Io { .. })) if self.skip_bad => {
-                    tracing::warn!("skipped: {e}");
-                    skipped += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (kept, images, skipped) = folder::keep_decoded(results, self.skip_bad)?;
         let d = Dataset::new(
             self.name.clone(),
             images,
@@ -423,15 +408,7 @@ fn read_class_names(path: &Path) -> Result<Option<Vec<String>>, DataError> {
 /// `opts.stream_sample` of them decoded as [`Split::train`] (for the evaluation during and
 /// after training; all of them when the training split is that small).
 pub fn split_stream(src: StreamSource, opts: &LoadOptions) -> Result<Split, DataError> {
-    let (mut tr, mut te) = split_indices(
-        src.len(),
-        src.labels.as_deref(),
-        opts.test_fraction,
-        opts.seed,
-    );
-    let (ntr, nte) = limited_sizes(tr.len(), te.len(), opts.limit);
-    tr.truncate(ntr);
-    te.truncate(nte);
+    let (tr, te) = train_test_indices(src.len(), src.labels.as_deref(), opts);
     let train = src.subset(&tr);
     let (train, val) = if opts.val_fraction > 0.0 && !train.is_empty() {
         let (t, v) = val_indices(train.len(), train.labels.as_deref(), opts);

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::DataError;
 use crate::image::{Image, LUMA, quantize};
-use crate::source::{Dataset, LoadOptions, Split, limited_sizes, split_indices};
+use crate::source::{Dataset, LoadOptions, Split, train_test_indices};
 
 /// Default size `(height, width)` of folder images.
 pub const DEFAULT_SIZE: (usize, usize) = (32, 32);
@@ -232,13 +232,23 @@ fn decode_many(
         .par_iter()
         .map(|&i| decode_image(&listing.files[i], channels, size))
         .collect();
-    let mut kept = Vec::with_capacity(idx.len());
-    let mut images = Vec::with_capacity(idx.len());
+    let (kept, images, skipped) = keep_decoded(results, skip_bad)?;
+    Ok((kept.into_iter().map(|k| idx[k]).collect(), images, skipped))
+}
+
+/// The images decoded, with their positions in `results`: an undecodable or unreadable file is
+/// skipped with a warning (and counted) when `skip_bad`, else it is the error.
+pub(crate) fn keep_decoded(
+    results: Vec<Result<Image, DataError>>,
+    skip_bad: bool,
+) -> Result<(Vec<usize>, Vec<Image>, usize), DataError> {
+    let mut kept = Vec::with_capacity(results.len());
+    let mut images = Vec::with_capacity(results.len());
     let mut skipped = 0;
     for (k, r) in results.into_iter().enumerate() {
         match r {
             Ok(img) => {
-                kept.push(idx[k]);
+                kept.push(k);
                 images.push(img);
             }
             Err(e @ (DataError::Decode { .. } | DataError::Io { .. })) if skip_bad => {
@@ -297,15 +307,7 @@ pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, 
         None if all_grey(&listing.files) => 1,
         None => DEFAULT_CHANNELS,
     };
-    let (mut tr, mut te) = split_indices(
-        listing.files.len(),
-        listing.labels.as_deref(),
-        opts.test_fraction,
-        opts.seed,
-    );
-    let (ntr, nte) = limited_sizes(tr.len(), te.len(), opts.limit);
-    tr.truncate(ntr);
-    te.truncate(nte);
+    let (tr, te) = train_test_indices(listing.files.len(), listing.labels.as_deref(), opts);
     let (trk, tri, s1) = decode_many(&listing, &tr, channels, size, opts.skip_bad_images)?;
     let (tek, tei, s2) = decode_many(&listing, &te, channels, size, opts.skip_bad_images)?;
     let skipped = s1 + s2;

@@ -695,16 +695,21 @@ fn split_indices_from(
     (train, test)
 }
 
-fn split_dataset(all: Dataset, opts: &LoadOptions) -> Split {
-    let (mut tr, mut te) = split_indices(
-        all.len(),
-        all.labels.as_deref(),
-        opts.test_fraction,
-        opts.seed,
-    );
+/// The (train, test) indices of `n` items by `opts`: the seeded random split, then `limit`.
+pub(crate) fn train_test_indices(
+    n: usize,
+    labels: Option<&[u32]>,
+    opts: &LoadOptions,
+) -> (Vec<usize>, Vec<usize>) {
+    let (mut tr, mut te) = split_indices(n, labels, opts.test_fraction, opts.seed);
     let (ntr, nte) = limited_sizes(tr.len(), te.len(), opts.limit);
     tr.truncate(ntr);
     te.truncate(nte);
+    (tr, te)
+}
+
+fn split_dataset(all: Dataset, opts: &LoadOptions) -> Split {
+    let (tr, te) = train_test_indices(all.len(), all.labels.as_deref(), opts);
     Split {
         train: all.subset(&tr),
         val: all.subset(&[]),
