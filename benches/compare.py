@@ -90,7 +90,7 @@ def slowdown(line):
     """How much loading slows the step: 1 - (img/s with the loader) / (img/s of the step alone),
     clamped at 0. The with-loader rate is `with_loader_img_per_s` when the line has it (in
     loader-stream `value` is the loader alone), else `value`; a line without `step_img_per_s`
-    falls back on its own `slowdown`/`slowdown_share` field."""
+    falls back on its own `slowdown` field."""
     if not line or line.get("skipped"):
         return None
     with_loader = line.get("with_loader_img_per_s")
@@ -99,7 +99,7 @@ def slowdown(line):
     alone = line.get("step_img_per_s")
     if with_loader is not None and alone:
         return max(0.0, 1.0 - with_loader / alone)
-    for key in ("slowdown", "slowdown_share"):
+    for key in ("slowdown",):
         if line.get(key) is not None:
             return max(0.0, line[key])
     return None

@@ -321,7 +321,7 @@ fn index_shard(
         .map_err(|e| DataError::format(shard, format!("not a tar file: {e}")))?;
     // the sample being gathered: key, image place, label
     let mut cur: Option<(String, Option<Item>, Option<u32>)> = None;
-    let mut finish = |cur: Option<(String, Option<Item>, Option<u32>)>| -> Result<(), DataError> {
+    let mut finish = |cur: Option<(String, Option<Item>, Option<u32>)>| {
         if let Some((key, item, label)) = cur {
             match item {
                 Some(item) => {
@@ -332,7 +332,6 @@ fn index_shard(
                 None => tracing::warn!("{}: sample {key} has no image, ignored", shard.display()),
             }
         }
-        Ok(())
     };
     for entry in entries {
         let mut entry =
@@ -350,7 +349,7 @@ fn index_shard(
             continue; // hidden files such as `._x` or `.DS_Store`
         }
         if cur.as_ref().is_none_or(|c| c.0 != key) {
-            finish(cur.take())?;
+            finish(cur.take());
             cur = Some((key.to_string(), None, None));
         }
         let Some(c) = cur.as_mut() else { continue };
@@ -384,7 +383,8 @@ fn index_shard(
             c.2 = Some(label);
         }
     }
-    finish(cur.take())
+    finish(cur.take());
+    Ok(())
 }
 
 /// `classes.txt`: one class name per line (absent: `None`).

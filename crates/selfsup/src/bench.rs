@@ -791,10 +791,6 @@ impl Fed {
         line.set("wait_share", self.wait / self.with_loader);
         // the same measure as the PyTorch reference: how much longer the step takes fed
         line.set("slowdown", (1.0 - self.alone / self.with_loader).max(0.0));
-        line.set(
-            "slowdown_share",
-            (1.0 - self.alone / self.with_loader).max(0.0),
-        );
         line.set("steps", self.steps);
     }
 }

@@ -52,13 +52,21 @@ impl Prepared {
         }
     }
 
-    /// Number of classes over both splits (0 without labels).
+    /// Number of classes over the splits (0 without labels): a streamed training split counts
+    /// with all its labels, not only those of its decoded sample.
     pub fn num_classes(&self) -> usize {
-        self.split
-            .train
-            .num_classes()
+        let streamed = self.split.train_stream.as_ref().and_then(|s| {
+            s.class_names
+                .as_ref()
+                .map(Vec::len)
+                .or_else(|| s.labels.as_ref()?.iter().max().map(|&m| m as usize + 1))
+        });
+        [&self.split.train, &self.split.val, &self.split.test]
+            .iter()
+            .filter_map(|d| d.num_classes())
+            .chain(streamed)
+            .max()
             .unwrap_or(0)
-            .max(self.split.test.num_classes().unwrap_or(0))
     }
 }
 

@@ -584,9 +584,9 @@ pub fn pretrain(p: &Prepared, run_dir: &Path, opts: &TrainOptions) -> anyhow::Re
                 ));
             }
             if let (Some(f), Some(y)) = (out.features.clone(), &batch_labels) {
-                let classes = p.num_classes();
-                let probe =
-                    probe.get_or_insert_with(|| OnlineProbe::new(f.dims()[1], classes, &p.device));
+                let probe = probe.get_or_insert_with(|| {
+                    OnlineProbe::new(f.dims()[1], p.num_classes(), &p.device)
+                });
                 probe.train(f, y);
             }
             state.global_step += 1;

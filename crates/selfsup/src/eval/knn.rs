@@ -77,7 +77,7 @@ pub fn knn_classify(
             .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     };
     let (mut hit1, mut hit5) = (0usize, 0usize);
-    if device.clone().inner() == Device::flex() {
+    if crate::kernels::ext::on_flex(device) {
         // on the CPU: one GEMM per chunk straight on the normalised rows (train read as its
         // transpose through strides) into one reused buffer; through Burn each chunk copied
         // the transposed training matrix and the similarities (10 % of the line's profile)

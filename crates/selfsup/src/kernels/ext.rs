@@ -1172,7 +1172,8 @@ pub fn bn_enabled() -> bool {
     enabled("bn")
 }
 
-fn on_flex(device: &Device) -> bool {
+/// Whether `device` is the `flex` CPU backend (with or without autodiff).
+pub(crate) fn on_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
