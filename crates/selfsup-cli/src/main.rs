@@ -164,6 +164,10 @@ fn main() {
         Command::Search(a) => search::run(a),
         Command::Export(a) => export::run(a),
     };
+    if let Some(times) = selfsup::kernels::ext::op_times() {
+        let list: Vec<String> = times.iter().map(|(n, s)| format!("{n} {s:.3} s")).collect();
+        eprintln!("time in our kernels: {}", list.join(", "));
+    }
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -44,7 +44,7 @@ impl ProjectionHead {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let mut h = x;
         for (lin, norm) in &self.hidden {
-            h = relu(crate::kernels::batch_norm(norm, lin.forward(h)));
+            h = crate::kernels::batch_norm_relu(norm, lin.forward(h));
         }
         self.out.forward(h)
     }

@@ -6,7 +6,6 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::flops::{self, Flops};
@@ -91,10 +90,7 @@ impl ConvNet {
     pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x;
         for s in &self.stages {
-            h = relu(crate::kernels::batch_norm(
-                &s.norm,
-                crate::kernels::conv2d(&s.conv, h),
-            ));
+            h = crate::kernels::batch_norm_relu(&s.norm, crate::kernels::conv2d(&s.conv, h));
             if let Some(p) = &s.pool {
                 h = crate::kernels::max_pool2d(p, h);
             }

@@ -44,6 +44,11 @@ impl ConvBn {
         crate::kernels::batch_norm(&self.norm, crate::kernels::conv2d(&self.conv, x))
     }
 
+    /// `relu(self.forward(x))`, the ReLU fused into the batch norm.
+    pub fn forward_relu(&self, x: Tensor<4>) -> Tensor<4> {
+        crate::kernels::batch_norm_relu(&self.norm, crate::kernels::conv2d(&self.conv, x))
+    }
+
     fn flops(&self, n: usize, h: usize, w: usize, input_grad: bool) -> (Flops, usize, usize) {
         flops::conv2d(&self.conv, n, h, w, input_grad)
     }
@@ -91,10 +96,11 @@ impl Block {
         let last = self.convs.len() - 1;
         let mut h = x;
         for (i, c) in self.convs.iter().enumerate() {
-            h = c.forward(h);
-            if i < last {
-                h = relu(h);
-            }
+            h = if i < last {
+                c.forward_relu(h)
+            } else {
+                c.forward(h)
+            };
         }
         relu(h + identity)
     }
@@ -202,7 +208,7 @@ impl ResNet {
 
     /// The last feature map `(N, out_dim, h', w')`, before the global pooling.
     pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut h = relu(self.stem.forward(x));
+        let mut h = self.stem.forward_relu(x);
         if let Some(p) = &self.pool {
             h = crate::kernels::max_pool2d(p, h);
         }

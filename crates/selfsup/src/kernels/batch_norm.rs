@@ -12,7 +12,11 @@
 //! ```
 //! with S = N·H·W values per channel.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit;
 
 /// `(N, C, HW)` sizes of an activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,74 +75,113 @@ fn stats(x: &[f32], s: &BnShape) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
-/// Applies `y = x·scale_c + shift_c` image by image.
-fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; s.len()];
-    y.par_chunks_mut(s.c * s.hw)
-        .zip(x.par_chunks(s.c * s.hw))
-        .for_each(|(yn, xn)| {
-            for c in 0..s.c {
-                let (a, b) = (scale[c], shift[c]);
-                let r = c * s.hw..(c + 1) * s.hw;
-                for (o, &v) in yn[r.clone()].iter_mut().zip(&xn[r]) {
-                    *o = v * a + b;
-                }
-            }
-        });
-    y
+/// `max(0, v)` as Burn's `relu` computes it: values `≤ 0` become 0, NaN stays NaN.
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v <= 0.0 { 0.0 } else { v }
 }
 
-/// Forward: returns `(y, mean, var)` with `mean`, `var` of length C (biased variance).
+/// Applies `y = x·scale_c + shift_c` image by image, then ReLU if `relu`.
+fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], relu_after: bool) -> Vec<f32> {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(s.c * s.hw)
+            .zip(x.par_chunks(s.c * s.hw))
+            .for_each(|(yn, xn)| {
+                for c in 0..s.c {
+                    let (a, b) = (scale[c], shift[c]);
+                    let r = c * s.hw..(c + 1) * s.hw;
+                    let (yr, xr) = (&mut yn[r.clone()], &xn[r]);
+                    if relu_after {
+                        for (o, &v) in yr.iter_mut().zip(xr) {
+                            o.write(relu(v * a + b));
+                        }
+                    } else {
+                        for (o, &v) in yr.iter_mut().zip(xr) {
+                            o.write(v * a + b);
+                        }
+                    }
+                }
+            })
+    };
+    assert_eq!(x.len(), s.len());
+    // SAFETY: the images of `x` (as long as `y`) cover every element, and each is written
+    unsafe { uninit::written(s.len(), fill) }
+}
+
+/// Forward: returns `(y, mean, var)` with `mean`, `var` of length C (biased variance); with
+/// `relu`, `y = max(0, bn(x))` in the same pass.
 pub fn forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     eps: f64,
     s: &BnShape,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.len(), "batch norm input");
     assert_eq!(gamma.len(), s.c, "batch norm gamma");
     assert_eq!(beta.len(), s.c, "batch norm beta");
     let (mean, var) = stats(x, s);
-    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let scale: Vec<f32> = (0..s.c)
-        .map(|c| (gamma[c] as f64 * inv[c]) as f32)
-        .collect();
-    let shift: Vec<f32> = (0..s.c)
-        .map(|c| (beta[c] as f64 - mean[c] * gamma[c] as f64 * inv[c]) as f32)
-        .collect();
-    let y = affine(x, s, &scale, &shift);
-    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
-    (y, f(mean), f(var))
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (mean, var) = (f(&mean), f(&var));
+    let (scale, shift) = scale_shift(gamma, beta, &mean, &var, eps);
+    let y = affine(x, s, &scale, &shift, relu);
+    (y, mean, var)
 }
 
-/// Backward: returns `(dx, dgamma, dbeta)` given the forward's `mean` and `var`.
+/// The forward's `y = x·scale_c + shift_c`, from the statistics as the forward returns them
+/// (so that the backward of a fused ReLU recomputes the forward's `y` bit for bit).
+fn scale_shift(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+    let scale = (0..gamma.len())
+        .map(|c| (gamma[c] as f64 * inv[c]) as f32)
+        .collect();
+    let shift = (0..gamma.len())
+        .map(|c| (beta[c] as f64 - mean[c] as f64 * gamma[c] as f64 * inv[c]) as f32)
+        .collect();
+    (scale, shift)
+}
+
+/// Backward: returns `(dx, dgamma, dbeta)` given the forward's `mean` and `var`. With `relu`
+/// (`beta` then needed), `dy` is the gradient of `max(0, bn(x))`: it is masked where the
+/// forward's `bn(x)`, recomputed here, was `≤ 0` — no mask or output is kept between the two.
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     gamma: &[f32],
+    beta: &[f32],
     mean: &[f32],
     var: &[f32],
     eps: f64,
     dy: &[f32],
     s: &BnShape,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.len(), "batch norm input");
     assert_eq!(dy.len(), s.len(), "batch norm output gradient");
     let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+    let (scale, shift) = scale_shift(gamma, beta, mean, var, eps);
     // Σ dy and Σ dy·x̂ per channel
     let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..s.c)
         .into_par_iter()
         .map(|c| {
             let (m, i) = (mean[c], inv[c] as f32);
+            let (sc, sh) = (scale[c], shift[c]);
             let mut sd = 0.0f64;
             let mut sdx = 0.0f64;
             for n in 0..s.n {
                 let (xp, gp) = (s.plane(x, n, c), s.plane(dy, n, c));
-                let (mut a, mut b) = (0.0f32, 0.0f32);
-                for (&xv, &g) in xp.iter().zip(gp) {
-                    a += g;
-                    b += g * (xv - m) * i;
-                }
+                let (a, b) = if relu {
+                    sums::<true>(xp, gp, m, i, sc, sh)
+                } else {
+                    sums::<false>(xp, gp, m, i, sc, sh)
+                };
                 sd += a as f64;
                 sdx += b as f64;
             }
@@ -149,23 +192,59 @@ pub fn backward(
     let k: Vec<f32> = (0..s.c)
         .map(|c| (gamma[c] as f64 * inv[c]) as f32)
         .collect();
-    let mut dx = vec![0.0f32; s.len()];
-    dx.par_chunks_mut(s.c * s.hw)
-        .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
-        .for_each(|(dxn, (xn, gn))| {
-            for c in 0..s.c {
-                let (m, i) = (mean[c], inv[c] as f32);
-                let kc = k[c];
-                let a = (dgamma[c] / s.s()) as f32;
-                let b = (dbeta[c] / s.s()) as f32;
-                let r = c * s.hw..(c + 1) * s.hw;
-                for ((o, &xv), &g) in dxn[r.clone()].iter_mut().zip(&xn[r.clone()]).zip(&gn[r]) {
-                    *o = kc * (g - (xv - m) * i * a - b);
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(s.c * s.hw)
+            .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
+            .for_each(|(dxn, (xn, gn))| {
+                for c in 0..s.c {
+                    let (m, i) = (mean[c], inv[c] as f32);
+                    let kc = k[c];
+                    let a = (dgamma[c] / s.s()) as f32;
+                    let b = (dbeta[c] / s.s()) as f32;
+                    let r = c * s.hw..(c + 1) * s.hw;
+                    let (o, xr, gr) = (&mut dxn[r.clone()], &xn[r.clone()], &gn[r]);
+                    let (sc, sh) = (scale[c], shift[c]);
+                    if relu {
+                        input_grad::<true>(o, xr, gr, [m, i, kc, a, b, sc, sh]);
+                    } else {
+                        input_grad::<false>(o, xr, gr, [m, i, kc, a, b, sc, sh]);
+                    }
                 }
-            }
-        });
+            })
+    };
+    // SAFETY: `x` and `dy` are as long as `dx` (asserted above): every element is written
+    let dx = unsafe { uninit::written(s.len(), fill) };
     let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, f(dgamma), f(dbeta))
+}
+
+/// The gradient that reaches `bn(x)`: `g`, or 0 where a fused ReLU cut (where the forward's
+/// `x·scale + shift` was `≤ 0`; NaN passes, as in Burn's ReLU).
+#[inline(always)]
+fn through_relu<const RELU: bool>(g: f32, xv: f32, sc: f32, sh: f32) -> f32 {
+    if RELU && xv * sc + sh <= 0.0 { 0.0 } else { g }
+}
+
+/// `(Σ g, Σ g·x̂)` over one plane, `g` the gradient reaching `bn(x)`.
+#[inline(always)]
+fn sums<const RELU: bool>(xp: &[f32], gp: &[f32], m: f32, i: f32, sc: f32, sh: f32) -> (f32, f32) {
+    let (mut a, mut b) = (0.0f32, 0.0f32);
+    for (&xv, &g) in xp.iter().zip(gp) {
+        let g = through_relu::<RELU>(g, xv, sc, sh);
+        a += g;
+        b += g * (xv - m) * i;
+    }
+    (a, b)
+}
+
+/// `dx = k·(g − x̂·a − b)` over one plane; `p` = `[mean, inv, k, a, b, scale, shift]`.
+#[inline(always)]
+fn input_grad<const RELU: bool>(o: &mut [MaybeUninit<f32>], xr: &[f32], gr: &[f32], p: [f32; 7]) {
+    let [m, i, kc, a, b, sc, sh] = p;
+    for ((o, &xv), &g) in o.iter_mut().zip(xr).zip(gr) {
+        let g = through_relu::<RELU>(g, xv, sc, sh);
+        o.write(kc * (g - (xv - m) * i * a - b));
+    }
 }
 
 #[cfg(test)]
@@ -179,13 +258,14 @@ mod tests {
             .map(|_| (r.uniform() * 3.0 + 1.0) as f32)
             .collect();
         let g = (0..s.c).map(|_| (r.uniform() + 1.5) as f32).collect();
-        let b = (0..s.c).map(|_| r.uniform() as f32).collect();
+        let b = (0..s.c).map(|_| r.uniform() as f32 - 0.5).collect();
         let dy = (0..s.len()).map(|_| r.uniform() as f32).collect();
         (x, g, b, dy)
     }
 
-    /// `L = Σ dy · y` in float64, straight from the definition.
-    fn loss(x: &[f64], g: &[f64], b: &[f64], dy: &[f32], s: &BnShape, eps: f64) -> f64 {
+    /// `L = Σ dy · y` in float64, straight from the definition (`y = max(0, bn(x))` with
+    /// `relu`).
+    fn loss(x: &[f64], g: &[f64], b: &[f64], dy: &[f32], s: &BnShape, eps: f64, relu: bool) -> f64 {
         let mut l = 0.0;
         for c in 0..s.c {
             let vals: Vec<(usize, f64)> = (0..s.n)
@@ -195,7 +275,8 @@ mod tests {
             let m = vals.iter().map(|v| v.1).sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v.1 - m).powi(2)).sum::<f64>() / vals.len() as f64;
             for (i, v) in vals {
-                l += dy[i] as f64 * (g[c] * (v - m) / (var + eps).sqrt() + b[c]);
+                let y = g[c] * (v - m) / (var + eps).sqrt() + b[c];
+                l += dy[i] as f64 * if relu { y.max(0.0) } else { y };
             }
         }
         l
@@ -203,10 +284,17 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_a_float64_reference() {
+        for relu in [false, true] {
+            check_against_float64(relu);
+        }
+    }
+
+    fn check_against_float64(relu: bool) {
         let s = BnShape { n: 3, c: 4, hw: 5 };
         let eps = 1e-5;
         let (x, g, b, dy) = data(&s, 11);
-        let (y, mean, var) = forward(&x, &g, &b, eps, &s);
+        let (y, mean, var) = forward(&x, &g, &b, eps, &s, relu);
+        let mut cut = 0;
         // statistics and output
         for c in 0..s.c {
             let v: Vec<f64> = (0..s.n)
@@ -224,13 +312,22 @@ mod tests {
             for n in 0..s.n {
                 for (i, &yv) in s.plane(&y, n, c).iter().enumerate() {
                     let xv = s.plane(&x, n, c)[i] as f64;
-                    let want = g[c] as f64 * (xv - m) / (var_ref + eps).sqrt() + b[c] as f64;
+                    let mut want = g[c] as f64 * (xv - m) / (var_ref + eps).sqrt() + b[c] as f64;
+                    if relu && want <= 0.0 {
+                        want = 0.0;
+                        cut += 1;
+                    }
                     assert!((yv as f64 - want).abs() < 1e-4, "{yv} vs {want}");
                 }
             }
         }
+        // with the ReLU a good share of the outputs is cut (so that its mask is exercised)
+        assert!(
+            !relu || (cut > s.len() / 5 && cut < s.len() * 4 / 5),
+            "{cut} cut"
+        );
         // gradients by central differences of the float64 loss
-        let (dx, dg, db) = backward(&x, &g, &mean, &var, eps, &dy, &s);
+        let (dx, dg, db) = backward(&x, &g, &b, &mean, &var, eps, &dy, &s, relu);
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
         let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
@@ -240,7 +337,7 @@ mod tests {
             let d = num(&|e| {
                 let mut xp = x64.clone();
                 xp[i] += e;
-                loss(&xp, &g64, &b64, &dy, &s, eps)
+                loss(&xp, &g64, &b64, &dy, &s, eps, relu)
             });
             assert!((dx[i] as f64 - d).abs() < 1e-4, "dx[{i}] {} vs {d}", dx[i]);
         }
@@ -248,7 +345,7 @@ mod tests {
             let d = num(&|e| {
                 let mut gp = g64.clone();
                 gp[c] += e;
-                loss(&x64, &gp, &b64, &dy, &s, eps)
+                loss(&x64, &gp, &b64, &dy, &s, eps, relu)
             });
             assert!(
                 (dg[c] as f64 - d).abs() < 1e-4,
@@ -258,7 +355,7 @@ mod tests {
             let d = num(&|e| {
                 let mut bp = b64.clone();
                 bp[c] += e;
-                loss(&x64, &g64, &bp, &dy, &s, eps)
+                loss(&x64, &g64, &bp, &dy, &s, eps, relu)
             });
             assert!(
                 (db[c] as f64 - d).abs() < 1e-4,

@@ -18,9 +18,12 @@
 //! `col` so that each GEMM keeps a few hundred columns; a 1×1 stride-1 convolution of a single
 //! image uses the input itself as `col`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
-use super::matmul::gemm;
+use super::matmul::{gemm, gemm_uninit};
+use super::uninit;
 
 /// Shapes of a convolution (groups 1, dilation 1, symmetric zero padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,10 +215,20 @@ fn group_rows<'a>(
     buf
 }
 
-/// The inverse of [`gather_rows`].
-fn scatter_rows(src: &[f32], rows: usize, l: usize, dst: &mut [f32], ld: usize, off: usize) {
+/// The inverse of [`gather_rows`], into an output not yet written.
+fn scatter_rows(
+    src: &[f32],
+    rows: usize,
+    l: usize,
+    dst: &mut [MaybeUninit<f32>],
+    ld: usize,
+    off: usize,
+) {
     for r in 0..rows {
-        dst[r * l..(r + 1) * l].copy_from_slice(&src[r * ld + off..r * ld + off + l]);
+        uninit::copy(
+            &mut dst[r * l..(r + 1) * l],
+            &src[r * ld + off..r * ld + off + l],
+        );
     }
 }
 
@@ -225,8 +238,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(w.len(), g.w_len(), "conv2d weight");
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
     let p = plan(g);
-    let mut y = vec![0.0f32; g.y_len()];
-    let task = |xs: &[f32], ys: &mut [f32]| {
+    let task = |xs: &[f32], ys: &mut [MaybeUninit<f32>]| {
         let images = xs.len() / chw;
         let (mut col, mut out) = (Vec::new(), Vec::new());
         for start in (0..images).step_by(p.group) {
@@ -235,7 +247,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             let x_g = &xs[start * chw..(start + gn) * chw];
             let y_g = &mut ys[start * g.o * l..(start + gn) * g.o * l];
             if gn == 1 && g.is_pointwise() {
-                gemm(g.o, l, ck, y_g, false, w, 1, ck, x_g, 1, l, p.gemm_parallel);
+                gemm_uninit(g.o, l, ck, y_g, w, 1, ck, x_g, 1, l, p.gemm_parallel);
                 continue;
             }
             col.resize(ck * ld, 0.0);
@@ -243,20 +255,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
                 im2col(&x_g[i * chw..(i + 1) * chw], g, &mut col, ld, i * l);
             }
             if gn == 1 {
-                gemm(
-                    g.o,
-                    l,
-                    ck,
-                    y_g,
-                    false,
-                    w,
-                    1,
-                    ck,
-                    &col,
-                    1,
-                    l,
-                    p.gemm_parallel,
-                );
+                gemm_uninit(g.o, l, ck, y_g, w, 1, ck, &col, 1, l, p.gemm_parallel);
             } else {
                 out.resize(g.o * ld, 0.0);
                 gemm(
@@ -279,10 +278,14 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             }
         }
     };
-    y.par_chunks_mut(p.per_thread * g.o * l)
-        .zip(x.par_chunks(p.per_thread * chw))
-        .for_each(|(ys, xs)| task(xs, ys));
-    y
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(p.per_thread * g.o * l)
+            .zip(x.par_chunks(p.per_thread * chw))
+            .for_each(|(ys, xs)| task(xs, ys))
+    };
+    // SAFETY: the runs of images cover the batch, and for each image every (o, position) is
+    // written: by the product (`gemm_uninit`) or copied from the grouped product's rows
+    unsafe { uninit::written(g.y_len(), fill) }
 }
 
 /// Gradient of the weight: `dW = Σ_n dy_n · im2col(x_n)ᵀ`, shape `(O, C, KH, KW)`.

@@ -11,6 +11,8 @@
 //! both paths in one build.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -112,22 +114,27 @@ pub trait ConvBackend: Backend {
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
 
-    /// Training-mode batch norm over dim 1 of `x (N, C, ...)`: output, mean, biased variance.
+    /// Training-mode batch norm over dim 1 of `x (N, C, ...)`: output, mean, biased variance;
+    /// with `relu` the output is `max(0, bn(x))`.
     fn selfsup_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self>;
 
     /// Gradients of [`Self::selfsup_batch_norm_train`].
+    #[allow(clippy::too_many_arguments)]
     fn selfsup_batch_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         var: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnGrads<Self>;
 
     /// Layer norm over the last dimension of `x`.
@@ -283,6 +290,7 @@ impl ConvBackend for Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::Conv2d);
         let g = geom(dims4(&x), dims4(&weight), stride, padding);
         let (oh, ow) = g.out_hw();
         let y = with_f32(&x, |xs| with_f32(&weight, |ws| k::forward(xs, ws, &g)));
@@ -296,6 +304,7 @@ impl ConvBackend for Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::Conv2dGradInput);
         let g = geom(x_shape, dims4(&weight), stride, padding);
         let dx = with_f32(&weight, |ws| {
             with_f32(&grad_out, |gy| k::grad_input(ws, gy, &g))
@@ -310,6 +319,7 @@ impl ConvBackend for Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::Conv2dGradWeight);
         let g = geom(dims4(&x), weight_shape, stride, padding);
         let dw = with_f32(&x, |xs| {
             with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g))
@@ -322,19 +332,24 @@ impl ConvBackend for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self> {
-        bn_train(x, gamma, beta, epsilon)
+        let _t = OpTimer::start(Op::BatchNormTrain);
+        bn_train(x, gamma, beta, epsilon, relu)
     }
 
     fn selfsup_batch_norm_backward(
         x: FlexTensor,
         gamma: FlexTensor,
+        beta: FlexTensor,
         mean: FlexTensor,
         var: FlexTensor,
         grad_out: FlexTensor,
         epsilon: f64,
+        relu: bool,
     ) -> BnGrads<Self> {
-        bn_backward(x, gamma, mean, var, grad_out, epsilon)
+        let _t = OpTimer::start(Op::BatchNormBackward);
+        bn_backward(x, [gamma, beta, mean, var], grad_out, epsilon, relu)
     }
 
     fn selfsup_layer_norm(
@@ -343,6 +358,7 @@ impl ConvBackend for Flex {
         beta: FlexTensor,
         epsilon: f64,
     ) -> LnOut<Self> {
+        let _t = OpTimer::start(Op::LayerNorm);
         let (dims, d) = row_shape(&x);
         let rows: usize = dims.iter().product::<usize>() / d;
         let (y, mean, rstd) = with_f32(&x, |xs| {
@@ -364,6 +380,7 @@ impl ConvBackend for Flex {
         rstd: FlexTensor,
         grad_out: FlexTensor,
     ) -> BnGrads<Self> {
+        let _t = OpTimer::start(Op::LayerNormBackward);
         let (dims, d) = row_shape(&x);
         let (dx, dg, db) = with_f32(&x, |xs| {
             with_f32(&gamma, |g| {
@@ -384,11 +401,13 @@ impl ConvBackend for Flex {
     }
 
     fn selfsup_softmax(x: FlexTensor) -> FlexTensor {
+        let _t = OpTimer::start(Op::Softmax);
         let (dims, d) = row_shape(&x);
         flex_tensor(with_f32(&x, |xs| rowwise::softmax_forward(xs, d)), dims)
     }
 
     fn selfsup_softmax_backward(y: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
+        let _t = OpTimer::start(Op::SoftmaxBackward);
         let (dims, d) = row_shape(&y);
         let dx = with_f32(&y, |ys| {
             with_f32(&grad_out, |g| rowwise::softmax_backward(ys, g, d))
@@ -397,6 +416,7 @@ impl ConvBackend for Flex {
     }
 
     fn selfsup_gelu(x: FlexTensor) -> FlexTensor {
+        let _t = OpTimer::start(Op::Gelu);
         let (dims, _) = row_shape(&x);
         flex_tensor(with_f32(&x, rowwise::gelu_forward), dims)
     }
@@ -407,6 +427,7 @@ impl ConvBackend for Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::MaxPool2d);
         let g = pool_geom(dims4(&x), kernel, stride, padding);
         let (oh, ow) = g.out_hw();
         let y = with_f32(&x, |xs| pool::max_pool_forward(xs, &g));
@@ -420,6 +441,7 @@ impl ConvBackend for Flex {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::MaxPool2dBackward);
         let g = pool_geom(dims4(&x), kernel, stride, padding);
         let dx = with_f32(&x, |xs| {
             with_f32(&grad_out, |d| pool::max_pool_backward(xs, d, &g))
@@ -428,6 +450,7 @@ impl ConvBackend for Flex {
     }
 
     fn selfsup_gelu_backward(x: FlexTensor, grad_out: FlexTensor) -> FlexTensor {
+        let _t = OpTimer::start(Op::GeluBackward);
         let (dims, _) = row_shape(&x);
         let dx = with_f32(&x, |xs| {
             with_f32(&grad_out, |g| rowwise::gelu_backward(xs, g))
@@ -436,6 +459,7 @@ impl ConvBackend for Flex {
     }
 
     fn selfsup_cross_entropy(logits: FlexTensor, targets: Vec<u32>) -> CeOut<Flex> {
+        let _t = OpTimer::start(Op::CrossEntropy);
         let (dims, v) = row_shape(&logits);
         let (loss, probs) = with_f32(&logits, |x| rowwise::cross_entropy_forward(x, &targets, v));
         CeOut {
@@ -449,6 +473,7 @@ impl ConvBackend for Flex {
         targets: Vec<u32>,
         grad_out: FlexTensor,
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::CrossEntropyBackward);
         let (dims, v) = row_shape(&probs);
         let g = with_f32(&grad_out, |g| g[0]);
         let dx = with_f32(&probs, |p| {
@@ -458,6 +483,7 @@ impl ConvBackend for Flex {
     }
 
     fn selfsup_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        let _t = OpTimer::start(Op::Linear);
         let (mut dims, k) = row_shape(&x);
         let m = dims.iter().product::<usize>() / k;
         let n = linear_out(&weight, k);
@@ -475,6 +501,7 @@ impl ConvBackend for Flex {
         weight: FlexTensor,
         grad_out: FlexTensor,
     ) -> LinearGrads<Self> {
+        let _t = OpTimer::start(Op::LinearBackward);
         let (dims, k) = row_shape(&x);
         let m = dims.iter().product::<usize>() / k;
         let n = linear_out(&weight, k);
@@ -496,6 +523,7 @@ impl ConvBackend for Flex {
         causal: bool,
         lens: Option<Vec<usize>>,
     ) -> AttnOut<Self> {
+        let _t = OpTimer::start(Op::Attention);
         let s = attn_shape(&qkv, heads);
         let (out, probs) = with_f32(&qkv, |x| attention::forward(x, s, causal, lens.as_deref()));
         AttnOut {
@@ -512,6 +540,7 @@ impl ConvBackend for Flex {
         causal: bool,
         lens: Option<Vec<usize>>,
     ) -> FlexTensor {
+        let _t = OpTimer::start(Op::AttentionBackward);
         let s = attn_shape(&qkv, heads);
         let g = with_f32(&qkv, |x| {
             with_f32(&probs, |p| {
@@ -569,11 +598,17 @@ fn bn_shape(t: &FlexTensor) -> (BnShape, Vec<usize>) {
     (s, dims)
 }
 
-fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnTrain<Flex> {
+fn bn_train(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    eps: f64,
+    relu: bool,
+) -> BnTrain<Flex> {
     let (s, dims) = bn_shape(&x);
     let (y, mean, var) = with_f32(&x, |xs| {
         with_f32(&gamma, |g| {
-            with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s))
+            with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s, relu))
         })
     });
     BnTrain {
@@ -583,22 +618,19 @@ fn bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> BnT
     }
 }
 
+/// `params`: gamma, beta, and the forward's mean and variance.
 fn bn_backward(
     x: FlexTensor,
-    gamma: FlexTensor,
-    mean: FlexTensor,
-    var: FlexTensor,
+    params: [FlexTensor; 4],
     dy: FlexTensor,
     eps: f64,
+    relu: bool,
 ) -> BnGrads<Flex> {
     let (s, dims) = bn_shape(&x);
+    let [gamma, beta, mean, var] = params.map(|t| with_f32(&t, |v| v.to_vec()));
     let (dx, dg, db) = with_f32(&x, |xs| {
-        with_f32(&gamma, |g| {
-            with_f32(&mean, |m| {
-                with_f32(&var, |v| {
-                    with_f32(&dy, |d| bn::backward(xs, g, m, v, eps, d, &s))
-                })
-            })
+        with_f32(&dy, |d| {
+            bn::backward(xs, &gamma, &beta, &mean, &var, eps, d, &s, relu)
         })
     });
     BnGrads {
@@ -612,15 +644,24 @@ fn bn_backward(
 struct BatchNormBackward;
 
 impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    /// Input and gamma (checkpointed), beta, mean, variance, epsilon, ReLU fused.
+    type State = (
+        NodeId,
+        NodeId,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        FloatTensor<B>,
+        f64,
+        bool,
+    );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_id, gamma_id, mean, var, eps) = ops.state;
+        let (x_id, gamma_id, beta, mean, var, eps, relu) = ops.state;
         let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
         let gamma: FloatTensor<B> = ckpt.retrieve_node_output(gamma_id);
-        let g = B::selfsup_batch_norm_backward(x, gamma, mean, var, grad, eps);
+        let g = B::selfsup_batch_norm_backward(x, gamma, beta, mean, var, grad, eps, relu);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, g.x);
         }
@@ -854,6 +895,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self> {
         match BatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -863,13 +905,23 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
                 let gamma_id = prep.checkpoint(&gamma);
+                let beta = beta.into_primitive();
                 let r = B::selfsup_batch_norm_train(
                     x.primitive().clone(),
                     gamma.primitive().clone(),
-                    beta.into_primitive(),
+                    beta.clone(),
                     epsilon,
+                    relu,
                 );
-                let state = (x_id, gamma_id, r.mean.clone(), r.var.clone(), epsilon);
+                let state = (
+                    x_id,
+                    gamma_id,
+                    beta,
+                    r.mean.clone(),
+                    r.var.clone(),
+                    epsilon,
+                    relu,
+                );
                 BnTrain {
                     output: prep.finish(state, r.output),
                     mean: FloatTensor::<Self>::new(r.mean),
@@ -882,6 +934,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
+                    relu,
                 );
                 BnTrain {
                     output: prep.finish(r.output),
@@ -895,10 +948,12 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     fn selfsup_batch_norm_backward(
         _x: FloatTensor<Self>,
         _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
         _mean: FloatTensor<Self>,
         _var: FloatTensor<Self>,
         _grad_out: FloatTensor<Self>,
         _epsilon: f64,
+        _relu: bool,
     ) -> BnGrads<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
@@ -1143,6 +1198,91 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 }
 
+/// Kernels of the extension on `flex`, for the time per kernel that `SELFSUP_OP_TIMES=1` prints.
+#[derive(Clone, Copy)]
+enum Op {
+    Conv2d,
+    Conv2dGradInput,
+    Conv2dGradWeight,
+    BatchNormTrain,
+    BatchNormBackward,
+    LayerNorm,
+    LayerNormBackward,
+    Softmax,
+    SoftmaxBackward,
+    Gelu,
+    MaxPool2d,
+    MaxPool2dBackward,
+    GeluBackward,
+    CrossEntropy,
+    CrossEntropyBackward,
+    Linear,
+    LinearBackward,
+    Attention,
+    AttentionBackward,
+}
+
+const OP_NAMES: [&str; 19] = [
+    "conv2d",
+    "conv2d_grad_input",
+    "conv2d_grad_weight",
+    "batch_norm_train",
+    "batch_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "softmax",
+    "softmax_backward",
+    "gelu",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "gelu_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "linear",
+    "linear_backward",
+    "attention",
+    "attention_backward",
+];
+
+/// Nanoseconds spent in each kernel since the start (only counted under `SELFSUP_OP_TIMES`).
+static OP_NS: [AtomicU64; 19] = [const { AtomicU64::new(0) }; 19];
+
+fn op_times_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SELFSUP_OP_TIMES").is_some())
+}
+
+/// Adds the time from its creation to its drop to its kernel's total.
+struct OpTimer(Op, Option<Instant>);
+
+impl OpTimer {
+    fn start(op: Op) -> Self {
+        OpTimer(op, op_times_on().then(Instant::now))
+    }
+}
+
+impl Drop for OpTimer {
+    fn drop(&mut self) {
+        if let Some(t) = self.1 {
+            OP_NS[self.0 as usize].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seconds spent in each of our kernels so far (those called at least once), when
+/// `SELFSUP_OP_TIMES` is set in the environment; `None` otherwise. A profile that survives
+/// rayon, which `perf` loses the callers across.
+pub fn op_times() -> Option<Vec<(&'static str, f64)>> {
+    op_times_on().then(|| {
+        OP_NAMES
+            .iter()
+            .zip(&OP_NS)
+            .map(|(n, v)| (*n, v.load(Ordering::Relaxed) as f64 / 1e9))
+            .filter(|(_, s)| *s > 0.0)
+            .collect()
+    })
+}
+
 /// Which of our kernels `SELFSUP_BURN_OPS` turns off: `1` or `all` every one, else a
 /// comma-separated list of `conv`, `bn`, `ln`, `softmax`, `gelu`, `attn`, `linear`, `ce`,
 /// `pool` (unset: none). Read once.
@@ -1246,15 +1386,31 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// `bn.forward(x)`, through our fused kernel when training on `flex`. Updates the running
 /// statistics exactly as Burn's `BatchNorm::forward` does.
 pub fn batch_norm<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    bn_maybe_relu(norm, x, false)
+}
+
+/// `relu(bn.forward(x))`, the ReLU fused into our batch-norm kernel (forward and backward)
+/// when training on `flex`.
+pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    bn_maybe_relu(norm, x, true)
+}
+
+fn bn_maybe_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
     let device = x.device();
     if !(bn_enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(&device)) {
-        return norm.forward(x);
+        let y = norm.forward(x);
+        return if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        };
     }
     let r = <Dispatch as ConvBackend>::selfsup_batch_norm_train(
         x.into_dispatch(),
         norm.gamma.val().into_dispatch(),
         norm.beta.val().into_dispatch(),
         norm.epsilon,
+        relu,
     );
     let output = Tensor::<D>::from_dispatch(r.output);
     let mean = Tensor::<1>::from_dispatch(r.mean);
@@ -1372,7 +1528,22 @@ mod tests {
     fn batch_norm_matches_burn() {
         use burn::nn::BatchNormConfig;
         let dev = Device::flex().autodiff();
-        for shape in [vec![6, 5], vec![3, 4, 5, 6]] {
+        let relu = burn::tensor::activation::relu::<2>;
+        for (shape, fused) in [
+            (vec![6, 5], false),
+            (vec![3, 4, 5, 6], false),
+            (vec![6, 5], true),
+            (vec![3, 4, 5, 6], true),
+        ] {
+            // ours: `batch_norm_relu` when `fused`; theirs: Burn's batch norm, then its ReLU
+            let ours_bn = |n: &BatchNorm, x: Tensor<4>| {
+                if fused {
+                    batch_norm_relu(n, x)
+                } else {
+                    batch_norm(n, x)
+                }
+            };
+            let after = |y: Tensor<2>| if fused { relu(y) } else { y };
             let c = shape[1];
             let ours = BatchNormConfig::new(c).init(&dev);
             let theirs = BatchNormConfig::new(c).init(&dev);
@@ -1396,14 +1567,19 @@ mod tests {
                 assert!(d < 2e-4, "{what} differs by {d}");
             };
             let (y1, y2) = if shape.len() == 2 {
-                (batch_norm(&ours, x.clone()), theirs.forward(x.clone()))
+                let y1 = if fused {
+                    batch_norm_relu(&ours, x.clone())
+                } else {
+                    batch_norm(&ours, x.clone())
+                };
+                (y1, after(theirs.forward(x.clone())))
             } else {
                 let s4 = [shape[0], shape[1], shape[2], shape[3]];
                 let flat = [shape[0], shape[1] * shape[2] * shape[3]];
                 // separate reshapes: one autodiff graph per backward
                 (
-                    batch_norm(&ours, x.clone().reshape(s4)).reshape(flat),
-                    theirs.forward(x.clone().reshape(s4)).reshape(flat),
+                    ours_bn(&ours, x.clone().reshape(s4)).reshape(flat),
+                    after(theirs.forward(x.clone().reshape(s4)).reshape(flat)),
                 )
             };
             let r = Tensor::<2>::random(y1.dims(), Distribution::Normal(0.0, 1.0), &dev);

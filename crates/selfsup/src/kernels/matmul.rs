@@ -10,6 +10,8 @@
 //! y = x·W + b      dx = dy·Wᵀ      dW = xᵀ·dy      db = Σ_rows dy        W: (in, out) as in Burn
 //! ```
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// `dst (m, n) = [dst +] lhs (m, k) · rhs (k, n)`, strides in elements (column, row); `dst`
@@ -29,22 +31,76 @@ pub(crate) fn gemm(
     rhs_rs: usize,
     parallel: bool,
 ) {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `product` writes only floats
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    product(
+        m, n, k, dst, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, parallel,
+    );
+}
+
+/// [`gemm`] into a destination not yet written: `dst (m, n) = lhs · rhs`, every element of
+/// `dst` written (the product never reads it).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_uninit(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    lhs: &[f32],
+    lhs_cs: usize,
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_cs: usize,
+    rhs_rs: usize,
+    parallel: bool,
+) {
+    product(
+        m, n, k, dst, false, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, parallel,
+    );
+}
+
+/// The product of [`gemm`] and [`gemm_uninit`]: reads `dst` only when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [MaybeUninit<f32>],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_cs: usize,
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_cs: usize,
+    rhs_rs: usize,
+    parallel: bool,
+) {
     assert!(dst.len() >= m * n, "gemm destination");
-    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    if k == 0 {
+        // an empty sum: `dst` stays, or becomes zero
+        if !accumulate {
+            dst[..m * n].iter_mut().for_each(|d| {
+                d.write(0.0);
+            });
+        }
+        return;
+    }
+    assert!(m == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(n == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     let par = if parallel {
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None
     };
     // SAFETY: the asserts above show that every element addressed through (m, n, k) and the
-    // strides lies inside the slices, and `dst` is a unique borrow, so it aliases no input.
+    // strides lies inside the slices, and `dst` is a unique borrow, so it aliases no input;
+    // with `read_dst = false` the product only writes `dst`, so it may be uninitialised.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr().cast::<f32>(),
             1,
             n as isize,
             accumulate,

@@ -9,9 +9,10 @@ pub mod matmul;
 pub mod pool;
 pub mod rowwise;
 pub mod simd;
+mod uninit;
 pub mod winograd;
 
 pub use ext::{
-    attention, attention_enabled, batch_norm, conv2d, gelu, layer_norm, linear, max_pool2d,
-    softmax_last,
+    attention, attention_enabled, batch_norm, batch_norm_relu, conv2d, gelu, layer_norm, linear,
+    max_pool2d, softmax_last,
 };

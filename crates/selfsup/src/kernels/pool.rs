@@ -8,7 +8,11 @@
 //! The maximum of a window is its first largest value in row-major order (a strict `>`), the
 //! element that receives the gradient; padding never wins.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::uninit;
 
 /// A max pool over `n · c` planes of `h × w`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,46 +87,48 @@ pub fn max_pool_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
     let plane = g.h * g.w;
     assert_eq!(x.len(), g.n * g.c * plane, "max pool input");
     let (oh, ow) = g.out_hw();
-    let mut y = vec![0.0f32; g.y_len()];
     if oh * ow == 0 {
-        return y;
+        return vec![0.0f32; g.y_len()];
     }
     let ([kh, kw], [sh, sw], [ph, pw]) = (g.kernel, g.stride, g.pad);
     let pair = g.kernel == [2, 2] && g.stride == [2, 2] && g.pad == [0, 0];
-    y.par_chunks_mut(oh * ow)
-        .zip(x.par_chunks(plane))
-        .with_min_len(MIN_PLANES)
-        .for_each(|(yp, xp)| {
-            if pair {
-                // the common 2×2 stride-2 pool: no window bounds, a loop the compiler vectorises
-                for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
-                    let r0 = &xp[2 * oy * g.w..2 * oy * g.w + 2 * ow];
-                    let r1 = &xp[(2 * oy + 1) * g.w..(2 * oy + 1) * g.w + 2 * ow];
-                    for ((o, a), b) in yr
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *o = gt_max(gt_max(gt_max(a[0], a[1]), b[0]), b[1]);
-                    }
-                }
-                return;
-            }
-            for oy in 0..oh {
-                let (y0, y1) = PoolGeom::window(oy, kh, sh, ph, g.h);
-                for ox in 0..ow {
-                    let (x0, x1) = PoolGeom::window(ox, kw, sw, pw, g.w);
-                    let mut best = f32::NEG_INFINITY;
-                    for iy in y0..y1 {
-                        for &v in &xp[iy * g.w + x0..iy * g.w + x1] {
-                            best = gt_max(best, v);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(plane))
+            .with_min_len(MIN_PLANES)
+            .for_each(|(yp, xp)| {
+                if pair {
+                    // the common 2×2 stride-2 pool: no window bounds, a loop the compiler vectorises
+                    for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                        let r0 = &xp[2 * oy * g.w..2 * oy * g.w + 2 * ow];
+                        let r1 = &xp[(2 * oy + 1) * g.w..(2 * oy + 1) * g.w + 2 * ow];
+                        for ((o, a), b) in yr
+                            .iter_mut()
+                            .zip(r0.chunks_exact(2))
+                            .zip(r1.chunks_exact(2))
+                        {
+                            o.write(gt_max(gt_max(gt_max(a[0], a[1]), b[0]), b[1]));
                         }
                     }
-                    yp[oy * ow + ox] = best;
+                    return;
                 }
-            }
-        });
-    y
+                for oy in 0..oh {
+                    let (y0, y1) = PoolGeom::window(oy, kh, sh, ph, g.h);
+                    for ox in 0..ow {
+                        let (x0, x1) = PoolGeom::window(ox, kw, sw, pw, g.w);
+                        let mut best = f32::NEG_INFINITY;
+                        for iy in y0..y1 {
+                            for &v in &xp[iy * g.w + x0..iy * g.w + x1] {
+                                best = gt_max(best, v);
+                            }
+                        }
+                        yp[oy * ow + ox].write(best);
+                    }
+                }
+            })
+    };
+    // SAFETY: one plane of `y` per plane of `x`, and each of its `oh · ow` values is written
+    unsafe { uninit::written(g.y_len(), fill) }
 }
 
 /// The larger of `a` and `b` as the window scan keeps it: `b` only when strictly greater.
@@ -138,15 +144,58 @@ pub fn max_pool_backward(x: &[f32], dy: &[f32], g: &PoolGeom) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.c * plane, "max pool input");
     assert_eq!(dy.len(), g.y_len(), "max pool output gradient");
     let (oh, ow) = g.out_hw();
-    let mut dx = vec![0.0f32; x.len()];
     if oh * ow == 0 {
-        return dx;
+        return vec![0.0f32; x.len()];
     }
+    if g.kernel == [2, 2] && g.stride == [2, 2] && g.pad == [0, 0] {
+        let fill = |dx: &mut [MaybeUninit<f32>]| {
+            dx.par_chunks_mut(plane)
+                .zip(x.par_chunks(plane).zip(dy.par_chunks(oh * ow)))
+                .with_min_len(MIN_PLANES)
+                .for_each(|(dxp, (xp, dyp))| pair_backward(xp, dyp, dxp, g.w, ow))
+        };
+        // SAFETY: `pair_backward` writes every element of its plane, and there is one plane
+        // of `dx` per plane of `x`
+        return unsafe { uninit::written(x.len(), fill) };
+    }
+    let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(plane)
         .zip(x.par_chunks(plane).zip(dy.par_chunks(oh * ow)))
         .with_min_len(MIN_PLANES)
         .for_each(|(dxp, (xp, dyp))| g.argmax_plane(xp, |o, i| dxp[i] += dyp[o]));
     dx
+}
+
+/// The backward of the 2×2 stride-2 pool on one plane: windows do not overlap, so each input
+/// element gets its window's gradient or zero. The scan of [`PoolGeom::argmax_plane`] written
+/// without branches (`>` against a running maximum that starts at −∞), so that it vectorises.
+/// Writes every element of `dxp`: a last row or column outside every window gets zero.
+fn pair_backward(xp: &[f32], dyp: &[f32], dxp: &mut [MaybeUninit<f32>], w: usize, ow: usize) {
+    let oh = dyp.len() / ow;
+    for d in &mut dxp[2 * oh * w..] {
+        d.write(0.0);
+    }
+    for (oy, dyr) in dyp.chunks_exact(ow).enumerate() {
+        let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+        let (x0, x1) = (&xp[r0..r0 + 2 * ow], &xp[r1..r1 + 2 * ow]);
+        let (d0, d1) = dxp[r0..r1 + w].split_at_mut(w);
+        for d in d0[2 * ow..].iter_mut().chain(&mut d1[2 * ow..]) {
+            d.write(0.0);
+        }
+        for (i, &g) in dyr.iter().enumerate() {
+            let v = [x0[2 * i], x0[2 * i + 1], x1[2 * i], x1[2 * i + 1]];
+            let (mut best, mut at) = (f32::NEG_INFINITY, 0u8);
+            for (k, &e) in v.iter().enumerate() {
+                let up = e > best;
+                best = if up { e } else { best };
+                at = if up { k as u8 } else { at };
+            }
+            d0[2 * i].write(if at == 0 { g } else { 0.0 });
+            d0[2 * i + 1].write(if at == 1 { g } else { 0.0 });
+            d1[2 * i].write(if at == 2 { g } else { 0.0 });
+            d1[2 * i + 1].write(if at == 3 { g } else { 0.0 });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -221,5 +270,36 @@ mod tests {
                 assert!((*a as f64 - b).abs() <= 1e-6, "{g:?}: {a} vs {b}");
             }
         }
+    }
+
+    /// The 2×2 backward's branch-free scan picks the element the general scan picks, also for
+    /// ties, −∞ and NaN (values drawn from a small set so that they repeat); odd sides leave
+    /// the last row and column without gradient.
+    #[test]
+    fn pair_backward_matches_the_general_scan() {
+        let g = PoolGeom {
+            n: 2,
+            c: 3,
+            h: 7,
+            w: 9,
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: [0, 0],
+        };
+        let values = [0.0, 1.0, -1.0, f32::NEG_INFINITY, f32::NAN, 1.0];
+        let mut rng = SplitMix64::new(3);
+        let x: Vec<f32> = (0..g.n * g.c * g.h * g.w)
+            .map(|_| values[(rng.next_f64() * values.len() as f64) as usize % values.len()])
+            .collect();
+        let dy: Vec<f32> = (0..g.y_len()).map(|i| 1.0 + i as f32).collect();
+        let (oh, ow) = g.out_hw();
+        let plane = g.h * g.w;
+        let mut want = vec![0.0f32; x.len()];
+        for p in 0..g.n * g.c {
+            g.argmax_plane(&x[p * plane..(p + 1) * plane], |o, i| {
+                want[p * plane + i] += dy[p * oh * ow + o]
+            });
+        }
+        assert_eq!(max_pool_backward(&x, &dy, &g), want);
     }
 }

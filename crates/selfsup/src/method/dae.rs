@@ -14,7 +14,6 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_data::masking::Noise;
 use selfsup_data::rng::SplitMix64;
@@ -183,7 +182,7 @@ impl Dae {
         let pooled = map.clone().mean_dim(3).mean_dim(2).reshape([n, f]);
         let mut h = map;
         for s in &self.up {
-            h = relu(crate::kernels::batch_norm(&s.norm, s.conv.forward(h)));
+            h = crate::kernels::batch_norm_relu(&s.norm, s.conv.forward(h));
         }
         let [hh, ww] = self.out_size;
         let [_, _, a, b] = h.dims();
