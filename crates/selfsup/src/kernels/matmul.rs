@@ -38,6 +38,21 @@ pub(crate) fn gemm(
     );
 }
 
+/// Sets the `gemm` crate's left-operand packing thresholds to their maximum, once, before the
+/// first product. After its own transposition the crate's left operand is, in a convolution, the
+/// im2col matrix read column-major; by default it copies that operand into panels as soon as
+/// more than 8 · 6 columns (output channels) use it, i.e. in every layer of 64 channels or more,
+/// on top of the im2col copy. Read in place it measured faster: step-a +3.4 %, step-b +2.3 %,
+/// step-c +2.8 % (two alternating pairs each, the same loss), the Transformer steps and kNN
+/// unchanged (BENCHMARKS.md, round 2).
+fn read_lhs_in_place() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gemm::set_lhs_packing_threshold_single_thread(256);
+        gemm::set_lhs_packing_threshold_multi_thread(256);
+    });
+}
+
 /// [`gemm`] into a destination not yet written: `dst (m, n) = lhs · rhs`, every element of
 /// `dst` written (the product never reads it).
 #[allow(clippy::too_many_arguments)]
@@ -76,6 +91,7 @@ fn product(
     parallel: bool,
 ) {
     assert!(dst.len() >= m * n, "gemm destination");
+    read_lhs_in_place();
     if k == 0 {
         // an empty sum: `dst` stays, or becomes zero
         if !accumulate {
