@@ -22,7 +22,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::matmul::{gemm, gemm_uninit};
+use super::matmul::{gemm, gemm_transposed_dst, gemm_uninit};
 use super::uninit;
 
 /// Shapes of a convolution (groups 1, dilation 1, symmetric zero padding).
@@ -247,7 +247,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
             let x_g = &xs[start * chw..(start + gn) * chw];
             let y_g = &mut ys[start * g.o * l..(start + gn) * g.o * l];
             if gn == 1 && g.is_pointwise() {
-                gemm_uninit(g.o, l, ck, y_g, w, 1, ck, x_g, 1, l, p.gemm_parallel);
+                gemm_uninit((g.o, l, ck), y_g, (w, 1, ck), (x_g, 1, l), p.gemm_parallel);
                 continue;
             }
             col.resize(ck * ld, 0.0);
@@ -255,7 +255,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
                 im2col(&x_g[i * chw..(i + 1) * chw], g, &mut col, ld, i * l);
             }
             if gn == 1 {
-                gemm_uninit(g.o, l, ck, y_g, w, 1, ck, &col, 1, l, p.gemm_parallel);
+                gemm_uninit((g.o, l, ck), y_g, (w, 1, ck), (&col, 1, l), p.gemm_parallel);
             } else {
                 out.resize(g.o * ld, 0.0);
                 gemm(
@@ -289,11 +289,19 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
 }
 
 /// Gradient of the weight: `dW = Σ_n dy_n · im2col(x_n)ᵀ`, shape `(O, C, KH, KW)`.
+///
+/// Up to 128 output channels the product is accumulated as `dWᵀ (C·KH·KW, O)` and transposed
+/// at the end: the `gemm` crate then reads the im2col matrix where it lies and packs only `dy`,
+/// instead of copying the whole im2col matrix into panels (it orients every product by its
+/// destination). Per layer (example `conv_layers`, batch 64): 32→32 @32² 100 → 220 GFLOP/s,
+/// 64→64 @16² 171 → 260, 128→128 @8² 200 → 235; with 256 output channels the other way is
+/// faster (≈ 205 against 175).
 pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert_eq!(x.len(), g.x_len(), "conv2d input");
     assert_eq!(dy.len(), g.y_len(), "conv2d output gradient");
     let (l, ck, chw) = (g.l(), g.ck(), g.c * g.h * g.w);
     let p = plan(g);
+    let transposed = g.o <= 128;
     let task = |xs: &[f32], dys: &[f32]| {
         let images = xs.len() / chw;
         let mut acc = vec![0.0f32; g.w_len()];
@@ -313,21 +321,33 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                 &col
             };
             let dyr = group_rows(dy_g, g.o, l, gn, &mut dyg);
-            // acc (O, CK) += dy_g (O, G·L) · colᵀ (G·L, CK)
-            gemm(
-                g.o,
-                ck,
-                ld,
-                &mut acc,
-                true,
-                dyr,
-                1,
-                ld,
-                colr,
-                ld,
-                1,
-                p.gemm_parallel,
-            );
+            if transposed {
+                // accᵀ (CK, O) += (dy_g (O, G·L) · colᵀ (G·L, CK))ᵀ
+                gemm_transposed_dst(
+                    (g.o, ck, ld),
+                    &mut acc,
+                    true,
+                    (dyr, 1, ld),
+                    (colr, ld, 1),
+                    p.gemm_parallel,
+                );
+            } else {
+                // acc (O, CK) += dy_g (O, G·L) · colᵀ (G·L, CK)
+                gemm(
+                    g.o,
+                    ck,
+                    ld,
+                    &mut acc,
+                    true,
+                    dyr,
+                    1,
+                    ld,
+                    colr,
+                    ld,
+                    1,
+                    p.gemm_parallel,
+                );
+            }
         }
         acc
     };
@@ -343,7 +363,17 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     for part in parts {
         acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
-    acc
+    if !transposed {
+        return acc;
+    }
+    // (CK, O) → (O, CK)
+    let mut dw = vec![0.0f32; g.w_len()];
+    for (k, row) in acc.chunks_exact(g.o).enumerate() {
+        for (o, v) in row.iter().enumerate() {
+            dw[o * ck + k] = *v;
+        }
+    }
+    dw
 }
 
 /// Gradient of the input: `dx_n = col2im(Wᵀ · dy_n)`, shape `(N, C, H, W)`.
@@ -506,14 +536,15 @@ pub(super) mod tests {
             pad: [p, p],
         };
         vec![
-            g(2, 3, 7, 6, 4, 3, 1, 1), // 3×3 same
-            g(5, 2, 8, 8, 3, 3, 2, 1), // 3×3 stride 2
-            g(4, 3, 5, 5, 2, 1, 1, 0), // pointwise
-            g(4, 3, 7, 7, 2, 1, 2, 0), // 1×1 stride 2 (shortcut)
-            g(1, 2, 9, 9, 3, 7, 2, 3), // 7×7 stride 2 stem, one image
-            g(6, 1, 4, 4, 2, 3, 1, 0), // valid
-            g(9, 3, 4, 4, 5, 3, 1, 1), // small maps: images grouped per GEMM, odd count
-            g(9, 4, 4, 4, 3, 1, 1, 0), // pointwise, grouped
+            g(2, 3, 7, 6, 4, 3, 1, 1),   // 3×3 same
+            g(5, 2, 8, 8, 3, 3, 2, 1),   // 3×3 stride 2
+            g(4, 3, 5, 5, 2, 1, 1, 0),   // pointwise
+            g(4, 3, 7, 7, 2, 1, 2, 0),   // 1×1 stride 2 (shortcut)
+            g(1, 2, 9, 9, 3, 7, 2, 3),   // 7×7 stride 2 stem, one image
+            g(6, 1, 4, 4, 2, 3, 1, 0),   // valid
+            g(9, 3, 4, 4, 5, 3, 1, 1),   // small maps: images grouped per GEMM, odd count
+            g(9, 4, 4, 4, 3, 1, 1, 0),   // pointwise, grouped
+            g(2, 2, 4, 4, 130, 3, 1, 1), // > 128 outputs: dW accumulated as (O, CK), not transposed
         ]
     }
 

@@ -34,7 +34,13 @@ pub(crate) fn gemm(
     // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `product` writes only floats
     let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
     product(
-        m, n, k, dst, accumulate, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, parallel,
+        (m, n, k),
+        dst,
+        accumulate,
+        (lhs, lhs_cs, lhs_rs),
+        (rhs, rhs_cs, rhs_rs),
+        parallel,
+        false,
     );
 }
 
@@ -53,45 +59,51 @@ fn read_lhs_in_place() {
     });
 }
 
+/// A matrix operand: the data, its column stride and its row stride (in elements).
+pub(crate) type Operand<'a> = (&'a [f32], usize, usize);
+
 /// [`gemm`] into a destination not yet written: `dst (m, n) = lhs · rhs`, every element of
 /// `dst` written (the product never reads it).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_uninit(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     dst: &mut [MaybeUninit<f32>],
-    lhs: &[f32],
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_cs: usize,
-    rhs_rs: usize,
+    lhs: Operand,
+    rhs: Operand,
     parallel: bool,
 ) {
-    product(
-        m, n, k, dst, false, lhs, lhs_cs, lhs_rs, rhs, rhs_cs, rhs_rs, parallel,
-    );
+    product((m, n, k), dst, false, lhs, rhs, parallel, false);
 }
 
-/// The product of [`gemm`] and [`gemm_uninit`]: reads `dst` only when `accumulate`.
-#[allow(clippy::too_many_arguments)]
+/// [`gemm`] into a destination stored column-major: `dst` holds `(lhs · rhs)ᵀ (n, m)`
+/// row-major, `[+]=` as in [`gemm`].
+pub(crate) fn gemm_transposed_dst(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Operand,
+    rhs: Operand,
+    parallel: bool,
+) {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `product` writes only floats
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    product((m, n, k), dst, accumulate, lhs, rhs, parallel, true);
+}
+
+/// The product of [`gemm`], [`gemm_uninit`] and [`gemm_transposed_dst`]: reads `dst` only when
+/// `accumulate`; `dst` row-major `(m, n)`, or column-major (`(n, m)` row-major) with
+/// `dst_column_major`.
 fn product(
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     dst: &mut [MaybeUninit<f32>],
     accumulate: bool,
-    lhs: &[f32],
-    lhs_cs: usize,
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_cs: usize,
-    rhs_rs: usize,
+    (lhs, lhs_cs, lhs_rs): Operand,
+    (rhs, rhs_cs, rhs_rs): Operand,
     parallel: bool,
+    dst_column_major: bool,
 ) {
     assert!(dst.len() >= m * n, "gemm destination");
     read_lhs_in_place();
+    let (dst_cs, dst_rs) = if dst_column_major { (m, 1) } else { (1, n) };
     if k == 0 {
         // an empty sum: `dst` stays, or becomes zero
         if !accumulate {
@@ -117,8 +129,8 @@ fn product(
             n,
             k,
             dst.as_mut_ptr().cast::<f32>(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,
