@@ -75,6 +75,45 @@ fn stats(x: &[f32], s: &BnShape) -> (Vec<f64>, Vec<f64>) {
         .unzip()
 }
 
+/// Runs of images per task in the backward's gradient sums: the pass reads the activation and
+/// its gradient in memory order, and the runs' partial sums are added in order, so the result
+/// does not depend on the number of threads.
+const IMAGES_PER_PART: usize = 4;
+
+/// Per-channel pairs of sums over the planes of `x` and `other` (both `(N, C, HW)`):
+/// `plane(c, x_plane, other_plane)` gives one plane's pair; the pairs are added per channel in
+/// f64, runs of [`IMAGES_PER_PART`] images in parallel.
+fn channel_sums(
+    x: &[f32],
+    other: &[f32],
+    s: &BnShape,
+    plane: impl Fn(usize, &[f32], &[f32]) -> (f64, f64) + Sync,
+) -> (Vec<f64>, Vec<f64>) {
+    let image = (s.c * s.hw).max(1);
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = x
+        .par_chunks(IMAGES_PER_PART * image)
+        .zip(other.par_chunks(IMAGES_PER_PART * image))
+        .map(|(xs, os)| {
+            let (mut a, mut b) = (vec![0.0f64; s.c], vec![0.0f64; s.c]);
+            for (xi, oi) in xs.chunks(image).zip(os.chunks(image)) {
+                for c in 0..s.c {
+                    let r = c * s.hw..(c + 1) * s.hw;
+                    let (u, v) = plane(c, &xi[r.clone()], &oi[r]);
+                    a[c] += u;
+                    b[c] += v;
+                }
+            }
+            (a, b)
+        })
+        .collect();
+    let (mut a, mut b) = (vec![0.0f64; s.c], vec![0.0f64; s.c]);
+    for (pa, pb) in parts {
+        a.iter_mut().zip(&pa).for_each(|(t, v)| *t += v);
+        b.iter_mut().zip(&pb).for_each(|(t, v)| *t += v);
+    }
+    (a, b)
+}
+
 /// `max(0, v)` as Burn's `relu` computes it: values `≤ 0` become 0, NaN stays NaN.
 #[inline(always)]
 fn relu(v: f32) -> f32 {
@@ -168,26 +207,16 @@ pub fn backward(
     let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
     let (scale, shift) = scale_shift(gamma, beta, mean, var, eps);
     // Σ dy and Σ dy·x̂ per channel
-    let (dbeta, dgamma): (Vec<f64>, Vec<f64>) = (0..s.c)
-        .into_par_iter()
-        .map(|c| {
-            let (m, i) = (mean[c], inv[c] as f32);
-            let (sc, sh) = (scale[c], shift[c]);
-            let mut sd = 0.0f64;
-            let mut sdx = 0.0f64;
-            for n in 0..s.n {
-                let (xp, gp) = (s.plane(x, n, c), s.plane(dy, n, c));
-                let (a, b) = if relu {
-                    sums::<true>(xp, gp, m, i, sc, sh)
-                } else {
-                    sums::<false>(xp, gp, m, i, sc, sh)
-                };
-                sd += a as f64;
-                sdx += b as f64;
-            }
-            (sd, sdx)
-        })
-        .unzip();
+    let (dbeta, dgamma) = channel_sums(x, dy, s, |c, xp, gp| {
+        let (m, i) = (mean[c], inv[c] as f32);
+        let (sc, sh) = (scale[c], shift[c]);
+        let (a, b) = if relu {
+            sums::<true>(xp, gp, m, i, sc, sh)
+        } else {
+            sums::<false>(xp, gp, m, i, sc, sh)
+        };
+        (a as f64, b as f64)
+    });
     // dx = k_c · (dy − x̂·dγ_c/S) − k_c·dβ_c/S  with  k_c = γ_c·inv_c
     let k: Vec<f32> = (0..s.c)
         .map(|c| (gamma[c] as f64 * inv[c]) as f32)
@@ -290,7 +319,8 @@ mod tests {
     }
 
     fn check_against_float64(relu: bool) {
-        let s = BnShape { n: 3, c: 4, hw: 5 };
+        // 9 images: three runs of the backward's gradient sums
+        let s = BnShape { n: 9, c: 4, hw: 5 };
         let eps = 1e-5;
         let (x, g, b, dy) = data(&s, 11);
         let (y, mean, var) = forward(&x, &g, &b, eps, &s, relu);
@@ -328,6 +358,13 @@ mod tests {
         );
         // gradients by central differences of the float64 loss
         let (dx, dg, db) = backward(&x, &g, &b, &mean, &var, eps, &dy, &s, relu);
+        // the same bits on one thread
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let again = one.install(|| backward(&x, &g, &b, &mean, &var, eps, &dy, &s, relu));
+        assert_eq!(again, (dx.clone(), dg.clone(), db.clone()));
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
         let b64: Vec<f64> = b.iter().map(|&v| v as f64).collect();
