@@ -163,21 +163,15 @@ pub fn forward(
     let (mean, var) = stats(x, s);
     let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let (mean, var) = (f(&mean), f(&var));
-    let (scale, shift) = scale_shift(gamma, beta, &mean, &var, eps);
+    let (scale, shift) = scale_shift(gamma, beta, &mean, &inv_std(&var, eps));
     let y = affine(x, s, &scale, &shift, relu);
     (y, mean, var)
 }
 
 /// The forward's `y = x·scale_c + shift_c`, from the statistics as the forward returns them
 /// (so that the backward of a fused ReLU recomputes the forward's `y` bit for bit).
-fn scale_shift(
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f64,
-) -> (Vec<f32>, Vec<f32>) {
-    let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
+/// `scale_c = γ_c·inv_c` is also the factor of the backward's input gradient.
+fn scale_shift(gamma: &[f32], beta: &[f32], mean: &[f32], inv: &[f64]) -> (Vec<f32>, Vec<f32>) {
     let scale = (0..gamma.len())
         .map(|c| (gamma[c] as f64 * inv[c]) as f32)
         .collect();
@@ -185,6 +179,11 @@ fn scale_shift(
         .map(|c| (beta[c] as f64 - mean[c] as f64 * gamma[c] as f64 * inv[c]) as f32)
         .collect();
     (scale, shift)
+}
+
+/// `1 / √(var + ε)` per channel.
+fn inv_std(var: &[f32], eps: f64) -> Vec<f64> {
+    var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect()
 }
 
 /// Backward: returns `(dx, dgamma, dbeta)` given the forward's `mean` and `var`. With `relu`
@@ -204,8 +203,8 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.len(), "batch norm input");
     assert_eq!(dy.len(), s.len(), "batch norm output gradient");
-    let inv: Vec<f64> = var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect();
-    let (scale, shift) = scale_shift(gamma, beta, mean, var, eps);
+    let inv = inv_std(var, eps);
+    let (scale, shift) = scale_shift(gamma, beta, mean, &inv);
     // Σ dy and Σ dy·x̂ per channel
     let (dbeta, dgamma) = channel_sums(x, dy, s, |c, xp, gp| {
         let (m, i) = (mean[c], inv[c] as f32);
@@ -217,26 +216,22 @@ pub fn backward(
         };
         (a as f64, b as f64)
     });
-    // dx = k_c · (dy − x̂·dγ_c/S) − k_c·dβ_c/S  with  k_c = γ_c·inv_c
-    let k: Vec<f32> = (0..s.c)
-        .map(|c| (gamma[c] as f64 * inv[c]) as f32)
-        .collect();
+    // dx = k_c · (dy − x̂·dγ_c/S) − k_c·dβ_c/S  with  k_c = γ_c·inv_c = scale_c
     let fill = |dx: &mut [MaybeUninit<f32>]| {
         dx.par_chunks_mut(s.c * s.hw)
             .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
             .for_each(|(dxn, (xn, gn))| {
                 for c in 0..s.c {
                     let (m, i) = (mean[c], inv[c] as f32);
-                    let kc = k[c];
                     let a = (dgamma[c] / s.s()) as f32;
                     let b = (dbeta[c] / s.s()) as f32;
                     let r = c * s.hw..(c + 1) * s.hw;
                     let (o, xr, gr) = (&mut dxn[r.clone()], &xn[r.clone()], &gn[r]);
                     let (sc, sh) = (scale[c], shift[c]);
                     if relu {
-                        input_grad::<true>(o, xr, gr, [m, i, kc, a, b, sc, sh]);
+                        input_grad::<true>(o, xr, gr, [m, i, a, b, sc, sh]);
                     } else {
-                        input_grad::<false>(o, xr, gr, [m, i, kc, a, b, sc, sh]);
+                        input_grad::<false>(o, xr, gr, [m, i, a, b, sc, sh]);
                     }
                 }
             })
@@ -266,13 +261,13 @@ fn sums<const RELU: bool>(xp: &[f32], gp: &[f32], m: f32, i: f32, sc: f32, sh: f
     (a, b)
 }
 
-/// `dx = k·(g − x̂·a − b)` over one plane; `p` = `[mean, inv, k, a, b, scale, shift]`.
+/// `dx = scale·(g − x̂·a − b)` over one plane; `p` = `[mean, inv, a, b, scale, shift]`.
 #[inline(always)]
-fn input_grad<const RELU: bool>(o: &mut [MaybeUninit<f32>], xr: &[f32], gr: &[f32], p: [f32; 7]) {
-    let [m, i, kc, a, b, sc, sh] = p;
+fn input_grad<const RELU: bool>(o: &mut [MaybeUninit<f32>], xr: &[f32], gr: &[f32], p: [f32; 6]) {
+    let [m, i, a, b, sc, sh] = p;
     for ((o, &xv), &g) in o.iter_mut().zip(xr).zip(gr) {
         let g = through_relu::<RELU>(g, xv, sc, sh);
-        o.write(kc * (g - (xv - m) * i * a - b));
+        o.write(sc * (g - (xv - m) * i * a - b));
     }
 }
 

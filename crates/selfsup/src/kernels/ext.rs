@@ -1198,54 +1198,43 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 }
 
-/// Kernels of the extension on `flex`, for the time per kernel that `SELFSUP_OP_TIMES=1` prints.
-#[derive(Clone, Copy)]
-enum Op {
-    Conv2d,
-    Conv2dGradInput,
-    Conv2dGradWeight,
-    BatchNormTrain,
-    BatchNormBackward,
-    LayerNorm,
-    LayerNormBackward,
-    Softmax,
-    SoftmaxBackward,
-    Gelu,
-    MaxPool2d,
-    MaxPool2dBackward,
-    GeluBackward,
-    CrossEntropy,
-    CrossEntropyBackward,
-    Linear,
-    LinearBackward,
-    Attention,
-    AttentionBackward,
+/// Declares the kernels of the extension on `flex` (for the time per kernel that
+/// `SELFSUP_OP_TIMES=1` prints) and their names, from one list.
+macro_rules! kernel_ops {
+    ($($op:ident = $name:literal,)*) => {
+        #[derive(Clone, Copy)]
+        enum Op {
+            $($op,)*
+        }
+
+        const OP_NAMES: &[&str] = &[$($name,)*];
+    };
 }
 
-const OP_NAMES: [&str; 19] = [
-    "conv2d",
-    "conv2d_grad_input",
-    "conv2d_grad_weight",
-    "batch_norm_train",
-    "batch_norm_backward",
-    "layer_norm",
-    "layer_norm_backward",
-    "softmax",
-    "softmax_backward",
-    "gelu",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "gelu_backward",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "linear",
-    "linear_backward",
-    "attention",
-    "attention_backward",
-];
+kernel_ops! {
+    Conv2d = "conv2d",
+    Conv2dGradInput = "conv2d_grad_input",
+    Conv2dGradWeight = "conv2d_grad_weight",
+    BatchNormTrain = "batch_norm_train",
+    BatchNormBackward = "batch_norm_backward",
+    LayerNorm = "layer_norm",
+    LayerNormBackward = "layer_norm_backward",
+    Softmax = "softmax",
+    SoftmaxBackward = "softmax_backward",
+    Gelu = "gelu",
+    MaxPool2d = "max_pool2d",
+    MaxPool2dBackward = "max_pool2d_backward",
+    GeluBackward = "gelu_backward",
+    CrossEntropy = "cross_entropy",
+    CrossEntropyBackward = "cross_entropy_backward",
+    Linear = "linear",
+    LinearBackward = "linear_backward",
+    Attention = "attention",
+    AttentionBackward = "attention_backward",
+}
 
 /// Nanoseconds spent in each kernel since the start (only counted under `SELFSUP_OP_TIMES`).
-static OP_NS: [AtomicU64; 19] = [const { AtomicU64::new(0) }; 19];
+static OP_NS: [AtomicU64; OP_NAMES.len()] = [const { AtomicU64::new(0) }; OP_NAMES.len()];
 
 fn op_times_on() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
