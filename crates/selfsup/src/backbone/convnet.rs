@@ -90,10 +90,11 @@ impl ConvNet {
     pub fn forward_map(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x;
         for s in &self.stages {
-            h = crate::kernels::batch_norm_relu(&s.norm, crate::kernels::conv2d(&s.conv, h));
-            if let Some(p) = &s.pool {
-                h = crate::kernels::max_pool2d(p, h);
-            }
+            let y = crate::kernels::conv2d(&s.conv, h);
+            h = match &s.pool {
+                Some(p) => crate::kernels::batch_norm_relu_max_pool2d(&s.norm, p, y),
+                None => crate::kernels::batch_norm_relu(&s.norm, y),
+            };
         }
         h
     }

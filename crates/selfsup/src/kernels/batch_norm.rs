@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::uninit;
+use super::{simd, uninit};
 
 /// `(N, C, HW)` sizes of an activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,45 @@ impl BnShape {
     fn plane<'a>(&self, x: &'a [f32], n: usize, c: usize) -> &'a [f32] {
         let o = (n * self.c + c) * self.hw;
         &x[o..o + self.hw]
+    }
+}
+
+/// What the batch norm's output pass applies after `x·scale_c + shift_c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    /// `bn(x)`.
+    None,
+    /// `max(0, bn(x))`.
+    Relu,
+    /// `max_pool_2×2(max(0, bn(x)))`: a 2×2 stride-2 max pool (floor mode, no padding) over
+    /// maps `w` wide. The output is `(N, C, H/2, W/2)`; the full-size activation is never
+    /// written, and the backward finds each window's maximum again from `x`.
+    ReluMaxPool2 { w: usize },
+}
+
+impl Epilogue {
+    fn relu(self) -> bool {
+        self != Epilogue::None
+    }
+
+    /// `(H, W, OH, OW)` of the pooled epilogue on planes of `hw` values.
+    fn pool_dims(self, hw: usize) -> Option<(usize, usize, usize, usize)> {
+        match self {
+            Epilogue::ReluMaxPool2 { w } => {
+                assert!(
+                    w > 0 && hw.is_multiple_of(w),
+                    "batch norm + max pool: planes of {hw} values are not {w} wide"
+                );
+                let h = hw / w;
+                Some((h, w, h / 2, w / 2))
+            }
+            _ => None,
+        }
+    }
+
+    /// Values per plane of the output.
+    pub fn out_hw(self, hw: usize) -> usize {
+        self.pool_dims(hw).map_or(hw, |(_, _, oh, ow)| oh * ow)
     }
 }
 
@@ -80,25 +119,28 @@ fn stats(x: &[f32], s: &BnShape) -> (Vec<f64>, Vec<f64>) {
 /// does not depend on the number of threads.
 const IMAGES_PER_PART: usize = 4;
 
-/// Per-channel pairs of sums over the planes of `x` and `other` (both `(N, C, HW)`):
+/// Per-channel pairs of sums over the planes of `x (N, C, HW)` and `other (N, C, other_hw)`:
 /// `plane(c, x_plane, other_plane)` gives one plane's pair; the pairs are added per channel in
 /// f64, runs of [`IMAGES_PER_PART`] images in parallel.
 fn channel_sums(
     x: &[f32],
     other: &[f32],
     s: &BnShape,
+    other_hw: usize,
     plane: impl Fn(usize, &[f32], &[f32]) -> (f64, f64) + Sync,
 ) -> (Vec<f64>, Vec<f64>) {
     let image = (s.c * s.hw).max(1);
+    let other_image = (s.c * other_hw).max(1);
     let parts: Vec<(Vec<f64>, Vec<f64>)> = x
         .par_chunks(IMAGES_PER_PART * image)
-        .zip(other.par_chunks(IMAGES_PER_PART * image))
+        .zip(other.par_chunks(IMAGES_PER_PART * other_image))
         .map(|(xs, os)| {
             let (mut a, mut b) = (vec![0.0f64; s.c], vec![0.0f64; s.c]);
-            for (xi, oi) in xs.chunks(image).zip(os.chunks(image)) {
+            for (xi, oi) in xs.chunks(image).zip(os.chunks(other_image)) {
                 for c in 0..s.c {
                     let r = c * s.hw..(c + 1) * s.hw;
-                    let (u, v) = plane(c, &xi[r.clone()], &oi[r]);
+                    let ro = c * other_hw..(c + 1) * other_hw;
+                    let (u, v) = plane(c, &xi[r], &oi[ro]);
                     a[c] += u;
                     b[c] += v;
                 }
@@ -120,8 +162,12 @@ fn relu(v: f32) -> f32 {
     if v <= 0.0 { 0.0 } else { v }
 }
 
-/// Applies `y = x·scale_c + shift_c` image by image, then ReLU if `relu`.
-fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], relu_after: bool) -> Vec<f32> {
+/// Applies `y = x·scale_c + shift_c` image by image, then the epilogue.
+fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], ep: Epilogue) -> Vec<f32> {
+    if let Some((_, w, oh, ow)) = ep.pool_dims(s.hw) {
+        return affine_relu_pool2(x, s, [w, oh, ow], scale, shift);
+    }
+    let relu_after = ep.relu();
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(s.c * s.hw)
             .zip(x.par_chunks(s.c * s.hw))
@@ -147,15 +193,138 @@ fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], relu_after: bool
     unsafe { uninit::written(s.len(), fill) }
 }
 
-/// Forward: returns `(y, mean, var)` with `mean`, `var` of length C (biased variance); with
-/// `relu`, `y = max(0, bn(x))` in the same pass.
+/// The larger of `a` and `b` as a max pool's window scan keeps it: `b` only when strictly
+/// greater (the same rule as `pool.rs`).
+#[inline(always)]
+fn gt_max(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
+/// Which of a window's four values `v` (row-major) gives the largest `max(0, v·sc + sh)` — the
+/// first largest, as the max pool's backward finds it — as `(index, v[index], that maximum)`.
+/// Written without branches so that loops over windows vectorise.
+#[inline(always)]
+fn window_max(v: [f32; 4], sc: f32, sh: f32) -> (u32, f32, f32) {
+    let (mut best, mut at, mut val) = (f32::NEG_INFINITY, 0u32, v[0]);
+    for (k, &e) in v.iter().enumerate() {
+        let y = relu(e * sc + sh);
+        let up = y > best;
+        best = if up { y } else { best };
+        at = if up { k as u32 } else { at };
+        val = if up { e } else { val };
+    }
+    (at, val, best)
+}
+
+/// The gradient a window's maximum passes back through the ReLU: `g`, or 0 where the
+/// maximum of `max(0, ·)` was 0 (its `v·sc + sh` was `≤ 0`; NaN passes, as in Burn's ReLU).
+#[inline(always)]
+fn window_grad(g: f32, best: f32) -> f32 {
+    if best <= 0.0 { 0.0 } else { g }
+}
+
+/// The pooled output `max_pool_2×2(max(0, x·scale_c + shift_c))`, `dims` = `[W, OH, OW]`.
+fn affine_relu_pool2(
+    x: &[f32],
+    s: &BnShape,
+    dims: [usize; 3],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
+    let [w, oh, ow] = dims;
+    let nw = oh * ow;
+    let out = s.n * s.c * nw;
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        if nw == 0 {
+            return;
+        }
+        y.par_chunks_mut(s.c * nw)
+            .zip(x.par_chunks(s.c * s.hw))
+            .for_each(|(yn, xn)| {
+                let mut e = vec![0.0f32; 8 * nw];
+                let (e, t) = e.split_at_mut(4 * nw);
+                for c in 0..s.c {
+                    let xp = &xn[c * s.hw..(c + 1) * s.hw];
+                    let yp = &mut yn[c * nw..(c + 1) * nw];
+                    gather_windows(xp, w, ow, e, t);
+                    window_maxima(yp, e, scale[c], shift[c]);
+                }
+            })
+    };
+    assert_eq!(x.len(), s.len());
+    // SAFETY: one output image per input image, each of its `C · OH · OW` values written
+    // (none when `OH · OW` is 0)
+    unsafe { uninit::written(out, fill) }
+}
+
+/// The four values of each 2×2 window of a plane `w` wide, as four arrays of the windows in
+/// row-major order (top-left, top-right, bottom-left, bottom-right values) in `e`
+/// (`4 · OH · OW` long): a layout in which the window loops vectorise. `t` (as long as `e`) is
+/// scratch: with `w` even the pooled rows are split into even and odd columns in one pass,
+/// whose rows are then copied.
+fn gather_windows(xp: &[f32], w: usize, ow: usize, e: &mut [f32], t: &mut [f32]) {
+    let nw = e.len() / 4;
+    let oh = nw.checked_div(ow).unwrap_or(0);
+    let (e01, e23) = e.split_at_mut(2 * nw);
+    let (e0, e1) = e01.split_at_mut(nw);
+    let (e2, e3) = e23.split_at_mut(nw);
+    let rows = e0
+        .chunks_exact_mut(ow)
+        .zip(e1.chunks_exact_mut(ow))
+        .zip(e2.chunks_exact_mut(ow))
+        .zip(e3.chunks_exact_mut(ow))
+        .enumerate();
+    if w == 2 * ow {
+        // even columns of rows 0..2·OH, then odd ones: row r's at r·OW
+        let (ev, od) = t.split_at_mut(2 * nw);
+        simd::deinterleave(&xp[..2 * oh * w], ev, od);
+        for (oy, (((t0, t1), t2), t3)) in rows {
+            let (top, bottom) = (2 * oy * ow, (2 * oy + 1) * ow);
+            t0.copy_from_slice(&ev[top..top + ow]);
+            t1.copy_from_slice(&od[top..top + ow]);
+            t2.copy_from_slice(&ev[bottom..bottom + ow]);
+            t3.copy_from_slice(&od[bottom..bottom + ow]);
+        }
+        return;
+    }
+    for (oy, (((t0, t1), t2), t3)) in rows {
+        let r0 = &xp[2 * oy * w..2 * oy * w + 2 * ow];
+        let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+        simd::deinterleave(r0, t0, t1);
+        simd::deinterleave(r1, t2, t3);
+    }
+}
+
+simd::wide_fn!(
+    /// `yp` = each window's `max(0, v·a + b)` maximum, from [`gather_windows`]'s arrays.
+    fn window_maxima = window_maxima_body(yp: &mut [MaybeUninit<f32>], e: &[f32], a: f32, b: f32)
+);
+
+#[inline(always)]
+fn window_maxima_body(yp: &mut [MaybeUninit<f32>], e: &[f32], a: f32, b: f32) {
+    let [e0, e1, e2, e3] = quarters(e);
+    for ((((o, &v0), &v1), &v2), &v3) in yp.iter_mut().zip(e0).zip(e1).zip(e2).zip(e3) {
+        let v = [v0, v1, v2, v3].map(|v| relu(v * a + b));
+        o.write(gt_max(gt_max(gt_max(v[0], v[1]), v[2]), v[3]));
+    }
+}
+
+/// The four arrays of [`gather_windows`].
+#[inline(always)]
+fn quarters(e: &[f32]) -> [&[f32]; 4] {
+    let nw = e.len() / 4;
+    [&e[..nw], &e[nw..2 * nw], &e[2 * nw..3 * nw], &e[3 * nw..]]
+}
+
+/// Forward: returns `(y, mean, var)` with `mean`, `var` of length C (biased variance) and `y`
+/// the epilogue of `bn(x)`, in the same pass.
 pub fn forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     eps: f64,
     s: &BnShape,
-    relu: bool,
+    ep: Epilogue,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     assert_eq!(x.len(), s.len(), "batch norm input");
     assert_eq!(gamma.len(), s.c, "batch norm gamma");
@@ -164,7 +333,7 @@ pub fn forward(
     let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let (mean, var) = (f(&mean), f(&var));
     let (scale, shift) = scale_shift(gamma, beta, &mean, &inv_std(&var, eps));
-    let y = affine(x, s, &scale, &shift, relu);
+    let y = affine(x, s, &scale, &shift, ep);
     (y, mean, var)
 }
 
@@ -186,9 +355,10 @@ fn inv_std(var: &[f32], eps: f64) -> Vec<f64> {
     var.iter().map(|&v| 1.0 / (v as f64 + eps).sqrt()).collect()
 }
 
-/// Backward: returns `(dx, dgamma, dbeta)` given the forward's `mean` and `var`. With `relu`
-/// (`beta` then needed), `dy` is the gradient of `max(0, bn(x))`: it is masked where the
-/// forward's `bn(x)`, recomputed here, was `≤ 0` — no mask or output is kept between the two.
+/// Backward: returns `(dx, dgamma, dbeta)` given the forward's `mean` and `var`; `dy` is the
+/// gradient of the forward's output, epilogue included. After a ReLU (`beta` then needed) `dy`
+/// is masked where the forward's `bn(x)`, recomputed here, was `≤ 0`; after the pool it reaches
+/// only each window's maximum, found again from `x` — no mask or output is kept between the two.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -199,44 +369,45 @@ pub fn backward(
     eps: f64,
     dy: &[f32],
     s: &BnShape,
-    relu: bool,
+    ep: Epilogue,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let dy_hw = ep.out_hw(s.hw);
     assert_eq!(x.len(), s.len(), "batch norm input");
-    assert_eq!(dy.len(), s.len(), "batch norm output gradient");
+    assert_eq!(dy.len(), s.n * s.c * dy_hw, "batch norm output gradient");
     let inv = inv_std(var, eps);
     let (scale, shift) = scale_shift(gamma, beta, mean, &inv);
+    let pool = ep.pool_dims(s.hw);
     // Σ dy and Σ dy·x̂ per channel
-    let (dbeta, dgamma) = channel_sums(x, dy, s, |c, xp, gp| {
-        let (m, i) = (mean[c], inv[c] as f32);
-        let (sc, sh) = (scale[c], shift[c]);
-        let (a, b) = if relu {
-            sums::<true>(xp, gp, m, i, sc, sh)
-        } else {
-            sums::<false>(xp, gp, m, i, sc, sh)
+    let (dbeta, dgamma) = channel_sums(x, dy, s, dy_hw, |c, xp, gp| {
+        let p = [mean[c], inv[c] as f32, 0.0, 0.0, scale[c], shift[c]];
+        let (a, b) = match (pool, ep.relu()) {
+            (Some((_, w, _, ow)), _) => pool_sums(xp, gp, w, ow, p),
+            (None, true) => sums::<true>(xp, gp, p),
+            (None, false) => sums::<false>(xp, gp, p),
         };
         (a as f64, b as f64)
     });
     // dx = k_c · (dy − x̂·dγ_c/S) − k_c·dβ_c/S  with  k_c = γ_c·inv_c = scale_c
     let fill = |dx: &mut [MaybeUninit<f32>]| {
         dx.par_chunks_mut(s.c * s.hw)
-            .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * s.hw)))
+            .zip(x.par_chunks(s.c * s.hw).zip(dy.par_chunks(s.c * dy_hw)))
             .for_each(|(dxn, (xn, gn))| {
                 for c in 0..s.c {
-                    let (m, i) = (mean[c], inv[c] as f32);
                     let a = (dgamma[c] / s.s()) as f32;
                     let b = (dbeta[c] / s.s()) as f32;
+                    let p = [mean[c], inv[c] as f32, a, b, scale[c], shift[c]];
                     let r = c * s.hw..(c + 1) * s.hw;
-                    let (o, xr, gr) = (&mut dxn[r.clone()], &xn[r.clone()], &gn[r]);
-                    let (sc, sh) = (scale[c], shift[c]);
-                    if relu {
-                        input_grad::<true>(o, xr, gr, [m, i, a, b, sc, sh]);
-                    } else {
-                        input_grad::<false>(o, xr, gr, [m, i, a, b, sc, sh]);
+                    let (o, xr) = (&mut dxn[r.clone()], &xn[r]);
+                    let gr = &gn[c * dy_hw..(c + 1) * dy_hw];
+                    match (pool, ep.relu()) {
+                        (Some((_, w, _, ow)), _) => pool_input_grad(o, xr, gr, w, ow, p),
+                        (None, true) => input_grad::<true>(o, xr, gr, p),
+                        (None, false) => input_grad::<false>(o, xr, gr, p),
                     }
                 }
             })
     };
-    // SAFETY: `x` and `dy` are as long as `dx` (asserted above): every element is written
+    // SAFETY: `x` is as long as `dx` and every plane of `dx` is written whole
     let dx = unsafe { uninit::written(s.len(), fill) };
     let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, f(dgamma), f(dbeta))
@@ -249,9 +420,11 @@ fn through_relu<const RELU: bool>(g: f32, xv: f32, sc: f32, sh: f32) -> f32 {
     if RELU && xv * sc + sh <= 0.0 { 0.0 } else { g }
 }
 
-/// `(Σ g, Σ g·x̂)` over one plane, `g` the gradient reaching `bn(x)`.
+/// `(Σ g, Σ g·x̂)` over one plane, `g` the gradient reaching `bn(x)`;
+/// `p` = `[mean, inv, _, _, scale, shift]`.
 #[inline(always)]
-fn sums<const RELU: bool>(xp: &[f32], gp: &[f32], m: f32, i: f32, sc: f32, sh: f32) -> (f32, f32) {
+fn sums<const RELU: bool>(xp: &[f32], gp: &[f32], p: [f32; 6]) -> (f32, f32) {
+    let [m, i, _, _, sc, sh] = p;
     let (mut a, mut b) = (0.0f32, 0.0f32);
     for (&xv, &g) in xp.iter().zip(gp) {
         let g = through_relu::<RELU>(g, xv, sc, sh);
@@ -261,6 +434,58 @@ fn sums<const RELU: bool>(xp: &[f32], gp: &[f32], m: f32, i: f32, sc: f32, sh: f
     (a, b)
 }
 
+/// [`sums`] after the ReLU and the 2×2 pool: `gp` is the pooled gradient (`OH × OW`), which
+/// reaches only each window's maximum.
+fn pool_sums(xp: &[f32], gp: &[f32], w: usize, ow: usize, p: [f32; 6]) -> (f32, f32) {
+    if gp.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mut out = [0.0f32; 2];
+    WINDOWS.with_borrow_mut(|e| {
+        e.resize(8 * gp.len(), 0.0);
+        let (e, t) = e.split_at_mut(4 * gp.len());
+        gather_windows(xp, w, ow, e, t);
+        window_sums(e, gp, p, &mut out);
+    });
+    (out[0], out[1])
+}
+
+simd::wide_fn!(
+    /// `out` = `(Σ g, Σ g·x̂)` over the windows of [`gather_windows`]'s arrays `e`, `g` the
+    /// pooled gradient where the window's maximum passed the ReLU; partial sums in 8 lanes.
+    fn window_sums = window_sums_body(e: &[f32], gp: &[f32], p: [f32; 6], out: &mut [f32; 2])
+);
+
+#[inline(always)]
+fn window_sums_body(e: &[f32], gp: &[f32], p: [f32; 6], out: &mut [f32; 2]) {
+    let [m, i, _, _, sc, sh] = p;
+    let [e0, e1, e2, e3] = quarters(e);
+    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut add = |l: usize, g: f32, v: [f32; 4]| {
+        let (_, val, best) = window_max(v, sc, sh);
+        let g = window_grad(g, best);
+        a[l] += g;
+        b[l] += g * (val - m) * i;
+    };
+    let lanes = gp.len() / 8 * 8;
+    for k in (0..lanes).step_by(8) {
+        let (g, v0, v1) = (&gp[k..k + 8], &e0[k..k + 8], &e1[k..k + 8]);
+        let (v2, v3) = (&e2[k..k + 8], &e3[k..k + 8]);
+        for l in 0..8 {
+            add(l, g[l], [v0[l], v1[l], v2[l], v3[l]]);
+        }
+    }
+    for k in lanes..gp.len() {
+        add(k - lanes, gp[k], [e0[k], e1[k], e2[k], e3[k]]);
+    }
+    *out = [a.iter().sum(), b.iter().sum()];
+}
+
+thread_local! {
+    /// [`gather_windows`]'s arrays and scratch, reused across the planes a thread handles.
+    static WINDOWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// `dx = scale·(g − x̂·a − b)` over one plane; `p` = `[mean, inv, a, b, scale, shift]`.
 #[inline(always)]
 fn input_grad<const RELU: bool>(o: &mut [MaybeUninit<f32>], xr: &[f32], gr: &[f32], p: [f32; 6]) {
@@ -268,6 +493,103 @@ fn input_grad<const RELU: bool>(o: &mut [MaybeUninit<f32>], xr: &[f32], gr: &[f3
     for ((o, &xv), &g) in o.iter_mut().zip(xr).zip(gr) {
         let g = through_relu::<RELU>(g, xv, sc, sh);
         o.write(sc * (g - (xv - m) * i * a - b));
+    }
+}
+
+/// [`input_grad`] after the ReLU and the 2×2 pool (`gr` the pooled gradient): the gradient
+/// reaching `bn(x)` is the window's where `x` was its maximum and passed the ReLU, else 0 —
+/// also in a last row or column no window covers. Writes every element of `o`.
+fn pool_input_grad(
+    o: &mut [MaybeUninit<f32>],
+    xr: &[f32],
+    gr: &[f32],
+    w: usize,
+    ow: usize,
+    p: [f32; 6],
+) {
+    let [m, i, a, b, sc, _] = p;
+    let dx = |xv: f32, g: f32| sc * (g - (xv - m) * i * a - b);
+    let oh = gr.len().checked_div(ow).unwrap_or(0);
+    // no window covers the rows below the last pair, nor a row's columns right of the last
+    // window
+    for (row, (orow, xrow)) in o.chunks_mut(w).zip(xr.chunks(w)).enumerate() {
+        let from = if row < 2 * oh { 2 * ow } else { 0 };
+        for (o, &xv) in orow[from..].iter_mut().zip(&xrow[from..]) {
+            o.write(dx(xv, 0.0));
+        }
+    }
+    if gr.is_empty() {
+        return;
+    }
+    WINDOWS.with_borrow_mut(|e| {
+        // the windows' values, then their input gradients in place
+        e.resize(8 * gr.len(), 0.0);
+        let (e, t) = e.split_at_mut(4 * gr.len());
+        gather_windows(xr, w, ow, e, t);
+        window_grads(e, gr, p);
+        scatter_windows(o, e, w, ow, t);
+    });
+}
+
+simd::wide_fn!(
+    /// [`gather_windows`]'s arrays `e` replaced by the input gradients of their values.
+    fn window_grads = window_grads_body(e: &mut [f32], gr: &[f32], p: [f32; 6])
+);
+
+#[inline(always)]
+fn window_grads_body(e: &mut [f32], gr: &[f32], p: [f32; 6]) {
+    let [m, i, a, b, sc, sh] = p;
+    let dx = |xv: f32, g: f32| sc * (g - (xv - m) * i * a - b);
+    let nw = gr.len();
+    let (e01, e23) = e.split_at_mut(2 * nw);
+    let (e0, e1) = e01.split_at_mut(nw);
+    let (e2, e3) = e23.split_at_mut(nw);
+    for ((((&g, v0), v1), v2), v3) in gr
+        .iter()
+        .zip(e0.iter_mut())
+        .zip(e1.iter_mut())
+        .zip(e2.iter_mut())
+        .zip(e3.iter_mut())
+    {
+        let (at, _, best) = window_max([*v0, *v1, *v2, *v3], sc, sh);
+        let g = window_grad(g, best);
+        let gk = |k: u32| if at == k { g } else { 0.0 };
+        *v0 = dx(*v0, gk(0));
+        *v1 = dx(*v1, gk(1));
+        *v2 = dx(*v2, gk(2));
+        *v3 = dx(*v3, gk(3));
+    }
+}
+
+/// [`gather_windows`] undone: the four arrays `e` written to their windows in `o`; `t`
+/// scratch as there.
+fn scatter_windows(o: &mut [MaybeUninit<f32>], e: &[f32], w: usize, ow: usize, t: &mut [f32]) {
+    let nw = e.len() / 4;
+    let oh = nw.checked_div(ow).unwrap_or(0);
+    let [e0, e1, e2, e3] = quarters(e);
+    let rows = e0
+        .chunks_exact(ow)
+        .zip(e1.chunks_exact(ow))
+        .zip(e2.chunks_exact(ow))
+        .zip(e3.chunks_exact(ow))
+        .enumerate();
+    if w == 2 * ow {
+        let (ev, od) = t.split_at_mut(2 * nw);
+        for (oy, (((t0, t1), t2), t3)) in rows {
+            let (top, bottom) = (2 * oy * ow, (2 * oy + 1) * ow);
+            ev[top..top + ow].copy_from_slice(t0);
+            od[top..top + ow].copy_from_slice(t1);
+            ev[bottom..bottom + ow].copy_from_slice(t2);
+            od[bottom..bottom + ow].copy_from_slice(t3);
+        }
+        simd::interleave(&mut o[..2 * oh * w], ev, od);
+        return;
+    }
+    for (oy, (((t0, t1), t2), t3)) in rows {
+        let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+        let (d0, d1) = o[r0..r1 + w].split_at_mut(w);
+        simd::interleave(&mut d0[..2 * ow], t0, t1);
+        simd::interleave(&mut d1[..2 * ow], t2, t3);
     }
 }
 
@@ -318,7 +640,8 @@ mod tests {
         let s = BnShape { n: 9, c: 4, hw: 5 };
         let eps = 1e-5;
         let (x, g, b, dy) = data(&s, 11);
-        let (y, mean, var) = forward(&x, &g, &b, eps, &s, relu);
+        let ep = if relu { Epilogue::Relu } else { Epilogue::None };
+        let (y, mean, var) = forward(&x, &g, &b, eps, &s, ep);
         let mut cut = 0;
         // statistics and output
         for c in 0..s.c {
@@ -352,13 +675,13 @@ mod tests {
             "{cut} cut"
         );
         // gradients by central differences of the float64 loss
-        let (dx, dg, db) = backward(&x, &g, &b, &mean, &var, eps, &dy, &s, relu);
+        let (dx, dg, db) = backward(&x, &g, &b, &mean, &var, eps, &dy, &s, ep);
         // the same bits on one thread
         let one = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
             .unwrap();
-        let again = one.install(|| backward(&x, &g, &b, &mean, &var, eps, &dy, &s, relu));
+        let again = one.install(|| backward(&x, &g, &b, &mean, &var, eps, &dy, &s, ep));
         assert_eq!(again, (dx.clone(), dg.clone(), db.clone()));
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let g64: Vec<f64> = g.iter().map(|&v| v as f64).collect();
@@ -389,6 +712,122 @@ mod tests {
                 bp[c] += e;
                 loss(&x64, &g64, &bp, &dy, &s, eps, relu)
             });
+            assert!(
+                (db[c] as f64 - d).abs() < 1e-4,
+                "dbeta[{c}] {} vs {d}",
+                db[c]
+            );
+        }
+    }
+
+    /// Planes of 5 × 7: a last row and a last column outside every 2×2 window.
+    const POOLED: (BnShape, usize) = (BnShape { n: 9, c: 3, hw: 35 }, 7);
+
+    /// The ReLU and 2×2 max pool fused: the forward bit for bit the batch norm + ReLU, then
+    /// `pool.rs`'s max pool; the backward the same up to the order of the sums.
+    #[test]
+    fn pooled_epilogue_equals_the_unfused_chain() {
+        use super::super::pool::{PoolGeom, max_pool_backward, max_pool_forward};
+        let (s, w) = POOLED;
+        let ep = Epilogue::ReluMaxPool2 { w };
+        let (x, g, b, _) = data(&s, 5);
+        let geom = PoolGeom {
+            n: s.n,
+            c: s.c,
+            h: s.hw / w,
+            w,
+            kernel: [2, 2],
+            stride: [2, 2],
+            pad: [0, 0],
+        };
+        let mut r = Rng(9);
+        let dyp: Vec<f32> = (0..geom.y_len())
+            .map(|_| r.uniform() as f32 - 0.3)
+            .collect();
+        let (y, mean, var) = forward(&x, &g, &b, 1e-5, &s, ep);
+        let (full, mean2, var2) = forward(&x, &g, &b, 1e-5, &s, Epilogue::Relu);
+        assert_eq!((&mean, &var), (&mean2, &var2));
+        assert_eq!(y, max_pool_forward(&full, &geom));
+        let fused = backward(&x, &g, &b, &mean, &var, 1e-5, &dyp, &s, ep);
+        let dy = max_pool_backward(&full, &dyp, &geom);
+        let chain = backward(&x, &g, &b, &mean, &var, 1e-5, &dy, &s, Epilogue::Relu);
+        for (u, v) in [
+            (&fused.0, &chain.0),
+            (&fused.1, &chain.1),
+            (&fused.2, &chain.2),
+        ] {
+            assert_eq!(u.len(), v.len());
+            for (p, q) in u.iter().zip(v) {
+                assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "{p} vs {q}");
+            }
+        }
+        // the ReLU cuts a good share of the window maxima
+        let cut = y.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            cut > y.len() / 10 && cut < y.len() * 9 / 10,
+            "{cut} of {}",
+            y.len()
+        );
+    }
+
+    /// The pooled epilogue's gradients against float64 central differences of
+    /// `L = Σ dy · max_pool_2×2(max(0, bn(x)))`.
+    #[test]
+    fn pooled_epilogue_gradients_match_float64() {
+        let (s, w) = POOLED;
+        let (h, eps) = (s.hw / w, 1e-5);
+        let (oh, ow) = (h / 2, w / 2);
+        let ep = Epilogue::ReluMaxPool2 { w };
+        let (x, g, b, _) = data(&s, 21);
+        let mut r = Rng(3);
+        let dyp: Vec<f32> = (0..s.n * s.c * oh * ow)
+            .map(|_| r.uniform() as f32)
+            .collect();
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| {
+            let mut l = 0.0;
+            for c in 0..s.c {
+                let idx = |n: usize, i: usize| (n * s.c + c) * s.hw + i;
+                let all = || (0..s.n).flat_map(|n| (0..s.hw).map(move |i| x[idx(n, i)]));
+                let m = all().sum::<f64>() / s.s();
+                let var = all().map(|v| (v - m).powi(2)).sum::<f64>() / s.s();
+                let y = |n: usize, i: usize| {
+                    (g[c] * (x[idx(n, i)] - m) / (var + eps).sqrt() + b[c]).max(0.0)
+                };
+                for n in 0..s.n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let at = |dy: usize, dx: usize| y(n, (2 * oy + dy) * w + 2 * ox + dx);
+                            let v = at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1));
+                            l += dyp[((n * s.c + c) * oh + oy) * ow + ox] as f64 * v;
+                        }
+                    }
+                }
+            }
+            l
+        };
+        let (_, mean, var) = forward(&x, &g, &b, eps, &s, ep);
+        let (dx, dg, db) = backward(&x, &g, &b, &mean, &var, eps, &dyp, &s, ep);
+        let f64s = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        let (x64, g64, b64) = (f64s(&x), f64s(&g), f64s(&b));
+        let step = 1e-6;
+        let num = |f: &dyn Fn(f64) -> f64| (f(step) - f(-step)) / (2.0 * step);
+        let bump = |v: &[f64], i: usize, e: f64| {
+            let mut v = v.to_vec();
+            v[i] += e;
+            v
+        };
+        for (i, &got) in dx.iter().enumerate() {
+            let d = num(&|e| loss(&bump(&x64, i, e), &g64, &b64));
+            assert!((got as f64 - d).abs() < 1e-4, "dx[{i}] {got} vs {d}");
+        }
+        for c in 0..s.c {
+            let d = num(&|e| loss(&x64, &bump(&g64, c, e), &b64));
+            assert!(
+                (dg[c] as f64 - d).abs() < 1e-4,
+                "dgamma[{c}] {} vs {d}",
+                dg[c]
+            );
+            let d = num(&|e| loss(&x64, &g64, &bump(&b64, c, e)));
             assert!(
                 (db[c] as f64 - d).abs() < 1e-4,
                 "dbeta[{c}] {} vs {d}",

@@ -31,7 +31,7 @@ use burn::nn::{BatchNorm, LayerNorm, Linear};
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 use super::attention::{self, AttnShape};
-use super::batch_norm::{self as bn, BnShape};
+use super::batch_norm::{self as bn, BnShape, Epilogue};
 use super::conv2d::{self as k, ConvGeom};
 use super::matmul;
 use super::pool::{self, PoolGeom};
@@ -115,13 +115,13 @@ pub trait ConvBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// Training-mode batch norm over dim 1 of `x (N, C, ...)`: output, mean, biased variance;
-    /// with `relu` the output is `max(0, bn(x))`.
+    /// the output is the `epilogue` of `bn(x)` (with the 2×2 pool, `(N, C, H/2, W/2)`).
     fn selfsup_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> BnTrain<Self>;
 
     /// Gradients of [`Self::selfsup_batch_norm_train`].
@@ -134,7 +134,7 @@ pub trait ConvBackend: Backend {
         var: FloatTensor<Self>,
         grad_out: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> BnGrads<Self>;
 
     /// Layer norm over the last dimension of `x`.
@@ -332,10 +332,10 @@ impl ConvBackend for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> BnTrain<Self> {
         let _t = OpTimer::start(Op::BatchNormTrain);
-        bn_train(x, gamma, beta, epsilon, relu)
+        bn_train(x, gamma, beta, epsilon, epilogue)
     }
 
     fn selfsup_batch_norm_backward(
@@ -346,10 +346,10 @@ impl ConvBackend for Flex {
         var: FlexTensor,
         grad_out: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> BnGrads<Self> {
         let _t = OpTimer::start(Op::BatchNormBackward);
-        bn_backward(x, [gamma, beta, mean, var], grad_out, epsilon, relu)
+        bn_backward(x, [gamma, beta, mean, var], grad_out, epsilon, epilogue)
     }
 
     fn selfsup_layer_norm(
@@ -603,14 +603,19 @@ fn bn_train(
     gamma: FlexTensor,
     beta: FlexTensor,
     eps: f64,
-    relu: bool,
+    ep: Epilogue,
 ) -> BnTrain<Flex> {
-    let (s, dims) = bn_shape(&x);
+    let (s, mut dims) = bn_shape(&x);
     let (y, mean, var) = with_f32(&x, |xs| {
         with_f32(&gamma, |g| {
-            with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s, relu))
+            with_f32(&beta, |b| bn::forward(xs, g, b, eps, &s, ep))
         })
     });
+    if let Epilogue::ReluMaxPool2 { .. } = ep {
+        assert_eq!(dims.len(), 4, "batch norm + max pool needs (N, C, H, W)");
+        dims[2] /= 2;
+        dims[3] /= 2;
+    }
     BnTrain {
         output: flex_tensor(y, dims),
         mean: flex_tensor(mean, vec![s.c]),
@@ -624,13 +629,13 @@ fn bn_backward(
     params: [FlexTensor; 4],
     dy: FlexTensor,
     eps: f64,
-    relu: bool,
+    ep: Epilogue,
 ) -> BnGrads<Flex> {
     let (s, dims) = bn_shape(&x);
     let [gamma, beta, mean, var] = params.map(|t| with_f32(&t, |v| v.to_vec()));
     let (dx, dg, db) = with_f32(&x, |xs| {
         with_f32(&dy, |d| {
-            bn::backward(xs, &gamma, &beta, &mean, &var, eps, d, &s, relu)
+            bn::backward(xs, &gamma, &beta, &mean, &var, eps, d, &s, ep)
         })
     });
     BnGrads {
@@ -644,7 +649,7 @@ fn bn_backward(
 struct BatchNormBackward;
 
 impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
-    /// Input and gamma (checkpointed), beta, mean, variance, epsilon, ReLU fused.
+    /// Input and gamma (checkpointed), beta, mean, variance, epsilon, what was fused after.
     type State = (
         NodeId,
         NodeId,
@@ -652,16 +657,16 @@ impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
         FloatTensor<B>,
         FloatTensor<B>,
         f64,
-        bool,
+        Epilogue,
     );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_id, gamma_id, beta, mean, var, eps, relu) = ops.state;
+        let (x_id, gamma_id, beta, mean, var, eps, ep) = ops.state;
         let x: FloatTensor<B> = ckpt.retrieve_node_output(x_id);
         let gamma: FloatTensor<B> = ckpt.retrieve_node_output(gamma_id);
-        let g = B::selfsup_batch_norm_backward(x, gamma, beta, mean, var, grad, eps, relu);
+        let g = B::selfsup_batch_norm_backward(x, gamma, beta, mean, var, grad, eps, ep);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, g.x);
         }
@@ -895,7 +900,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        epilogue: Epilogue,
     ) -> BnTrain<Self> {
         match BatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -911,7 +916,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                     gamma.primitive().clone(),
                     beta.clone(),
                     epsilon,
-                    relu,
+                    epilogue,
                 );
                 let state = (
                     x_id,
@@ -920,7 +925,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                     r.mean.clone(),
                     r.var.clone(),
                     epsilon,
-                    relu,
+                    epilogue,
                 );
                 BnTrain {
                     output: prep.finish(state, r.output),
@@ -934,7 +939,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
-                    relu,
+                    epilogue,
                 );
                 BnTrain {
                     output: prep.finish(r.output),
@@ -953,7 +958,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         _var: FloatTensor<Self>,
         _grad_out: FloatTensor<Self>,
         _epsilon: f64,
-        _relu: bool,
+        _epilogue: Epilogue,
     ) -> BnGrads<Self> {
         unreachable!("gradients are computed on the inner backend")
     }
@@ -1385,8 +1390,7 @@ pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor
 }
 
 fn bn_maybe_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> Tensor<D> {
-    let device = x.device();
-    if !(bn_enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(&device)) {
+    if !bn_fused(norm, &x.device()) {
         let y = norm.forward(x);
         return if relu {
             burn::tensor::activation::relu(y)
@@ -1394,12 +1398,45 @@ fn bn_maybe_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>, relu: bool) -> 
             y
         };
     }
+    let ep = if relu { Epilogue::Relu } else { Epilogue::None };
+    bn_ext(norm, x, ep)
+}
+
+/// `pool.forward(relu(bn.forward(x)))`. For the plain 2×2 stride-2 pool when training on
+/// `flex`, the ReLU and the pool run inside our batch-norm kernel: the full-size activation
+/// is neither written nor kept for the backward, which finds each window's maximum again.
+pub fn batch_norm_relu_max_pool2d(norm: &BatchNorm, pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let plain = pool.kernel_size == [2, 2]
+        && pool.stride == [2, 2]
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode
+        && matches!(
+            pool.padding,
+            PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+        );
+    if plain && enabled("pool") && bn_fused(norm, &x.device()) {
+        let w = x.dims()[3];
+        bn_ext(norm, x, Epilogue::ReluMaxPool2 { w })
+    } else {
+        max_pool2d(pool, batch_norm_relu(norm, x))
+    }
+}
+
+/// Whether our batch-norm kernel runs: training, with autodiff, on `flex`.
+fn bn_fused(norm: &BatchNorm, device: &Device) -> bool {
+    bn_enabled() && device.is_autodiff() && norm.training.is_enabled() && on_flex(device)
+}
+
+/// The epilogue of `bn(x)` through our kernel; the running statistics updated as Burn's
+/// `BatchNorm::forward` does.
+fn bn_ext<const D: usize>(norm: &BatchNorm, x: Tensor<D>, ep: Epilogue) -> Tensor<D> {
+    let device = x.device();
     let r = <Dispatch as ConvBackend>::selfsup_batch_norm_train(
         x.into_dispatch(),
         norm.gamma.val().into_dispatch(),
         norm.beta.val().into_dispatch(),
         norm.epsilon,
-        relu,
+        ep,
     );
     let output = Tensor::<D>::from_dispatch(r.output);
     let mean = Tensor::<1>::from_dispatch(r.mean);
@@ -1639,6 +1676,54 @@ mod tests {
 
     /// Max pool (2×2 stride 2 as the ConvNet's; 3×3 stride 2 padding 1 as the ImageNet stem's):
     /// the same values and input gradient as Burn's own, through autodiff.
+    /// Batch norm, ReLU and a 2×2 pool in one kernel: the values, gradients and running
+    /// statistics of Burn's `BatchNorm`, `relu` and `MaxPool2d` in turn (even and odd maps).
+    #[test]
+    fn batch_norm_relu_max_pool_matches_burn() {
+        use burn::nn::BatchNormConfig;
+        use burn::nn::pool::MaxPool2dConfig;
+        let dev = Device::flex().autodiff();
+        let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+        for (h, w) in [(8, 6), (7, 5)] {
+            let ours = BatchNormConfig::new(3).init(&dev);
+            let theirs = BatchNormConfig::new(3).init(&dev);
+            let g = Tensor::<1>::random([3], Distribution::Normal(1.0, 0.5), &dev);
+            let b = Tensor::<1>::random([3], Distribution::Normal(0.0, 0.5), &dev);
+            let with = |n: BatchNorm| BatchNorm {
+                gamma: burn::module::Param::from_tensor(g.clone()),
+                beta: burn::module::Param::from_tensor(b.clone()),
+                ..n
+            };
+            let (ours, theirs) = (with(ours), with(theirs));
+            let x = Tensor::<4>::random([5, 3, h, w], Distribution::Normal(1.0, 2.0), &dev)
+                .require_grad();
+            let y1 = batch_norm_relu_max_pool2d(&ours, &pool, x.clone());
+            let y2 = pool.forward(burn::tensor::activation::relu(theirs.forward(x.clone())));
+            assert_eq!(y1.dims(), [5, 3, h / 2, w / 2]);
+            assert!(
+                max_abs_diff(y1.clone(), y2.clone()) < 1e-5,
+                "{h}×{w} values"
+            );
+            let r = Tensor::<4>::random(y1.dims(), Distribution::Normal(0.0, 1.0), &dev);
+            let g1 = (y1 * r.clone()).sum().backward();
+            let g2 = (y2 * r).sum().backward();
+            let d = max_abs_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap());
+            assert!(d < 2e-4, "{h}×{w} dx differs by {d}");
+            for (p1, p2) in [(&ours.gamma, &theirs.gamma), (&ours.beta, &theirs.beta)] {
+                let d = (p1.grad(&g1).unwrap() - p2.grad(&g2).unwrap())
+                    .abs()
+                    .max()
+                    .into_scalar::<f32>();
+                assert!(d < 1e-3, "{h}×{w} affine gradient differs by {d}");
+            }
+            let d = (ours.running_var.value_sync() - theirs.running_var.value_sync())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(d < 1e-4, "running variance differs by {d}");
+        }
+    }
+
     #[test]
     fn max_pool_matches_burn() {
         use burn::nn::pool::MaxPool2dConfig;

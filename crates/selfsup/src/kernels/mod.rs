@@ -13,6 +13,6 @@ mod uninit;
 pub mod winograd;
 
 pub use ext::{
-    attention, attention_enabled, batch_norm, batch_norm_relu, conv2d, gelu, layer_norm, linear,
-    max_pool2d, softmax_last,
+    attention, attention_enabled, batch_norm, batch_norm_relu, batch_norm_relu_max_pool2d, conv2d,
+    gelu, layer_norm, linear, max_pool2d, softmax_last,
 };

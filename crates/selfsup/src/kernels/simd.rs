@@ -77,6 +77,95 @@ macro_rules! wide_fn {
 }
 pub(crate) use wide_fn;
 
+/// `even[j] = src[2j]`, `odd[j] = src[2j + 1]` (`src` twice as long as each), 16 pairs per
+/// AVX-512 permute where the CPU has it.
+pub fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(
+        odd.len() == n && src.len() == 2 * n,
+        "deinterleave: lengths"
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked); the lengths were asserted above
+        done = unsafe { deinterleave512(src, even, odd) };
+    }
+    for j in done..n {
+        even[j] = src[2 * j];
+        odd[j] = src[2 * j + 1];
+    }
+}
+
+/// The whole blocks of 16 pairs of [`deinterleave`]; returns how many pairs it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn deinterleave512(src: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let blocks = even.len() / 16;
+    for k in 0..blocks {
+        // SAFETY: pairs 16k..16k + 16 lie inside `src` (32 floats), `even`, `odd` (16 each)
+        unsafe {
+            let a = _mm512_loadu_ps(src.as_ptr().add(32 * k));
+            let b = _mm512_loadu_ps(src.as_ptr().add(32 * k + 16));
+            _mm512_storeu_ps(
+                even.as_mut_ptr().add(16 * k),
+                _mm512_permutex2var_ps(a, ie, b),
+            );
+            _mm512_storeu_ps(
+                odd.as_mut_ptr().add(16 * k),
+                _mm512_permutex2var_ps(a, io, b),
+            );
+        }
+    }
+    blocks * 16
+}
+
+/// [`deinterleave`] undone: `dst[2j] = even[j]`, `dst[2j + 1] = odd[j]`; writes every element
+/// of `dst`.
+pub fn interleave(dst: &mut [std::mem::MaybeUninit<f32>], even: &[f32], odd: &[f32]) {
+    let n = even.len();
+    assert!(odd.len() == n && dst.len() == 2 * n, "interleave: lengths");
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked); the lengths were asserted above
+        done = unsafe { interleave512(dst, even, odd) };
+    }
+    for j in done..n {
+        dst[2 * j].write(even[j]);
+        dst[2 * j + 1].write(odd[j]);
+    }
+}
+
+/// The whole blocks of 16 pairs of [`interleave`]; returns how many pairs it wrote.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn interleave512(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    even: &[f32],
+    odd: &[f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let blocks = even.len() / 16;
+    let out = dst.as_mut_ptr() as *mut f32;
+    for k in 0..blocks {
+        // SAFETY: pairs 16k..16k + 16 lie inside `even`, `odd` (16 each) and `dst` (32 floats;
+        // `MaybeUninit<f32>` has the layout of `f32`)
+        unsafe {
+            let a = _mm512_loadu_ps(even.as_ptr().add(16 * k));
+            let b = _mm512_loadu_ps(odd.as_ptr().add(16 * k));
+            _mm512_storeu_ps(out.add(32 * k), _mm512_permutex2var_ps(a, lo, b));
+            _mm512_storeu_ps(out.add(32 * k + 16), _mm512_permutex2var_ps(a, hi, b));
+        }
+    }
+    blocks * 16
+}
+
 /// `Σ a_i·b_i` over equally long slices, in eight interleaved partial sums (a fixed order, so
 /// the result does not depend on the vector width).
 #[inline(always)]
@@ -188,6 +277,29 @@ mod tests {
                 assert_eq!(y[i], b[i] + 2.0 * a[i]);
             }
             assert_eq!(with_avx2(|| dot(&a, &b)), dot(&a, &b));
+        }
+    }
+
+    /// The permutes (16 pairs at a time) and the scalar tail agree with the definition, and
+    /// `interleave` undoes `deinterleave`.
+    #[test]
+    fn deinterleave_and_interleave() {
+        for n in [0, 5, 16, 37] {
+            let src: Vec<f32> = (0..2 * n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let (mut even, mut odd) = (vec![0.0; n], vec![0.0; n]);
+            deinterleave(&src, &mut even, &mut odd);
+            for j in 0..n {
+                assert_eq!(
+                    (even[j], odd[j]),
+                    (src[2 * j], src[2 * j + 1]),
+                    "n {n}, pair {j}"
+                );
+            }
+            let mut back = vec![std::mem::MaybeUninit::new(f32::NAN); 2 * n];
+            interleave(&mut back, &even, &odd);
+            // SAFETY: every element was initialised above
+            let back: Vec<f32> = back.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(back, src, "n {n}");
         }
     }
 }
