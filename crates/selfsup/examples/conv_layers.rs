@@ -47,7 +47,7 @@ fn main() {
         (w(512), w(512), 3, 1, 4),
     ];
     println!(
-        "N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd | winograd fwd / dx, effective)"
+        "N = {n}, width {width}: GFLOP/s (ours fwd / dW / dx | flex fwd / fwd+bwd | winograd fwd / dW / dx, effective)"
     );
     let dev = Device::flex();
     let ad = Device::flex().autodiff();
@@ -82,7 +82,15 @@ fn main() {
             let td = best(3, || {
                 drop(std::hint::black_box(winograd::grad_input(&wt, &y, &g)))
             });
-            format!("{:6.1} {:6.1}", flops / t / 1e9, flops / td / 1e9)
+            let tw = best(3, || {
+                drop(std::hint::black_box(winograd::grad_weight(&x, &y, &g)))
+            });
+            format!(
+                "{:6.1} {:6.1} {:6.1}",
+                flops / t / 1e9,
+                flops / tw / 1e9,
+                flops / td / 1e9
+            )
         });
         // Burn flex
         let conv = Conv2dConfig::new([cin, cout], [k, k])

@@ -36,6 +36,7 @@ use super::conv2d::{self as k, ConvGeom};
 use super::matmul;
 use super::pool::{self, PoolGeom};
 use super::rowwise;
+use super::winograd;
 
 /// Output of a training-mode batch norm: the normalised tensor and the batch statistics.
 #[derive(ExtensionType)]
@@ -293,7 +294,15 @@ impl ConvBackend for Flex {
         let _t = OpTimer::start(Op::Conv2d);
         let g = geom(dims4(&x), dims4(&weight), stride, padding);
         let (oh, ow) = g.out_hw();
-        let y = with_f32(&x, |xs| with_f32(&weight, |ws| k::forward(xs, ws, &g)));
+        let y = with_f32(&x, |xs| {
+            with_f32(&weight, |ws| {
+                if winograd::chosen(&g) {
+                    winograd::forward(xs, ws, &g)
+                } else {
+                    k::forward(xs, ws, &g)
+                }
+            })
+        });
         flex_tensor(y, [g.n, g.o, oh, ow])
     }
 
@@ -307,7 +316,13 @@ impl ConvBackend for Flex {
         let _t = OpTimer::start(Op::Conv2dGradInput);
         let g = geom(x_shape, dims4(&weight), stride, padding);
         let dx = with_f32(&weight, |ws| {
-            with_f32(&grad_out, |gy| k::grad_input(ws, gy, &g))
+            with_f32(&grad_out, |gy| {
+                if winograd::chosen(&g) {
+                    winograd::grad_input(ws, gy, &g)
+                } else {
+                    k::grad_input(ws, gy, &g)
+                }
+            })
         });
         flex_tensor(dx, x_shape)
     }
@@ -322,7 +337,13 @@ impl ConvBackend for Flex {
         let _t = OpTimer::start(Op::Conv2dGradWeight);
         let g = geom(dims4(&x), weight_shape, stride, padding);
         let dw = with_f32(&x, |xs| {
-            with_f32(&grad_out, |gy| k::grad_weight(xs, gy, &g))
+            with_f32(&grad_out, |gy| {
+                if winograd::chosen_for_weight_gradient(&g) {
+                    winograd::grad_weight(xs, gy, &g)
+                } else {
+                    k::grad_weight(xs, gy, &g)
+                }
+            })
         });
         flex_tensor(dw, weight_shape)
     }
@@ -1818,18 +1839,26 @@ mod tests {
     #[test]
     fn matches_burn_conv2d_forward_and_backward() {
         let dev = Device::flex().autodiff();
-        for (cin, cout, k, s, p, bias) in [
-            (3, 8, 3, 1, 1, false),
-            (4, 6, 3, 2, 1, true),
-            (5, 7, 1, 2, 0, false),
-            (6, 4, 1, 1, 0, false),
+        // the last: Winograd for all three (forward, input and weight gradients)
+        for (cin, cout, k, s, p, bias, [h, w]) in [
+            (3, 8, 3, 1, 1, false, [9, 8]),
+            (4, 6, 3, 2, 1, true, [9, 8]),
+            (5, 7, 1, 2, 0, false, [9, 8]),
+            (6, 4, 1, 1, 0, false, [9, 8]),
+            (128, 128, 3, 1, 1, false, [8, 8]),
         ] {
+            let g = geom([3, cin, h, w], [cout, cin, k, k], [s, s], [p, p]);
+            assert_eq!(
+                winograd::chosen_for_weight_gradient(&g),
+                cin == 128,
+                "{g:?}"
+            );
             let conv = Conv2dConfig::new([cin, cout], [k, k])
                 .with_stride([s, s])
                 .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
                 .with_bias(bias)
                 .init(&dev);
-            let x = Tensor::<4>::random([3, cin, 9, 8], Distribution::Normal(0.0, 1.0), &dev)
+            let x = Tensor::<4>::random([3, cin, h, w], Distribution::Normal(0.0, 1.0), &dev)
                 .require_grad();
             let r = Tensor::<4>::random(
                 conv.forward(x.clone()).dims(),
