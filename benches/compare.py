@@ -7,7 +7,9 @@ Prints the table; with --markdown, replaces the part of that file between
 `<!-- bench:begin -->` and `<!-- bench:end -->` with it. Ratios are selfsup / PyTorch in
 throughput (for lines in seconds: PyTorch seconds / selfsup seconds), so > 1 means selfsup is
 faster. The GEMM peak of the machine is the best of the two `gemm` lines; a step's share of it is
-its FLOPs / median seconds / peak. `--burn` adds the selfsup figures measured with
+its FLOPs / median seconds / peak, with the FLOPs of direct convolutions (the *effective* share,
+which may pass 100 % with Winograd); for selfsup the share of the FLOPs executed follows in
+brackets where Winograd convolutions ran. `--burn` adds the selfsup figures measured with
 `SELFSUP_BURN_OPS=1` (Burn's own convolution and batch norm), to show what our kernels moved.
 Only the standard library is used.
 """
@@ -49,10 +51,20 @@ def fmt(line):
     return f"{v:.1f} {unit}"
 
 
-def share(line, peak):
-    if not line or not peak or line.get("flops") is None or not line.get("median_s"):
+def share(line, peak, key="flops"):
+    if not line or not peak or line.get(key) is None or not line.get("median_s"):
         return None
-    return 100.0 * line["flops"] / line["median_s"] / 1e9 / peak
+    return 100.0 * line[key] / line["median_s"] / 1e9 / peak
+
+
+def our_share(line, peak):
+    """Effective share (direct-convolution FLOPs, as PyTorch counts them), and in brackets the
+    share of the multiply-adds executed where Winograd convolutions ran (`executed_flops`)."""
+    eff = pct(share(line, peak))
+    ex = share(line, peak, "executed_flops")
+    if ex is None or not line or line.get("executed_flops", 0) >= line.get("flops", 0):
+        return eff
+    return f"{eff} (executed {pct(ex)})"
 
 
 def pct(x):
@@ -172,7 +184,7 @@ def table(sdoc, s, pdoc, p, burn=None):
         if id_ == "gemm":
             cells.append("(peak = " + (f"{peak:.0f} GFLOP/s" if peak else "?") + ")")
         else:
-            cells.append(f"{pct(share(ours, peak))} / {pct(share(theirs, peak))}")
+            cells.append(f"{our_share(ours, peak)} / {pct(share(theirs, peak))}")
         cells.append(f"{rss(ours)} / {rss(theirs)}")
         cells.append(extra(ours, theirs))
         rows.append("| " + " | ".join(cells) + " |")

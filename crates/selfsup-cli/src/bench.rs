@@ -110,10 +110,17 @@ fn fmt_value(l: &Line) -> String {
     }
 }
 
-/// The step's share of the GEMM peak, in percent.
-fn peak_share(l: &Line, peak_gflops: Option<f64>) -> Option<f64> {
+/// The step's share of the GEMM peak, in percent: *effective* (the FLOPs of direct
+/// convolutions, as PyTorch counts them; above 100 % is possible with Winograd), and, where
+/// Winograd layers ran, the share of the multiply-adds actually executed.
+fn peak_share(l: &Line, peak_gflops: Option<f64>) -> Option<String> {
     let (f, t, p) = (l.flops?, l.median_s?, peak_gflops?);
-    Some(100.0 * f / t / 1e9 / p)
+    let share = |f: f64| 100.0 * f / t / 1e9 / p;
+    let executed = l.extra.get("executed_flops").and_then(|v| v.as_f64());
+    Some(match executed {
+        Some(e) if e < f => format!("{:.1} % (executed {:.1} %)", share(f), share(e)),
+        _ => format!("{:.1} %", share(f)),
+    })
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -205,7 +212,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if line.id == "gemm" {
             peak = line.value;
         }
-        let share = peak_share(&line, peak).map_or(String::new(), |s| format!("{s:.1} %"));
+        let share = peak_share(&line, peak).unwrap_or_default();
         println!(
             "{:<20} {:>14} {:>9} {:>8.0} MB  {}",
             line.id,

@@ -384,7 +384,8 @@ fn step(
 ) -> anyhow::Result<Line> {
     let dev = crate::device::DeviceChoice::Cpu.train_device()?;
     let model = build_model(recipe, c, side, &dev, 0);
-    let flops = model.step_flops(n, side, side).total();
+    let step_flops = model.step_flops(n, side, side);
+    let flops = step_flops.total();
     let mut optim = Optimizer::new(recipe.optim.clone());
     let mut rng = SplitMix64::new(7);
     let shape = [n, c, side, side];
@@ -427,7 +428,10 @@ fn step(
     let times = time_reps(warmup, reps, || {
         last_loss = bench_step(&mut model, &mut optim, &x1, &x2, 0.06, opts.parts(recipe));
     });
-    Ok(step_line(id, what, 2 * n, &times, flops, last_loss))
+    let mut line = step_line(id, what, 2 * n, &times, flops, last_loss);
+    // the multiply-adds run (fewer than `flops` where Winograd convolutions run)
+    line.set("executed_flops", step_flops.executed());
+    Ok(line)
 }
 
 /// The line of a timed training step: `images` per step, the median of `times`.

@@ -14,6 +14,10 @@ pub struct Flops {
     pub forward: f64,
     /// Backward FLOPs (input and weight gradients).
     pub backward: f64,
+    /// Of these, the FLOPs our kernels do not execute: a Winograd F(2×2, 3×3) convolution
+    /// computes the same result with 16 multiplications per 2×2 tile and channel pair instead
+    /// of 36 (its transforms, additions only, are not counted).
+    pub not_executed: f64,
 }
 
 impl Flops {
@@ -21,11 +25,18 @@ impl Flops {
         self.forward + self.backward
     }
 
+    /// The multiply-add FLOPs our kernels execute (the GEMMs of the Winograd layers counted
+    /// as they run).
+    pub fn executed(&self) -> f64 {
+        self.total() - self.not_executed
+    }
+
     /// A pass without gradients (a target / momentum network).
     pub fn forward_only(f: f64) -> Self {
         Self {
             forward: f,
             backward: 0.0,
+            not_executed: 0.0,
         }
     }
 
@@ -34,6 +45,7 @@ impl Flops {
         Self {
             forward: f,
             backward: if input_grad { 2.0 * f } else { f },
+            not_executed: 0.0,
         }
     }
 }
@@ -44,6 +56,7 @@ impl std::ops::Add for Flops {
         Flops {
             forward: self.forward + o.forward,
             backward: self.backward + o.backward,
+            not_executed: self.not_executed + o.not_executed,
         }
     }
 }
@@ -77,7 +90,47 @@ pub fn conv2d(
     let oh = (h + ph - dh) / conv.stride[0] + 1;
     let ow = (w + pw - dw) / conv.stride[1] + 1;
     let f = 2.0 * (n * cout * oh * ow) as f64 * (cin_g * kh * kw) as f64;
-    (Flops::layer(f, input_grad), oh, ow)
+    let mut flops = Flops::layer(f, input_grad);
+    flops.not_executed = winograd_saving(conv, [n, cin_g, h, w], f, input_grad);
+    (flops, oh, ow)
+}
+
+/// The FLOPs of `conv`'s forward, input gradient and weight gradient that our Winograd
+/// kernels skip (`f` the forward's FLOPs), where the step takes them
+/// ([`crate::kernels::winograd::chosen`]).
+fn winograd_saving(conv: &Conv2d, [n, c, h, w]: [usize; 4], f: f64, input_grad: bool) -> f64 {
+    use crate::kernels::winograd;
+    let [o, _, kh, kw] = conv.weight.dims();
+    let pad = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [t, l],
+        PaddingConfig2d::Valid => [0, 0],
+        _ => return 0.0,
+    };
+    if conv.groups != 1 || conv.dilation != [1, 1] || !crate::kernels::ext::conv_enabled() {
+        return 0.0;
+    }
+    let g = crate::kernels::conv2d::ConvGeom {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        stride: conv.stride,
+        pad,
+    };
+    let skipped = f * (1.0 - 16.0 / 36.0);
+    let passes = if winograd::chosen(&g) {
+        1.0 + if input_grad { 1.0 } else { 0.0 }
+    } else {
+        0.0
+    } + if winograd::chosen_for_weight_gradient(&g) {
+        1.0
+    } else {
+        0.0
+    };
+    skipped * passes
 }
 
 /// Output side lengths of a max-pool (no FLOPs counted).
@@ -126,6 +179,31 @@ mod tests {
         assert_eq!(f.forward, 2.0 * 2.0 * 8.0 * 256.0 * 27.0);
         assert_eq!(f.backward, f.forward);
         assert_eq!(conv2d(&conv, 2, 32, 32, true).0.backward, 2.0 * f.forward);
+        assert_eq!(f.not_executed, 0.0);
+    }
+
+    /// Layers the step computes by Winograd execute 16 of every 36 multiply-adds: forward and
+    /// input gradient from 64 channels, the weight gradient too from 128 (rows of ≥ 8).
+    #[test]
+    fn winograd_layers_execute_fewer_flops() {
+        let dev = Device::flex();
+        let same = |c: usize| {
+            Conv2dConfig::new([c, c], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(&dev)
+        };
+        let skip = 20.0 / 36.0;
+        let (f, _, _) = conv2d(&same(64), 2, 16, 16, true);
+        assert!((f.not_executed - 2.0 * skip * f.forward).abs() < 1.0);
+        let (f, _, _) = conv2d(&same(64), 2, 16, 16, false);
+        assert!((f.not_executed - skip * f.forward).abs() < 1.0);
+        let (f, _, _) = conv2d(&same(128), 2, 16, 16, true);
+        assert!((f.not_executed - 3.0 * skip * f.forward).abs() < 1.0);
+        assert!((f.executed() - f.total() + 3.0 * skip * f.forward).abs() < 1.0);
+        // 32 channels, or odd sides: im2col, all executed
+        assert_eq!(conv2d(&same(32), 2, 16, 16, true).0.not_executed, 0.0);
+        assert_eq!(conv2d(&same(64), 2, 7, 7, true).0.not_executed, 0.0);
     }
 
     #[test]
