@@ -101,14 +101,9 @@ pub fn conv2d(
 fn winograd_saving(conv: &Conv2d, [n, c, h, w]: [usize; 4], f: f64, input_grad: bool) -> f64 {
     use crate::kernels::winograd;
     let [o, _, kh, kw] = conv.weight.dims();
-    let pad = match conv.padding {
-        PaddingConfig2d::Explicit(t, l, b, r) if t == b && l == r => [t, l],
-        PaddingConfig2d::Valid => [0, 0],
-        _ => return 0.0,
-    };
-    if conv.groups != 1 || conv.dilation != [1, 1] || !crate::kernels::ext::conv_enabled() {
+    let Some(pad) = crate::kernels::ext::our_conv_padding(conv) else {
         return 0.0;
-    }
+    };
     let g = crate::kernels::conv2d::ConvGeom {
         n,
         c,
@@ -121,16 +116,16 @@ fn winograd_saving(conv: &Conv2d, [n, c, h, w]: [usize; 4], f: f64, input_grad: 
         pad,
     };
     let skipped = f * (1.0 - 16.0 / 36.0);
-    let passes = if winograd::chosen(&g) {
-        1.0 + if input_grad { 1.0 } else { 0.0 }
-    } else {
-        0.0
-    } + if winograd::chosen_for_weight_gradient(&g) {
-        1.0
-    } else {
-        0.0
-    };
-    skipped * passes
+    let fwd = winograd::chosen(&g);
+    let passes = [
+        fwd,
+        fwd && input_grad,
+        winograd::chosen_for_weight_gradient(&g),
+    ]
+    .iter()
+    .filter(|&&p| p)
+    .count();
+    skipped * passes as f64
 }
 
 /// Output side lengths of a max-pool (no FLOPs counted).

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::pool::gt_max;
 use super::{simd, uninit};
 
 /// `(N, C, HW)` sizes of an activation.
@@ -59,16 +60,15 @@ impl Epilogue {
         self != Epilogue::None
     }
 
-    /// `(H, W, OH, OW)` of the pooled epilogue on planes of `hw` values.
-    fn pool_dims(self, hw: usize) -> Option<(usize, usize, usize, usize)> {
+    /// `(W, OH, OW)` of the pooled epilogue on planes of `hw` values.
+    fn pool_dims(self, hw: usize) -> Option<(usize, usize, usize)> {
         match self {
             Epilogue::ReluMaxPool2 { w } => {
                 assert!(
                     w > 0 && hw.is_multiple_of(w),
                     "batch norm + max pool: planes of {hw} values are not {w} wide"
                 );
-                let h = hw / w;
-                Some((h, w, h / 2, w / 2))
+                Some((w, hw / w / 2, w / 2))
             }
             _ => None,
         }
@@ -76,7 +76,7 @@ impl Epilogue {
 
     /// Values per plane of the output.
     pub fn out_hw(self, hw: usize) -> usize {
-        self.pool_dims(hw).map_or(hw, |(_, _, oh, ow)| oh * ow)
+        self.pool_dims(hw).map_or(hw, |(_, oh, ow)| oh * ow)
     }
 }
 
@@ -164,7 +164,7 @@ fn relu(v: f32) -> f32 {
 
 /// Applies `y = x·scale_c + shift_c` image by image, then the epilogue.
 fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], ep: Epilogue) -> Vec<f32> {
-    if let Some((_, w, oh, ow)) = ep.pool_dims(s.hw) {
+    if let Some((w, oh, ow)) = ep.pool_dims(s.hw) {
         return affine_relu_pool2(x, s, [w, oh, ow], scale, shift);
     }
     let relu_after = ep.relu();
@@ -191,13 +191,6 @@ fn affine(x: &[f32], s: &BnShape, scale: &[f32], shift: &[f32], ep: Epilogue) ->
     assert_eq!(x.len(), s.len());
     // SAFETY: the images of `x` (as long as `y`) cover every element, and each is written
     unsafe { uninit::written(s.len(), fill) }
-}
-
-/// The larger of `a` and `b` as a max pool's window scan keeps it: `b` only when strictly
-/// greater (the same rule as `pool.rs`).
-#[inline(always)]
-fn gt_max(a: f32, b: f32) -> f32 {
-    if b > a { b } else { a }
 }
 
 /// Which of a window's four values `v` (row-major) gives the largest `max(0, v·sc + sh)` — the
@@ -241,14 +234,16 @@ fn affine_relu_pool2(
         y.par_chunks_mut(s.c * nw)
             .zip(x.par_chunks(s.c * s.hw))
             .for_each(|(yn, xn)| {
-                let mut e = vec![0.0f32; 8 * nw];
-                let (e, t) = e.split_at_mut(4 * nw);
-                for c in 0..s.c {
-                    let xp = &xn[c * s.hw..(c + 1) * s.hw];
-                    let yp = &mut yn[c * nw..(c + 1) * nw];
-                    gather_windows(xp, w, ow, e, t);
-                    window_maxima(yp, e, scale[c], shift[c]);
-                }
+                WINDOWS.with_borrow_mut(|e| {
+                    e.resize(8 * nw, 0.0);
+                    let (e, t) = e.split_at_mut(4 * nw);
+                    for c in 0..s.c {
+                        let xp = &xn[c * s.hw..(c + 1) * s.hw];
+                        let yp = &mut yn[c * nw..(c + 1) * nw];
+                        gather_windows(xp, w, ow, e, t);
+                        window_maxima(yp, e, scale[c], shift[c]);
+                    }
+                })
             })
     };
     assert_eq!(x.len(), s.len());
@@ -381,7 +376,7 @@ pub fn backward(
     let (dbeta, dgamma) = channel_sums(x, dy, s, dy_hw, |c, xp, gp| {
         let p = [mean[c], inv[c] as f32, 0.0, 0.0, scale[c], shift[c]];
         let (a, b) = match (pool, ep.relu()) {
-            (Some((_, w, _, ow)), _) => pool_sums(xp, gp, w, ow, p),
+            (Some((w, _, ow)), _) => pool_sums(xp, gp, w, ow, p),
             (None, true) => sums::<true>(xp, gp, p),
             (None, false) => sums::<false>(xp, gp, p),
         };
@@ -400,7 +395,7 @@ pub fn backward(
                     let (o, xr) = (&mut dxn[r.clone()], &xn[r]);
                     let gr = &gn[c * dy_hw..(c + 1) * dy_hw];
                     match (pool, ep.relu()) {
-                        (Some((_, w, _, ow)), _) => pool_input_grad(o, xr, gr, w, ow, p),
+                        (Some((w, _, ow)), _) => pool_input_grad(o, xr, gr, w, ow, p),
                         (None, true) => input_grad::<true>(o, xr, gr, p),
                         (None, false) => input_grad::<false>(o, xr, gr, p),
                     }
@@ -727,8 +722,24 @@ mod tests {
     /// `pool.rs`'s max pool; the backward the same up to the order of the sums.
     #[test]
     fn pooled_epilogue_equals_the_unfused_chain() {
+        // odd planes, and even ones whose rows are split in blocks of 16 pairs
+        for (s, w) in [
+            POOLED,
+            (
+                BnShape {
+                    n: 4,
+                    c: 2,
+                    hw: 16 * 12,
+                },
+                12,
+            ),
+        ] {
+            pooled_equals_unfused(s, w);
+        }
+    }
+
+    fn pooled_equals_unfused(s: BnShape, w: usize) {
         use super::super::pool::{PoolGeom, max_pool_backward, max_pool_forward};
-        let (s, w) = POOLED;
         let ep = Epilogue::ReluMaxPool2 { w };
         let (x, g, b, _) = data(&s, 5);
         let geom = PoolGeom {

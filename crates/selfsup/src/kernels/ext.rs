@@ -1332,6 +1332,13 @@ pub(crate) fn on_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
+/// The padding our convolution kernels compute `conv` with, where they do (on `flex`): enabled,
+/// groups 1, dilation 1, symmetric padding; `None` where Burn's own convolution runs.
+pub(crate) fn our_conv_padding(conv: &Conv2d) -> Option<[usize; 2]> {
+    let plain = conv_enabled() && conv.groups == 1 && conv.dilation == [1, 1];
+    symmetric_padding(conv).filter(|_| plain)
+}
+
 /// The symmetric padding of `conv`, if it has one we support.
 fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
     match conv.padding {
@@ -1371,14 +1378,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 
 /// `conv.forward(x)`, through our kernels where they apply.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let pad = symmetric_padding(conv);
-    match pad {
-        Some(pad)
-            if conv_enabled()
-                && conv.groups == 1
-                && conv.dilation == [1, 1]
-                && on_flex(&x.device()) =>
-        {
+    match our_conv_padding(conv) {
+        Some(pad) if on_flex(&x.device()) => {
             let w = conv.weight.val();
             let y = Tensor::<4>::from_dispatch(<Dispatch as ConvBackend>::selfsup_conv2d(
                 x.into_dispatch(),

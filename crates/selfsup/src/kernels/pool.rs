@@ -133,7 +133,7 @@ pub fn max_pool_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
 
 /// The larger of `a` and `b` as the window scan keeps it: `b` only when strictly greater.
 #[inline(always)]
-fn gt_max(a: f32, b: f32) -> f32 {
+pub(super) fn gt_max(a: f32, b: f32) -> f32 {
     if b > a { b } else { a }
 }
 

@@ -92,136 +92,26 @@ fn transform_weights(w: &[f32], o: usize, c: usize) -> Vec<f32> {
     u
 }
 
-/// `V = Bᵀ d B` of every 4×4 input tile (zero outside the image) of the images `n0..n0 + nb`,
-/// as `(C, 16, nb·tiles)`: one contiguous block per channel, written by one task, which the
-/// GEMMs read with a row stride of `16·nb·tiles`.
-fn transform_input(x: &[f32], g: &ConvGeom, n0: usize, nb: usize, v: &mut [f32]) {
-    let (oh, ow) = g.out_hw();
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let tiles = th * tw;
-    let p = nb * tiles;
-    let (h, w, c) = (g.h, g.w, g.c);
-    v.par_chunks_mut(16 * p).enumerate().for_each(|(ch, vc)| {
-        for b in 0..nb {
-            let img = &x[((n0 + b) * c + ch) * h * w..((n0 + b) * c + ch + 1) * h * w];
-            for ty in 0..th {
-                for tx in 0..tw {
-                    let mut d = [[0f32; 4]; 4];
-                    for (i, row) in d.iter_mut().enumerate() {
-                        let yy = (2 * ty + i) as isize - g.pad[0] as isize;
-                        if yy < 0 || yy >= h as isize {
-                            continue;
-                        }
-                        for (j, e) in row.iter_mut().enumerate() {
-                            let xx = (2 * tx + j) as isize - g.pad[1] as isize;
-                            if xx >= 0 && xx < w as isize {
-                                *e = img[yy as usize * w + xx as usize];
-                            }
-                        }
-                    }
-                    // Bᵀ d: rows (d0 − d2, d1 + d2, d2 − d1, d1 − d3)
-                    let mut t = [[0f32; 4]; 4];
-                    for j in 0..4 {
-                        t[0][j] = d[0][j] - d[2][j];
-                        t[1][j] = d[1][j] + d[2][j];
-                        t[2][j] = d[2][j] - d[1][j];
-                        t[3][j] = d[1][j] - d[3][j];
-                    }
-                    // (Bᵀ d) B: the same on the columns
-                    let col = b * tiles + ty * tw + tx;
-                    for i in 0..4 {
-                        let r = [
-                            t[i][0] - t[i][2],
-                            t[i][1] + t[i][2],
-                            t[i][2] - t[i][1],
-                            t[i][1] - t[i][3],
-                        ];
-                        for (j, val) in r.into_iter().enumerate() {
-                            vc[(i * 4 + j) * p + col] = val;
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// `y = Aᵀ M A` of every tile: the 2×2 outputs, written into `y` (the images `n0..n0 + nb`).
-fn transform_output(m: &[f32], g: &ConvGeom, n0: usize, nb: usize, y: &mut [f32]) {
-    let (oh, ow) = g.out_hw();
-    let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let tiles = th * tw;
-    let p = nb * tiles;
-    let o = g.o;
-    let plane = oh * ow;
-    y[n0 * o * plane..(n0 + nb) * o * plane]
-        .par_chunks_mut(plane)
-        .enumerate()
-        .for_each(|(bo, out)| {
-            let (b, oc) = (bo / o, bo % o);
-            for ty in 0..th {
-                for tx in 0..tw {
-                    let t = b * tiles + ty * tw + tx;
-                    let at = |xi: usize| m[(xi * o + oc) * p + t];
-                    // Aᵀ M: rows (m0 + m1 + m2, m1 − m2 − m3)
-                    let mut s = [[0f32; 4]; 2];
-                    for j in 0..4 {
-                        let (m0, m1, m2, m3) = (at(j), at(4 + j), at(8 + j), at(12 + j));
-                        s[0][j] = m0 + m1 + m2;
-                        s[1][j] = m1 - m2 - m3;
-                    }
-                    for (i, row) in s.iter().enumerate() {
-                        let yy = 2 * ty + i;
-                        if yy >= oh {
-                            continue;
-                        }
-                        let r = [row[0] + row[1] + row[2], row[1] - row[2] - row[3]];
-                        for (j, &val) in r.iter().enumerate() {
-                            let xx = 2 * tx + j;
-                            if xx < ow {
-                                out[yy * ow + xx] = val;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-}
-
-/// Images per round: the transformed input of a round stays near 8 MB.
-fn images_per_round(g: &ConvGeom) -> usize {
-    let (oh, ow) = g.out_hw();
-    let per_image = 16 * g.c.max(g.o) * oh.div_ceil(2) * ow.div_ceil(2) * 4;
-    (8usize << 20)
-        .checked_div(per_image)
-        .unwrap_or(1)
-        .clamp(1, g.n.max(1))
-}
-
 /// Tiles per block of [`forward`] (the columns of its 16 GEMMs): a block's transformed input
 /// and products (`16 · (C + O) · tiles` floats) stay in the L2 cache for up to ~128 channels.
 const BLOCK_TILES: usize = 64;
 
 /// The forward convolution `y (N, O, OH, OW)` of `x (N, C, H, W)` with `w (O, C, 3, 3)`,
-/// stride 1 and `g.pad` zero padding: the same result as [`super::conv2d::forward`] up to
-/// float rounding.
+/// stride 1, `g.pad` ≤ 2 zero padding and even output sides (every 3×3 layer of a ResNet on
+/// 32², 16², 8², 4² maps): the same result as [`super::conv2d::forward`] up to float rounding.
 ///
-/// Even output sides (every 3×3 layer of a ResNet on 32², 16², 8², 4² maps): one image per
-/// task, its tiles in blocks of whole tile rows (about [`BLOCK_TILES`]), each block
-/// transformed, multiplied (16 GEMMs of `(O, C) · (C, tiles)`) and transformed back while it
-/// is in cache; the transforms run across a tile row's tiles in vector lanes. Other sides
-/// take [`forward_rounds`].
+/// Runs of images per task, their tiles in blocks of whole tile rows (about [`BLOCK_TILES`], of
+/// one image or several), each block transformed, multiplied (16 GEMMs of `(O, C) · (C,
+/// tiles)`) and transformed back while it is in cache; the transforms run across the tiles in
+/// vector lanes.
 pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     assert!(
-        applies(g),
-        "winograd::forward: a 3×3 stride-1 convolution, got {g:?}"
+        chosen_shape(g),
+        "winograd::forward: a 3×3 stride-1 convolution with even output sides, got {g:?}"
     );
     assert_eq!(x.len(), g.x_len(), "winograd::forward: input");
     assert_eq!(w.len(), g.o * g.c * 9, "winograd::forward: weights");
     let (oh, ow) = g.out_hw();
-    if oh % 2 != 0 || ow % 2 != 0 || oh == 0 || ow == 0 || g.pad[0] > 2 || g.pad[1] > 2 {
-        return forward_rounds(x, w, g);
-    }
     let u = transform_weights(w, g.o, g.c);
     let (th, tw) = (oh / 2, ow / 2);
     let (chw, ohw) = (g.c * g.h * g.w, g.o * oh * ow);
@@ -269,14 +159,22 @@ pub fn forward(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
     unsafe { uninit::written(g.y_len(), fill) }
 }
 
-/// [`BLOCK_TILES`], or `SELFSUP_WINOGRAD_TILES` (for measuring).
+/// [`BLOCK_TILES`], or `SELFSUP_WINOGRAD_TILES` (for measuring); read once.
 fn block_tiles() -> usize {
-    env_usize("SELFSUP_WINOGRAD_TILES", BLOCK_TILES)
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| env_usize("SELFSUP_WINOGRAD_TILES", BLOCK_TILES))
 }
 
-/// Per-task buffers of [`forward`].
+/// [`BLOCK_TILES_DW`], or `SELFSUP_WINOGRAD_TILES_DW` (for measuring); read once.
+fn block_tiles_dw() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| env_usize("SELFSUP_WINOGRAD_TILES_DW", BLOCK_TILES_DW))
+}
+
+/// Per-task buffers of [`forward`] and [`grad_weight`].
 struct Scratch {
-    /// Transformed input `(16, C, tiles)` and products `(16, O, tiles)` of a block.
+    /// Transformed input `(16, C, tiles)` and products `(16, O, tiles)` of a block (in
+    /// [`grad_weight`], the transformed output gradient).
     v: Vec<f32>,
     m: Vec<f32>,
     /// One padded input row.
@@ -430,8 +328,7 @@ fn output_transform_body(m: &[f32], stride: usize, base: usize, t: usize, tmp: &
 /// blocks read and write the accumulated `(16, O, C)` less often.
 const BLOCK_TILES_DW: usize = 128;
 
-/// The weight gradient `dW (O, C, 3, 3)` of a 3×3 stride-1 convolution with even output sides
-/// (where [`chosen`]): per block of tiles, the input transformed as in [`forward`] (`V`), the
+/// The weight gradient `dW (O, C, 3, 3)` of the convolutions [`forward`] computes: per block of tiles, the input transformed as in [`forward`] (`V`), the
 /// output gradient's 2×2 tiles as `dM = A dY Aᵀ` (`(16, O, tiles)`), and `dU[ξ] += dM[ξ] ·
 /// V[ξ]ᵀ` (16 GEMMs summing over the tiles); at the end `dW = Gᵀ dU G` per kernel. Runs of
 /// images per task, their sums added in order.
@@ -450,23 +347,21 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (th, tw) = (oh / 2, ow / 2);
     let (chw, ohw) = (g.c * g.h * g.w, g.o * oh * ow);
     let per = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let rows = (env_usize("SELFSUP_WINOGRAD_TILES_DW", BLOCK_TILES_DW) / tw).clamp(1, per * th);
+    let rows = (block_tiles_dw() / tw).clamp(1, per * th);
     let parts: Vec<Vec<f32>> = x
         .par_chunks(per * chw)
         .zip(dy.par_chunks(per * ohw))
         .map(|(xs, dys)| {
             let t_max = rows * tw;
             let mut sc = Scratch::new(g, t_max);
-            let mut dm = vec![0f32; 16 * g.o * t_max];
             let mut du = vec![0f32; 16 * g.o * g.c];
-            let mut eo = vec![0f32; 2 * (tw + 1)];
             let mut dmt = vec![0f32; 16 * t_max];
             let q_all = xs.len() / chw * th;
             for q0 in (0..q_all).step_by(rows) {
                 let r = rows.min(q_all - q0);
                 let t = r * tw;
                 sc.transform_block(xs, g, q0, r);
-                let dm = &mut dm[..16 * g.o * t];
+                let dm = &mut sc.m[..16 * g.o * t];
                 for oc in 0..g.o {
                     // the 2×2 output-gradient tiles as four rows (top-left, top-right, ...)
                     let y4 = &mut sc.tmp[..4 * t];
@@ -475,11 +370,9 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                         let row = img * ohw + oc * oh * ow + 2 * ty * ow;
                         for half in 0..2 {
                             let src = &dys[row + half * ow..row + (half + 1) * ow];
-                            let (ev, od) = eo.split_at_mut(tw);
-                            simd::deinterleave(src, ev, &mut od[..tw]);
                             let at = 2 * half * t + dq * tw;
-                            y4[at..at + tw].copy_from_slice(ev);
-                            y4[at + t..at + t + tw].copy_from_slice(&od[..tw]);
+                            let (left, right) = y4.split_at_mut(at + t);
+                            simd::deinterleave(src, &mut left[at..at + tw], &mut right[..tw]);
                         }
                     }
                     let dmt = &mut dmt[..16 * t];
@@ -492,7 +385,7 @@ pub fn grad_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
                 // dU[ξ] (O, C) += dM[ξ] (O, tiles) · V[ξ]ᵀ (tiles, C), accumulated transposed
                 // as (C, O): the `gemm` crate then packs only dM, not V (as for im2col's dWᵀ)
                 for (xi, dux) in du.chunks_exact_mut(g.o * g.c).enumerate() {
-                    let dmx = &dm[xi * g.o * t..(xi + 1) * g.o * t];
+                    let dmx = &sc.m[xi * g.o * t..(xi + 1) * g.o * t];
                     let vx = &sc.v[xi * g.c * t..(xi + 1) * g.c * t];
                     gemm_transposed_dst((g.o, g.c, t), dux, true, (dmx, 1, t), (vx, t, 1), false);
                 }
@@ -588,58 +481,15 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// [`forward`] for any sides: rounds of images, each transformed whole (`(C, 16, tiles)`), 16
-/// GEMMs over all its tiles, and transformed back.
-fn forward_rounds(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f32> {
-    let (oh, ow) = g.out_hw();
-    let tiles = oh.div_ceil(2) * ow.div_ceil(2);
-    let mut y = vec![0f32; g.n * g.o * oh * ow];
-    let u = transform_weights(w, g.o, g.c);
-    let per = images_per_round(g);
-    let mut v = vec![0f32; 16 * g.c * per * tiles];
-    let mut m = vec![0f32; 16 * g.o * per * tiles];
-    for n0 in (0..g.n).step_by(per) {
-        let nb = per.min(g.n - n0);
-        let p = nb * tiles;
-        transform_input(x, g, n0, nb, &mut v[..16 * g.c * p]);
-        let (oc, op) = (g.o * g.c, g.o * p);
-        let v = &v[..16 * g.c * p];
-        m[..16 * op]
-            .par_chunks_mut(op)
-            .enumerate()
-            .for_each(|(xi, mx)| {
-                let ux = &u[xi * oc..(xi + 1) * oc];
-                // (O, C) · (C, P): U row-major; V's rows for ξ start at ξ·P, one per channel
-                // every 16·P
-                gemm(
-                    g.o,
-                    p,
-                    g.c,
-                    mx,
-                    false,
-                    ux,
-                    1,
-                    g.c,
-                    &v[xi * p..],
-                    1,
-                    16 * p,
-                    false,
-                );
-            });
-        transform_output(&m[..16 * op], g, n0, nb, &mut y);
-    }
-    y
-}
-
 /// The input gradient `dx (N, C, H, W)` of the convolution `g` (3×3, stride 1) from `dy` and
 /// the weights: itself a 3×3 stride-1 convolution of `dy` (flipped weights, channels swapped,
 /// padding `2 − p`), computed by [`forward`].
 pub fn grad_input(w: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
-    assert!(
-        applies(g),
-        "winograd::grad_input: a 3×3 stride-1 convolution, got {g:?}"
-    );
     let (flipped, t) = super::conv2d::flipped_conv(w, g);
+    assert!(
+        chosen_shape(&t),
+        "winograd::grad_input: a 3×3 stride-1 convolution with even input sides, got {g:?}"
+    );
     forward(dy, &flipped, &t)
 }
 
@@ -665,15 +515,14 @@ mod tests {
     #[test]
     fn matches_a_float64_direct_convolution() {
         let mut rng = SplitMix64::new(5);
-        // odd and even sides (partial tiles), padding 1 and 0, channel counts across the
-        // GEMM's blocking; He-initialised weights and activations of a few units, as in training
+        // paddings 1, 0 and 2, channel counts across the GEMM's blocking, blocks of one image
+        // and of several; He-initialised weights and activations of a few units, as in training
         for (n, c, h, w, o, pad) in [
             (2, 3, 8, 8, 4, 1),
-            (3, 5, 7, 9, 6, 1),
-            (2, 16, 6, 5, 8, 0),
+            (3, 5, 6, 10, 6, 1),
+            (2, 16, 6, 4, 8, 0),
             (4, 64, 8, 8, 64, 1),
-            (1, 1, 3, 3, 1, 0),
-            // even outputs (the blocked path): padding 0 and 2, rows of 16 tiles in 4 blocks
+            (1, 1, 4, 4, 1, 0),
             (2, 8, 10, 6, 5, 0),
             (2, 3, 4, 6, 4, 2),
             (2, 4, 32, 32, 3, 1),
@@ -717,8 +566,8 @@ mod tests {
         let mut rng = SplitMix64::new(9);
         for (n, c, h, w, o, pad) in [
             (2, 3, 8, 8, 4, 1),
-            (3, 5, 7, 9, 6, 1),
-            (2, 16, 6, 5, 8, 0),
+            (3, 5, 6, 10, 6, 1),
+            (2, 16, 4, 6, 8, 1),
             (2, 6, 16, 12, 7, 1),
         ] {
             let g = geom(n, c, h, w, o, pad);
@@ -749,6 +598,10 @@ mod tests {
         g.stride = [2, 2];
         assert!(!applies(&g));
         g.stride = [1, 1];
+        assert!(chosen_shape(&g));
+        // odd output sides are not computed here
+        g.h = 5;
+        assert!(applies(&g) && !chosen_shape(&g));
         g.kh = 1;
         assert!(!applies(&g));
     }
