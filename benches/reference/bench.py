@@ -329,7 +329,7 @@ def line_step(id_, quick, variants, chosen):
 
 
 # ---------------------------------------------------------------------------------------------
-# MAE train step (bench.rs `vit_step`)
+# MAE train step (crates/selfsup-cli/src/bench/steps.rs `vit_step`)
 
 def make_adamw(params):
     """optim/optimizer.rs AdamW (decoupled decay p *= 1 - lr wd, bias-corrected moments, eps

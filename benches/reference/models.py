@@ -500,11 +500,11 @@ CONFIGS = {
     "step-a": dict(kind="resnet", width=1.0, channels=3, side=32, n=64),
     "step-b": dict(kind="resnet", width=0.5, channels=3, side=32, n=32),
     "step-c": dict(kind="convnet", widths=(32, 64, 128), channels=1, side=28, n=256),
-    # bench.rs `vit_step_recipe`: ViT mini, patch 4; MAE decoder 64-d, 2 blocks, 4 heads
+    # bench/steps.rs `vit_step_recipe`: ViT mini, patch 4; MAE decoder 64-d, 2 blocks, 4 heads
     "step-vit": dict(kind="mae", dim=128, depth=6, heads=4, mlp_ratio=4.0, patch=4,
                      decoder_dim=64, decoder_depth=2, decoder_heads=4, mask_ratio=0.75,
                      channels=3, side=32, n=64),
-    # bench.rs `text_step_recipe`: nanoGPT's CPU configuration (character vocabulary of
+    # bench/steps.rs `text_step_recipe`: nanoGPT's CPU configuration (character vocabulary of
     # Tiny Shakespeare: 65 characters + 5 special tokens), and a BERT-style MLM on a
     # 4,000-token BPE vocabulary
     "step-gpt": dict(kind="gpt", vocab=70, dim=128, depth=4, heads=4, seq=64, n=12),

@@ -3,9 +3,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Parser;
-use selfsup::checkpoint::write_atomic;
 use selfsup::eval::encoder_features;
 use selfsup::run::load_run;
+use selfsup::train::write_atomic;
 
 #[derive(Parser)]
 pub struct Args {
@@ -91,7 +91,7 @@ fn text_rows(a: &Args) -> anyhow::Result<Rows> {
     if a.data.is_some() {
         bail!("--data: embedding other text than the run's is not built yet");
     }
-    let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+    let (model, p) = selfsup::modality::text::load_text_run(&a.run, |r| {
         // one row per document: the documents in memory even for a streamed run
         r.data.in_memory = true;
         if let Some(d) = a.device {
@@ -118,7 +118,7 @@ fn text_rows(a: &Args) -> anyhow::Result<Rows> {
 /// in the shared space (l2-normalised); ids `image:<file>` and `text:<caption>`.
 fn pairs_rows(a: &Args) -> anyhow::Result<Rows> {
     use selfsup::burn::module::Module;
-    use selfsup::clip_run::{clip_of, image_embeddings, load_pairs_run, text_embeddings};
+    use selfsup::modality::pairs::{clip_of, image_embeddings, load_pairs_run, text_embeddings};
     if a.data.is_some() {
         bail!("--data: embedding other pairs than the run's is not built yet");
     }

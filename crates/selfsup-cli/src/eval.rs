@@ -2,16 +2,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use selfsup::checkpoint::write_atomic;
 use selfsup::eval::report::{
-    EvalRow, RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets,
-    format_table, random_encoder,
+    RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets, format_table,
+    random_encoder,
 };
+use selfsup::modality::text::TOKENIZER_FILE;
+use selfsup::modality::{self, Kind};
 use selfsup::recipe::Recipe;
 use selfsup::run::load_run;
+use selfsup::train::write_atomic;
+use selfsup_data::text::TextTokenizer;
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Kind {
+enum EvalKind {
     Knn,
     Linear,
     /// Fine-tune the encoder end to end (with --baselines: beside the same network trained
@@ -27,7 +30,7 @@ enum Kind {
 pub struct Args {
     /// knn, linear, finetune, all or label-efficiency.
     #[arg(value_enum)]
-    kind: Kind,
+    kind: EvalKind,
     /// The run folder written by `selfsup pretrain`.
     #[arg(long)]
     run: PathBuf,
@@ -66,27 +69,10 @@ pub struct Args {
     force: bool,
 }
 
-/// Writes `<stem>.json` and `<stem>.md` into the run folder (replacing them: for `pretrain`'s
-/// own table; `selfsup eval` goes through [`write_eval`]).
-pub fn save_report(
-    run_dir: &Path,
-    stem: &str,
-    rows: &[EvalRow],
-    table: &str,
-) -> anyhow::Result<()> {
-    write_eval(
-        run_dir,
-        stem,
-        &serde_json::to_string_pretty(rows)?,
-        table,
-        true,
-    )
-}
-
 /// Writes the files of one evaluation, `<stem>.json` and `<stem>.md`, each atomically. Unless
 /// `replace`, an earlier evaluation of the same name is kept: its files are renamed
 /// `<stem>.<N>.json` / `.md` with the first N free for both, and the renaming is said on
-/// stderr.
+/// stderr. (`pretrain` replaces its own table.)
 pub(crate) fn write_eval(
     run_dir: &Path,
     stem: &str,
@@ -119,13 +105,16 @@ pub(crate) fn write_eval(
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let is_text = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml"))
-        .map(|r| r.is_text())
-        .unwrap_or(false);
-    if is_text {
-        return run_text(a);
+    let kind = selfsup::recipe::Recipe::load(&a.run.join("recipe.toml"))
+        .ok()
+        .and_then(|r| modality::kind_of(&r).ok())
+        .map(|k| k.kind);
+    match kind {
+        Some(Kind::Text) => return run_text(a),
+        Some(k @ (Kind::Graphs | Kind::Audio | Kind::Pairs)) => return run_modality(a, k),
+        _ => {}
     }
-    if matches!(a.kind, Kind::LabelEfficiency) {
+    if matches!(a.kind, EvalKind::LabelEfficiency) {
         return run_label_efficiency(a);
     }
     let data = a.data.clone();
@@ -138,37 +127,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     })?;
     let recipe = &p.recipe;
     let (which, kind) = match a.kind {
-        Kind::Knn => (
+        EvalKind::Knn => (
             Which {
                 knn: true,
                 linear: false,
             },
             "knn",
         ),
-        Kind::Linear => (
+        EvalKind::Linear => (
             Which {
                 knn: false,
                 linear: true,
             },
             "linear",
         ),
-        Kind::Finetune => (
+        EvalKind::Finetune => (
             Which {
                 knn: false,
                 linear: false,
             },
             "finetune",
         ),
-        Kind::All => (
+        EvalKind::All => (
             Which {
                 knn: true,
                 linear: true,
             },
             "all",
         ),
-        Kind::LabelEfficiency => unreachable!("handled above"),
+        EvalKind::LabelEfficiency => unreachable!("handled above"),
     };
-    let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
+    let finetune =
+        matches!(a.kind, EvalKind::Finetune) || (a.finetune && matches!(a.kind, EvalKind::All));
     let label = format!("{} (SSL)", recipe.method.name());
     let sets = if !(which.knn || which.linear) {
         Vec::new()
@@ -203,6 +193,85 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &stem,
         &json,
         &format!("data: {}\n\n{table}", recipe.data.spec),
+        a.force,
+    )?;
+    eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
+    Ok(())
+}
+
+/// `eval` of a graph, audio or image–text run: its kind of data's own protocol (what
+/// `pretrain` reports at its end: cross-validation, per-label probes, retrieval and zero-shot),
+/// on the run's data or, with `--data`, on other data of the same kind (transfer).
+fn run_modality(a: Args, kind: Kind) -> anyhow::Result<()> {
+    if !matches!(a.kind, EvalKind::All | EvalKind::Knn | EvalKind::Linear) {
+        anyhow::bail!(
+            "eval {}: built for image and text runs; a run on {} is evaluated with `eval all`",
+            match a.kind {
+                EvalKind::Finetune => "finetune",
+                _ => "label-efficiency",
+            },
+            kind.name()
+        );
+    }
+    let mut recipe = Recipe::load(&a.run.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", a.run.display()))?;
+    if let Some(d) = &a.data {
+        recipe.data.spec = d.clone();
+        let other = modality::kind_of(&recipe).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+        if other.kind != kind {
+            anyhow::bail!(
+                "--data {d}: this run was trained on {}, the data holds {}",
+                kind.name(),
+                other.kind.name()
+            );
+        }
+        recipe.absolutize_data_path();
+    }
+    eval_flags(&a, &mut recipe);
+    recipe.eval.baselines = recipe.eval.baselines || a.baselines;
+    let tokenizer = match a.run.join(TOKENIZER_FILE) {
+        t if t.exists() => Some(
+            TextTokenizer::load(&t)
+                .with_context(|| format!("cannot read the run's tokenizer {}", t.display()))?,
+        ),
+        _ => None,
+    };
+    let m = modality::prepare(
+        &recipe,
+        modality::Setup {
+            tokenizer,
+            ..Default::default()
+        },
+    )?;
+    let dir = selfsup::checkpoint::latest_to_load(&a.run)?;
+    let state = selfsup::checkpoint::read_state(&dir)?;
+    let (shape, what) = m.input_shape();
+    if state.input_shape != shape {
+        anyhow::bail!(
+            "{}: the encoder was trained on {what} {:?}, data '{}' gives {shape:?}",
+            a.run.display(),
+            state.input_shape,
+            recipe.data.spec
+        );
+    }
+    let model = selfsup::checkpoint::load_model(&dir.join("model.bpk"), m.build_model(m.device()))?;
+    let Some(ev) = m.evaluate(&model)? else {
+        return Ok(());
+    };
+    println!("data: {}\n\n{}", recipe.data.spec, ev.printed);
+    let stem = match &a.data {
+        Some(_) => {
+            let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
+            format!("{}-{}", ev.stem, modality::data_name(&spec))
+        }
+        None => ev.stem.clone(),
+    };
+    let md = ev.md.unwrap_or(ev.printed);
+    write_eval(
+        &a.run,
+        &stem,
+        &ev.json,
+        &format!("data: {}\n\n{md}", recipe.data.spec),
         a.force,
     )?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());
@@ -254,7 +323,7 @@ fn eval_flags(a: &Args, r: &mut Recipe) {
         r.eval.knn.k = k;
     }
     if let Some(f) = a.fractions.clone() {
-        if matches!(a.kind, Kind::Finetune) {
+        if matches!(a.kind, EvalKind::Finetune) {
             r.eval.finetune.label_fractions = f;
         } else {
             r.eval.linear.label_fractions = f;
@@ -274,26 +343,27 @@ fn run_text(a: Args) -> anyhow::Result<()> {
     if a.data.is_some() {
         anyhow::bail!("--data: transfer to other text is not built yet");
     }
-    if matches!(a.kind, Kind::LabelEfficiency) {
+    if matches!(a.kind, EvalKind::LabelEfficiency) {
         anyhow::bail!("label-efficiency: built for image runs; text runs are not yet supported");
     }
-    let (model, p) = selfsup::text_run::load_text_run(&a.run, |r| {
+    let (model, p) = selfsup::modality::text::load_text_run(&a.run, |r| {
         // the probes read the documents and labels: in memory even for a streamed run
         r.data.in_memory = true;
         eval_flags(&a, r);
     })?;
     let which = Which {
-        knn: matches!(a.kind, Kind::Knn | Kind::All),
-        linear: matches!(a.kind, Kind::Linear | Kind::All),
+        knn: matches!(a.kind, EvalKind::Knn | EvalKind::All),
+        linear: matches!(a.kind, EvalKind::Linear | EvalKind::All),
     };
     let kind = match a.kind {
-        Kind::Knn => "knn",
-        Kind::Linear => "linear",
-        Kind::Finetune => "finetune",
-        Kind::All => "all",
-        Kind::LabelEfficiency => unreachable!("refused above"),
+        EvalKind::Knn => "knn",
+        EvalKind::Linear => "linear",
+        EvalKind::Finetune => "finetune",
+        EvalKind::All => "all",
+        EvalKind::LabelEfficiency => unreachable!("refused above"),
     };
-    let finetune = matches!(a.kind, Kind::Finetune) || (a.finetune && matches!(a.kind, Kind::All));
+    let finetune =
+        matches!(a.kind, EvalKind::Finetune) || (a.finetune && matches!(a.kind, EvalKind::All));
     let label = format!("{} (SSL)", p.recipe.method.name());
     let mut rows = if which.knn || which.linear {
         selfsup::eval::text::evaluate_text(model.encoder(), &label, &p, which, a.baselines)?

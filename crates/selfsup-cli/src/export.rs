@@ -12,8 +12,9 @@ use selfsup::backbone::resnet::ResNetConfig;
 use selfsup::backbone::{Backbone, BackboneConfig};
 use selfsup::burn::module::Module;
 use selfsup::burn::tensor::{Tensor, TensorData};
-use selfsup::checkpoint::{named_tensors, tensors_to_safetensors, write_atomic};
+use selfsup::checkpoint::{named_tensors, tensors_to_safetensors};
 use selfsup::run::load_run;
+use selfsup::train::write_atomic;
 
 #[derive(Parser)]
 pub struct Args {

@@ -7,7 +7,7 @@ use clap::Parser;
 use selfsup::burn::module::Module;
 use selfsup::method::Model;
 use selfsup::method::gpt::Sampling;
-use selfsup::text_run::load_text_run;
+use selfsup::modality::text::load_text_model;
 
 #[derive(Parser)]
 pub struct Args {
@@ -37,15 +37,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.top_k == Some(0) {
         bail!("--top-k: must be at least 1");
     }
-    let (model, p) = load_text_run(&a.run, |_| {})?;
+    // the saved tokenizer and the checkpoint: the corpus is not read again
+    let (model, tokenizer, recipe) = load_text_model(&a.run)?;
     let Model::Gpt(gpt) = model.valid() else {
         bail!(
             "{}: generation needs a next-token run (method gpt), this one is '{}'",
             a.run.display(),
-            p.recipe.method.name()
+            recipe.method.name()
         );
     };
-    let prompt = p.tokenizer.encode(&a.prompt);
+    let prompt = tokenizer.encode(&a.prompt);
     if prompt.is_empty() {
         bail!("--prompt: gives no tokens");
     }
@@ -58,6 +59,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             seed: a.seed,
         },
     );
-    println!("{}", p.tokenizer.decode(&out));
+    println!("{}", tokenizer.decode(&out));
     Ok(())
 }

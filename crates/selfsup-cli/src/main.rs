@@ -104,10 +104,13 @@ fn collect_free_pages() {
 #[command(
     name = "selfsup",
     version,
-    about = "Self-supervised pretraining of image encoders, with honest evaluation",
-    long_about = "Self-supervised pretraining of image encoders (SimCLR, ...), with honest \
-                  evaluation: kNN and linear probe on the frozen encoder beside raw-pixel and \
-                  random-init baselines.\n\nQuick start: `selfsup pretrain` trains SimCLR on the \
+    about = "Self-supervised pretraining of encoders for images, text, audio, graphs and \
+             image-text pairs, with honest evaluation",
+    long_about = "Self-supervised pretraining of encoders for images, text, audio, graphs and \
+                  image-text pairs (SimCLR, MoCo, BYOL, DINO, MAE, BERT- and GPT-style, CPC, \
+                  GraphCL, CLIP, ...), with honest evaluation: the frozen encoder beside \
+                  baselines computed in the same run (raw pixels or hand-made features, a \
+                  random-init encoder).\n\nQuick start: `selfsup pretrain` trains SimCLR on the \
                   built-in digits and prints the evaluation table."
 )]
 struct Cli {
@@ -151,7 +154,15 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = {
+        use clap::{CommandFactory, FromArgMatches};
+        // `pretrain --help` lists the registry's methods and the kinds of data from their tables
+        let cmd = Cli::command().mut_subcommand("pretrain", |c| {
+            c.mut_arg("method", |a| a.help(pretrain::method_help()))
+                .mut_arg("data", |a| a.help(pretrain::data_help()))
+        });
+        Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+    };
     let result = match cli.command {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Eval(a) => eval::run(a),

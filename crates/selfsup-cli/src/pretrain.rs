@@ -5,26 +5,58 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use clap::Parser;
 use selfsup::device::DeviceChoice;
-use selfsup::eval::report::{Which, evaluate, feature_sets, format_table};
 use selfsup::method::MethodConfig;
+use selfsup::modality::text::TOKENIZER_FILE;
+use selfsup::modality::{self, Setup};
 use selfsup::recipe::Recipe;
-use selfsup::run::prepare;
-use selfsup::text_run::{TOKENIZER_FILE, prepare_text, pretrain_text, score};
-use selfsup::train::{Stopped, TrainOptions, Trained, open_run_dir, pretrain};
+use selfsup::train::{Stopped, TrainOptions, Trained, pretrain, write_atomic};
 use selfsup_data::text::TextTokenizer;
-use selfsup_data::text::source::corpus_name;
+
+/// `--method`'s help: the registry's methods by the data they train on.
+pub fn method_help() -> String {
+    use selfsup::method::{InputKind, METHOD_NAMES};
+    let kinds = [
+        (InputKind::Images, "images and audio spectrograms"),
+        (InputKind::Tokens, "text"),
+        (InputKind::Graphs, "graphs"),
+        (InputKind::Pairs, "image-text pairs"),
+    ];
+    let groups: Vec<String> = kinds
+        .iter()
+        .map(|(kind, what)| {
+            let names: Vec<&str> = METHOD_NAMES
+                .iter()
+                .copied()
+                .filter(|n| MethodConfig::from_name(n).is_ok_and(|m| m.input_kind() == *kind))
+                .collect();
+            format!("{} ({what})", names.join(", "))
+        })
+        .collect();
+    format!(
+        "Method name: {}. Without a recipe, a method that needs another encoder than the \
+         built-in recipe's ConvNet gets its default one",
+        groups.join("; ")
+    )
+}
+
+/// `--data`'s help: the table of kinds of data.
+pub fn data_help() -> String {
+    let kinds: Vec<String> = modality::KINDS
+        .iter()
+        .map(|k| format!("{}: {}", k.kind.name(), k.usage))
+        .collect();
+    format!("Data: {}", kinds.join("; "))
+}
 
 #[derive(Parser)]
 pub struct Args {
     /// TOML recipe (see configs/). Without it: SimCLR on the built-in digits.
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Data: `digits` (built in), `idx:DIR`, `folder:DIR`, `csv:FILE`; text: `text:FILE`,
-    /// `text:DIR`, `tsv:FILE`; graphs: `tu:DIR`; audio: `audio:DIR` (WAV files).
+    /// Data (the kinds of data and their schemes: see `--help`).
     #[arg(long)]
     data: Option<String>,
-    /// Method name: simclr, moco-v2, moco-v3, byol, simsiam, barlow-twins, vicreg, dino, mae,
-    /// dae, cpc; for text: mlm, gpt; for graphs: graphcl.
+    /// Method name (the registry's methods: see `--help`).
     #[arg(long)]
     method: Option<String>,
     #[arg(long)]
@@ -93,11 +125,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(d) = a.data {
         recipe.data.spec = d;
     }
+    // a method named without a recipe that needs another kind of encoder gets its default one
+    let mut encoder_note = None;
     if let Some(m) = a.method
         && m != recipe.method.name()
     {
-        recipe.method =
-            MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+        let method = MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+        if a.config.is_none() && a.resume.is_none() {
+            encoder_note = recipe.use_method(method);
+        } else {
+            recipe.method = method;
+        }
     }
     if let Some(e) = a.epochs {
         recipe.train.epochs = e;
@@ -136,75 +174,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.resume.is_none() {
         recipe.absolutize_data_path();
     }
-    if recipe.is_audio() {
-        if recipe.train.time_budget.is_some() {
-            anyhow::bail!("train.time_budget: audio runs are sized in epochs (not built yet)");
-        }
-        return run_audio(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
-    }
-    if a.stop_after == Some(0)
-        && (recipe.data_kind() != selfsup::method::InputKind::Images || recipe.is_audio())
-    {
-        anyhow::bail!(
-            "--stop-after 0 (keep the starting weights) is for image runs, not {}",
-            recipe.data.spec
-        );
-    }
-    if recipe.is_pairs() {
-        if recipe.train.time_budget.is_some() {
-            anyhow::bail!("train.time_budget: image-text runs are sized in epochs (not built yet)");
-        }
-        return run_pairs(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
-    }
-    if recipe.is_graph() {
-        if recipe.train.time_budget.is_some() {
-            anyhow::bail!("train.time_budget: graph runs are sized in epochs (not built yet)");
-        }
-        return run_graph(recipe, a.resume, a.out, a.stop_after, a.no_eval, a.quiet);
-    }
-    if recipe.is_text() {
-        if recipe.train.time_budget.is_some() {
-            anyhow::bail!("train.time_budget: text runs are sized in epochs (not built yet)");
-        }
-        return run_text(recipe, a.resume, a.out, a.stop_after, a.quiet);
-    }
-    let p = prepare(&recipe)?;
+    // one path for every kind of data: spec → modality → train → evaluate
     let run_dir = match (&a.resume, a.out) {
         (Some(d), _) => d.clone(),
         (None, Some(o)) => o,
-        (None, None) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            let base = format!("{}-{}-{t}", recipe.method.name(), p.split.train.name);
-            let mut dir = PathBuf::from("runs").join(&base);
-            let mut k = 2;
-            while dir.exists() {
-                dir = PathBuf::from("runs").join(format!("{base}-{k}"));
-                k += 1;
-            }
-            dir
-        }
+        (None, None) => modality::default_run_dir(&recipe)?,
     };
-    let (c, h, w) = p.pipeline.out_shape();
-    eprintln!(
-        "selfsup pretrain: {} on {} ({} / {} validation / {} test images, {c}×{h}×{w}), {}, batch {}, device {} → {}",
-        recipe.method.name(),
-        recipe.data.spec,
-        p.train_count(),
-        p.split.val.len(),
-        p.split.test.len(),
-        match &recipe.train.time_budget {
-            Some(b) if a.resume.is_none() => format!("epochs planned for a time budget of {b}"),
-            _ => format!("{} epochs", recipe.train.epochs),
+    let m = modality::prepare(
+        &recipe,
+        Setup {
+            tokenizer: saved_tokenizer(&a.resume)?,
+            run_dir: Some(run_dir.clone()),
+            resume: a.resume.is_some(),
         },
-        recipe.train.batch_size,
-        recipe.train.device,
+    )?;
+    let r = m.recipe();
+    eprintln!(
+        "selfsup pretrain: {}{} on {} ({}), {}, batch {}, device {} → {}",
+        r.method.name(),
+        encoder_note.map_or(String::new(), |n| format!(" with {n}")),
+        r.data.spec,
+        m.describe(),
+        match &r.train.time_budget {
+            Some(b) if a.resume.is_none() => format!("epochs planned for a time budget of {b}"),
+            _ => format!("{} epochs", r.train.epochs),
+        },
+        r.train.batch_size,
+        r.train.device,
         run_dir.display()
     );
     let stop = stop_on_signals()?;
     let trained = pretrain(
-        &p,
+        m.as_ref(),
         &run_dir,
         &TrainOptions {
             progress: !a.quiet,
@@ -222,17 +223,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "pretraining done in {:.1} s ({:.0} images/s); encoder saved to {}",
+        "pretraining done in {:.1} s ({:.0} {}); encoder saved to {}",
         trained.seconds,
-        trained.images_per_s,
+        trained.units_per_s,
+        m.kind().rate_unit(),
         run_dir.join("encoder.safetensors").display()
     );
     if let Some(n) = a.stop_after
-        && n < recipe.train.epochs
+        && n < r.train.epochs
     {
         eprintln!(
             "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
-            recipe.train.epochs,
+            r.train.epochs,
             run_dir.display()
         );
         return Ok(());
@@ -240,24 +242,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.no_eval {
         return Ok(());
     }
-    if p.split.train.labels.is_none() || p.split.test.is_empty() {
-        eprintln!("no labels or no test split: skipping the evaluation");
-        return Ok(());
-    }
-    eprintln!("evaluating the frozen encoder (kNN and linear probe, with baselines) ...");
     let t0 = std::time::Instant::now();
-    let label = format!("{} (SSL)", recipe.method.name());
-    let sets = feature_sets(trained.model.encoder(), &label, &p);
-    let rows = evaluate(
-        &sets,
-        &p,
-        Which {
-            knn: true,
-            linear: true,
-        },
-    )?;
-    let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
-    println!("\n{table}");
+    let Some(ev) = m.evaluate(&trained.model)? else {
+        return Ok(());
+    };
+    println!("{}", ev.printed);
     let eval_s = t0.elapsed().as_secs_f64();
     match &trained.plan {
         Some(plan) => eprintln!(
@@ -268,7 +257,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
         None => eprintln!("evaluation took {eval_s:.1} s"),
     }
-    crate::eval::save_report(&run_dir, "eval", &rows, &table)?;
+    match &ev.md {
+        Some(md) => crate::eval::write_eval(&run_dir, &ev.stem, &ev.json, md, ev.replace)?,
+        None => write_atomic(
+            &run_dir.join(format!("{}.json", ev.stem)),
+            ev.json.as_bytes(),
+        )?,
+    }
     if let Some(plan) = &trained.plan {
         let done = serde_json::json!({
             "plan": plan,
@@ -277,7 +272,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "eval_s": eval_s,
             "total_s": started.elapsed().as_secs_f64(),
         });
-        selfsup::checkpoint::write_atomic(
+        write_atomic(
             &run_dir.join("budget.json"),
             serde_json::to_string_pretty(&done)?.as_bytes(),
         )?;
@@ -332,279 +327,6 @@ fn end_of_training(
     }
 }
 
-/// Pretraining on text: the tokenizer, the loop with validation perplexity, and the test
-/// split's loss reported once at the end.
-fn run_text(
-    recipe: Recipe,
-    resume: Option<PathBuf>,
-    out: Option<PathBuf>,
-    stop_after: Option<usize>,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let tokenizer = saved_tokenizer(&resume)?;
-    let run_dir = match (&resume, out) {
-        (Some(d), _) => d.clone(),
-        (None, Some(o)) => o,
-        (None, None) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
-            let name = spec
-                .text_source()
-                .map_or_else(|| spec.to_string(), |s| corpus_name(s.path()));
-            PathBuf::from("runs").join(format!("{}-{name}-{t}", recipe.method.name()))
-        }
-    };
-    if recipe.data.stream {
-        // the token files go into the run folder: check it before writing them
-        open_run_dir(&run_dir, resume.is_some())?;
-    }
-    let p = prepare_text(&recipe, tokenizer, Some(&run_dir))?;
-    eprintln!(
-        "selfsup pretrain: {} on {} ({} / {} / {} train/val/test documents, {} train tokens, vocabulary {}), {} epochs, batch {} × {} tokens → {}",
-        recipe.method.name(),
-        recipe.data.spec,
-        p.split.train.len(),
-        p.split.val.len(),
-        p.split.test.len(),
-        p.train.num_tokens(),
-        p.tokenizer.vocab_size(),
-        recipe.train.epochs,
-        recipe.train.batch_size,
-        recipe.data.seq_len,
-        run_dir.display()
-    );
-    let stop = stop_on_signals()?;
-    let trained = pretrain_text(
-        &p,
-        &run_dir,
-        &TrainOptions {
-            progress: !quiet,
-            resume: resume.is_some(),
-            stop_after,
-            stop: Some(stop.clone()),
-            ..TrainOptions::default()
-        },
-    );
-    let trained = end_of_training(trained, &stop, &run_dir)?;
-    eprintln!(
-        "pretraining done in {:.1} s ({:.0} tokens/s); encoder saved to {}",
-        trained.seconds,
-        trained.images_per_s,
-        run_dir.join("encoder.safetensors").display()
-    );
-    if let Some(n) = stop_after
-        && n < recipe.train.epochs
-    {
-        eprintln!(
-            "stopped after epoch {n} of {} (--stop-after); continue with `selfsup pretrain --resume {}`",
-            recipe.train.epochs,
-            run_dir.display()
-        );
-        return Ok(());
-    }
-    use selfsup::burn::module::Module;
-    let m = trained.model.valid();
-    let bs = recipe.train.eval_batch_size.min(256);
-    let (val, test) = (
-        score(&m, &p.val, bs, recipe.train.seed),
-        score(&m, &p.test, bs, recipe.train.seed),
-    );
-    let what = if recipe.method.causal() {
-        "next-token"
-    } else {
-        "masked-token"
-    };
-    println!("split       tokens  {what} loss (nats)  perplexity  accuracy %");
-    for (name, s) in [("validation", val), ("test", test)] {
-        if s.count == 0 {
-            println!("{name:<10} (no documents in this split)");
-            continue;
-        }
-        println!(
-            "{name:<10} {:>7}  {:>18.4}  {:>10.2}  {:>10.1}",
-            s.count,
-            s.loss(),
-            s.perplexity(),
-            s.accuracy()
-        );
-    }
-    let json = serde_json::json!({
-        "method": recipe.method.name(),
-        "validation": {"tokens": val.count, "loss": val.loss(), "perplexity": val.perplexity(), "accuracy": val.accuracy()},
-        "test": {"tokens": test.count, "loss": test.loss(), "perplexity": test.perplexity(), "accuracy": test.accuracy()},
-        "seconds": trained.seconds,
-    });
-    selfsup::checkpoint::write_atomic(
-        &run_dir.join("lm-eval.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
-    )?;
-    Ok(())
-}
-
-fn run_graph(
-    recipe: Recipe,
-    resume: Option<PathBuf>,
-    out: Option<PathBuf>,
-    stop_after: Option<usize>,
-    no_eval: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    use selfsup::graph_run::{
-        evaluate_graphs, format_graph_table, prepare_graphs, pretrain_graphs,
-    };
-    let p = prepare_graphs(&recipe)?;
-    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.data.name)?;
-    eprintln!(
-        "selfsup pretrain: {} on {} ({} graphs, {} nodes, {} node features, {} classes), {} epochs, batch {} → {}",
-        recipe.method.name(),
-        recipe.data.spec,
-        p.data.len(),
-        p.data.num_nodes(),
-        p.data.feat_dim,
-        p.data.num_classes,
-        recipe.train.epochs,
-        recipe.train.batch_size,
-        run_dir.display()
-    );
-    let Some(trained) = train_and_report(
-        |o| pretrain_graphs(&p, &run_dir, o),
-        &run_dir,
-        resume.is_some(),
-        stop_after,
-        recipe.train.epochs,
-        no_eval,
-        quiet,
-        "graphs",
-    )?
-    else {
-        return Ok(());
-    };
-    let t0 = std::time::Instant::now();
-    let rows = evaluate_graphs(&trained.model, &p)?;
-    let (md, json) = format_graph_table(&p, &rows);
-    println!("{md}");
-    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
-    crate::eval::write_eval(
-        &run_dir,
-        "eval-graph",
-        &serde_json::to_string_pretty(&json)?,
-        &md,
-        false,
-    )?;
-    Ok(())
-}
-
-fn run_audio(
-    recipe: Recipe,
-    resume: Option<PathBuf>,
-    out: Option<PathBuf>,
-    stop_after: Option<usize>,
-    no_eval: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    use selfsup::audio_run::{evaluate_audio, format_audio_tables, prepare_audio, pretrain_audio};
-    let p = prepare_audio(&recipe)?;
-    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.train.clips.name)?;
-    let (m, t) = p.view_shape();
-    eprintln!(
-        "selfsup pretrain: {} on {} ({} train / {} validation / {} test clips, views 1×{m}×{t} log-mel), {} epochs, batch {} → {}",
-        recipe.method.name(),
-        recipe.data.spec,
-        p.train.clips.len(),
-        p.val.clips.len(),
-        p.test.clips.len(),
-        recipe.train.epochs,
-        recipe.train.batch_size,
-        run_dir.display()
-    );
-    let Some(trained) = train_and_report(
-        |o| pretrain_audio(&p, &run_dir, o),
-        &run_dir,
-        resume.is_some(),
-        stop_after,
-        recipe.train.epochs,
-        no_eval,
-        quiet,
-        "clips",
-    )?
-    else {
-        return Ok(());
-    };
-    let t0 = std::time::Instant::now();
-    let tables = evaluate_audio(&trained.model, &p)?;
-    let md = format_audio_tables(&p, &tables);
-    println!("{md}");
-    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
-    let json: Vec<serde_json::Value> = tables
-        .iter()
-        .map(|(field, rows)| serde_json::json!({"label": field, "rows": rows}))
-        .collect();
-    crate::eval::write_eval(
-        &run_dir,
-        "eval-audio",
-        &serde_json::to_string_pretty(&json)?,
-        &md,
-        false,
-    )?;
-    Ok(())
-}
-
-fn run_pairs(
-    recipe: Recipe,
-    resume: Option<PathBuf>,
-    out: Option<PathBuf>,
-    stop_after: Option<usize>,
-    no_eval: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    use selfsup::clip_run::{evaluate_pairs, format_pairs_table, prepare_pairs, pretrain_pairs};
-    let tokenizer = saved_tokenizer(&resume)?;
-    let p = prepare_pairs(&recipe, tokenizer)?;
-    let run_dir = chosen_run_dir(&resume, out, recipe.method.name(), &p.train.pairs.name)?;
-    eprintln!(
-        "selfsup pretrain: {} on {} ({} train / {} validation / {} test pairs, images 3×{s}×{s}, captions ≤ {} tokens of {}), {} epochs, batch {} → {}",
-        recipe.method.name(),
-        recipe.data.spec,
-        p.train.pairs.len(),
-        p.val.pairs.len(),
-        p.test.pairs.len(),
-        recipe.data.seq_len,
-        p.tokenizer.vocab_size(),
-        recipe.train.epochs,
-        recipe.train.batch_size,
-        run_dir.display(),
-        s = p.size,
-    );
-    let Some(trained) = train_and_report(
-        |o| pretrain_pairs(&p, &run_dir, o),
-        &run_dir,
-        resume.is_some(),
-        stop_after,
-        recipe.train.epochs,
-        no_eval,
-        quiet,
-        "pairs",
-    )?
-    else {
-        return Ok(());
-    };
-    let t0 = std::time::Instant::now();
-    let rows = evaluate_pairs(&trained.model, recipe.method.name(), &p)?;
-    let md = format_pairs_table(&p, &rows);
-    println!("{md}");
-    eprintln!("evaluation: {:.1} s", t0.elapsed().as_secs_f64());
-    crate::eval::write_eval(
-        &run_dir,
-        "eval-pairs",
-        &serde_json::to_string_pretty(&rows)?,
-        &md,
-        false,
-    )?;
-    Ok(())
-}
-
 /// The tokenizer a resumed run was trained with (`None` for a new run).
 fn saved_tokenizer(resume: &Option<PathBuf>) -> anyhow::Result<Option<TextTokenizer>> {
     match resume {
@@ -614,66 +336,4 @@ fn saved_tokenizer(resume: &Option<PathBuf>) -> anyhow::Result<Option<TextTokeni
         )),
         _ => Ok(None),
     }
-}
-
-/// The run folder: the resumed one, `--out`, or the default.
-fn chosen_run_dir(
-    resume: &Option<PathBuf>,
-    out: Option<PathBuf>,
-    method: &str,
-    data: &str,
-) -> anyhow::Result<PathBuf> {
-    match (resume, out) {
-        (Some(d), _) => Ok(d.clone()),
-        (None, Some(o)) => Ok(o),
-        (None, None) => default_run_dir(method, data),
-    }
-}
-
-/// `runs/<method>-<data>-<unix time>`, the default run folder.
-fn default_run_dir(method: &str, data: &str) -> anyhow::Result<PathBuf> {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    Ok(PathBuf::from("runs").join(format!("{method}-{data}-{t}")))
-}
-
-/// Runs a pretraining (`train`, given its options) with graceful stops on signals and says how
-/// it ended; `None` when no evaluation follows (`--stop-after` before the end, `--no-eval`).
-#[allow(clippy::too_many_arguments)]
-fn train_and_report(
-    train: impl FnOnce(&TrainOptions) -> anyhow::Result<Trained>,
-    run_dir: &std::path::Path,
-    resume: bool,
-    stop_after: Option<usize>,
-    epochs: usize,
-    no_eval: bool,
-    quiet: bool,
-    unit: &str,
-) -> anyhow::Result<Option<Trained>> {
-    let stop = stop_on_signals()?;
-    let trained = train(&TrainOptions {
-        progress: !quiet,
-        resume,
-        stop_after,
-        stop: Some(stop.clone()),
-        ..TrainOptions::default()
-    });
-    let trained = end_of_training(trained, &stop, run_dir)?;
-    eprintln!(
-        "pretraining done in {:.1} s ({:.0} {unit}/s); encoder saved to {}",
-        trained.seconds,
-        trained.images_per_s,
-        run_dir.join("encoder.safetensors").display()
-    );
-    if let Some(n) = stop_after
-        && n < epochs
-    {
-        eprintln!(
-            "stopped after epoch {n} of {epochs} (--stop-after); continue with `selfsup pretrain --resume {}`",
-            run_dir.display()
-        );
-        return Ok(None);
-    }
-    Ok((!no_eval).then_some(trained))
 }

@@ -54,24 +54,25 @@ fn to_images(x: Tensor<4>, pipeline: &Pipeline) -> Vec<Image> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (n, what) = grid(&a.run, a.count, a.seed, a.scale, &a.out)?;
+    let (n, what, split) = grid(&a.run, a.count, a.seed, a.scale, &a.out)?;
     eprintln!(
-        "wrote {} ({n} test images: original | {what} | reconstruction)",
+        "wrote {} ({n} {split} images: original | {what} | reconstruction)",
         a.out.display()
     );
     Ok(())
 }
 
-/// Writes the PNG grid of the first `count` test images of an `mae` or `dae` run: each row the
-/// image, the masked or corrupted input (masks / noise from `seed`) and the reconstruction.
-/// Returns the rows drawn and what the input column shows.
+/// Writes the PNG grid of the first `count` test images (training images when the run has no
+/// test split) of an `mae` or `dae` run: each row the image, the masked or corrupted input
+/// (masks / noise from `seed`) and the reconstruction. Returns the rows drawn, what the input
+/// column shows and which split the images are from (`test`, `training`).
 pub fn grid(
     run: &std::path::Path,
     count: usize,
     seed: u64,
     scale: Option<usize>,
     out: &std::path::Path,
-) -> anyhow::Result<(usize, &'static str)> {
+) -> anyhow::Result<(usize, &'static str, &'static str)> {
     let (model, p) = load_run(run, |_| {})?;
     grid_of(&model, &p, count, seed, scale, out).with_context(|| run.display().to_string())
 }
@@ -84,11 +85,11 @@ pub fn grid_of(
     seed: u64,
     scale: Option<usize>,
     out: &std::path::Path,
-) -> anyhow::Result<(usize, &'static str)> {
-    let images = if p.split.test.is_empty() {
-        &p.split.train.images
+) -> anyhow::Result<(usize, &'static str, &'static str)> {
+    let (images, split) = if p.split.test.is_empty() {
+        (&p.split.train.images, "training")
     } else {
-        &p.split.test.images
+        (&p.split.test.images, "test")
     };
     let n = count.min(images.len());
     if n == 0 {
@@ -127,5 +128,5 @@ pub fn grid_of(
         .collect();
     let scale = scale.unwrap_or((96 / h.max(1)).max(1));
     selfsup_data::save_views_grid(out, &originals, &views, scale)?;
-    Ok((n, what))
+    Ok((n, what, split))
 }

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use base64::Engine;
 use plotters::prelude::*;
-use selfsup::checkpoint::write_atomic;
 use selfsup::eval::map;
 use selfsup::summary::RunSummary;
+use selfsup::train::write_atomic;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (720, 360);
@@ -485,9 +485,9 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path, opts: &Opts) -> an
                 && ["mae", "dae"].contains(&recipe.method.name())
             {
                 let path = files.join(format!("run{i}-reconstruction.png"));
-                let (_, what) = crate::reconstruct::grid_of(model, &p, 6, 0, None, &path)?;
+                let (_, what, split) = crate::reconstruct::grid_of(model, &p, 6, 0, None, &path)?;
                 let png = std::fs::read(&path)?;
-                let caption = format!("test images: original | {what} | reconstruction");
+                let caption = format!("{split} images: original | {what} | reconstruction");
                 embed(&mut body, "reconstructions", &caption, &png);
                 images += 1;
             }
@@ -514,7 +514,7 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path, opts: &Opts) -> an
         } else if let (Some(recipe), Some((selfsup::method::InputKind::Tokens, _))) =
             (&recipe, kind)
         {
-            match selfsup::text_run::load_text_run(&r.dir, |r| r.data.in_memory = true) {
+            match selfsup::modality::text::load_text_run(&r.dir, |r| r.data.in_memory = true) {
                 Ok((model, p)) => {
                     let test = &p.split.test;
                     let idx = map::sample(test.len(), opts.map_points, recipe.train.seed);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Parser;
 use selfsup::burn::module::Module;
-use selfsup::clip_run::{clip_of, image_embeddings, load_pairs_run, text_embeddings};
+use selfsup::modality::pairs::{clip_of, image_embeddings, load_pairs_run, text_embeddings};
 
 #[derive(Parser)]
 pub struct Args {

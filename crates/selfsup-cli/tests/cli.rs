@@ -713,6 +713,29 @@ fn every_method_resumes_exactly_from_the_cli() {
                     text.starts_with("line 1") && text.chars().count() > 20,
                     "{text:?}"
                 );
+                // the run's saved tokenizer: generation works with the corpus moved away,
+                // and gives the same text
+                let moved = dir.path().join("corpus-moved.txt");
+                std::fs::rename(&corpus, &moved).unwrap();
+                let g2 = selfsup(&[
+                    "generate",
+                    "--run",
+                    whole.to_str().unwrap(),
+                    "--prompt",
+                    "line 1",
+                    "--tokens",
+                    "20",
+                    "--seed",
+                    "3",
+                ]);
+                std::fs::rename(&moved, &corpus).unwrap();
+                assert!(g2.status.success(), "{}", stderr(&g2));
+                assert_eq!(g2.stdout, g.stdout, "generation without the corpus");
+                assert!(
+                    stderr(&g2).contains("loading checkpoint"),
+                    "{}",
+                    stderr(&g2)
+                );
             } else {
                 assert_clean_failure(&g, "generation needs a next-token run");
             }
@@ -1127,6 +1150,36 @@ fn a_full_disk_keeps_the_previous_checkpoint_and_a_damaged_one_is_passed_over() 
         .map(|l| l["epoch"].as_u64().unwrap())
         .collect();
     assert_eq!(epochs, vec![1, 2, 3]);
+
+    // a command that loads the run says which checkpoint; one without its manifest is loaded
+    // but reported as unverified, and a damaged newer one is passed over with the reason
+    let npy = dir.path().join("emb.npy");
+    let embed = || selfsup(&["embed", "--run", run_s, "--out", npy.to_str().unwrap()]);
+    let o = embed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("loading checkpoint") && err.contains("epoch-0003"),
+        "{err}"
+    );
+    assert!(!err.contains("unverified"), "{err}");
+    std::fs::remove_file(ckpts.join("epoch-0003/manifest.json")).unwrap();
+    let o = embed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("epoch-0003") && err.contains("unverified"),
+        "{err}"
+    );
+    std::fs::write(ckpts.join("epoch-0003/state.json"), "{").unwrap();
+    std::fs::remove_file(ckpts.join("epoch-0003/model.bpk")).unwrap();
+    let o = embed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("passed over checkpoint") && err.contains("model.bpk is missing"),
+        "{err}"
+    );
 }
 
 /// Starts `selfsup ARGS`, waits until the run folder `run` holds `recipe.toml` (the signal
@@ -1370,20 +1423,29 @@ fn torchvision_export_and_init_from() {
         check(&tv) == check(&tv0),
         "features of the imported encoder differ"
     );
-    // --stop-after 0 is for image runs
+    // --stop-after 0 works for every kind of data (one loop): an image-text run keeps its
+    // starting weights as the checkpoint of epoch 0
     let pairs = common::pairs_fixture(&dir.path().join("pairs"), 8);
-    assert_clean_failure(
-        &selfsup(&[
-            "pretrain",
-            "--data",
-            &format!("pairs:{}", pairs.display()),
-            "--method",
-            "clip",
-            "--stop-after",
-            "0",
-        ]),
-        "--stop-after 0 (keep the starting weights) is for image runs",
+    let p0 = dir.path().join("p0");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--data",
+        &format!("pairs:{}", pairs.display()),
+        "--method",
+        "clip",
+        "--stop-after",
+        "0",
+        "--out",
+        p0.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        p0.join("checkpoints/epoch-0000/model.bpk").exists(),
+        "{}",
+        stderr(&o)
     );
+    assert!(p0.join("tokenizer.json").exists());
     // the wrong depth, the wrong encoder
     std::fs::write(&recipe, rn.replace("depth = 18", "depth = 34")).unwrap();
     let c = dir.path().join("c");
@@ -1505,4 +1567,126 @@ fn report_html_shows_mae_reconstructions() {
             "{check}"
         );
     }
+}
+
+/// `pretrain --help` lists every method of the registry and every data scheme of the table of
+/// kinds of data (the help text is made from them, not kept by hand).
+#[test]
+fn pretrain_help_lists_every_method_and_kind_of_data() {
+    let o = selfsup(&["pretrain", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    for m in selfsup::method::METHOD_NAMES {
+        assert!(help.contains(m), "--help lacks method {m}:\n{help}");
+    }
+    for k in selfsup::modality::KINDS {
+        for s in k.schemes {
+            assert!(help.contains(s), "--help lacks data scheme {s}:\n{help}");
+        }
+    }
+    // and the tool says what it is now
+    let o = selfsup(&["--help"]);
+    let help = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(help.contains("graphs") && help.contains("audio"), "{help}");
+}
+
+/// `--method mae` without a recipe: the built-in recipe's ConvNet cannot be masked by patches,
+/// so the run uses the shipped digits MAE recipe (its ViT and its optimiser), and its header
+/// says so.
+#[test]
+fn a_method_named_without_a_recipe_gets_its_default_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mae");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "--no-eval",
+        "--method",
+        "mae",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("with the recipe configs/digits-mae.toml (mae needs a vit encoder)"),
+        "{}",
+        stderr(&o)
+    );
+    let recipe = std::fs::read_to_string(out.join("recipe.toml")).unwrap();
+    assert!(recipe.contains("backbone = \"vit\""), "{recipe}");
+}
+
+/// `--time-budget` works for every kind of data (the one loop plans it): a graph run plans its
+/// epochs from timed steps and its evaluation's cost, records the plan, and says how long the
+/// whole run took against its budget.
+#[test]
+fn a_graph_run_fits_a_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let tu = common::tu_fixture(dir.path(), 24);
+    let recipe = dir.path().join("graph.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
+             [method]\nname = \"graphcl\"\n[train]\nepochs = 3\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\n",
+            tu.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--time-budget",
+        "40s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("epochs planned for a time budget of 40s"),
+        "{err}"
+    );
+    let plan: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).unwrap()).unwrap();
+    let planned = plan["epochs"].as_u64().unwrap();
+    assert!(planned >= 1, "{plan}");
+    assert!(plan["eval_s"].as_f64().unwrap() > 0.0, "{plan}");
+    let done: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("budget.json")).unwrap()).unwrap();
+    assert!(done["epochs_run"].as_u64().unwrap() <= planned, "{done}");
+    assert_eq!(
+        metric_epochs(&out).len() as u64,
+        done["epochs_run"].as_u64().unwrap()
+    );
+    assert!(out.join("eval-graph.md").exists());
+    // `eval all --data`: the same protocol on other graphs of the same kind (transfer), and a
+    // clear refusal of data of another kind
+    let other = common::tu_fixture(&dir.path().join("other"), 30);
+    let o = selfsup(&[
+        "eval",
+        "all",
+        "--run",
+        out.to_str().unwrap(),
+        "--data",
+        &format!("tu:{}", other.display()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("eval-graph-T.md")).unwrap();
+    assert!(md.contains("30 graphs"), "{md}");
+    let o = selfsup(&[
+        "eval",
+        "all",
+        "--run",
+        out.to_str().unwrap(),
+        "--data",
+        "digits",
+    ]);
+    assert_clean_failure(&o, "this run was trained on graphs, the data holds images");
 }

@@ -1,10 +1,12 @@
 //! Contact sheets of augmented views, for looking at what the augmentations do.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::DataError;
 use crate::image::Image;
+
+/// Also at this path for the crates that write through it (it lives in [`crate::fsutil`]).
+pub use crate::fsutil::write_atomic;
 
 /// Separator width in pixels between cells.
 const SEP: usize = 2;
@@ -80,32 +82,4 @@ pub fn save_views_grid(
     )
     .map_err(|e| bad(e.to_string()))?;
     write_atomic(path, &png)
-}
-
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_string());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| DataError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| DataError::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))?;
-        // the rename itself reaches the disk only when the folder is flushed
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| DataError::io(&dir, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

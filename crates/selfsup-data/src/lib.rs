@@ -26,15 +26,17 @@ pub mod audio;
 pub mod augment;
 pub mod batch;
 pub mod error;
+pub mod fsutil;
 pub mod graph;
 pub mod grid;
 pub mod image;
+pub mod labelled;
 pub mod loader;
 pub mod masking;
 pub mod pairs;
 pub mod rng;
 pub mod source;
-pub mod stream;
+pub mod spec;
 pub mod text;
 
 pub use audio::{
@@ -52,5 +54,8 @@ pub use grid::save_views_grid;
 pub use image::Image;
 pub use loader::{Images, Loader, LoaderError, ViewBatch, epoch_order};
 pub use masking::{Noise, PatchMask, random_patch_mask};
-pub use source::{DataSpec, Dataset, LoadOptions, Split, load};
-pub use stream::StreamSource;
+pub use source::{Dataset, LoadOptions, Split, load};
+pub use spec::DataSpec;
+// `crate::stream`: images left on disk, decoded as the batches need them (it lives in `source`).
+pub use source::stream;
+pub use source::stream::StreamSource;

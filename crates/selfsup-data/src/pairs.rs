@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::DataError;
 use crate::image::Image;
+use crate::labelled::Subset;
 
 /// The pairs of a data set (or of one split of it).
 #[derive(Clone, Debug, Default)]
@@ -226,15 +227,11 @@ impl PairsDataset {
     pub fn subset(&self, idx: &[usize]) -> PairsDataset {
         PairsDataset {
             name: self.name.clone(),
-            images: idx.iter().map(|&i| self.images[i].clone()).collect(),
-            captions: idx.iter().map(|&i| self.captions[i].clone()).collect(),
-            image_paths: idx.iter().map(|&i| self.image_paths[i].clone()).collect(),
+            images: self.images.subset(idx),
+            captions: self.captions.subset(idx),
+            image_paths: self.image_paths.subset(idx),
             label_fields: self.label_fields.clone(),
-            values: self
-                .values
-                .iter()
-                .map(|v| idx.iter().map(|&i| v[i].clone()).collect())
-                .collect(),
+            values: self.values.iter().map(|v| v.subset(idx)).collect(),
         }
     }
 

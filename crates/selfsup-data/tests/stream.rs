@@ -263,3 +263,89 @@ fn unreadable_streamed_image_is_an_error_or_skipped() {
     assert!(got.iter().all(|b| b.views[0].len() == 4 * 8 * 8));
     assert!(err.take().is_none());
 }
+
+/// A tar header that claims more bytes than the shard holds (patched, or a shard cut short)
+/// is an error naming the shard and the member, found when the shard is indexed: no panic, and
+/// no buffer of the claimed size. A shard cut short after it was indexed fails the read the
+/// same way, naming the shard and the sample.
+#[test]
+fn a_member_larger_than_its_shard_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let write = |name: &str| {
+        let path = d.path().join(name);
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        for (m, bytes) in [
+            ("000000.png", png_bytes(1)),
+            ("000000.cls", b"0".to_vec()),
+            ("000001.png", png_bytes(2)),
+            ("000001.cls", b"1".to_vec()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, m, &bytes[..]).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    };
+    let load_err = |path: &Path| {
+        load(&DataSpec::Tar(path.to_path_buf()), &LoadOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+    // the second image's header says 1 TiB (with a valid checksum)
+    let lying = write("lying.tar");
+    let mut bytes = std::fs::read(&lying).unwrap();
+    let at = 512 * 2 + 512 * png_bytes(1).len().div_ceil(512) + 512;
+    let mut h = tar::Header::from_byte_slice(&bytes[at..at + 512]).clone();
+    assert_eq!(h.path().unwrap(), Path::new("000001.png"));
+    h.set_size(1 << 40);
+    h.set_cksum();
+    bytes[at..at + 512].copy_from_slice(h.as_bytes());
+    std::fs::write(&lying, &bytes).unwrap();
+    let e = load_err(&lying);
+    assert!(
+        e.contains("lying.tar")
+            && e.contains("member 000001.png")
+            && e.contains("declares 1099511627776 bytes"),
+        "{e}"
+    );
+    // a shard cut short in the middle of its first image
+    let cut = write("cut.tar");
+    let f = std::fs::OpenOptions::new().write(true).open(&cut).unwrap();
+    f.set_len(600).unwrap();
+    let e = load_err(&cut);
+    assert!(
+        e.contains("cut.tar") && e.contains("member 000000.png") && e.contains("600 bytes"),
+        "{e}"
+    );
+    // indexed whole, then cut short: decoding the image fails, naming the shard and sample
+    let later = write("later.tar");
+    let st = load(
+        &DataSpec::Tar(later.clone()),
+        &LoadOptions {
+            test_fraction: 0.0,
+            stream: true,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let stream = st.train_stream.unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&later)
+        .unwrap()
+        .set_len(600)
+        .unwrap();
+    let i = stream
+        .ids
+        .iter()
+        .position(|id| id == "later.tar/000000")
+        .unwrap();
+    let e = stream.decode(i).unwrap_err().to_string();
+    assert!(
+        e.contains("later.tar") && e.contains("sample later.tar/000000") && e.contains("600 bytes"),
+        "{e}"
+    );
+}

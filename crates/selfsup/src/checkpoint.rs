@@ -48,15 +48,7 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
         .with_context(|| format!("{}: not a valid train state", path.display()))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename (the data
-/// crate's helper, with its error naming the file).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    Ok(selfsup_data::grid::write_atomic(path, bytes)?)
-}
+pub use crate::train::run_dir::write_atomic;
 
 fn ckpt_root(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
@@ -412,6 +404,51 @@ pub fn latest(run_dir: &Path) -> Option<PathBuf> {
     latest_verified(run_dir).0
 }
 
+/// Whether a checkpoint folder has its `manifest.json`: without one (written before checksums
+/// existed, or the manifest was lost) its files are complete but not verified.
+pub fn has_manifest(dir: &Path) -> bool {
+    dir.join(MANIFEST_FILE).is_file()
+}
+
+/// The newest checkpoint of a run that verifies, for a command that loads it (`eval`,
+/// `embed`, `export`, `generate`, `search`, …): says on stderr which one it loads, that it is
+/// unverified when it has no manifest, and why each newer one was passed over. The error,
+/// when there is none, gives those reasons too.
+pub fn latest_to_load(run_dir: &Path) -> anyhow::Result<PathBuf> {
+    let (dir, skipped) = latest_verified(run_dir);
+    for s in &skipped {
+        eprintln!(
+            "warning: passed over checkpoint {}: {}",
+            s.dir.display(),
+            s.why
+        );
+    }
+    let Some(dir) = dir else {
+        let why: Vec<String> = skipped.iter().map(|s| s.to_string()).collect();
+        if why.is_empty() {
+            bail!(
+                "{}: no checkpoint found under checkpoints/",
+                run_dir.display()
+            );
+        }
+        bail!(
+            "{}: no usable checkpoint under checkpoints/ ({})",
+            run_dir.display(),
+            why.join("; ")
+        );
+    };
+    if has_manifest(&dir) {
+        eprintln!("loading checkpoint {}", dir.display());
+    } else {
+        eprintln!(
+            "loading checkpoint {} (unverified: it has no {MANIFEST_FILE}, so its files cannot \
+             be checked against their checksums)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// What [`resume`] restored.
 pub struct Resumed<M> {
     pub model: M,
@@ -439,6 +476,13 @@ pub fn resume<M: Module + Clone>(
             Ok((model, state)) => {
                 for s in &skipped {
                     tracing::warn!("{s}");
+                }
+                if !has_manifest(&dir) {
+                    tracing::warn!(
+                        "resuming from {}, unverified: it has no {MANIFEST_FILE}, so its files \
+                         cannot be checked against their checksums",
+                        dir.display()
+                    );
                 }
                 return Some(Resumed {
                     model,

@@ -8,12 +8,23 @@
 //! In Burn 0.22 a plain `clone()` of a module shares its parameter ids (so gradients keyed by id
 //! would reach the copy) and its BatchNorm running state (one `Arc` for both). The target must
 //! therefore be *built* as a second module — fresh ids, its own running state — and get the
-//! online values copied in with [`copy_into`]. [`ema_update`] then moves its trainable
+//! online values copied in (`copy_into`). `ema_update` then moves its trainable
 //! parameters; its buffers (BatchNorm running statistics) are left to its own forward passes.
-//! Target parameters never require gradients, so the optimiser never sees them.
+//!
+//! A method holds each target network as an [`EmaTarget`], the only way to build, read and
+//! change one: it is built from that second module and the online one, read through `Deref`
+//! (`&M`, never `&mut M`), moved by [`EmaTarget::update`], and it never requires a gradient — not
+//! as built, not after an update, not after any mapping of the model (a checkpoint load, an
+//! optimiser step, `set_require_grad`), so the optimiser never sees it and a tracked target
+//! forward cannot keep its activations in the autodiff graph. Its `Module` implementation is
+//! transparent: the target's tensors keep the names they would have as a plain field
+//! (`target_encoder.…`, no extra level), so checkpoints are the same.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::{
+    Content, Devices, Module, ModuleDisplay, ModuleDisplayDefault, ModuleMapper, ModuleVisitor,
+    Param,
+};
+use burn::tensor::{Device, Tensor};
 
 /// The online module's float tensors in visiting order, flattened and detached, each with
 /// whether it is a trainable parameter (running statistics are not).
@@ -87,13 +98,13 @@ fn blend<M: Module>(
 
 /// Copies every value of `online` (parameters and running statistics) into `target`, a module
 /// of the same structure built separately (its own ids and running state).
-pub fn copy_into<M: Module>(target: M, online: &M) -> M {
+fn copy_into<M: Module>(target: M, online: &M) -> M {
     blend(target, online, |_, o, _| o)
 }
 
 /// One EMA step with momentum `m`: trainable parameters become `m·target + (1 − m)·online`;
 /// buffers stay as they are.
-pub fn ema_update<M: Module>(target: M, online: &M, m: f64) -> M {
+fn ema_update<M: Module>(target: M, online: &M, m: f64) -> M {
     blend(target, online, |t, o, trainable| {
         if trainable {
             t.mul_scalar(m).add(o.mul_scalar(1.0 - m))
@@ -115,6 +126,112 @@ pub fn requires_grad<M: Module>(module: &M) -> bool {
     module.visit(&mut r);
     r.0
 }
+
+/// A target (EMA) network: a module of the online network's structure with its own parameter ids
+/// and running state, holding an exponential moving average of the online weights. It never
+/// requires a gradient (see the module documentation); it is read through `Deref` and changed
+/// only by [`EmaTarget::update`] (and by Burn's mappings of the whole model, a checkpoint load
+/// among them, after which it is frozen again).
+#[derive(Clone, Debug)]
+pub struct EmaTarget<M> {
+    net: M,
+}
+
+impl<M: Module> EmaTarget<M> {
+    /// The target of `online`: `fresh` is a second module built from the same configuration
+    /// (fresh parameter ids, its own BatchNorm running state — never a `clone()` of `online`),
+    /// which gets every value of `online`, parameters and running statistics.
+    pub fn new(fresh: M, online: &M) -> Self {
+        Self::frozen(copy_into(fresh, online))
+    }
+
+    /// One EMA step with momentum `m` (the method's schedule gives it): trainable parameters
+    /// become `m·target + (1 − m)·online`; running statistics stay the target's own.
+    pub fn update(self, online: &M, m: f64) -> Self {
+        Self::frozen(ema_update(self.net, online, m))
+    }
+
+    /// Whether a parameter of the target requires a gradient (it never should).
+    pub fn requires_grad(&self) -> bool {
+        requires_grad(&self.net)
+    }
+
+    /// The values are constants already; this also clears what `Module::train` would restore
+    /// (a mapped parameter keeps the online one's training state).
+    fn frozen(net: M) -> Self {
+        Self { net: net.no_grad() }
+    }
+}
+
+impl<M> std::ops::Deref for EmaTarget<M> {
+    type Target = M;
+
+    fn deref(&self) -> &M {
+        &self.net
+    }
+}
+
+/// Transparent: visits and maps the target's tensors under the field's own name (no `net`
+/// level), so record and checkpoint names are those of a plain field. Every mapping ends
+/// frozen: a checkpoint load (which gives each parameter `require_grad` back), an optimiser
+/// step, a `set_require_grad(true)` on the whole model.
+impl<M: Module> Module for EmaTarget<M> {
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        self.net.collect_devices(devices)
+    }
+
+    fn fork(self, device: &Device) -> Self {
+        Self {
+            net: self.net.fork(device),
+        }
+    }
+
+    fn to_device(self, device: &Device) -> Self {
+        Self {
+            net: self.net.to_device(device),
+        }
+    }
+
+    fn train(self) -> Self {
+        Self::frozen(self.net.train())
+    }
+
+    fn valid(&self) -> Self {
+        Self {
+            net: self.net.valid(),
+        }
+    }
+
+    fn materialize(self) -> Self {
+        Self {
+            net: self.net.materialize(),
+        }
+    }
+
+    fn num_params(&self) -> usize {
+        self.net.num_params()
+    }
+
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        self.net.visit(visitor)
+    }
+
+    fn map<Mapper: ModuleMapper>(self, mapper: &mut Mapper) -> Self {
+        Self::frozen(self.net.map(mapper))
+    }
+}
+
+impl<M: ModuleDisplay> ModuleDisplayDefault for EmaTarget<M> {
+    fn content(&self, content: Content) -> Option<Content> {
+        self.net.content(content)
+    }
+
+    fn num_params(&self) -> usize {
+        ModuleDisplayDefault::num_params(&self.net)
+    }
+}
+
+impl<M: ModuleDisplay> ModuleDisplay for EmaTarget<M> {}
 
 /// The cosine schedule of the EMA momentum (BYOL): `1 − (1 − m₀)·(cos(π·step/total) + 1)/2`,
 /// from `m₀` at step 0 to 1 at the last step.
@@ -147,7 +264,7 @@ mod tests {
         }
     }
 
-    fn values(m: &Net) -> Vec<Vec<f32>> {
+    fn values<M: Module>(m: &M) -> Vec<Vec<f32>> {
         collect(m)
             .into_iter()
             .map(|(t, _)| t.into_data().try_to_vec::<f32>().expect("f32"))
@@ -230,6 +347,102 @@ mod tests {
             !requires_grad(&target),
             "a target parameter requires a gradient"
         );
+    }
+
+    #[derive(Module, Debug)]
+    struct WithTarget {
+        online: Net,
+        target: EmaTarget<Net>,
+    }
+
+    #[derive(Module, Debug)]
+    struct Plain {
+        online: Net,
+        target: Net,
+    }
+
+    fn paths<M: Module>(m: &M) -> Vec<String> {
+        struct P(Vec<String>, Vec<String>);
+        impl ModuleVisitor for P {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.0.push(name.to_string());
+            }
+            fn exit_module(&mut self, _: &str, _: &str) {
+                self.0.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
+                self.1.push(self.0.join("."));
+            }
+        }
+        let mut p = P(Vec::new(), Vec::new());
+        m.visit(&mut p);
+        p.1
+    }
+
+    #[test]
+    fn an_ema_target_is_transparent_and_stays_frozen() {
+        let dev = Device::flex().autodiff();
+        let online = net(&dev);
+        let target = EmaTarget::new(net(&dev), &online);
+        assert!(!target.requires_grad());
+        assert_eq!(values(&target), values(&online));
+        let plain = Plain {
+            target: net(&dev),
+            online: net(&dev),
+        };
+        let m = WithTarget { online, target };
+        // the tensors' names (records, checkpoints) are those of a plain field
+        assert_eq!(paths(&m), paths(&plain));
+        assert!(paths(&m).contains(&"target.lin.weight".to_string()));
+        // and it displays as the network it holds
+        let shown = m.to_string();
+        assert!(shown.contains("target: Net"), "{shown}");
+
+        // a mapping of the whole model (here: every parameter to require_grad) leaves the
+        // target frozen, the online network as asked
+        let m = m.no_grad().set_require_grad(true);
+        assert!(requires_grad(&m.online));
+        assert!(
+            !m.target.requires_grad(),
+            "set_require_grad reached the target"
+        );
+
+        // a record load (a checkpoint) into a freshly built model: the recorded values, frozen
+        let want = values(&m.target);
+        let record = m.valid().into_record();
+        let fresh = WithTarget {
+            online: net(&dev),
+            target: EmaTarget::new(net(&dev), &net(&dev)),
+        };
+        let loaded = fresh.load_record(record);
+        assert_eq!(values(&loaded.target), want);
+        assert!(
+            !loaded.target.requires_grad(),
+            "a loaded target requires a gradient"
+        );
+        let loaded = loaded.valid().train();
+        assert!(
+            !loaded.target.requires_grad(),
+            "train() gave the target its gradient"
+        );
+        assert!(requires_grad(&loaded.online));
+
+        // the update
+        let t0 = values(&loaded.target);
+        let o = values(&loaded.online);
+        let moved = loaded.target.clone().update(&loaded.online, 0.75);
+        assert!(!moved.requires_grad());
+        let trainable: Vec<bool> = collect(&loaded.online).iter().map(|(_, t)| *t).collect();
+        for (i, ((a, b), c)) in values(&moved).iter().zip(&t0).zip(&o).enumerate() {
+            for ((a, b), c) in a.iter().zip(b).zip(c) {
+                let want = if trainable[i] {
+                    0.75 * b + 0.25 * c
+                } else {
+                    *b
+                };
+                assert!((a - want).abs() < 1e-6, "tensor {i}: {a} vs {want}");
+            }
+        }
     }
 
     #[test]

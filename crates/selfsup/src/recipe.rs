@@ -35,6 +35,13 @@ use crate::optim::OptimConfig;
 
 /// The recipe `selfsup pretrain` runs without arguments.
 pub const DIGITS_SIMCLR: &str = include_str!("../../../configs/digits-simclr.toml");
+/// The shipped digits recipes of the methods that cannot train the built-in recipe's ConvNet:
+/// `--method NAME` without a recipe uses them (see [`Recipe::use_method`]).
+const SHIPPED_FOR_OTHER_ENCODERS: &[(&str, &str, &str)] = &[(
+    "mae",
+    "configs/digits-mae.toml",
+    include_str!("../../../configs/digits-mae.toml"),
+)];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -385,6 +392,34 @@ impl Recipe {
     pub fn digits_default() -> Self {
         Self::from_toml(DIGITS_SIMCLR, "configs/digits-simclr.toml")
             .expect("the shipped recipe is valid")
+    }
+
+    /// Makes a recipe of the built-in one and a method named without a recipe: the method
+    /// replaces SimCLR, unless it cannot train the built-in ConvNet (`mae` masks ViT patches),
+    /// and then the method's shipped digits recipe is used whole (its ViT, optimiser and
+    /// augmentation: an encoder alone would train with SimCLR's LARS and diverge), with this
+    /// recipe's data. Returns what was chosen, for the run's header line; `None` when only the
+    /// method changed.
+    pub fn use_method(&mut self, method: MethodConfig) -> Option<String> {
+        self.method = method;
+        if self.method.check_backbone(&self.model).is_ok() {
+            return None;
+        }
+        let (file, text) = SHIPPED_FOR_OTHER_ENCODERS
+            .iter()
+            .find(|(name, _, _)| *name == self.method.name())
+            .map(|(_, file, text)| (*file, *text))?;
+        let shipped = Self::from_toml(text, file).expect("the shipped recipe is valid");
+        let data = std::mem::take(&mut self.data);
+        *self = Self { data, ..shipped };
+        Some(format!(
+            "the recipe {file} ({} needs a {} encoder)",
+            self.method.name(),
+            serde_json::to_value(&self.model)
+                .ok()
+                .and_then(|v| v["backbone"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        ))
     }
 
     /// Parses TOML text; `origin` (a file name) prefixes every error.

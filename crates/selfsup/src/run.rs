@@ -184,12 +184,7 @@ pub fn run_recipe_and_checkpoint(
             recipe.data.spec
         );
     }
-    let dir = checkpoint::latest(run_dir).with_context(|| {
-        format!(
-            "{}: no checkpoint found under checkpoints/",
-            run_dir.display()
-        )
-    })?;
+    let dir = checkpoint::latest_to_load(run_dir)?;
     Ok((recipe, dir))
 }
 
@@ -202,12 +197,7 @@ pub fn load_run(
 ) -> anyhow::Result<(Model, Prepared)> {
     let mut recipe = Recipe::load(&run_dir.join("recipe.toml"))
         .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
-    let dir = checkpoint::latest(run_dir).with_context(|| {
-        format!(
-            "{}: no checkpoint found under checkpoints/",
-            run_dir.display()
-        )
-    })?;
+    let dir = checkpoint::latest_to_load(run_dir)?;
     let state = checkpoint::read_state(&dir)?;
     let original = recipe.data.clone();
     adjust(&mut recipe);

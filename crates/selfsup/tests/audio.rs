@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use selfsup::audio_run::{evaluate_audio, prepare_audio, pretrain_audio};
+use selfsup::modality::audio::{evaluate_audio, prepare_audio};
 use selfsup::recipe::Recipe;
-use selfsup::train::TrainOptions;
+use selfsup::train::{TrainOptions, pretrain};
 
 /// A 16-bit mono PCM WAV file of `samples` at `rate` Hz.
 fn write_wav(path: &Path, samples: &[f32], rate: u32) {
@@ -90,9 +90,9 @@ fn audio_runs_resume_exactly_and_evaluate_per_label_field() {
         assert_eq!(p.test.clips.len(), 8, "{method}");
         assert_eq!(p.train.clips.len() + p.val.clips.len(), 16, "{method}");
         assert_eq!(p.view_shape(), (16, 24));
-        let straight = pretrain_audio(&p, &tmp.path().join("a"), &TrainOptions::default()).unwrap();
+        let straight = pretrain(&p, &tmp.path().join("a"), &TrainOptions::default()).unwrap();
         let b = tmp.path().join("b");
-        pretrain_audio(
+        pretrain(
             &p,
             &b,
             &TrainOptions {
@@ -101,7 +101,7 @@ fn audio_runs_resume_exactly_and_evaluate_per_label_field() {
             },
         )
         .unwrap();
-        let resumed = pretrain_audio(
+        let resumed = pretrain(
             &p,
             &b,
             &TrainOptions {
@@ -189,4 +189,32 @@ fn audio_recipes_refuse_what_they_cannot_run() {
         e.contains(".wav") && e.contains("{digit}-{speaker}-{index}.wav"),
         "{e}"
     );
+}
+
+/// The online probe where the clips have labels (`train.online_probe`): it learns the first
+/// label field from each batch's encoder features and is scored on the validation clips each
+/// epoch; the data it trains on is the same as without it (same losses).
+#[test]
+fn an_audio_run_has_an_online_probe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = recipe(tmp.path(), "byol", 2);
+    let p = prepare_audio(&r).unwrap();
+    let plain = pretrain(&p, &tmp.path().join("plain"), &TrainOptions::default()).unwrap();
+    r.train.online_probe = true;
+    let p = prepare_audio(&r).unwrap();
+    let dir = tmp.path().join("probe");
+    let probed = pretrain(&p, &dir, &TrainOptions::default()).unwrap();
+    assert_eq!(weights(&plain.model), weights(&probed.model));
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let acc = l["online_probe_top1"].as_f64().expect("a probe accuracy");
+        assert!((0.0..=100.0).contains(&acc), "{l}");
+        assert_eq!(l["online_probe_split"], "validation");
+        assert_eq!(l["online_probe_label"], "digit");
+    }
 }

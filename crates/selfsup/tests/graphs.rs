@@ -7,11 +7,9 @@ use burn::module::Module;
 use selfsup::backbone::{GinSettings, GraphInput};
 use selfsup::burn;
 use selfsup::device::DeviceChoice;
-use selfsup::graph_run::{
-    cross_validate, evaluate_graphs, graph_embeddings, prepare_graphs, pretrain_graphs,
-};
+use selfsup::modality::graph::{cross_validate, evaluate_graphs, graph_embeddings, prepare_graphs};
 use selfsup::recipe::Recipe;
-use selfsup::train::TrainOptions;
+use selfsup::train::{TrainOptions, pretrain};
 use selfsup_data::graph::{Graph, GraphBatch};
 use selfsup_data::rng::SplitMix64;
 
@@ -162,10 +160,10 @@ fn graphcl_resumes_bit_exactly_and_evaluates_with_baselines() {
     let p = prepare_graphs(&r).unwrap();
     assert_eq!(p.data.len(), 24);
     // straight through
-    let straight = pretrain_graphs(&p, &tmp.path().join("a"), &TrainOptions::default()).unwrap();
+    let straight = pretrain(&p, &tmp.path().join("a"), &TrainOptions::default()).unwrap();
     // stopped after epoch 1, then resumed
     let b = tmp.path().join("b");
-    pretrain_graphs(
+    pretrain(
         &p,
         &b,
         &TrainOptions {
@@ -174,7 +172,7 @@ fn graphcl_resumes_bit_exactly_and_evaluates_with_baselines() {
         },
     )
     .unwrap();
-    let resumed = pretrain_graphs(
+    let resumed = pretrain(
         &p,
         &b,
         &TrainOptions {

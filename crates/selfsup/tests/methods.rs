@@ -11,16 +11,16 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use selfsup::burn;
 use selfsup::checkpoint::{self, TrainState, named_tensors};
-use selfsup::clip_run::prepare_pairs;
 use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
-use selfsup::graph_run::{build_graph_model, prepare_graphs};
 use selfsup::method::{Input, InputKind, METHOD_NAMES, MethodConfig, Model, StepInfo};
+use selfsup::modality::graph::{build_graph_model, prepare_graphs};
+use selfsup::modality::pairs::prepare_pairs;
+use selfsup::modality::text::{build_text_model, prepare_text};
 use selfsup::optim::Optimizer;
 use selfsup::parallel::compute;
 use selfsup::recipe::Recipe;
 use selfsup::run::{Prepared, build_model, prepare};
-use selfsup::text_run::{build_text_model, prepare_text};
 use selfsup::train::{to_input, train_step};
 use selfsup_data::Loader;
 
@@ -393,6 +393,275 @@ fn every_method_is_wired() {
     }
 }
 
+/// Every float tensor of a model by path: its id, whether it requires a gradient, its values.
+struct ByPath {
+    path: Vec<String>,
+    out: Vec<(String, String, bool, Vec<f64>)>,
+}
+
+impl ModuleVisitor for ByPath {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        let t = p.val();
+        let req = t.is_require_grad();
+        let v = t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        self.out
+            .push((self.path.join("."), p.id.to_string(), req, v));
+    }
+}
+
+fn by_path(m: &Model) -> HashMap<String, (String, bool, Vec<f64>)> {
+    let mut c = ByPath {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    m.visit(&mut c);
+    c.out
+        .into_iter()
+        .map(|(k, id, req, v)| (k, (id, req, v)))
+        .collect()
+}
+
+/// The EMA methods' targets: no gradient reaches them, they require none, the optimiser leaves
+/// them alone, and after one step each trainable target weight is exactly
+/// `m·target + (1 − m)·online` (online: after the optimiser's step), with `m` from the method's
+/// schedule computed here independently, in f64. Running statistics are the target's own.
+#[test]
+fn ema_targets_get_no_gradient_and_move_by_the_ema_formula() {
+    // (method, target prefix → online prefix), with the recipe's base momentum and schedule
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "byol",
+            &[
+                ("Byol.target_encoder.", "Byol.encoder."),
+                ("Byol.target_projector.", "Byol.projector."),
+            ],
+        ),
+        (
+            "moco-v2",
+            &[
+                ("MocoV2.key_encoder.", "MocoV2.encoder."),
+                ("MocoV2.key_head.", "MocoV2.head."),
+            ],
+        ),
+        (
+            "moco-v3",
+            &[
+                ("MocoV3.key_encoder.", "MocoV3.encoder."),
+                ("MocoV3.key_projector.", "MocoV3.projector."),
+            ],
+        ),
+        (
+            "dino",
+            &[
+                ("Dino.teacher_encoder.", "Dino.encoder."),
+                ("Dino.teacher_head.", "Dino.head."),
+            ],
+        ),
+    ];
+    for (name, pairs) in cases {
+        let r = tiny(name);
+        let (base, cosine) = match &r.method {
+            MethodConfig::Byol(c) => (c.momentum, true),
+            MethodConfig::MocoV2(c) => (c.momentum, false),
+            MethodConfig::MocoV3(c) => (c.momentum, true),
+            MethodConfig::Dino(c) => (c.momentum, true),
+            _ => unreachable!(),
+        };
+        let info = StepInfo {
+            step: 1,
+            total: 10,
+            seed: 4,
+        };
+        // BYOL's τ, MoCo v3's and DINO's m: a cosine from the base to 1 over the run
+        let m = if cosine {
+            let p = info.step as f64 / info.total as f64;
+            1.0 - (1.0 - base) * ((std::f64::consts::PI * p).cos() + 1.0) / 2.0
+        } else {
+            base
+        };
+        let p = prepare(&r).unwrap();
+        let (c, h, _) = p.pipeline.out_shape();
+        let dev = r.train.device.train_device().unwrap();
+        let model = build_model(&r, c, h, &dev, 1);
+        assert!(!model.target_requires_grad(), "{name}");
+        let before = by_path(&model);
+        let target_of = |k: &str| {
+            pairs
+                .iter()
+                .find(|(t, _)| k.starts_with(t))
+                .map(|(t, o)| format!("{o}{}", &k[t.len()..]))
+        };
+        let targets: Vec<(&String, String)> = before
+            .keys()
+            .filter_map(|k| target_of(k).map(|o| (k, o)))
+            .collect();
+        assert!(
+            targets.len() >= 8,
+            "{name}: {} target tensors",
+            targets.len()
+        );
+
+        let out = model.step(first_input(&p), info);
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let mut wg = WithGrad(&grads, Vec::new());
+        model.visit(&mut wg);
+        for (k, online) in &targets {
+            let (id, req, _) = &before[*k];
+            assert!(!req, "{name}: {k} requires a gradient");
+            assert!(!wg.1.contains(id), "{name}: {k} got a gradient");
+            // a target built from the online network: same values, its own ids
+            assert_ne!(id, &before[online].0, "{name}: {k} shares its id");
+        }
+        let mut optim = Optimizer::new(r.optim.clone());
+        let stepped = optim.step(0.05, model, grads).0;
+        let online_after = by_path(&stepped);
+        for (k, _) in &targets {
+            assert_eq!(
+                online_after[*k].2, before[*k].2,
+                "{name}: the optimiser moved {k}"
+            );
+        }
+        let after = by_path(&stepped.after_step(info));
+        let mut checked = 0;
+        for (k, online) in &targets {
+            let (_, online_req, o1) = &online_after[online];
+            let (_, req, t1) = &after[*k];
+            assert!(!req, "{name}: {k} requires a gradient after the update");
+            if !online_req {
+                continue; // a running statistic: the target's own
+            }
+            let t0 = &before[*k].2;
+            assert_ne!(o1, &before[online].2, "{name}: {online} did not move");
+            for (i, ((a, t), o)) in t1.iter().zip(t0).zip(o1).enumerate() {
+                let want = m * t + (1.0 - m) * o;
+                let tol = 1e-6 * (t.abs() + o.abs()) + 1e-12;
+                assert!(
+                    (a - want).abs() <= tol,
+                    "{name}: {k}[{i}] = {a}, m·target + (1 − m)·online = {want} (m = {m})"
+                );
+            }
+            assert_ne!(t1, t0, "{name}: {k} did not move");
+            checked += 1;
+        }
+        assert!(checked >= 6, "{name}: {checked} trainable target tensors");
+    }
+}
+
+/// The projector and predictor settings: one check for every method, each error naming its
+/// recipe key.
+#[test]
+fn projector_settings_errors_name_the_key() {
+    let err = |name: &str, edit: &dyn Fn(&mut MethodConfig)| {
+        let mut c = MethodConfig::from_name(name).unwrap();
+        c.validate().unwrap();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    };
+    use MethodConfig as C;
+    type Edit = fn(&mut MethodConfig);
+    let cases: [(&str, Edit, &str); 9] = [
+        (
+            "simclr",
+            |c| {
+                if let C::Simclr(c) = c {
+                    c.proj_dim = 0
+                }
+            },
+            "method.proj_dim: must be > 0",
+        ),
+        (
+            "simclr",
+            |c| {
+                if let C::Simclr(c) = c {
+                    c.proj_layers = 4
+                }
+            },
+            "method.proj_layers: must be 2 or 3, got 4",
+        ),
+        (
+            "simsiam",
+            |c| {
+                if let C::Simsiam(c) = c {
+                    c.pred_hidden_dim = 0;
+                    c.proj_layers = 1;
+                }
+            },
+            "method.pred_hidden_dim: must be > 0",
+        ),
+        (
+            "barlow-twins",
+            |c| {
+                if let C::BarlowTwins(c) = c {
+                    c.proj_hidden_dim = 0
+                }
+            },
+            "method.proj_hidden_dim: must be > 0",
+        ),
+        (
+            "vicreg",
+            |c| {
+                if let C::Vicreg(c) = c {
+                    c.proj_layers = 1
+                }
+            },
+            "method.proj_layers: must be 2 or 3, got 1",
+        ),
+        (
+            "byol",
+            |c| {
+                if let C::Byol(c) = c {
+                    c.pred_hidden_dim = 0
+                }
+            },
+            "method.pred_hidden_dim: must be > 0",
+        ),
+        (
+            "moco-v2",
+            |c| {
+                if let C::MocoV2(c) = c {
+                    c.proj_dim = 0;
+                    c.queue_size = 0;
+                }
+            },
+            "method.proj_dim: must be > 0",
+        ),
+        (
+            "moco-v3",
+            |c| {
+                if let C::MocoV3(c) = c {
+                    c.proj_hidden_dim = 0
+                }
+            },
+            "method.proj_hidden_dim: must be > 0",
+        ),
+        (
+            "dino",
+            |c| {
+                if let C::Dino(c) = c {
+                    c.bottleneck_dim = 0
+                }
+            },
+            "method.bottleneck_dim: must be > 0",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        assert_eq!(err(name, &edit), want, "{name}");
+    }
+}
+
 #[test]
 fn mae_masks_depend_on_seed_and_step_only() {
     let r = tiny("mae");
@@ -578,8 +847,8 @@ fn text_scores_are_repeatable() {
         let p = prepare_text(&r, None, None).unwrap();
         let dev = r.train.device.device().unwrap();
         let model = build_text_model(&r, p.tokenizer.vocab_size(), &dev, 0);
-        let a = selfsup::text_run::score(&model, &p.val, 16, 4);
-        let b = selfsup::text_run::score(&model, &p.val, 16, 4);
+        let a = selfsup::modality::text::score(&model, &p.val, 16, 4);
+        let b = selfsup::modality::text::score(&model, &p.val, 16, 4);
         assert!(a.count > 0 && a.loss().is_finite(), "{m}");
         assert_eq!(a, b, "{m}");
         // an untrained model is near uniform over the vocabulary

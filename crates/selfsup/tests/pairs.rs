@@ -3,11 +3,11 @@
 
 use burn::module::Module;
 use selfsup::burn;
-use selfsup::clip_run::{
+use selfsup::method::MethodConfig;
+use selfsup::modality::pairs::{
     build_pairs_model, clip_of, evaluate_pairs, format_pairs_table, image_embeddings,
     prepare_pairs, text_embeddings,
 };
-use selfsup::method::MethodConfig;
 use selfsup::recipe::Recipe;
 
 mod common;

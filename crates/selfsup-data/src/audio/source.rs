@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use super::mel::{LogMel, MelSpectrogram};
 use super::wav::{read_wav, resample};
 use crate::error::DataError;
+use crate::labelled::Subset;
 use crate::source::folder::{collect_files, entries};
 
 /// The pattern field holding the numeric recording index (not a label).
@@ -461,7 +462,7 @@ impl AudioDataset {
     pub fn subset(&self, idx: &[usize]) -> AudioDataset {
         AudioDataset {
             name: self.name.clone(),
-            clips: idx.iter().map(|&i| self.clips[i].clone()).collect(),
+            clips: self.clips.subset(idx),
             sample_rate: self.sample_rate,
             label_fields: self.label_fields.clone(),
             class_names: self.class_names.clone(),

@@ -22,7 +22,8 @@ use rayon::prelude::*;
 
 use crate::error::DataError;
 use crate::image::Image;
-use crate::source::{Dataset, read_maybe_gz};
+use crate::source::dataset::Dataset;
+use crate::source::gz::read_maybe_gz;
 
 /// The parsed rows of a CSV image file.
 pub(crate) struct Parsed {

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::error::DataError;
 use crate::image::Image;
-use crate::source::{Dataset, csv, gunzip};
+use crate::source::csv;
+use crate::source::dataset::Dataset;
+use crate::source::gz::gunzip;
 
 /// The gzipped CSV (64 values 0..16, then the label, per row).
 pub static DIGITS_CSV_GZ: &[u8] = include_bytes!("../../data/digits.csv.gz");

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::error::DataError;
 use crate::image::{Image, LUMA, quantize};
-use crate::source::{Dataset, LoadOptions, Split, train_test_indices};
+use crate::source::dataset::{Dataset, LoadOptions, train_test_indices};
 
 /// Default size `(height, width)` of folder images.
 pub const DEFAULT_SIZE: (usize, usize) = (32, 32);
@@ -298,8 +298,13 @@ pub fn all_grey(files: &[PathBuf]) -> bool {
         })
 }
 
-/// Loads an image folder and splits it at random (seeded; stratified by class when labeled).
-pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, DataError> {
+/// Loads an image folder and splits it at random (seeded; stratified by class when labeled):
+/// the training images, the test images and the number of files skipped as undecodable.
+pub fn load_folder(
+    dir: &Path,
+    name: &str,
+    opts: &LoadOptions,
+) -> Result<(Dataset, Dataset, usize), DataError> {
     let listing = list_folder(dir)?;
     let size = opts.image_size.unwrap_or(DEFAULT_SIZE);
     let channels = match opts.channels {
@@ -324,11 +329,6 @@ pub fn load_folder(dir: &Path, name: &str, opts: &LoadOptions) -> Result<Split, 
         );
     }
     let train = build(&listing, name, &trk, tri)?;
-    Ok(Split {
-        val: train.subset(&[]),
-        train,
-        test: build(&listing, name, &tek, tei)?,
-        skipped,
-        train_stream: None,
-    })
+    let test = build(&listing, name, &tek, tei)?;
+    Ok((train, test, skipped))
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::DataError;
 use crate::image::Image;
-use crate::source::{Dataset, read_maybe_gz};
+use crate::source::dataset::Dataset;
+use crate::source::gz::read_maybe_gz;
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;

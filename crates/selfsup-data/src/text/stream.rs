@@ -14,248 +14,18 @@
 //! The token files are written under temporary names, fsynced and renamed into place.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::error::DataError;
-use crate::rng::SplitMix64;
+use crate::spec::TextSource;
 use crate::text::batch::{MappedIds, TokenLayout, TokenLoader, TokenStore, padded_sequence};
-use crate::text::source::{SplitOrder, TextOptions, TextSource, file_name, text_files};
+use crate::text::source::TextOptions;
+pub use crate::text::source::{Doc, DocIter, split_of};
 use crate::text::tokenizer::{TextTokenizer, TokenizerConfig};
-
-/// One document of a corpus, with where it comes from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Doc {
-    /// The text (a line, or a TSV row's text column).
-    pub text: String,
-    /// TSV with a label column: the row's label, trimmed.
-    pub label: Option<String>,
-    /// `file:line`.
-    pub id: String,
-}
-
-/// The documents of a source in corpus order, read line by line: a text file (gzipped or
-/// not), the `.txt` / `.txt.gz` files of a folder, or a TSV file's text (and label) column.
-/// The in-memory reader ([`crate::text::load_text`]) and the streamed one both read through it.
-pub struct DocIter {
-    files: std::vec::IntoIter<PathBuf>,
-    cur: Option<Open>,
-    tsv: bool,
-    text_column: String,
-    label_column: Option<String>,
-    skip_bad: bool,
-    limit: Option<usize>,
-    yielded: usize,
-    /// Lines dropped as not UTF-8 (with `skip_bad_lines`).
-    pub skipped: usize,
-    done: bool,
-}
-
-struct Open {
-    path: PathBuf,
-    reader: Box<dyn BufRead + Send>,
-    line: usize,
-    /// TSV: (text column, label column, number of columns)
-    cols: Option<(usize, Option<usize>, usize)>,
-}
-
-impl DocIter {
-    /// Reads `source` with the reading options of `opts` (text column, bad lines, limit).
-    pub fn new(source: &TextSource, opts: &TextOptions) -> Result<Self, DataError> {
-        let (files, tsv) = match source {
-            TextSource::Text(p) if p.is_dir() => (text_files(p)?, false),
-            TextSource::Text(p) => (vec![p.clone()], false),
-            TextSource::Tsv(p) => (vec![p.clone()], true),
-        };
-        Ok(Self {
-            files: files.into_iter(),
-            cur: None,
-            tsv,
-            text_column: opts.text_column.clone(),
-            label_column: opts.label_column.clone(),
-            skip_bad: opts.skip_bad_lines,
-            limit: opts.limit,
-            yielded: 0,
-            skipped: 0,
-            done: false,
-        })
-    }
-
-    fn open(path: PathBuf) -> Result<Open, DataError> {
-        let f = File::open(&path).map_err(|e| DataError::io(&path, e))?;
-        let mut r = BufReader::with_capacity(1 << 16, f);
-        let head = r.fill_buf().map_err(|e| DataError::io(&path, e))?;
-        let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
-            Box::new(BufReader::with_capacity(
-                1 << 16,
-                flate2::read::MultiGzDecoder::new(r),
-            ))
-        } else {
-            Box::new(r)
-        };
-        Ok(Open {
-            path,
-            reader,
-            line: 0,
-            cols: None,
-        })
-    }
-
-    /// The next line of the open file (without its line break), `None` at its end.
-    fn line(&mut self, buf: &mut Vec<u8>) -> Result<Option<String>, DataError> {
-        let o = self.cur.as_mut().expect("an open file");
-        loop {
-            buf.clear();
-            let n = o
-                .reader
-                .read_until(b'\n', buf)
-                .map_err(|e| DataError::format(&o.path, format!("cannot read: {e}")))?;
-            if n == 0 {
-                return Ok(None);
-            }
-            o.line += 1;
-            let mut l = &buf[..];
-            l = l.strip_suffix(b"\n").unwrap_or(l);
-            l = l.strip_suffix(b"\r").unwrap_or(l);
-            match std::str::from_utf8(l) {
-                Ok(s) => return Ok(Some(s.to_string())),
-                Err(_) if self.skip_bad => self.skipped += 1,
-                Err(e) => {
-                    return Err(DataError::Line {
-                        path: o.path.clone(),
-                        line: o.line,
-                        msg: format!(
-                            "invalid UTF-8 at byte {} of the line (set data.skip_bad_lines = true to skip such lines)",
-                            e.valid_up_to()
-                        ),
-                    });
-                }
-            }
-        }
-    }
-
-    fn next_doc(&mut self) -> Result<Option<Doc>, DataError> {
-        let mut buf = Vec::new();
-        loop {
-            if self.cur.is_none() {
-                let Some(p) = self.files.next() else {
-                    return Ok(None);
-                };
-                self.cur = Some(Self::open(p)?);
-                if self.tsv {
-                    let Some(header) = self.line(&mut buf)? else {
-                        let p = &self.cur.as_ref().expect("open").path;
-                        return Err(DataError::format(p, "empty file (expected a header row)"));
-                    };
-                    let o = self.cur.as_mut().expect("open");
-                    let cols: Vec<&str> = header.split('\t').collect();
-                    let find = |name: &str, key: &str| {
-                        cols.iter()
-                            .position(|c| c.trim() == name)
-                            .ok_or_else(|| DataError::Line {
-                                path: o.path.clone(),
-                                line: o.line,
-                                msg: format!(
-                                    "no column '{name}' (data.{key}) in the header; the columns are: {}",
-                                    cols.join(", ")
-                                ),
-                            })
-                    };
-                    let ti = find(&self.text_column, "text_column")?;
-                    let li = match &self.label_column {
-                        Some(l) => Some(find(l, "label_column")?),
-                        None => None,
-                    };
-                    o.cols = Some((ti, li, cols.len()));
-                }
-            }
-            let Some(line) = self.line(&mut buf)? else {
-                self.cur = None;
-                continue;
-            };
-            let o = self.cur.as_ref().expect("open");
-            let id = format!("{}:{}", file_name(&o.path), o.line);
-            let Some((ti, li, nc)) = o.cols else {
-                return Ok(Some(Doc {
-                    text: line,
-                    label: None,
-                    id,
-                }));
-            };
-            if line.is_empty() {
-                continue;
-            }
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() != nc {
-                return Err(DataError::Line {
-                    path: o.path.clone(),
-                    line: o.line,
-                    msg: format!("{} tab-separated fields, the header has {nc}", f.len()),
-                });
-            }
-            return Ok(Some(Doc {
-                text: f[ti].to_string(),
-                label: li.map(|li| f[li].trim().to_string()),
-                id,
-            }));
-        }
-    }
-}
-
-impl Iterator for DocIter {
-    type Item = Result<Doc, DataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done || self.limit.is_some_and(|n| self.yielded >= n) {
-            return None;
-        }
-        match self.next_doc() {
-            Ok(Some(d)) => {
-                self.yielded += 1;
-                Some(Ok(d))
-            }
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
-/// The split of document `i` of `n`: 0 train, 1 validation, 2 test.
-pub fn split_of(i: usize, n: usize, opts: &TextOptions) -> usize {
-    match opts.order {
-        SplitOrder::Ordered => {
-            let nv = (n as f64 * opts.val_fraction as f64).round() as usize;
-            let nt = (n as f64 * opts.test_fraction as f64).round() as usize;
-            let ntr = n.saturating_sub(nv + nt);
-            if i < ntr {
-                0
-            } else if i < ntr + nv {
-                1
-            } else {
-                2
-            }
-        }
-        SplitOrder::Random => {
-            let u = SplitMix64::from_parts(&[opts.seed, i as u64, 0x5712_EA11]).next_f64();
-            if u < opts.test_fraction as f64 {
-                2
-            } else if u < (opts.test_fraction + opts.val_fraction) as f64 {
-                1
-            } else {
-                0
-            }
-        }
-    }
-}
 
 /// How documents become sequences (as [`TokenLoader::packed`] / [`TokenLoader::padded`]).
 #[derive(Clone, Debug)]
@@ -459,7 +229,7 @@ impl SplitWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::source::load_text;
+    use crate::text::source::{SplitOrder, load_text};
     use crate::text::tokenizer::TokenizerKind;
 
     fn corpus(dir: &Path, lines: usize) -> PathBuf {

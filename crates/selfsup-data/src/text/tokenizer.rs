@@ -220,7 +220,7 @@ impl TextTokenizer {
             .inner
             .to_string(true)
             .map_err(|e| tok_err("cannot serialise", e))?;
-        crate::text::write_atomic(path, json.as_bytes())
+        crate::fsutil::write_atomic(path, json.as_bytes())
     }
 
     /// Reads a `tokenizer.json` written by [`Self::save`] (or by Hugging Face tooling, if it

@@ -13,7 +13,7 @@ use crate::eval::finetune::{FinetuneConfig, FinetuneResult, head_top1, train_cla
 use crate::eval::report::{
     EvalRow, FeatureSet, RANDOM_INIT, Which, add_finetune_with, evaluate_features,
 };
-use crate::text_run::{PreparedText, build_text_model};
+use crate::modality::text::{PreparedText, build_text_model};
 
 /// Name of the TF-IDF row.
 pub const TFIDF: &str = "TF-IDF (tokens)";

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::barlow_twins;
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -43,11 +43,7 @@ impl MethodSettings for BarlowTwinsConfig {
     type Model = BarlowTwins;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-        ])?;
-        super::check_layers(self.proj_layers)?;
+        ProjectorConfig::validate(&[self.projector()])?;
         if !(self.lambda.is_finite() && self.lambda >= 0.0) {
             return Err(format!("method.lambda: must be >= 0, got {}", self.lambda));
         }
@@ -61,18 +57,19 @@ impl MethodSettings for BarlowTwinsConfig {
         device: &Device,
     ) -> BarlowTwins {
         let encoder = make_encoder();
-        let projector = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            self.proj_layers,
-            device,
-        );
+        let projector = self.projector().init(encoder.out_dim(), device);
         BarlowTwins {
             encoder,
             projector,
             lambda: self.lambda,
         }
+    }
+}
+
+impl BarlowTwinsConfig {
+    /// The projector.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::projector(self.proj_hidden_dim, self.proj_dim, self.proj_layers)
     }
 }
 

@@ -14,9 +14,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
+use crate::ema::{EmaTarget, cosine_momentum};
 use crate::flops::Flops;
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::byol;
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -46,11 +46,7 @@ impl MethodSettings for ByolConfig {
     type Model = Byol;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-            ("pred_hidden_dim", self.pred_hidden_dim),
-        ])?;
+        ProjectorConfig::validate(&[self.projector(), self.predictor()])?;
         super::check_momentum(self.momentum)
     }
 
@@ -62,30 +58,12 @@ impl MethodSettings for ByolConfig {
     ) -> Byol {
         let encoder = make_encoder();
         let fresh = make_encoder();
-        let projector = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            2,
-            device,
-        );
-        let predictor = ProjectionHead::new(
-            self.proj_dim,
-            self.pred_hidden_dim,
-            self.proj_dim,
-            2,
-            device,
-        );
-        let t_projector = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            2,
-            device,
-        );
+        let projector = self.projector().init(encoder.out_dim(), device);
+        let predictor = self.predictor().init(self.proj_dim, device);
+        let t_projector = self.projector().init(encoder.out_dim(), device);
         Byol {
-            target_encoder: copy_into(fresh, &encoder),
-            target_projector: copy_into(t_projector, &projector),
+            target_encoder: EmaTarget::new(fresh, &encoder),
+            target_projector: EmaTarget::new(t_projector, &projector),
             encoder,
             projector,
             predictor,
@@ -94,13 +72,25 @@ impl MethodSettings for ByolConfig {
     }
 }
 
+impl ByolConfig {
+    /// The projector `g` (online and target): 2 layers.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::fixed_projector(self.proj_hidden_dim, self.proj_dim, 2)
+    }
+
+    /// The predictor `q`.
+    fn predictor(&self) -> ProjectorConfig {
+        ProjectorConfig::predictor(self.pred_hidden_dim, self.proj_dim)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct Byol {
     pub encoder: Backbone,
     pub projector: ProjectionHead,
     pub predictor: ProjectionHead,
-    pub target_encoder: Backbone,
-    pub target_projector: ProjectionHead,
+    pub target_encoder: EmaTarget<Backbone>,
+    pub target_projector: EmaTarget<ProjectionHead>,
     momentum: f64,
 }
 
@@ -109,16 +99,8 @@ impl Method for Byol {
         &self.encoder
     }
 
-    /// The target network as a constant: its parameters never require a gradient (a loaded
-    /// checkpoint gives them `require_grad` back).
-    fn freeze_targets(mut self) -> Self {
-        self.target_encoder = self.target_encoder.no_grad();
-        self.target_projector = self.target_projector.no_grad();
-        self
-    }
-
     fn target_requires_grad(&self) -> bool {
-        requires_grad(&self.target_encoder) || requires_grad(&self.target_projector)
+        self.target_encoder.requires_grad() || self.target_projector.requires_grad()
     }
 
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
@@ -141,13 +123,11 @@ impl Method for Byol {
     }
 
     /// The EMA of the target after the optimiser's step `step` of `total`.
-    fn after_step(self, info: StepInfo) -> Self {
+    fn after_step(mut self, info: StepInfo) -> Self {
         let m = cosine_momentum(self.momentum, info.step, info.total);
-        Self {
-            target_encoder: ema_update(self.target_encoder, &self.encoder, m),
-            target_projector: ema_update(self.target_projector, &self.projector, m),
-            ..self
-        }
+        self.target_encoder = self.target_encoder.update(&self.encoder, m);
+        self.target_projector = self.target_projector.update(&self.projector, m);
+        self
     }
 
     fn flops(&self, n: usize, h: usize, w: usize) -> Flops {

@@ -18,9 +18,9 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
+use crate::ema::{EmaTarget, cosine_momentum};
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::{dino_loss, l2_normalize};
 use crate::method::{Input, LocalCrops, Method, MethodSettings, StepInfo, StepOutput};
 
@@ -74,11 +74,8 @@ impl MethodSettings for DinoConfig {
     type Model = Dino;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("head_hidden_dim", self.head_hidden_dim),
-            ("bottleneck_dim", self.bottleneck_dim),
-            ("prototypes", self.prototypes),
-        ])?;
+        ProjectorConfig::validate(&[self.head_mlp()])?;
+        super::check_dims(&[("prototypes", self.prototypes)])?;
         super::check_temperature(self.student_temp)?;
         for (k, t) in [
             ("teacher_temp", self.teacher_temp),
@@ -126,9 +123,9 @@ impl MethodSettings for DinoConfig {
     ) -> Dino {
         let encoder = make_encoder();
         let head = self.head(encoder.out_dim(), device);
-        let t_head = copy_into(self.head(encoder.out_dim(), device), &head);
+        let t_head = EmaTarget::new(self.head(encoder.out_dim(), device), &head);
         Dino {
-            teacher_encoder: copy_into(make_encoder(), &encoder),
+            teacher_encoder: EmaTarget::new(make_encoder(), &encoder),
             teacher_head: t_head,
             encoder,
             head,
@@ -155,9 +152,18 @@ impl DinoConfig {
         }
     }
 
+    /// The head's MLP: 3 layers to the bottleneck.
+    fn head_mlp(&self) -> ProjectorConfig {
+        ProjectorConfig::named(
+            ("head_hidden_dim", self.head_hidden_dim),
+            ("bottleneck_dim", self.bottleneck_dim),
+            3,
+        )
+    }
+
     fn head(&self, d: usize, device: &Device) -> DinoHead {
         DinoHead {
-            mlp: ProjectionHead::new(d, self.head_hidden_dim, self.bottleneck_dim, 3, device),
+            mlp: self.head_mlp().init(d, device),
             prototypes: LinearConfig::new(self.bottleneck_dim, self.prototypes)
                 .with_bias(false)
                 .init(device),
@@ -198,8 +204,8 @@ pub struct DinoConsts {
 pub struct Dino {
     pub encoder: Backbone,
     pub head: DinoHead,
-    pub teacher_encoder: Backbone,
-    pub teacher_head: DinoHead,
+    pub teacher_encoder: EmaTarget<Backbone>,
+    pub teacher_head: EmaTarget<DinoHead>,
     /// `(K)` centre of the teacher's outputs.
     pub center: RunningState<Tensor<1>>,
     cfg: DinoConsts,
@@ -223,16 +229,8 @@ impl Method for Dino {
         &self.encoder
     }
 
-    /// The teacher as a constant: its parameters never require a gradient (a loaded
-    /// checkpoint gives them `require_grad` back).
-    fn freeze_targets(mut self) -> Self {
-        self.teacher_encoder = self.teacher_encoder.no_grad();
-        self.teacher_head = self.teacher_head.no_grad();
-        self
-    }
-
     fn target_requires_grad(&self) -> bool {
-        requires_grad(&self.teacher_encoder) || requires_grad(&self.teacher_head)
+        self.teacher_encoder.requires_grad() || self.teacher_head.requires_grad()
     }
 
     /// `views`: the 2 global crops, then the local ones.
@@ -274,13 +272,12 @@ impl Method for Dino {
         }
     }
 
-    fn after_step(self, info: StepInfo) -> Self {
+    /// The EMA of the teacher after the optimiser's step `step` of `total`.
+    fn after_step(mut self, info: StepInfo) -> Self {
         let m = cosine_momentum(self.cfg.momentum, info.step, info.total);
-        Self {
-            teacher_encoder: ema_update(self.teacher_encoder, &self.encoder, m),
-            teacher_head: ema_update(self.teacher_head, &self.head, m),
-            ..self
-        }
+        self.teacher_encoder = self.teacher_encoder.update(&self.encoder, m);
+        self.teacher_head = self.teacher_head.update(&self.head, m);
+        self
     }
 
     /// FLOPs with the global crops only (the local crops' size is not known here).

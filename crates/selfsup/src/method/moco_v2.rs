@@ -14,9 +14,9 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, ema_update, requires_grad};
+use crate::ema::EmaTarget;
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::{info_nce_queue, l2_normalize};
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -52,11 +52,8 @@ impl MethodSettings for MocoV2Config {
     type Model = MocoV2;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-            ("queue_size", self.queue_size),
-        ])?;
+        ProjectorConfig::validate(&[self.head()])?;
+        super::check_dims(&[("queue_size", self.queue_size)])?;
         super::check_temperature(self.temperature)?;
         super::check_momentum(self.momentum)
     }
@@ -70,16 +67,16 @@ impl MethodSettings for MocoV2Config {
         let encoder = make_encoder();
         let fresh = make_encoder();
         let d = encoder.out_dim();
-        let head = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
-        let key_head = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
+        let head = self.head().init(d, device);
+        let key_head = self.head().init(d, device);
         let queue = l2_normalize(Tensor::<2>::random(
             [self.queue_size, self.proj_dim],
             Distribution::Normal(0.0, 1.0),
             device,
         ));
         MocoV2 {
-            key_encoder: copy_into(fresh, &encoder),
-            key_head: copy_into(key_head, &head),
+            key_encoder: EmaTarget::new(fresh, &encoder),
+            key_head: EmaTarget::new(key_head, &head),
             encoder,
             head,
             queue: RunningState::new(queue),
@@ -90,12 +87,19 @@ impl MethodSettings for MocoV2Config {
     }
 }
 
+impl MocoV2Config {
+    /// The projection head `g` (query and key): 2 layers.
+    fn head(&self) -> ProjectorConfig {
+        ProjectorConfig::fixed_projector(self.proj_hidden_dim, self.proj_dim, 2)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct MocoV2 {
     pub encoder: Backbone,
     pub head: ProjectionHead,
-    pub key_encoder: Backbone,
-    pub key_head: ProjectionHead,
+    pub key_encoder: EmaTarget<Backbone>,
+    pub key_head: EmaTarget<ProjectionHead>,
     /// `(K, d)` unit keys, newest first.
     pub queue: RunningState<Tensor<2>>,
     temperature: f32,
@@ -108,16 +112,8 @@ impl Method for MocoV2 {
         &self.encoder
     }
 
-    /// The target network as a constant: its parameters never require a gradient (a loaded
-    /// checkpoint gives them `require_grad` back).
-    fn freeze_targets(mut self) -> Self {
-        self.key_encoder = self.key_encoder.no_grad();
-        self.key_head = self.key_head.no_grad();
-        self
-    }
-
     fn target_requires_grad(&self) -> bool {
-        requires_grad(&self.key_encoder) || requires_grad(&self.key_head)
+        self.key_encoder.requires_grad() || self.key_head.requires_grad()
     }
 
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
@@ -159,13 +155,12 @@ impl Method for MocoV2 {
         }
     }
 
-    fn after_step(self, _info: StepInfo) -> Self {
+    /// The EMA of the key network, with a constant momentum.
+    fn after_step(mut self, _info: StepInfo) -> Self {
         let m = self.momentum;
-        Self {
-            key_encoder: ema_update(self.key_encoder, &self.encoder, m),
-            key_head: ema_update(self.key_head, &self.head, m),
-            ..self
-        }
+        self.key_encoder = self.key_encoder.update(&self.encoder, m);
+        self.key_head = self.key_head.update(&self.head, m);
+        self
     }
 
     fn flops(&self, n: usize, h: usize, w: usize) -> Flops {

@@ -13,9 +13,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
-use crate::ema::{copy_into, cosine_momentum, ema_update, requires_grad};
+use crate::ema::{EmaTarget, cosine_momentum};
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::info_nce_batch;
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -47,11 +47,7 @@ impl MethodSettings for MocoV3Config {
     type Model = MocoV3;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-            ("pred_hidden_dim", self.pred_hidden_dim),
-        ])?;
+        ProjectorConfig::validate(&[self.projector(), self.predictor()])?;
         super::check_temperature(self.temperature)?;
         super::check_momentum(self.momentum)
     }
@@ -65,18 +61,12 @@ impl MethodSettings for MocoV3Config {
         let encoder = make_encoder();
         let fresh = make_encoder();
         let d = encoder.out_dim();
-        let projector = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
-        let predictor = ProjectionHead::new(
-            self.proj_dim,
-            self.pred_hidden_dim,
-            self.proj_dim,
-            2,
-            device,
-        );
-        let key_projector = ProjectionHead::new(d, self.proj_hidden_dim, self.proj_dim, 2, device);
+        let projector = self.projector().init(d, device);
+        let predictor = self.predictor().init(self.proj_dim, device);
+        let key_projector = self.projector().init(d, device);
         MocoV3 {
-            key_encoder: copy_into(fresh, &encoder),
-            key_projector: copy_into(key_projector, &projector),
+            key_encoder: EmaTarget::new(fresh, &encoder),
+            key_projector: EmaTarget::new(key_projector, &projector),
             encoder,
             projector,
             predictor,
@@ -86,13 +76,25 @@ impl MethodSettings for MocoV3Config {
     }
 }
 
+impl MocoV3Config {
+    /// The projector `g` (query and key): 2 layers.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::fixed_projector(self.proj_hidden_dim, self.proj_dim, 2)
+    }
+
+    /// The predictor `h`.
+    fn predictor(&self) -> ProjectorConfig {
+        ProjectorConfig::predictor(self.pred_hidden_dim, self.proj_dim)
+    }
+}
+
 #[derive(Module, Debug)]
 pub struct MocoV3 {
     pub encoder: Backbone,
     pub projector: ProjectionHead,
     pub predictor: ProjectionHead,
-    pub key_encoder: Backbone,
-    pub key_projector: ProjectionHead,
+    pub key_encoder: EmaTarget<Backbone>,
+    pub key_projector: EmaTarget<ProjectionHead>,
     temperature: f32,
     momentum: f64,
 }
@@ -102,16 +104,8 @@ impl Method for MocoV3 {
         &self.encoder
     }
 
-    /// The target network as a constant: its parameters never require a gradient (a loaded
-    /// checkpoint gives them `require_grad` back).
-    fn freeze_targets(mut self) -> Self {
-        self.key_encoder = self.key_encoder.no_grad();
-        self.key_projector = self.key_projector.no_grad();
-        self
-    }
-
     fn target_requires_grad(&self) -> bool {
-        requires_grad(&self.key_encoder) || requires_grad(&self.key_projector)
+        self.key_encoder.requires_grad() || self.key_projector.requires_grad()
     }
 
     fn step(&self, input: Input, _info: StepInfo) -> StepOutput {
@@ -134,13 +128,12 @@ impl Method for MocoV3 {
         }
     }
 
-    fn after_step(self, info: StepInfo) -> Self {
+    /// The EMA of the momentum network after the optimiser's step `step` of `total`.
+    fn after_step(mut self, info: StepInfo) -> Self {
         let m = cosine_momentum(self.momentum, info.step, info.total);
-        Self {
-            key_encoder: ema_update(self.key_encoder, &self.encoder, m),
-            key_projector: ema_update(self.key_projector, &self.projector, m),
-            ..self
-        }
+        self.key_encoder = self.key_encoder.update(&self.encoder, m);
+        self.key_projector = self.key_projector.update(&self.projector, m);
+        self
     }
 
     fn flops(&self, n: usize, h: usize, w: usize) -> Flops {

@@ -210,10 +210,13 @@ pub struct LocalCrops {
 /// A method's networks: the step, the encoder that evaluation and export use, and what it
 /// updates after the optimiser step.
 ///
-/// A method with target (EMA) networks must override all three of [`Method::after_step`],
-/// [`Method::freeze_targets`] and [`Method::target_requires_grad`]; the registry test
+/// A method with target (EMA) networks holds each as an [`crate::ema::EmaTarget`], which is
+/// built from a second module with the online values copied in, never requires a gradient (also
+/// after a checkpoint load) and is changed only by its `update`: the method moves its targets in
+/// [`Method::after_step`] (with its momentum schedule) and reports them in
+/// [`Method::target_requires_grad`]; it needs no [`Method::freeze_targets`]. The registry test
 /// (`every_method_is_wired`) fails for a method whose parameters get no gradient but are not
-/// moved by its `after_step`, or that still require a gradient after `freeze_targets`.
+/// moved by its `after_step`, or that still require a gradient after a load.
 pub trait Method: Module + Sized {
     /// The encoder whose features evaluation and export use (the online / query encoder).
     fn encoder(&self) -> &Backbone;
@@ -229,10 +232,11 @@ pub trait Method: Module + Sized {
         self
     }
 
-    /// Makes the target (EMA) networks constants again. Loading a checkpoint gives every
-    /// parameter back `require_grad`; a tracked target forward then keeps its activations in
-    /// the autodiff graph (measured: +0.7 GB peak memory on Fashion-MNIST for BYOL and DINO
-    /// after `--resume`), although no gradient reaches it.
+    /// Makes state that must not be trained constant again after a checkpoint load (which
+    /// gives every parameter back `require_grad`; a tracked target forward then keeps its
+    /// activations in the autodiff graph — measured: +0.7 GB peak memory on Fashion-MNIST for
+    /// BYOL and DINO after `--resume` — although no gradient reaches it). An
+    /// [`crate::ema::EmaTarget`] freezes itself on load, so no method overrides this today.
     fn freeze_targets(self) -> Self {
         self
     }
@@ -345,13 +349,6 @@ pub(crate) fn check_dims(dims: &[(&str, usize)]) -> Result<(), String> {
         if *v == 0 {
             return Err(format!("method.{k}: must be > 0"));
         }
-    }
-    Ok(())
-}
-
-pub(crate) fn check_layers(layers: usize) -> Result<(), String> {
-    if !(2..=3).contains(&layers) {
-        return Err(format!("method.proj_layers: must be 2 or 3, got {layers}"));
     }
     Ok(())
 }

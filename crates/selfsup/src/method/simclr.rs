@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::NtXent;
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -50,16 +50,7 @@ impl MethodSettings for SimClrConfig {
 
     fn validate(&self) -> Result<(), String> {
         NtXent::new(self.temperature).map_err(|e| format!("method.temperature: {e}"))?;
-        if self.proj_hidden_dim == 0 || self.proj_dim == 0 {
-            return Err("method.proj_hidden_dim and method.proj_dim must be > 0".into());
-        }
-        if !(2..=3).contains(&self.proj_layers) {
-            return Err(format!(
-                "method.proj_layers: must be 2 or 3, got {}",
-                self.proj_layers
-            ));
-        }
-        Ok(())
+        ProjectorConfig::validate(&[self.projector()])
     }
 
     fn init(
@@ -69,18 +60,19 @@ impl MethodSettings for SimClrConfig {
         device: &Device,
     ) -> SimClr {
         let encoder = make_encoder();
-        let head = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            self.proj_layers,
-            device,
-        );
+        let head = self.projector().init(encoder.out_dim(), device);
         SimClr {
             encoder,
             head,
             temperature: self.temperature,
         }
+    }
+}
+
+impl SimClrConfig {
+    /// The projection head g.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::projector(self.proj_hidden_dim, self.proj_dim, self.proj_layers)
     }
 }
 

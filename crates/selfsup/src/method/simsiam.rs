@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::Flops;
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::neg_cosine;
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -47,12 +47,7 @@ impl MethodSettings for SimSiamConfig {
     type Model = SimSiam;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-            ("pred_hidden_dim", self.pred_hidden_dim),
-        ])?;
-        super::check_layers(self.proj_layers)
+        ProjectorConfig::validate(&[self.projector(), self.predictor()])
     }
 
     fn init(
@@ -62,26 +57,26 @@ impl MethodSettings for SimSiamConfig {
         device: &Device,
     ) -> SimSiam {
         let encoder = make_encoder();
-        let projector = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            self.proj_layers,
-            device,
-        );
-        let predictor = ProjectionHead::new(
-            self.proj_dim,
-            self.pred_hidden_dim,
-            self.proj_dim,
-            2,
-            device,
-        );
+        let projector = self.projector().init(encoder.out_dim(), device);
+        let predictor = self.predictor().init(self.proj_dim, device);
         SimSiam {
             encoder,
             projector,
             predictor,
             stop_gradient: self.stop_gradient,
         }
+    }
+}
+
+impl SimSiamConfig {
+    /// The projector.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::projector(self.proj_hidden_dim, self.proj_dim, self.proj_layers)
+    }
+
+    /// The predictor.
+    fn predictor(&self) -> ProjectorConfig {
+        ProjectorConfig::predictor(self.pred_hidden_dim, self.proj_dim)
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
 use crate::flops::{self, Flops};
-use crate::heads::ProjectionHead;
+use crate::heads::{ProjectionHead, ProjectorConfig};
 use crate::loss::{VicregWeights, vicreg};
 use crate::method::{Input, Method, MethodSettings, StepInfo, StepOutput, two_views};
 
@@ -47,11 +47,7 @@ impl MethodSettings for VicregConfig {
     type Model = Vicreg;
 
     fn validate(&self) -> Result<(), String> {
-        super::check_dims(&[
-            ("proj_hidden_dim", self.proj_hidden_dim),
-            ("proj_dim", self.proj_dim),
-        ])?;
-        super::check_layers(self.proj_layers)?;
+        ProjectorConfig::validate(&[self.projector()])?;
         for (k, v) in [
             ("invariance_weight", self.invariance_weight),
             ("variance_weight", self.variance_weight),
@@ -71,13 +67,7 @@ impl MethodSettings for VicregConfig {
         device: &Device,
     ) -> Vicreg {
         let encoder = make_encoder();
-        let projector = ProjectionHead::new(
-            encoder.out_dim(),
-            self.proj_hidden_dim,
-            self.proj_dim,
-            self.proj_layers,
-            device,
-        );
+        let projector = self.projector().init(encoder.out_dim(), device);
         Vicreg {
             encoder,
             projector,
@@ -85,6 +75,13 @@ impl MethodSettings for VicregConfig {
             variance: self.variance_weight,
             covariance: self.covariance_weight,
         }
+    }
+}
+
+impl VicregConfig {
+    /// The projector.
+    fn projector(&self) -> ProjectorConfig {
+        ProjectorConfig::projector(self.proj_hidden_dim, self.proj_dim, self.proj_layers)
     }
 }
 

@@ -16,14 +16,15 @@ use selfsup_data::text::{TextTokenizer, TokenLoader};
 use selfsup_data::{AugmentConfig, Pipeline, TokenBatch};
 use serde::Serialize;
 
+use super::text::TOKENIZER_FILE;
+use super::{
+    EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup, sample_batches,
+};
 use crate::checkpoint;
 use crate::kernels::simd::dot;
 use crate::method::{Clip, Input, MethodConfig, Model};
 use crate::recipe::Recipe;
 use crate::run::{build_model, run_recipe_and_checkpoint};
-use crate::sample_loop::{SampleLoop, train_samples};
-use crate::text_run::TOKENIZER_FILE;
-use crate::train::{TrainOptions, Trained};
 
 /// One split of an image–text run.
 pub struct PairsSplit {
@@ -148,46 +149,145 @@ pub fn build_pairs_model(p: &PreparedPairs, device: &Device, seed: u64) -> Model
     build_model(&p.recipe, 3, p.size, device, seed)
 }
 
-/// Pretrains an image–text run in `run_dir` (see [`crate::train::pretrain`] for the options);
-/// the tokenizer goes to `run_dir/tokenizer.json` first. Full batches only (in-batch
+/// Reads an image–text recipe's pairs (the table's entry for pairs).
+pub(crate) fn prepare_modality(recipe: &Recipe, setup: Setup) -> anyhow::Result<Box<dyn Modality>> {
+    Ok(Box::new(prepare_pairs(recipe, setup.tokenizer)?))
+}
+
+/// The tokenizer goes to `run_dir/tokenizer.json` first. Full batches only (in-batch
 /// negatives).
-pub fn pretrain_pairs(
-    p: &PreparedPairs,
-    run_dir: &Path,
-    opts: &TrainOptions,
-) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
-    let s = p.size;
-    let save_tokenizer = |dir: &Path| -> anyhow::Result<()> {
-        let tok = dir.join(TOKENIZER_FILE);
+impl Modality for PreparedPairs {
+    fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Pairs
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} train / {} validation / {} test pairs, images 3×{s}×{s}, captions ≤ {} tokens of {}",
+            self.train.pairs.len(),
+            self.val.pairs.len(),
+            self.test.pairs.len(),
+            self.recipe.data.seq_len,
+            self.tokenizer.vocab_size(),
+            s = self.size,
+        )
+    }
+
+    fn input_shape(&self) -> (Vec<usize>, &'static str) {
+        (vec![3, self.size, self.size], "inputs of shape")
+    }
+
+    fn build_model(&self, device: &Device) -> Model {
+        build_pairs_model(self, device, self.recipe.train.seed)
+    }
+
+    fn on_open(&self, run_dir: &Path) -> anyhow::Result<()> {
+        let tok = run_dir.join(TOKENIZER_FILE);
         if !tok.exists() {
-            p.tokenizer.save(&tok)?;
+            self.tokenizer.save(&tok)?;
         }
         Ok(())
-    };
-    train_samples(
-        r,
-        run_dir,
-        opts,
-        SampleLoop {
-            unit: "pairs",
-            samples: p.train.pairs.len(),
-            input_shape: vec![3, s, s],
-            keep_partial: false,
-            build: &|dev| build_pairs_model(p, dev, r.train.seed),
-            input: &|idx, epoch, dev| {
-                let v = p
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.epoch_batches(0).len()
+    }
+
+    fn epoch<'s, 'env>(
+        &'env self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        epoch: u64,
+        device: &Device,
+        _probe: bool,
+    ) -> Box<dyn EpochBatches + 'env> {
+        let r = &self.recipe;
+        let s = self.size;
+        let device = device.clone();
+        Box::new(SampleEpoch::new(
+            scope,
+            self.epoch_batches(epoch),
+            None,
+            r.train.prefetch,
+            move |idx| {
+                let v = self
                     .pipeline
-                    .views_batch(&p.train.pairs.images, idx, r.train.seed, epoch, 1)
+                    .views_batch(&self.train.pairs.images, idx, r.train.seed, epoch, 1)
                     .pop()
                     .expect("one view");
-                let x = Tensor::<4>::from_data(TensorData::new(v, [idx.len(), 3, s, s]), dev);
-                Input::Pairs(x, p.train.tokens.batch(idx))
+                (idx.len(), (v, idx.len(), self.train.tokens.batch(idx)))
             },
-            format: "selfsup CLIP image encoder",
-            on_open: Some(&save_tokenizer),
-        },
-    )
+            move |(v, n, tokens)| {
+                let x = Tensor::<4>::from_data(TensorData::new(v, [n, 3, s, s]), &device);
+                Input::Pairs(x, tokens)
+            },
+        ))
+    }
+
+    fn probe_classes(&self) -> Result<usize, String> {
+        Err(
+            "not built for image-text pairs (the zero-shot evaluation scores their label fields)"
+                .into(),
+        )
+    }
+
+    fn export_meta(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        ("selfsup CLIP image encoder", Vec::new())
+    }
+
+    /// Both towers' forward passes, timed on the validation pairs, over the held-out splits
+    /// for two models (trained and random-init).
+    fn eval_cost(&self, model: &Model) -> EvalCost {
+        let valid = model.valid();
+        let Ok(c) = clip_of(&valid) else {
+            return EvalCost {
+                eval_s: 0.0,
+                epoch_overhead_s: 0.0,
+            };
+        };
+        let t = std::time::Instant::now();
+        let _ = scores(c, self, &self.val);
+        let val_s = t.elapsed().as_secs_f64();
+        let per_pair = val_s / self.val.pairs.len().max(1) as f64;
+        let pairs = self.val.pairs.len() + self.test.pairs.len();
+        EvalCost {
+            eval_s: 2.0 * per_pair * pairs as f64,
+            epoch_overhead_s: 0.0,
+        }
+    }
+
+    fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
+        let rows = evaluate_pairs(model, self.recipe.method.name(), self)?;
+        let md = format_pairs_table(self, &rows);
+        Ok(Some(Evaluation {
+            printed: md.clone(),
+            stem: "eval-pairs".into(),
+            json: serde_json::to_string_pretty(&rows)?,
+            md: Some(md),
+            replace: false,
+        }))
+    }
+}
+
+impl PreparedPairs {
+    /// The batches of `epoch`: full batches of the training pairs, in a seeded order.
+    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let r = &self.recipe;
+        sample_batches(
+            self.train.pairs.len(),
+            r.train.batch_size,
+            r.train.seed,
+            epoch,
+            false,
+        )
+    }
 }
 
 /// Loads an image–text run's newest checkpoint, its tokenizer and its data.

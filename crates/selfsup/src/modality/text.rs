@@ -7,7 +7,6 @@
 //! augmented views) and the per-epoch monitor (held-out perplexity instead of collapse).
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::module::Module;
@@ -18,17 +17,13 @@ use selfsup_data::text::{
 };
 use serde_json::json;
 
+use super::{EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup};
 use crate::checkpoint;
-use crate::method::{Input, Model, StepInfo, TokenScore};
-use crate::optim::{Optimizer, WarmupCosine};
-use crate::progress::RunProgress;
+use crate::eval::online::OnlineProbe;
+use crate::method::{Input, Model, TokenScore};
 use crate::recipe::Recipe;
 use crate::run::seeded;
-use crate::sample_loop::start_or_resume;
-use crate::train::{
-    StepLog, TrainOptions, Trained, append_metrics, check_weights, diverged, export_encoder,
-    open_run_dir, stop_mid_epoch, stopped, train_step,
-};
+use crate::train::open_run_dir;
 
 /// The tokenizer file of a text run.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -195,12 +190,7 @@ pub fn load_text_run(
         );
     }
     let tok = TextTokenizer::load(&run_dir.join(TOKENIZER_FILE))?;
-    let dir = checkpoint::latest(run_dir).with_context(|| {
-        format!(
-            "{}: no checkpoint found under checkpoints/",
-            run_dir.display()
-        )
-    })?;
+    let dir = checkpoint::latest_to_load(run_dir)?;
     let p = prepare_text(&recipe, Some(tok), Some(run_dir))?;
     let model = build_text_model(
         &recipe,
@@ -210,6 +200,29 @@ pub fn load_text_run(
     );
     let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
     Ok((model, p))
+}
+
+/// A text run's networks (from its newest checkpoint) and its saved tokenizer, without reading
+/// its corpus: generation needs neither the data nor its tokenisation, and works when the
+/// corpus has moved.
+pub fn load_text_model(run_dir: &Path) -> anyhow::Result<(Model, TextTokenizer, Recipe)> {
+    let recipe = Recipe::load(&run_dir.join("recipe.toml"))
+        .with_context(|| format!("{} is not a selfsup run folder", run_dir.display()))?;
+    if !recipe.is_text() {
+        bail!(
+            "{}: not a text run (data.spec = {})",
+            run_dir.display(),
+            recipe.data.spec
+        );
+    }
+    let tok_path = run_dir.join(TOKENIZER_FILE);
+    let tok = TextTokenizer::load(&tok_path)
+        .with_context(|| format!("cannot read the run's tokenizer {}", tok_path.display()))?;
+    let dir = checkpoint::latest_to_load(run_dir)?;
+    let device = recipe.train.device.device()?;
+    let model = build_text_model(&recipe, tok.vocab_size(), &device, recipe.train.seed);
+    let model = checkpoint::load_model(&dir.join("model.bpk"), model)?;
+    Ok((model, tok, recipe))
 }
 
 /// The score of `model` on `data` (batches in order; the same masks every time).
@@ -223,150 +236,130 @@ pub fn score(model: &Model, data: &TokenLoader, batch_size: usize, seed: u64) ->
     total
 }
 
-/// Pretrains a text method in `run_dir` (see [`crate::train::pretrain`] for the options).
-pub fn pretrain_text(
-    p: &PreparedText,
-    run_dir: &Path,
-    opts: &TrainOptions,
-) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
-    open_run_dir(run_dir, opts.resume)?;
-    let tok_path = run_dir.join(TOKENIZER_FILE);
-    if !tok_path.exists() {
-        p.tokenizer.save(&tok_path)?;
+/// Reads a text recipe's corpus (the table's entry for text); a streamed corpus writes its
+/// token files into the run folder, which is opened first.
+pub(crate) fn prepare_modality(recipe: &Recipe, setup: Setup) -> anyhow::Result<Box<dyn Modality>> {
+    if recipe.data.stream
+        && let Some(dir) = &setup.run_dir
+    {
+        // the token files go into the run folder: check it before writing them
+        open_run_dir(dir, setup.resume)?;
     }
+    Ok(Box::new(prepare_text(
+        recipe,
+        setup.tokenizer,
+        setup.run_dir.as_deref(),
+    )?))
+}
 
-    let train_device = r.train.device.train_device()?;
-    let vocab = p.tokenizer.vocab_size();
-    let mut model = build_text_model(r, vocab, &train_device, r.train.seed);
-    let mut optim = Optimizer::new(r.optim.clone());
-    let state;
-    (model, state) = start_or_resume(
-        r,
-        run_dir,
-        opts,
-        model,
-        &mut optim,
-        &train_device,
-        &[r.data.seq_len, vocab],
-        "sequences of (seq_len, vocabulary)",
-    )?;
-    let mut state = state;
-
-    let bs = r.train.batch_size;
-    let plan = |epoch: u64| -> Vec<Vec<usize>> {
+impl PreparedText {
+    /// The batches of `epoch`: every window once, or `train.steps_per_epoch` batches of
+    /// random windows.
+    fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let r = &self.recipe;
+        let bs = r.train.batch_size;
         match r.train.steps_per_epoch {
-            Some(steps) => p
+            Some(steps) => self
                 .train
                 .plan_random(bs, steps, r.train.seed, epoch)
                 .expect("validated: random windows need packed data"),
-            None => p.train.plan(bs, r.train.seed, epoch, true),
+            None => self.train.plan(bs, r.train.seed, epoch, true),
         }
-    };
-    let steps_per_epoch = plan(0).len().max(1);
-    let total = (steps_per_epoch * r.train.epochs) as u64;
-    let warmup = (r.optim.warmup_epochs * steps_per_epoch as f64).round() as u64;
-    let sched = WarmupCosine::new(r.optim.lr, r.optim.final_lr, warmup, total)
-        .map_err(anyhow::Error::msg)?;
-    let started = Instant::now();
-    let mut tokens_seen = 0usize;
-    let last_epoch = opts
-        .stop_after
-        .map_or(r.train.epochs, |s| s.min(r.train.epochs));
-    let progress = RunProgress::new(opts.progress, state.global_step, total, r.train.epochs);
-    let mut steps = StepLog::open(run_dir, state.global_step)?;
-    for epoch in state.epoch..last_epoch {
-        let t0 = Instant::now();
-        let batches = plan(epoch as u64);
-        let mut bar = progress.epoch(batches.len(), epoch);
-        // a graceful stop may have left this epoch part-done: its first batches are skipped
-        let (done, done_loss) = (state.batch, state.loss_sum);
-        state.batch = 0;
-        state.loss_sum = 0.0;
-        bar.skip(done);
-        let (mut loss_sum, mut n_losses, mut lr, mut tokens) = (done_loss, done, 0.0, 0usize);
-        for (i, units) in batches.iter().enumerate().skip(done) {
-            let batch = p.train.batch(units);
-            let nt = batch.mask.iter().filter(|&&m| m).count();
-            let info = StepInfo {
-                step: state.global_step + 1,
-                total,
-                seed: r.train.seed,
-            };
-            lr = sched.lr(state.global_step);
-            let t_step = Instant::now();
-            let (m, out) = train_step(
-                model,
-                &mut optim,
-                Input::Tokens(batch),
-                info,
-                lr,
-                r.train.data_parallel,
-            );
-            model = m;
-            if !out.loss.is_finite() {
-                bar.abandon();
-                bail!(diverged(
-                    run_dir,
-                    &format!(
-                        "the loss became {} at epoch {} step {}",
-                        out.loss,
-                        epoch + 1,
-                        i + 1
-                    )
-                ));
-            }
-            state.global_step += 1;
-            let secs = t_step.elapsed().as_secs_f64();
-            steps.step((state.global_step, epoch + 1), out.loss, lr, secs, None)?;
-            loss_sum += out.loss as f64;
-            n_losses += 1;
-            tokens += nt;
-            let tps = tokens as f64 / t0.elapsed().as_secs_f64();
-            bar.step(
-                state.global_step,
-                &format!("loss {:.4} lr {lr:.2e} {tps:.0} tok/s", out.loss),
-            );
-            if let Some(e) = stop_mid_epoch(
-                opts,
-                run_dir,
-                &model,
-                &optim,
-                &mut state,
-                (i, batches.len()),
-                loss_sum,
-                None,
-            ) {
-                bar.abandon();
-                return Err(e);
-            }
-        }
-        bar.finish();
-        tokens_seen += tokens;
-        let secs = t0.elapsed().as_secs_f64();
-        let mean_loss = loss_sum / n_losses.max(1) as f64;
-        let eval_model = model.valid();
-        let val = score(
-            &eval_model,
-            &p.val,
+    }
+
+    /// The validation split's score, with the evaluation's batch size.
+    fn val_score(&self, model: &Model) -> TokenScore {
+        let r = &self.recipe;
+        score(
+            &model.valid(),
+            &self.val,
             r.train.eval_batch_size.min(256),
             r.train.seed,
-        );
-        let mut line = json!({
-            "epoch": epoch + 1,
-            "step": state.global_step,
-            "loss": mean_loss,
-            "lr": lr,
-            "tokens_per_s": tokens as f64 / secs,
-            "epoch_seconds": secs,
-            "elapsed_seconds": started.elapsed().as_secs_f64(),
-        });
-        let mut msg = format!(
-            "epoch {}/{}: loss {mean_loss:.4}, lr {lr:.2e}, {:.0} tok/s, {secs:.1} s",
-            epoch + 1,
-            r.train.epochs,
-            tokens as f64 / secs
-        );
+        )
+    }
+}
+
+impl Modality for PreparedText {
+    fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Text
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} / {} / {} train/val/test documents, {} train tokens, vocabulary {}, sequences of {} tokens",
+            self.split.train.len(),
+            self.split.val.len(),
+            self.split.test.len(),
+            self.train.num_tokens(),
+            self.tokenizer.vocab_size(),
+            self.recipe.data.seq_len,
+        )
+    }
+
+    fn input_shape(&self) -> (Vec<usize>, &'static str) {
+        (
+            vec![self.recipe.data.seq_len, self.tokenizer.vocab_size()],
+            "sequences of (seq_len, vocabulary)",
+        )
+    }
+
+    fn build_model(&self, device: &Device) -> Model {
+        let r = &self.recipe;
+        build_text_model(r, self.tokenizer.vocab_size(), device, r.train.seed)
+    }
+
+    fn on_open(&self, run_dir: &Path) -> anyhow::Result<()> {
+        let tok_path = run_dir.join(TOKENIZER_FILE);
+        if !tok_path.exists() {
+            self.tokenizer.save(&tok_path)?;
+        }
+        Ok(())
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.plan(0).len()
+    }
+
+    /// Windows read from memory or, streamed, from the run's token files, a few batches
+    /// ahead; the units are the predicted tokens.
+    fn epoch<'s, 'env>(
+        &'env self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        epoch: u64,
+        _device: &Device,
+        _probe: bool,
+    ) -> Box<dyn EpochBatches + 'env> {
+        Box::new(SampleEpoch::new(
+            scope,
+            self.plan(epoch),
+            None,
+            self.recipe.train.prefetch,
+            |units| {
+                let batch = self.train.batch(units);
+                (batch.mask.iter().filter(|&&m| m).count(), batch)
+            },
+            Input::Tokens,
+        ))
+    }
+
+    /// The validation loss, perplexity and accuracy of the predicted tokens.
+    fn end_of_epoch(
+        &self,
+        model: &Model,
+        _epoch: usize,
+        _probe: Option<&OnlineProbe>,
+        line: &mut serde_json::Value,
+        msg: &mut String,
+    ) {
+        let val = self.val_score(model);
         if val.count > 0 {
             line["val_loss"] = json!(val.loss());
             line["val_perplexity"] = json!(val.perplexity());
@@ -378,32 +371,69 @@ pub fn pretrain_text(
                 val.accuracy()
             ));
         }
-        crate::monitor::memory_fields(&mut line);
-        if opts.progress {
-            eprintln!("{msg}");
-        }
-        tracing::info!("{msg}");
-        check_weights(&model, run_dir, epoch)?;
-        state.epoch = epoch + 1;
-        append_metrics(run_dir, &line)?;
-        let saved = checkpoint::save_keeping(run_dir, &model, &optim, &state, None)?;
-        if opts.stop_requested() {
-            return Err(stopped(run_dir, saved, &state, batches.len()));
+    }
+
+    fn probe_classes(&self) -> Result<usize, String> {
+        Err("a training window spans several documents, so it has no one label".into())
+    }
+
+    fn export_meta(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        ("selfsup text encoder", vec![("tokenizer", TOKENIZER_FILE)])
+    }
+
+    /// The validation split is scored each epoch, validation and test at the end: timed on
+    /// the validation split once.
+    fn eval_cost(&self, model: &Model) -> EvalCost {
+        let t = std::time::Instant::now();
+        let _ = self.val_score(model);
+        let val_s = t.elapsed().as_secs_f64();
+        let per_window = val_s / self.val.len().max(1) as f64;
+        EvalCost {
+            eval_s: per_window * (self.val.len() + self.test.len()) as f64,
+            epoch_overhead_s: val_s,
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    export_encoder(
-        &model,
-        r,
-        run_dir,
-        "selfsup text encoder",
-        &[("tokenizer", TOKENIZER_FILE)],
-    )?;
-    Ok(Trained {
-        model,
-        images_per_s: tokens_seen as f64 / seconds.max(1e-9),
-        seconds,
-        epochs: state.epoch,
-        plan: None,
-    })
+
+    /// The held-out splits' loss, perplexity and accuracy of the predicted tokens (the test
+    /// split's reported once, here).
+    fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
+        let r = &self.recipe;
+        let m = model.valid();
+        let bs = r.train.eval_batch_size.min(256);
+        let (val, test) = (
+            score(&m, &self.val, bs, r.train.seed),
+            score(&m, &self.test, bs, r.train.seed),
+        );
+        let what = if r.method.causal() {
+            "next-token"
+        } else {
+            "masked-token"
+        };
+        let mut printed = format!("split       tokens  {what} loss (nats)  perplexity  accuracy %");
+        for (name, s) in [("validation", val), ("test", test)] {
+            if s.count == 0 {
+                printed.push_str(&format!("\n{name:<10} (no documents in this split)"));
+                continue;
+            }
+            printed.push_str(&format!(
+                "\n{name:<10} {:>7}  {:>18.4}  {:>10.2}  {:>10.1}",
+                s.count,
+                s.loss(),
+                s.perplexity(),
+                s.accuracy()
+            ));
+        }
+        let json = serde_json::json!({
+            "method": r.method.name(),
+            "validation": {"tokens": val.count, "loss": val.loss(), "perplexity": val.perplexity(), "accuracy": val.accuracy()},
+            "test": {"tokens": test.count, "loss": test.loss(), "perplexity": test.perplexity(), "accuracy": test.accuracy()},
+        });
+        Ok(Some(Evaluation {
+            printed,
+            stem: "lm-eval".into(),
+            json: serde_json::to_string_pretty(&json)?,
+            md: None,
+            replace: true,
+        }))
+    }
 }

@@ -1,16 +1,24 @@
 //! `selfsup bench`: times the training step, the augmentation, the loader, kNN and the linear
-//! probe (see `selfsup::bench` for the lines). Each line runs in a fresh child process so that
-//! its peak memory is its own; the table goes to stdout and the JSON to `--json`.
+//! probe (see [`lines`] for the lines). Each line runs in a fresh child process so that its
+//! peak memory is its own; the table goes to stdout and the JSON to `--json`.
+//!
+//! This file is the sub-command (arguments, child processes, table, JSON); the lines
+//! themselves are in [`lines`] (the table's shape, the list of lines, `gemm`), [`steps`]
+//! (training steps), [`loader`] (augmentation and loaders) and [`probes`] (kNN, linear probe).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use selfsup::bench::{
-    BenchOptions, LINE_IDS, Line, METHOD_LINE_IDS, default_fashion_dir, run_line,
-};
 use selfsup::checkpoint::write_atomic;
+
+mod lines;
+mod loader;
+mod probes;
+mod steps;
+
+use lines::{BenchOptions, LINE_IDS, Line, default_fashion_dir, method_line_ids, run_line};
 
 #[derive(Parser)]
 pub struct Args {
@@ -47,6 +55,9 @@ pub struct Args {
     /// recipe's `train.data_parallel` (2). 1 computes the step as one graph.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     data_parallel: Option<u64>,
+    /// Print the id of every line, one a line (the `--methods` lines last), and exit.
+    #[arg(long)]
+    list: bool,
     /// Run one line in this process and print its JSON (used for the child processes).
     #[arg(long, hide = true)]
     line: Option<String>,
@@ -124,6 +135,16 @@ fn peak_share(l: &Line, peak_gflops: Option<f64>) -> Option<String> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if a.list {
+        for id in LINE_IDS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(method_line_ids())
+        {
+            println!("{id}");
+        }
+        return Ok(());
+    }
     if let Some(files) = a.write_folder {
         let opts = options(&a);
         let fashion = opts
@@ -136,7 +157,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 opts.stream_dir.display()
             );
         }
-        selfsup::bench::write_stream_folder(fashion, &opts.stream_dir, files)?;
+        loader::write_stream_folder(fashion, &opts.stream_dir, files)?;
         eprintln!("wrote {files} files into {}", opts.stream_dir.display());
         return Ok(());
     }
@@ -146,14 +167,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&line)?);
         return Ok(());
     }
+    let method_lines = method_line_ids();
     let ids: Vec<String> = match &a.only {
         Some(v) => {
             for id in v {
-                if !LINE_IDS.contains(&id.as_str()) && !METHOD_LINE_IDS.contains(&id.as_str()) {
+                if !LINE_IDS.contains(&id.as_str()) && !method_lines.contains(id) {
                     bail!(
                         "--only: unknown line '{id}': known lines are {}, {}",
                         LINE_IDS.join(", "),
-                        METHOD_LINE_IDS.join(", ")
+                        method_lines.join(", ")
                     );
                 }
             }
@@ -162,7 +184,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None => {
             let mut ids: Vec<String> = LINE_IDS.iter().map(|s| s.to_string()).collect();
             if a.methods {
-                ids.extend(METHOD_LINE_IDS.iter().map(|s| s.to_string()));
+                ids.extend(method_lines);
             }
             ids
         }

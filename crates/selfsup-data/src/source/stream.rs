@@ -28,9 +28,10 @@ use rayon::prelude::*;
 
 use crate::error::DataError;
 use crate::image::Image;
+use crate::labelled::Subset;
 use crate::rng::SplitMix64;
+use crate::source::dataset::Dataset;
 use crate::source::folder::{self, DEFAULT_CHANNELS, DEFAULT_SIZE, decode_bytes, is_image_name};
-use crate::source::{Dataset, LoadOptions, Split, train_test_indices, val_indices};
 
 /// How many files a folder's colour check reads the header of (a seeded sample).
 const GREY_CHECK_FILES: usize = 256;
@@ -201,13 +202,10 @@ impl StreamSource {
     pub fn subset(&self, idx: &[usize]) -> StreamSource {
         StreamSource {
             name: self.name.clone(),
-            items: idx.iter().map(|&i| self.items[i].clone()).collect(),
+            items: self.items.subset(idx),
             shards: self.shards.clone(),
-            labels: self
-                .labels
-                .as_ref()
-                .map(|l| idx.iter().map(|&i| l[i]).collect()),
-            ids: idx.iter().map(|&i| self.ids[i].clone()).collect(),
+            labels: self.labels.subset(idx),
+            ids: self.ids.subset(idx),
             class_names: self.class_names.clone(),
             channels: self.channels,
             size: self.size,
@@ -221,7 +219,7 @@ impl StreamSource {
             Item::File(p) => folder::decode_image(p, self.channels, self.size),
             Item::Member { shard, offset, len } => {
                 let path = &self.shards[*shard as usize];
-                let bytes = read_at(path, *offset, *len)?;
+                let bytes = read_at(path, &self.ids[i], *offset, *len)?;
                 let name = path.join(&self.ids[i]);
                 decode_bytes(&name, &bytes, self.channels, self.size)
             }
@@ -272,9 +270,23 @@ fn is_shard_name(name: &str) -> bool {
     name.to_ascii_lowercase().ends_with(".tar")
 }
 
-/// Reads `len` bytes at `offset` of `path`.
-fn read_at(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, DataError> {
+/// Reads `len` bytes at `offset` of `path` (the image of sample `id`). The bytes must lie
+/// within the file as it is now: a shard cut short since it was indexed is an error naming it
+/// and the sample (an I/O error, as a failed read would be, so `skip_bad_images` skips it),
+/// never a buffer of the size a header claims.
+fn read_at(path: &Path, id: &str, offset: u64, len: u64) -> Result<Vec<u8>, DataError> {
     let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| DataError::io(path, e))?.len();
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        let msg = format!(
+            "the image of sample {id} is {len} bytes at offset {offset}, past the end of the \
+             file ({file_len} bytes): the shard was cut short or rewritten after it was indexed"
+        );
+        return Err(DataError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg),
+        ));
+    }
     f.seek(SeekFrom::Start(offset))
         .map_err(|e| DataError::io(path, e))?;
     let mut buf = vec![0u8; len as usize];
@@ -310,6 +322,7 @@ fn index_shard(
         ));
     }
     let mut f = f;
+    let file_len = f.metadata().map_err(|e| DataError::io(shard, e))?.len();
     f.seek(SeekFrom::Start(0))
         .map_err(|e| DataError::io(shard, e))?;
     let shard_name = shard
@@ -336,6 +349,20 @@ fn index_shard(
     for entry in entries {
         let mut entry =
             entry.map_err(|e| DataError::format(shard, format!("corrupt tar member: {e}")))?;
+        // A header's size is only a claim: one larger than the file would make the reader seek
+        // past the end (silently losing the members after it) and the decoder allocate that
+        // much, so it is checked against the file before anything is read.
+        let (offset, size) = (entry.raw_file_position(), entry.size());
+        if offset.checked_add(size).is_none_or(|end| end > file_len) {
+            return Err(DataError::format(
+                shard,
+                format!(
+                    "member {}: its header declares {size} bytes at offset {offset}, but the \
+                     file has {file_len} bytes (a truncated or corrupt shard)",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            ));
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -363,8 +390,8 @@ fn index_shard(
             }
             c.1 = Some(Item::Member {
                 shard: s,
-                offset: entry.raw_file_position(),
-                len: entry.size(),
+                offset,
+                len: size,
             });
         } else if ext == "cls" || ext == "cls.txt" {
             let mut text = String::new();
@@ -400,41 +427,6 @@ fn read_class_names(path: &Path) -> Result<Option<Vec<String>>, DataError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(DataError::io(path, e)),
     }
-}
-
-/// The split of a streamed data set: the same train/validation/test indices as the data set
-/// loaded into memory ([`crate::load`]); validation and test decoded into memory, the training
-/// images left on disk ([`Split::train_stream`]) with a seeded sample of at most
-/// `opts.stream_sample` of them decoded as [`Split::train`] (for the evaluation during and
-/// after training; all of them when the training split is that small).
-pub fn split_stream(src: StreamSource, opts: &LoadOptions) -> Result<Split, DataError> {
-    let (tr, te) = train_test_indices(src.len(), src.labels.as_deref(), opts);
-    let train = src.subset(&tr);
-    let (train, val) = if opts.val_fraction > 0.0 && !train.is_empty() {
-        let (t, v) = val_indices(train.len(), train.labels.as_deref(), opts);
-        (train.subset(&t), train.subset(&v))
-    } else {
-        let none = train.subset(&[]);
-        (train, none)
-    };
-    let (test, s1) = src.subset(&te).to_dataset()?;
-    let (val, s2) = val.to_dataset()?;
-    let sample = if train.len() <= opts.stream_sample {
-        train.clone()
-    } else {
-        let mut idx: Vec<usize> = (0..train.len()).collect();
-        SplitMix64::from_parts(&[opts.seed, 0x57EA_3000]).shuffle(&mut idx);
-        idx.truncate(opts.stream_sample);
-        train.subset(&idx)
-    };
-    let (sample, s3) = sample.to_dataset()?;
-    Ok(Split {
-        train: sample,
-        val,
-        test,
-        skipped: s1 + s2 + s3,
-        train_stream: Some(Arc::new(train)),
-    })
 }
 
 #[cfg(test)]

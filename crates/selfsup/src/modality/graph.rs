@@ -8,8 +8,7 @@
 //! only by the classifiers. In each fold the classifier's L2 strength is chosen on a
 //! validation part of that fold's training graphs, never on its test graphs.
 //!
-//! The loop shares the training step ([`crate::train::train_step`]), the checkpoints and the
-//! metrics file with the image and text loops.
+//! It trains in the one loop ([`crate::train::pretrain`]), as every kind of data does.
 
 use std::path::Path;
 
@@ -22,14 +21,15 @@ use selfsup_data::graph::{
 };
 use serde_json::json;
 
+use super::{
+    EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup, sample_batches,
+};
 use crate::backbone::GraphInput;
 use crate::checkpoint;
 use crate::eval::linear::{LinearConfig, linear_probe_on, stratified_subset};
 use crate::method::{Input, Model};
 use crate::recipe::Recipe;
 use crate::run::{run_recipe_and_checkpoint, seeded};
-use crate::sample_loop::{SampleLoop, train_samples};
-use crate::train::{TrainOptions, Trained};
 
 /// A graph recipe made concrete: its graphs and device.
 pub struct PreparedGraphs {
@@ -92,34 +92,161 @@ pub fn load_graph_run(run_dir: &Path) -> anyhow::Result<(Model, PreparedGraphs)>
     Ok((model, p))
 }
 
-/// Pretrains a graph method in `run_dir` (see [`crate::train::pretrain`] for the options).
+/// Reads a graph recipe's graph set (the table's entry for graphs).
+pub(crate) fn prepare_modality(
+    recipe: &Recipe,
+    _setup: Setup,
+) -> anyhow::Result<Box<dyn Modality>> {
+    Ok(Box::new(prepare_graphs(recipe)?))
+}
+
 /// Every graph is seen each epoch: GraphCL's loader keeps the last, smaller batch (with
 /// MUTAG's 188 graphs and batches of 128, 60 of them).
-pub fn pretrain_graphs(
-    p: &PreparedGraphs,
-    run_dir: &Path,
-    opts: &TrainOptions,
-) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
-    let views = r.method.num_views() as usize;
-    train_samples(
-        r,
-        run_dir,
-        opts,
-        SampleLoop {
-            unit: "graphs",
-            samples: p.data.len(),
-            input_shape: vec![p.data.feat_dim],
-            keep_partial: true,
-            build: &|dev| build_graph_model(r, p.data.feat_dim, dev, r.train.seed),
-            input: &|idx, epoch, _| {
-                let vb = make_views(&p.data, idx, &r.graph.augment, r.train.seed, epoch, views);
-                Input::Graphs(vb.views)
+impl Modality for PreparedGraphs {
+    fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Graphs
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} graphs, {} nodes, {} node features, {} classes",
+            self.data.len(),
+            self.data.num_nodes(),
+            self.data.feat_dim,
+            self.data.num_classes
+        )
+    }
+
+    fn input_shape(&self) -> (Vec<usize>, &'static str) {
+        (vec![self.data.feat_dim], "inputs of shape")
+    }
+
+    fn build_model(&self, device: &Device) -> Model {
+        let r = &self.recipe;
+        build_graph_model(r, self.data.feat_dim, device, r.train.seed)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.epoch_batches(0).len()
+    }
+
+    fn epoch<'s, 'env>(
+        &'env self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        epoch: u64,
+        _device: &Device,
+        _probe: bool,
+    ) -> Box<dyn EpochBatches + 'env> {
+        let r = &self.recipe;
+        let views = r.method.num_views() as usize;
+        Box::new(SampleEpoch::new(
+            scope,
+            self.epoch_batches(epoch),
+            None,
+            r.train.prefetch,
+            move |idx| {
+                let vb = make_views(
+                    &self.data,
+                    idx,
+                    &r.graph.augment,
+                    r.train.seed,
+                    epoch,
+                    views,
+                );
+                (idx.len(), vb.views)
             },
-            format: "selfsup graph encoder",
-            on_open: None,
-        },
-    )
+            Input::Graphs,
+        ))
+    }
+
+    fn probe_classes(&self) -> Result<usize, String> {
+        Err("graphs are evaluated by cross-validation over every graph: no held-out split to score a probe on".into())
+    }
+
+    fn export_meta(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        ("selfsup graph encoder", Vec::new())
+    }
+
+    /// The embeddings of every graph (per encoder), and the classifiers of the
+    /// cross-validation: one fit timed on a two-fold run, times the folds × (L2 strengths + 1)
+    /// fits of each feature set.
+    fn eval_cost(&self, model: &Model) -> EvalCost {
+        let r = &self.recipe;
+        let t = std::time::Instant::now();
+        let emb = graph_embeddings(model, &self.data, r.train.eval_batch_size);
+        let embed_s = t.elapsed().as_secs_f64();
+        let Some(labels) = self.data.labels() else {
+            return EvalCost {
+                eval_s: 0.0,
+                epoch_overhead_s: 0.0,
+            };
+        };
+        let d = model.encoder().out_dim();
+        let cfg = LinearConfig {
+            label_fractions: vec![],
+            ..r.eval.linear.clone()
+        };
+        let wd = r.graph.weight_decays.first().copied().unwrap_or(0.0);
+        let t = std::time::Instant::now();
+        let fitted = cross_validate(
+            &emb,
+            d,
+            &labels,
+            self.data.num_classes.max(2),
+            2,
+            &[wd],
+            &cfg,
+            r.train.seed,
+            &self.device,
+        );
+        // two folds, each a fit on its validation part and one on all its training graphs
+        let fit_s = if fitted.is_ok() {
+            t.elapsed().as_secs_f64() / 4.0
+        } else {
+            0.0
+        };
+        let sets = if r.eval.baselines { 3.0 } else { 1.0 };
+        let encoders = if r.eval.baselines { 2.0 } else { 1.0 };
+        let fits = (r.graph.folds * (r.graph.weight_decays.len() + 1)) as f64;
+        EvalCost {
+            eval_s: embed_s * encoders + fit_s * fits * sets,
+            epoch_overhead_s: 0.0,
+        }
+    }
+
+    fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
+        let rows = evaluate_graphs(model, self)?;
+        let (md, json) = format_graph_table(self, &rows);
+        Ok(Some(Evaluation {
+            printed: md.clone(),
+            stem: "eval-graph".into(),
+            json: serde_json::to_string_pretty(&json)?,
+            md: Some(md),
+            replace: false,
+        }))
+    }
+}
+
+impl PreparedGraphs {
+    /// The batches of `epoch`: every graph once, in a seeded order.
+    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let r = &self.recipe;
+        sample_batches(
+            self.data.len(),
+            r.train.batch_size,
+            r.train.seed,
+            epoch,
+            true,
+        )
+    }
 }
 
 /// The frozen encoder's embeddings of every graph of `data` (unaugmented), `(G, d)` row-major.

@@ -9,8 +9,6 @@
 //! seeded share of the clips; the validation split (`data.val_fraction`) comes out of the
 //! training clips and is what settings are chosen on.
 
-use std::path::Path;
-
 use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -19,13 +17,15 @@ use selfsup_data::audio::{
     log_mel_mean_std,
 };
 
+use super::{
+    EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup, sample_batches,
+};
 use crate::backbone::Backbone;
+use crate::eval::online::OnlineProbe;
 use crate::eval::report::{EvalRow, FeatureSet, Which, evaluate_features, format_table};
 use crate::method::{Input, Model};
 use crate::recipe::Recipe;
 use crate::run::build_model;
-use crate::sample_loop::{SampleLoop, train_samples};
-use crate::train::{TrainOptions, Trained};
 
 /// One split of an audio run: its clips and their spectrograms.
 pub struct AudioSplit {
@@ -145,36 +145,163 @@ fn views_input(bufs: Vec<Vec<f32>>, n: usize, (m, t): (usize, usize), device: &D
     )
 }
 
-/// Pretrains an audio run in `run_dir` (see [`crate::train::pretrain`] for the options).
+/// Reads an audio recipe's recordings (the table's entry for audio).
+pub(crate) fn prepare_modality(
+    recipe: &Recipe,
+    _setup: Setup,
+) -> anyhow::Result<Box<dyn Modality>> {
+    Ok(Box::new(prepare_audio(recipe)?))
+}
+
 /// Full batches only (batch statistics, negatives).
-pub fn pretrain_audio(
-    p: &PreparedAudio,
-    run_dir: &Path,
-    opts: &TrainOptions,
-) -> anyhow::Result<Trained> {
-    let r = &p.recipe;
-    let (m, t) = p.view_shape();
-    let views = r.method.num_views();
-    train_samples(
-        r,
-        run_dir,
-        opts,
-        SampleLoop {
-            unit: "clips",
-            samples: p.train.specs.len(),
-            input_shape: vec![1, m, t],
-            keep_partial: false,
-            build: &|dev| build_audio_model(r, dev, r.train.seed),
-            input: &|idx, epoch, dev| {
-                let bufs = p
-                    .pipeline
-                    .views_batch(&p.train.specs, idx, r.train.seed, epoch, views);
-                views_input(bufs, idx.len(), (m, t), dev)
+impl Modality for PreparedAudio {
+    fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Audio
+    }
+
+    fn describe(&self) -> String {
+        let (m, t) = self.view_shape();
+        format!(
+            "{} train / {} validation / {} test clips, views 1×{m}×{t} log-mel",
+            self.train.clips.len(),
+            self.val.clips.len(),
+            self.test.clips.len()
+        )
+    }
+
+    fn input_shape(&self) -> (Vec<usize>, &'static str) {
+        let (m, t) = self.view_shape();
+        (vec![1, m, t], "inputs of shape")
+    }
+
+    fn build_model(&self, device: &Device) -> Model {
+        build_audio_model(&self.recipe, device, self.recipe.train.seed)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.epoch_batches(0).len()
+    }
+
+    fn epoch<'s, 'env>(
+        &'env self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+        epoch: u64,
+        device: &Device,
+        probe: bool,
+    ) -> Box<dyn EpochBatches + 'env> {
+        let r = &self.recipe;
+        let shape = self.view_shape();
+        let views = r.method.num_views();
+        let device = device.clone();
+        Box::new(SampleEpoch::new(
+            scope,
+            self.epoch_batches(epoch),
+            // the online probe learns the first label field (FSDD: the digit)
+            probe.then(|| self.train.clips.labels(0)),
+            r.train.prefetch,
+            move |idx| {
+                let bufs =
+                    self.pipeline
+                        .views_batch(&self.train.specs, idx, r.train.seed, epoch, views);
+                (idx.len(), (bufs, idx.len()))
             },
-            format: "selfsup audio encoder",
-            on_open: None,
-        },
-    )
+            move |(bufs, n)| views_input(bufs, n, shape, &device),
+        ))
+    }
+
+    fn export_meta(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
+        ("selfsup audio encoder", Vec::new())
+    }
+
+    /// The first label field's classes (FSDD: the digit), when the clips have labels.
+    fn probe_classes(&self) -> Result<usize, String> {
+        if self.train.clips.label_fields.is_empty() {
+            return Err("the clips have no labels".into());
+        }
+        Ok([&self.train, &self.val, &self.test]
+            .iter()
+            .map(|s| s.clips.num_classes(0))
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// The online probe's accuracy on the validation clips (centred crops), each epoch.
+    fn end_of_epoch(
+        &self,
+        model: &Model,
+        _epoch: usize,
+        probe: Option<&OnlineProbe>,
+        line: &mut serde_json::Value,
+        msg: &mut String,
+    ) {
+        let Some(probe) = probe else {
+            return;
+        };
+        if self.val.clips.is_empty() {
+            return;
+        }
+        let valid = model.valid();
+        let features = audio_features(valid.encoder(), self, &self.val);
+        let acc = probe.accuracy(&features, &self.val.clips.labels(0));
+        let field = &self.train.clips.label_fields[0];
+        line["online_probe_top1"] = serde_json::json!(acc);
+        line["online_probe_split"] = serde_json::json!("validation");
+        line["online_probe_label"] = serde_json::json!(field);
+        msg.push_str(&format!(", online probe {acc:.1} % ({field}, validation)"));
+    }
+
+    /// The encoder's forward pass, timed on the validation clips, over every split.
+    fn eval_cost(&self, model: &Model) -> EvalCost {
+        let valid = model.valid();
+        let t = std::time::Instant::now();
+        let _ = audio_features(valid.encoder(), self, &self.val);
+        let per_clip = t.elapsed().as_secs_f64() / self.val.clips.len().max(1) as f64;
+        let clips = self.train.clips.len() + self.val.clips.len() + self.test.clips.len();
+        let encoders = if self.recipe.eval.baselines { 2 } else { 1 };
+        let fields = self.train.clips.label_fields.len().max(1);
+        EvalCost {
+            eval_s: crate::budget::eval_estimate(per_clip, clips, encoders) * fields as f64,
+            epoch_overhead_s: 0.0,
+        }
+    }
+
+    fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
+        let tables = evaluate_audio(model, self)?;
+        let md = format_audio_tables(self, &tables);
+        let json: Vec<serde_json::Value> = tables
+            .iter()
+            .map(|(field, rows)| serde_json::json!({"label": field, "rows": rows}))
+            .collect();
+        Ok(Some(Evaluation {
+            printed: md.clone(),
+            stem: "eval-audio".into(),
+            json: serde_json::to_string_pretty(&json)?,
+            md: Some(md),
+            replace: false,
+        }))
+    }
+}
+
+impl PreparedAudio {
+    /// The batches of `epoch`: full batches of the training clips, in a seeded order.
+    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
+        let r = &self.recipe;
+        sample_batches(
+            self.train.specs.len(),
+            r.train.batch_size,
+            r.train.seed,
+            epoch,
+            false,
+        )
+    }
 }
 
 /// The encoder's features of every clip of `split` (centred crops), `(clips, out_dim)`.
