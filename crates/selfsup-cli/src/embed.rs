@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Parser;
 use selfsup::eval::encoder_features;
 use selfsup::run::load_run;
-use selfsup::train::write_atomic;
+use selfsup::run_dir::write_atomic;
 
 #[derive(Parser)]
 pub struct Args {
@@ -106,7 +106,7 @@ fn text_rows(a: &Args) -> anyhow::Result<Rows> {
         ("val", &p.split.val),
         ("test", &p.split.test),
     ] {
-        feats.extend(selfsup::eval::text::text_features(enc, &p, set));
+        feats.extend(selfsup::modality::text_eval::text_features(enc, &p, set));
         for i in 0..set.len() {
             rows.push((set.ids[i].clone(), name, set.labels.as_ref().map(|l| l[i])));
         }

@@ -10,7 +10,7 @@ use selfsup::modality::text::TOKENIZER_FILE;
 use selfsup::modality::{self, Kind};
 use selfsup::recipe::Recipe;
 use selfsup::run::load_run;
-use selfsup::train::write_atomic;
+use selfsup::run_dir::write_atomic;
 use selfsup_data::text::TextTokenizer;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -340,15 +340,29 @@ fn eval_flags(a: &Args, r: &mut Recipe) {
 /// `eval` of a text run: sentence embeddings → kNN and linear probe on the test split, with
 /// TF-IDF and random-init rows under `--baselines`.
 fn run_text(a: Args) -> anyhow::Result<()> {
-    if a.data.is_some() {
-        anyhow::bail!("--data: transfer to other text is not built yet");
+    if let Some(d) = &a.data {
+        let mut probe = Recipe::digits_default();
+        probe.data.spec = d.clone();
+        let other = modality::kind_of(&probe).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+        if other.kind != Kind::Text {
+            anyhow::bail!(
+                "--data {d}: this run was trained on text, the data holds {}",
+                other.kind.name()
+            );
+        }
     }
     if matches!(a.kind, EvalKind::LabelEfficiency) {
         anyhow::bail!("label-efficiency: built for image runs; text runs are not yet supported");
     }
+    let data = a.data.clone();
     let (model, p) = selfsup::modality::text::load_text_run(&a.run, |r| {
         // the probes read the documents and labels: in memory even for a streamed run
         r.data.in_memory = true;
+        if let Some(d) = data {
+            // other text (transfer), tokenised with the run's tokenizer
+            r.data.spec = d;
+            r.absolutize_data_path();
+        }
         eval_flags(&a, r);
     })?;
     let which = Which {
@@ -366,19 +380,30 @@ fn run_text(a: Args) -> anyhow::Result<()> {
         matches!(a.kind, EvalKind::Finetune) || (a.finetune && matches!(a.kind, EvalKind::All));
     let label = format!("{} (SSL)", p.recipe.method.name());
     let mut rows = if which.knn || which.linear {
-        selfsup::eval::text::evaluate_text(model.encoder(), &label, &p, which, a.baselines)?
+        selfsup::modality::text_eval::evaluate_text(
+            model.encoder(),
+            &label,
+            &p,
+            which,
+            a.baselines,
+        )?
     } else {
         Vec::new()
     };
     if finetune {
         let random = a
             .baselines
-            .then(|| selfsup::eval::text::random_text_encoder(&p));
+            .then(|| selfsup::modality::text_eval::random_text_encoder(&p));
         let mut encoders = vec![(label.as_str(), model.encoder())];
         if let Some(r) = &random {
             encoders.push((RANDOM_INIT, r));
         }
-        selfsup::eval::text::add_text_finetune(&mut rows, &encoders, &p, &p.recipe.eval.finetune)?;
+        selfsup::modality::text_eval::add_text_finetune(
+            &mut rows,
+            &encoders,
+            &p,
+            &p.recipe.eval.finetune,
+        )?;
     }
     let r = &p.recipe;
     let table = format_table(&rows, r.eval.knn.k, r.eval.knn.temperature);
@@ -389,7 +414,13 @@ fn run_text(a: Args) -> anyhow::Result<()> {
         p.split.train.len()
     );
     println!("{head}\n\n{table}");
-    let stem = format!("eval-{kind}");
+    let stem = match &a.data {
+        Some(_) => {
+            let spec = r.data_spec().map_err(anyhow::Error::msg)?;
+            format!("eval-{kind}-{}", modality::data_name(&spec))
+        }
+        None => format!("eval-{kind}"),
+    };
     let json = serde_json::to_string_pretty(&rows)?;
     write_eval(&a.run, &stem, &json, &format!("{head}\n\n{table}"), a.force)?;
     eprintln!("saved {}", a.run.join(format!("{stem}.md")).display());

@@ -14,7 +14,7 @@ use selfsup::burn::module::Module;
 use selfsup::burn::tensor::{Tensor, TensorData};
 use selfsup::checkpoint::{named_tensors, tensors_to_safetensors};
 use selfsup::run::load_run;
-use selfsup::train::write_atomic;
+use selfsup::run_dir::write_atomic;
 
 #[derive(Parser)]
 pub struct Args {

@@ -9,7 +9,8 @@ use selfsup::method::MethodConfig;
 use selfsup::modality::text::TOKENIZER_FILE;
 use selfsup::modality::{self, Setup};
 use selfsup::recipe::Recipe;
-use selfsup::train::{Stopped, TrainOptions, Trained, pretrain, write_atomic};
+use selfsup::run_dir::write_atomic;
+use selfsup::train::{Stopped, TrainOptions, Trained, pretrain};
 use selfsup_data::text::TextTokenizer;
 
 /// `--method`'s help: the registry's methods by the data they train on.
@@ -113,67 +114,7 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
 
-    let mut recipe = if let Some(dir) = &a.resume {
-        Recipe::load(&dir.join("recipe.toml"))
-            .with_context(|| format!("--resume {}: not a run folder", dir.display()))?
-    } else {
-        match &a.config {
-            Some(p) => Recipe::load(p)?,
-            None => Recipe::digits_default(),
-        }
-    };
-    if let Some(d) = a.data {
-        recipe.data.spec = d;
-    }
-    // a method named without a recipe that needs another kind of encoder gets its default one
-    let mut encoder_note = None;
-    if let Some(m) = a.method
-        && m != recipe.method.name()
-    {
-        let method = MethodConfig::from_name(&m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
-        if a.config.is_none() && a.resume.is_none() {
-            encoder_note = recipe.use_method(method);
-        } else {
-            recipe.method = method;
-        }
-    }
-    if let Some(e) = a.epochs {
-        recipe.train.epochs = e;
-    }
-    if let Some(b) = a.batch_size {
-        recipe.train.batch_size = b;
-    }
-    if let Some(lr) = a.lr {
-        recipe.optim.lr = lr;
-    }
-    if let Some(s) = a.seed {
-        recipe.train.seed = s;
-    }
-    if let Some(d) = a.device {
-        recipe.train.device = d;
-    }
-    if a.stop_on_collapse {
-        recipe.train.stop_on_collapse = true;
-    }
-    if let Some(b) = a.time_budget {
-        recipe.train.time_budget = Some(b);
-    }
-    if let Some(f) = a.init_from {
-        // a path on the command line is relative to the working directory
-        recipe.train.init_from = Some(match f.strip_prefix("torchvision:") {
-            Some(p) => format!(
-                "torchvision:{}",
-                std::path::absolute(p)
-                    .unwrap_or_else(|_| PathBuf::from(p))
-                    .display()
-            ),
-            None => f,
-        });
-    }
-    recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if a.resume.is_none() {
-        recipe.absolutize_data_path();
-    }
+    let (recipe, encoder_note) = recipe_of(&a)?;
     // one path for every kind of data: spec → modality → train → evaluate
     let run_dir = match (&a.resume, a.out) {
         (Some(d), _) => d.clone(),
@@ -278,6 +219,74 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The run's recipe: the resumed run's, the `-c` file or the built-in one, with the flags
+/// applied and checked; and, when a method named without a recipe brought its own, what it
+/// brought (for the header line).
+fn recipe_of(a: &Args) -> anyhow::Result<(Recipe, Option<String>)> {
+    let mut recipe = if let Some(dir) = &a.resume {
+        Recipe::load(&dir.join("recipe.toml"))
+            .with_context(|| format!("--resume {}: not a run folder", dir.display()))?
+    } else {
+        match &a.config {
+            Some(p) => Recipe::load(p)?,
+            None => Recipe::digits_default(),
+        }
+    };
+    if let Some(d) = a.data.clone() {
+        recipe.data.spec = d;
+    }
+    // a method named without a recipe that needs another kind of encoder gets its default one
+    let mut encoder_note = None;
+    if let Some(m) = &a.method
+        && m != recipe.method.name()
+    {
+        let method = MethodConfig::from_name(m).map_err(|e| anyhow::anyhow!("--method: {e}"))?;
+        if a.config.is_none() && a.resume.is_none() {
+            encoder_note = recipe.use_method(method);
+        } else {
+            recipe.method = method;
+        }
+    }
+    if let Some(e) = a.epochs {
+        recipe.train.epochs = e;
+    }
+    if let Some(b) = a.batch_size {
+        recipe.train.batch_size = b;
+    }
+    if let Some(lr) = a.lr {
+        recipe.optim.lr = lr;
+    }
+    if let Some(s) = a.seed {
+        recipe.train.seed = s;
+    }
+    if let Some(d) = a.device {
+        recipe.train.device = d;
+    }
+    if a.stop_on_collapse {
+        recipe.train.stop_on_collapse = true;
+    }
+    if let Some(b) = a.time_budget.clone() {
+        recipe.train.time_budget = Some(b);
+    }
+    if let Some(f) = a.init_from.clone() {
+        // a path on the command line is relative to the working directory
+        recipe.train.init_from = Some(match f.strip_prefix("torchvision:") {
+            Some(p) => format!(
+                "torchvision:{}",
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| PathBuf::from(p))
+                    .display()
+            ),
+            None => f,
+        });
+    }
+    recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if a.resume.is_none() {
+        recipe.absolutize_data_path();
+    }
+    Ok((recipe, encoder_note))
 }
 
 /// The exit status of a run stopped by SIGINT or SIGTERM once its checkpoint is written

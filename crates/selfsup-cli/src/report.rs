@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use selfsup::run_dir::write_atomic;
 use selfsup::summary::{RunSummary, format_comparison, replace_block};
-use selfsup::train::write_atomic;
 
 #[derive(Parser)]
 pub struct Args {

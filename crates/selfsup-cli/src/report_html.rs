@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use plotters::prelude::*;
 use selfsup::eval::map;
+use selfsup::run_dir::write_atomic;
 use selfsup::summary::RunSummary;
-use selfsup::train::write_atomic;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (720, 360);
@@ -520,7 +520,7 @@ pub fn write(runs: &[RunSummary], table_md: &str, out: &Path, opts: &Opts) -> an
                     let idx = map::sample(test.len(), opts.map_points, recipe.train.seed);
                     let set = test.subset(&idx);
                     let enc = model.encoder();
-                    let feats = selfsup::eval::text::text_features(enc, &p, &set);
+                    let feats = selfsup::modality::text_eval::text_features(enc, &p, &set);
                     let what = Labelled {
                         what: "test documents",
                         total: test.len(),

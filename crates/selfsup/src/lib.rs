@@ -20,6 +20,7 @@ pub mod parallel;
 pub mod progress;
 pub mod recipe;
 pub mod run;
+pub mod run_dir;
 pub mod summary;
 mod testutil;
 pub mod torchvision;

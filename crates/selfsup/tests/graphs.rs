@@ -122,13 +122,13 @@ fn cross_validation_folds_and_a_separable_case() {
         label_fractions: vec![],
         ..Default::default()
     };
-    let s = cross_validate(&x, 2, &labels, 2, 5, &[0.0, 0.1], &cfg, 3, &dev).unwrap();
+    let s = cross_validate(&x, 2, &labels, 2, 5, &[0.0, 0.1], &cfg, 3, &dev, None).unwrap();
     assert_eq!(s.folds.len(), 5);
     assert_eq!(s.chosen.len(), 5);
     assert!(s.folds.iter().all(|&a| a == 100.0), "{:?}", s.folds);
     assert_eq!(s.std(), 0.0);
     // k > n is refused
-    assert!(cross_validate(&x, 2, &labels, 2, 41, &[0.0], &cfg, 3, &dev).is_err());
+    assert!(cross_validate(&x, 2, &labels, 2, 41, &[0.0], &cfg, 3, &dev, None).is_err());
 }
 
 fn fixture_recipe(dir: &Path, epochs: usize) -> Recipe {

@@ -15,13 +15,14 @@ use selfsup::eval::report::{Which, evaluate, feature_sets};
 use selfsup::eval::{FinetuneConfig, finetune};
 use selfsup::method::{Input, InputKind, METHOD_NAMES, MethodConfig, Model, StepInfo};
 use selfsup::modality::graph::{build_graph_model, prepare_graphs};
+use selfsup::modality::image::to_input;
 use selfsup::modality::pairs::prepare_pairs;
 use selfsup::modality::text::{build_text_model, prepare_text};
 use selfsup::optim::Optimizer;
 use selfsup::parallel::compute;
 use selfsup::recipe::Recipe;
 use selfsup::run::{Prepared, build_model, prepare};
-use selfsup::train::{to_input, train_step};
+use selfsup::train::train_step;
 use selfsup_data::Loader;
 
 mod common;
@@ -866,7 +867,7 @@ fn text_scores_are_repeatable() {
 #[test]
 fn text_evaluation_has_its_baselines() {
     use selfsup::eval::report::{RANDOM_INIT, Which};
-    use selfsup::eval::text::{TFIDF, evaluate_text, tfidf_feature_set};
+    use selfsup::modality::text_eval::{TFIDF, evaluate_text, tfidf_feature_set};
     let dir = tempfile::tempdir().unwrap();
     let mut tsv = String::from("label\ttext\n");
     for i in 0..120 {
@@ -913,8 +914,8 @@ fn text_evaluation_has_its_baselines() {
         label_fractions: vec![1.0],
         ..FinetuneConfig::default()
     };
-    let scratch = selfsup::eval::text::random_text_encoder(&p);
-    let r = selfsup::eval::text::finetune_text(&scratch, &p, &cfg, 1.0, 0).unwrap();
+    let scratch = selfsup::modality::text_eval::random_text_encoder(&p);
+    let r = selfsup::modality::text_eval::finetune_text(&scratch, &p, &cfg, 1.0, 0).unwrap();
     assert_eq!(r.steps, 40);
     assert!(r.top1 > 90.0, "{}", r.top1);
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use selfsup::checkpoint::write_atomic;
+use selfsup::run_dir::write_atomic;
 
 mod lines;
 mod loader;

@@ -8,11 +8,12 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use selfsup::backbone::BackboneConfig;
 use selfsup::burn::tensor::{Tensor, TensorData};
-use selfsup::checkpoint::{named_tensors, tensors_to_safetensors, write_atomic};
+use selfsup::checkpoint::{named_tensors, tensors_to_safetensors};
 use selfsup::method::{Input, MethodConfig, Model, SimClrConfig, StepInfo};
 use selfsup::optim::{OptimConfig, OptimKind, Optimizer};
 use selfsup::recipe::Recipe;
 use selfsup::run::build_model;
+use selfsup::run_dir::write_atomic;
 use selfsup::train::train_step;
 use selfsup_data::rng::SplitMix64;
 

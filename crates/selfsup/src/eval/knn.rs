@@ -6,25 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-/// Settings of the kNN evaluation.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KnnConfig {
-    pub k: usize,
-    pub temperature: f32,
-    /// Test rows per chunk.
-    pub chunk: usize,
-}
-
-impl Default for KnnConfig {
-    fn default() -> Self {
-        Self {
-            k: 200,
-            temperature: 0.1,
-            chunk: 512,
-        }
-    }
-}
+pub use crate::recipe::eval::KnnConfig;
 
 /// Top-1 and top-5 accuracy (top-5 only with ≥ 5 classes), in percent.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

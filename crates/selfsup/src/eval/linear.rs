@@ -5,67 +5,10 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 
-use crate::optim::{OptimConfig, OptimKind, Optimizer, WarmupCosine};
+use crate::optim::{OptimConfig, Optimizer, WarmupCosine};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LinearConfig {
-    pub epochs: usize,
-    /// At least this many optimiser steps, whatever the number of labels: a 1 % subset has few
-    /// batches per epoch and would otherwise stop far from convergence.
-    pub min_steps: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    /// `adamw` (Adam when weight_decay = 0) or `sgd`.
-    pub optimizer: OptimKind,
-    pub weight_decay: f64,
-    /// Label fractions to report besides 1.0, e.g. `[0.01, 0.1]`.
-    pub label_fractions: Vec<f64>,
-    /// How many different labelled subsets each fraction below 1 is drawn as (the first is
-    /// always the same one): with more than 1 the table gives mean ± standard deviation over
-    /// the draws, since a few labels per class make the figure depend on which ones.
-    pub subset_draws: usize,
-}
-
-impl Default for LinearConfig {
-    fn default() -> Self {
-        Self {
-            epochs: 100,
-            min_steps: 3000,
-            batch_size: 256,
-            lr: 1e-3,
-            optimizer: OptimKind::Adamw,
-            weight_decay: 0.0,
-            label_fractions: vec![0.01],
-            subset_draws: 1,
-        }
-    }
-}
-
-impl LinearConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err("eval.linear.epochs and eval.linear.batch_size must be > 0".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(format!("eval.linear.lr: must be > 0, got {}", self.lr));
-        }
-        if self.subset_draws == 0 {
-            return Err("eval.linear.subset_draws: must be at least 1".into());
-        }
-        if self.optimizer == OptimKind::Lars {
-            return Err("eval.linear.optimizer: use adamw or sgd".into());
-        }
-        for f in &self.label_fractions {
-            if !(*f > 0.0 && *f <= 1.0) {
-                return Err(format!("eval.linear.label_fractions: {f} is not in (0, 1]"));
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::recipe::eval::LinearConfig;
 
 #[derive(Module, Debug)]
 pub(crate) struct Classifier {

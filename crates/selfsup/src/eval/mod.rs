@@ -9,7 +9,6 @@ pub mod linear;
 pub mod map;
 pub mod online;
 pub mod report;
-pub mod text;
 
 pub use features::{encoder_features, pixel_features};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};

@@ -17,7 +17,7 @@ use selfsup_data::audio::{
     log_mel_mean_std,
 };
 
-use super::{
+use super::seam::{
     EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup, sample_batches,
 };
 use crate::backbone::Backbone;
@@ -103,11 +103,20 @@ pub fn prepare_audio(recipe: &Recipe) -> anyhow::Result<PreparedAudio> {
         bail!("data '{spec}': {} training clip(s)", train.len());
     }
     let mel = MelSpectrogram::new(a.mel.clone()).context("audio.mel")?;
+    let t0 = std::time::Instant::now();
+    eprintln!(
+        "data: {} clips read; computing their log-mel spectrograms ...",
+        train.len() + val.len() + test.len()
+    );
     let split = |clips: AudioDataset| -> anyhow::Result<AudioSplit> {
         let specs = clips.log_mels(&mel)?;
         Ok(AudioSplit { clips, specs })
     };
     let (train, val, test) = (split(train)?, split(val)?, split(test)?);
+    eprintln!(
+        "data: spectrograms computed in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let (mean, std) = log_mel_mean_std(&train.specs);
     let aug = a
         .augment
@@ -358,6 +367,7 @@ pub fn evaluate_audio(
     model: &Model,
     p: &PreparedAudio,
 ) -> anyhow::Result<Vec<(String, Vec<EvalRow>)>> {
+    eprintln!("evaluation: features of every clip (the encoder and the baselines) ...");
     let sets = audio_feature_sets(model, p.recipe.method.name(), p);
     let which = Which {
         knn: true,
@@ -365,6 +375,10 @@ pub fn evaluate_audio(
     };
     let mut out = Vec::new();
     for (f, field) in p.train.clips.label_fields.iter().enumerate() {
+        eprintln!(
+            "evaluation: {field}: kNN and linear probes of {} feature sets ...",
+            sets.len()
+        );
         let ytr = p.train.clips.labels(f);
         let yva = p.val.clips.labels(f);
         let yte = p.test.clips.labels(f);

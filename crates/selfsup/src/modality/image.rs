@@ -4,18 +4,41 @@
 //! end kNN and linear probes of the frozen encoder beside raw-pixel and random-init baselines.
 //! The data and pipelines are [`crate::run::Prepared`]'s.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use selfsup_data::{Batch, Loader};
 use serde_json::json;
 
-use super::{EpochBatches, EvalCost, Evaluation, Kind, Modality, Setup, StepBatch};
+use super::seam::{EpochBatches, EvalCost, Evaluation, Kind, Modality, Setup, StepBatch};
 use crate::eval::online::OnlineProbe;
 use crate::eval::report::{Which, evaluate, feature_sets, format_table};
 use crate::eval::{encoder_features, knn_classify};
-use crate::method::Model;
+use crate::method::{Input, Model};
 use crate::recipe::Recipe;
 use crate::run::{Prepared, build_model, prepare};
-use crate::train::to_input;
+
+/// One loader batch as a method's input on `device`. `global` is the `[C, H, W]` of the
+/// views, `local` that of the local crops (multi-crop).
+pub fn to_input(
+    batch: Batch,
+    global: [usize; 3],
+    local: Option<[usize; 3]>,
+    device: &Device,
+) -> Input {
+    match batch {
+        Batch::Images(b) => {
+            let n = b.batch_size;
+            let image = |v: Vec<f32>, [c, h, w]: [usize; 3]| {
+                Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), device)
+            };
+            let mut views: Vec<Tensor<4>> = b.views.into_iter().map(|v| image(v, global)).collect();
+            if let Some(shape) = local {
+                views.extend(b.local_views.into_iter().map(|v| image(v, shape)));
+            }
+            Input::Views(views)
+        }
+        Batch::Tokens(b) => Input::Tokens(b),
+    }
+}
 
 /// Reads an image recipe's data (the table's entry for images).
 pub(crate) fn prepare_modality(

@@ -16,10 +16,10 @@ use selfsup_data::text::{TextTokenizer, TokenLoader};
 use selfsup_data::{AugmentConfig, Pipeline, TokenBatch};
 use serde::Serialize;
 
-use super::text::TOKENIZER_FILE;
-use super::{
+use super::seam::{
     EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup, sample_batches,
 };
+use super::text::TOKENIZER_FILE;
 use crate::checkpoint;
 use crate::kernels::simd::dot;
 use crate::method::{Clip, Input, MethodConfig, Model};
@@ -496,6 +496,9 @@ pub fn evaluate_pairs(
     let init = build_pairs_model(p, &p.device, p.recipe.train.seed).valid();
     let mut rows = Vec::new();
     for (name, m) in [(label, &valid), ("random-init model", &init)] {
+        eprintln!(
+            "evaluation: {name}: retrieval and zero-shot on the validation and test pairs ..."
+        );
         let c = clip_of(m)?;
         rows.push(PairsRow {
             name: name.to_string(),

@@ -17,13 +17,13 @@ use selfsup_data::text::{
 };
 use serde_json::json;
 
-use super::{EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup};
+use super::seam::{EpochBatches, EvalCost, Evaluation, Kind, Modality, SampleEpoch, Setup};
 use crate::checkpoint;
 use crate::eval::online::OnlineProbe;
 use crate::method::{Input, Model, TokenScore};
 use crate::recipe::Recipe;
 use crate::run::seeded;
-use crate::train::open_run_dir;
+use crate::run_dir::open_run_dir;
 
 /// The tokenizer file of a text run.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -111,7 +111,19 @@ pub fn prepare_text(
                     .filter(|d| !d.trim().is_empty())
                     .cloned()
                     .collect();
-                TextTokenizer::train(&recipe.tokenizer, &docs).context("training the tokenizer")?
+                let t0 = std::time::Instant::now();
+                eprintln!(
+                    "data: training the tokenizer on {} documents ...",
+                    docs.len()
+                );
+                let t = TextTokenizer::train(&recipe.tokenizer, &docs)
+                    .context("training the tokenizer")?;
+                eprintln!(
+                    "data: tokenizer trained in {:.1} s (vocabulary {})",
+                    t0.elapsed().as_secs_f64(),
+                    t.vocab_size()
+                );
+                t
             }
         };
         let sep = tokenizer.doc_separator();

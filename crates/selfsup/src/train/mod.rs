@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Device, Tensor, TensorData};
-use selfsup_data::Batch;
+use burn::tensor::{Device, Tensor};
 use serde_json::json;
 
 use crate::budget::{self, Plan};
@@ -26,34 +25,8 @@ use crate::optim::{Optimizer, WarmupCosine};
 use crate::progress::RunProgress;
 use crate::recipe::Recipe;
 
-pub mod run_dir;
-
-pub use run_dir::{STEPS_FILE, open_run_dir, write_atomic};
-use run_dir::{StepLog, append_metrics, truncate_metrics};
-
-/// One loader batch as a method's input on `device`. `global` is the `[C, H, W]` of the
-/// views, `local` that of the local crops (multi-crop).
-pub fn to_input(
-    batch: Batch,
-    global: [usize; 3],
-    local: Option<[usize; 3]>,
-    device: &Device,
-) -> Input {
-    match batch {
-        Batch::Images(b) => {
-            let n = b.batch_size;
-            let image = |v: Vec<f32>, [c, h, w]: [usize; 3]| {
-                Tensor::<4>::from_data(TensorData::new(v, [n, c, h, w]), device)
-            };
-            let mut views: Vec<Tensor<4>> = b.views.into_iter().map(|v| image(v, global)).collect();
-            if let Some(shape) = local {
-                views.extend(b.local_views.into_iter().map(|v| image(v, shape)));
-            }
-            Input::Views(views)
-        }
-        Batch::Tokens(b) => Input::Tokens(b),
-    }
-}
+pub use crate::run_dir::{STEPS_FILE, open_run_dir};
+use crate::run_dir::{StepLog, append_metrics, truncate_metrics, write_atomic};
 
 /// What [`train_step`] gives back.
 pub struct Stepped {

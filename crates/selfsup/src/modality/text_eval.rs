@@ -7,13 +7,13 @@ use anyhow::bail;
 use burn::module::Module;
 use selfsup_data::text::{TextCorpus, TokenLoader};
 
+use super::text::{PreparedText, build_text_model};
 use crate::backbone::Backbone;
 use crate::backbone::text::{ids_tensor, real_tensor};
 use crate::eval::finetune::{FinetuneConfig, FinetuneResult, head_top1, train_classifier};
 use crate::eval::report::{
     EvalRow, FeatureSet, RANDOM_INIT, Which, add_finetune_with, evaluate_features,
 };
-use crate::modality::text::{PreparedText, build_text_model};
 
 /// Name of the TF-IDF row.
 pub const TFIDF: &str = "TF-IDF (tokens)";

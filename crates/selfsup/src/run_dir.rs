@@ -4,7 +4,8 @@
 //! continues from.
 //!
 //! The checkpoints themselves are [`crate::checkpoint`]'s; this module imports nothing of
-//! them, so that the checkpoint code can write through [`write_atomic`].
+//! them (nor of the loop), so that the checkpoint code, the loop and the modalities can all
+//! use it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -29,18 +29,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::backbone::BackboneConfig;
 use crate::device::DeviceChoice;
-use crate::eval::{FinetuneConfig, KnnConfig, LinearConfig};
+pub mod eval;
+
 use crate::method::MethodConfig;
 use crate::optim::OptimConfig;
+pub use eval::{FinetuneConfig, KnnConfig, LinearConfig};
 
 /// The recipe `selfsup pretrain` runs without arguments.
-pub const DIGITS_SIMCLR: &str = include_str!("../../../configs/digits-simclr.toml");
+pub const DIGITS_SIMCLR: &str = include_str!("../../../../configs/digits-simclr.toml");
 /// The shipped digits recipes of the methods that cannot train the built-in recipe's ConvNet:
 /// `--method NAME` without a recipe uses them (see [`Recipe::use_method`]).
 const SHIPPED_FOR_OTHER_ENCODERS: &[(&str, &str, &str)] = &[(
     "mae",
     "configs/digits-mae.toml",
-    include_str!("../../../configs/digits-mae.toml"),
+    include_str!("../../../../configs/digits-mae.toml"),
 )];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
