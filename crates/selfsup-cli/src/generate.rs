@@ -59,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             seed: a.seed,
         },
     );
-    println!("{}", tokenizer.decode(&out));
+    // documents packed with [SEP] between them come back as lines
+    println!("{}", tokenizer.decode_docs(&out));
     Ok(())
 }

@@ -264,6 +264,17 @@ impl TextTokenizer {
         self.inner.decode(ids, true).unwrap_or_default()
     }
 
+    /// Text of `ids` as documents: the `[SEP]` between two documents packed into one stream
+    /// (where the vocabulary has no line break: see [`Self::doc_separator`]) comes back as a
+    /// line break, not dropped with the other special tokens as [`Self::decode`] does, so a
+    /// generated continuation keeps its line breaks.
+    pub fn decode_docs(&self, ids: &[u32]) -> String {
+        ids.split(|&t| t == SEP)
+            .map(|part| self.decode(part))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// What goes between two documents packed into one stream: the line break's tokens where
     /// the vocabulary has them (`char`, `bpe`), else `[SEP]`.
     pub fn doc_separator(&self) -> Vec<u32> {
@@ -278,6 +289,35 @@ impl TextTokenizer {
 
 #[cfg(test)]
 mod tests {
+
+    /// Documents of one line each: a WordPiece vocabulary has no line break, so packed
+    /// documents are separated by `[SEP]`, which `decode_docs` turns back into line breaks (and
+    /// `decode` drops); char and BPE vocabularies have the line break, which both keep.
+    #[test]
+    fn decoded_documents_keep_their_line_breaks() {
+        let docs: Vec<String> = (0..40).map(|i| format!("line {i} of the play")).collect();
+        for (kind, vocab) in [
+            (TokenizerKind::Char, 64),
+            (TokenizerKind::Bpe, 300),
+            (TokenizerKind::Wordpiece, 300),
+        ] {
+            let cfg = TokenizerConfig {
+                kind,
+                vocab_size: vocab,
+                min_frequency: 1,
+            };
+            let t = TextTokenizer::train(&cfg, &docs).unwrap();
+            let mut ids = t.encode("line 1 of");
+            ids.extend(t.doc_separator());
+            ids.extend(t.encode("the play"));
+            assert_eq!(t.decode_docs(&ids), "line 1 of\nthe play", "{kind:?}");
+            if kind == TokenizerKind::Wordpiece {
+                // no line break in its vocabulary: [SEP] separates, and `decode` drops it
+                assert_eq!(t.doc_separator(), vec![SEP]);
+                assert!(!t.decode(&ids).contains('\n'));
+            }
+        }
+    }
 
     #[test]
     fn char_and_bpe_train_the_same_tokenizer_twice() {
