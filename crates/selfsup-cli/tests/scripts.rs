@@ -107,3 +107,43 @@ fn bench_list_has_a_method_line_per_two_view_image_method() {
         }
     }
 }
+
+/// `scripts/compare-methods.sh` compares the joint-embedding image methods on Fashion-MNIST:
+/// each name in its `all_methods` list is a method of the registry, trains on images, and has
+/// its `configs/fashion-mnist-<method>.toml`; and every registry method with such a recipe
+/// that takes the two-view ResNet step is in the list (a new method is not left out silently).
+#[test]
+fn compare_methods_lists_registry_methods_with_their_recipes() {
+    let script = std::fs::read_to_string(repo().join("scripts/compare-methods.sh")).unwrap();
+    let line = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("all_methods="))
+        .expect("an all_methods=\"...\" line in scripts/compare-methods.sh");
+    let listed: Vec<&str> = line.trim_matches('"').split_whitespace().collect();
+    assert!(!listed.is_empty());
+    for m in &listed {
+        assert!(METHOD_NAMES.contains(m), "{m} is not in the registry");
+        let c = MethodConfig::from_name(m).unwrap();
+        assert_eq!(c.input_kind(), selfsup::method::InputKind::Images, "{m}");
+        assert!(
+            repo()
+                .join(format!("configs/fashion-mnist-{m}.toml"))
+                .is_file(),
+            "{m} has no configs/fashion-mnist-{m}.toml"
+        );
+    }
+    for m in METHOD_NAMES {
+        let c = MethodConfig::from_name(m).unwrap();
+        let joint = c.input_kind() == selfsup::method::InputKind::Images
+            && repo()
+                .join(format!("configs/fashion-mnist-{m}.toml"))
+                .is_file();
+        if joint && !listed.contains(m) {
+            // the masked and reconstructive methods are compared on their own (METHODS="mae dae")
+            assert!(
+                ["mae", "dae"].contains(m),
+                "{m} has a Fashion-MNIST recipe but scripts/compare-methods.sh leaves it out"
+            );
+        }
+    }
+}
