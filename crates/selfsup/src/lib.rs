@@ -4,7 +4,6 @@ pub use burn;
 pub mod backbone;
 pub mod block_cache;
 pub mod budget;
-pub mod checkpoint;
 pub mod device;
 pub mod ema;
 pub mod eval;
@@ -21,6 +20,8 @@ pub mod progress;
 pub mod recipe;
 pub mod run;
 pub mod run_dir;
+/// The run folder's checkpoints ([`run_dir::checkpoint`]), at the crate's top for short paths.
+pub use run_dir::checkpoint;
 pub mod summary;
 mod testutil;
 pub mod torchvision;

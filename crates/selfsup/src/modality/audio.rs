@@ -196,7 +196,7 @@ impl Modality for PreparedAudio {
     }
 
     fn steps_per_epoch(&self) -> usize {
-        self.epoch_batches(0).len()
+        sample_batches(self.train.specs.len(), &self.recipe, 0, false).len()
     }
 
     fn epoch<'s, 'env>(
@@ -212,7 +212,7 @@ impl Modality for PreparedAudio {
         let device = device.clone();
         Box::new(SampleEpoch::new(
             scope,
-            self.epoch_batches(epoch),
+            sample_batches(self.train.specs.len(), &self.recipe, epoch, false),
             // the online probe learns the first label field (FSDD: the digit)
             probe.then(|| self.train.clips.labels(0)),
             r.train.prefetch,
@@ -289,27 +289,11 @@ impl Modality for PreparedAudio {
             .iter()
             .map(|(field, rows)| serde_json::json!({"label": field, "rows": rows}))
             .collect();
-        Ok(Some(Evaluation {
-            printed: md.clone(),
-            stem: "eval-audio".into(),
-            json: serde_json::to_string_pretty(&json)?,
-            md: Some(md),
-            replace: false,
-        }))
-    }
-}
-
-impl PreparedAudio {
-    /// The batches of `epoch`: full batches of the training clips, in a seeded order.
-    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let r = &self.recipe;
-        sample_batches(
-            self.train.specs.len(),
-            r.train.batch_size,
-            r.train.seed,
-            epoch,
-            false,
-        )
+        Ok(Some(Evaluation::tables(
+            "eval-audio",
+            md,
+            serde_json::to_string_pretty(&json)?,
+        )))
     }
 }
 

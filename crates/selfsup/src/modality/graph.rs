@@ -135,7 +135,7 @@ impl Modality for PreparedGraphs {
     }
 
     fn steps_per_epoch(&self) -> usize {
-        self.epoch_batches(0).len()
+        sample_batches(self.data.len(), &self.recipe, 0, true).len()
     }
 
     fn epoch<'s, 'env>(
@@ -149,7 +149,7 @@ impl Modality for PreparedGraphs {
         let views = r.method.num_views() as usize;
         Box::new(SampleEpoch::new(
             scope,
-            self.epoch_batches(epoch),
+            sample_batches(self.data.len(), &self.recipe, epoch, true),
             None,
             r.train.prefetch,
             move |idx| {
@@ -226,27 +226,11 @@ impl Modality for PreparedGraphs {
     fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
         let rows = evaluate_graphs(model, self)?;
         let (md, json) = format_graph_table(self, &rows);
-        Ok(Some(Evaluation {
-            printed: md.clone(),
-            stem: "eval-graph".into(),
-            json: serde_json::to_string_pretty(&json)?,
-            md: Some(md),
-            replace: false,
-        }))
-    }
-}
-
-impl PreparedGraphs {
-    /// The batches of `epoch`: every graph once, in a seeded order.
-    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let r = &self.recipe;
-        sample_batches(
-            self.data.len(),
-            r.train.batch_size,
-            r.train.seed,
-            epoch,
-            true,
-        )
+        Ok(Some(Evaluation::tables(
+            "eval-graph",
+            md,
+            serde_json::to_string_pretty(&json)?,
+        )))
     }
 }
 

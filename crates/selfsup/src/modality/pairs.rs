@@ -198,7 +198,7 @@ impl Modality for PreparedPairs {
     }
 
     fn steps_per_epoch(&self) -> usize {
-        self.epoch_batches(0).len()
+        sample_batches(self.train.pairs.len(), &self.recipe, 0, false).len()
     }
 
     fn epoch<'s, 'env>(
@@ -213,7 +213,7 @@ impl Modality for PreparedPairs {
         let device = device.clone();
         Box::new(SampleEpoch::new(
             scope,
-            self.epoch_batches(epoch),
+            sample_batches(self.train.pairs.len(), &self.recipe, epoch, false),
             None,
             r.train.prefetch,
             move |idx| {
@@ -266,27 +266,11 @@ impl Modality for PreparedPairs {
     fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
         let rows = evaluate_pairs(model, self.recipe.method.name(), self)?;
         let md = format_pairs_table(self, &rows);
-        Ok(Some(Evaluation {
-            printed: md.clone(),
-            stem: "eval-pairs".into(),
-            json: serde_json::to_string_pretty(&rows)?,
-            md: Some(md),
-            replace: false,
-        }))
-    }
-}
-
-impl PreparedPairs {
-    /// The batches of `epoch`: full batches of the training pairs, in a seeded order.
-    fn epoch_batches(&self, epoch: u64) -> Vec<Vec<usize>> {
-        let r = &self.recipe;
-        sample_batches(
-            self.train.pairs.len(),
-            r.train.batch_size,
-            r.train.seed,
-            epoch,
-            false,
-        )
+        Ok(Some(Evaluation::tables(
+            "eval-pairs",
+            md,
+            serde_json::to_string_pretty(&rows)?,
+        )))
     }
 }
 

@@ -62,6 +62,20 @@ pub struct Evaluation {
     pub replace: bool,
 }
 
+impl Evaluation {
+    /// An evaluation whose Markdown tables are what is printed, kept beside an earlier one of
+    /// the same name (`<stem>.N.*`).
+    pub fn tables(stem: &str, md: String, json: String) -> Self {
+        Self {
+            printed: md.clone(),
+            stem: stem.into(),
+            json,
+            md: Some(md),
+            replace: false,
+        }
+    }
+}
+
 /// What the time budget's planner needs of a kind of data besides the training step.
 pub struct EvalCost {
     /// Seconds of the final evaluation.
@@ -190,17 +204,16 @@ pub struct Setup {
 }
 
 /// The batches of an epoch over a fixed list of `n` samples (graphs, clips, pairs): a seeded
-/// order cut into batches of `batch_size`; the last, smaller one is kept when `keep_partial`
+/// order (from the recipe's seed) cut into batches of `train.batch_size`; the last, smaller one is kept when `keep_partial`
 /// (not one of a single sample, which has no negatives and no batch statistics).
 pub(crate) fn sample_batches(
     n: usize,
-    batch_size: usize,
-    seed: u64,
+    recipe: &Recipe,
     epoch: u64,
     keep_partial: bool,
 ) -> Vec<Vec<usize>> {
-    let bs = batch_size.min(n).max(1);
-    selfsup_data::epoch_order(n, seed, epoch)
+    let bs = recipe.train.batch_size.min(n).max(1);
+    selfsup_data::epoch_order(n, recipe.train.seed, epoch)
         .chunks(bs)
         .filter(|c| c.len() == bs || (keep_partial && c.len() >= 2))
         .map(|c| c.to_vec())

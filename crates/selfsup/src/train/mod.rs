@@ -25,8 +25,11 @@ use crate::optim::{Optimizer, WarmupCosine};
 use crate::progress::RunProgress;
 use crate::recipe::Recipe;
 
-pub use crate::run_dir::{STEPS_FILE, open_run_dir};
-use crate::run_dir::{StepLog, append_metrics, truncate_metrics, write_atomic};
+pub use crate::run_dir::{STEPS_FILE, Stopped, open_run_dir};
+use crate::run_dir::{
+    StepLog, append_metrics, check_weights, diverged, export_encoder, start_or_resume,
+    stop_mid_epoch, stopped, truncate_metrics, write_atomic,
+};
 
 /// What [`train_step`] gives back.
 pub struct Stepped {
@@ -96,74 +99,6 @@ impl TrainOptions {
     pub(crate) fn stop_requested(&self) -> bool {
         self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
     }
-}
-
-/// How a run asked to stop ended: with a checkpoint, from which `selfsup pretrain --resume`
-/// continues exactly.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "stopped on request {where_}; the checkpoint is {}. Continue with: selfsup pretrain --resume {}",
-    checkpoint.display(),
-    run_dir.display()
-)]
-pub struct Stopped {
-    pub run_dir: std::path::PathBuf,
-    pub checkpoint: std::path::PathBuf,
-    /// "after step S (epoch E, batch B of N)" or "after epoch E".
-    pub where_: String,
-}
-
-/// After step `i` (0-based) of an epoch of `batches` batches whose losses so far sum to
-/// `loss_sum`: when a stop was asked for and the epoch is not at its end, records the part-done
-/// epoch in `state`, writes its checkpoint and returns the [`Stopped`] that ends the run (or
-/// the error of the save).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn stop_mid_epoch(
-    opts: &TrainOptions,
-    run_dir: &Path,
-    model: &Model,
-    optim: &Optimizer,
-    state: &mut TrainState,
-    (i, batches): (usize, usize),
-    loss_sum: f64,
-    keep: Option<usize>,
-) -> Option<anyhow::Error> {
-    if !opts.stop_requested() || i + 1 >= batches {
-        return None;
-    }
-    state.batch = i + 1;
-    state.loss_sum = loss_sum;
-    Some(
-        match checkpoint::save_keeping(run_dir, model, optim, state, keep) {
-            Ok(dir) => stopped(run_dir, dir, state, batches),
-            Err(e) => e.context("stopping on request"),
-        },
-    )
-}
-
-/// The [`Stopped`] of a run whose checkpoint `checkpoint` holds `state`.
-pub(crate) fn stopped(
-    run_dir: &Path,
-    checkpoint: std::path::PathBuf,
-    state: &TrainState,
-    batches: usize,
-) -> anyhow::Error {
-    let where_ = if state.batch == 0 {
-        format!("after epoch {}", state.epoch)
-    } else {
-        format!(
-            "after step {} (epoch {}, batch {} of {batches})",
-            state.global_step,
-            state.epoch + 1,
-            state.batch
-        )
-    };
-    Stopped {
-        run_dir: run_dir.to_path_buf(),
-        checkpoint,
-        where_,
-    }
-    .into()
 }
 
 /// What a finished pretraining gives back.
@@ -279,9 +214,10 @@ impl<'a> Run<'a> {
         let device = recipe.train.device.train_device()?;
         let mut optim = Optimizer::new(recipe.optim.clone());
         let (mut model, state) = start_or_resume(
-            m,
+            m.recipe(),
+            m.input_shape(),
             run_dir,
-            opts,
+            opts.resume,
             m.build_model(&device),
             &mut optim,
             &device,
@@ -463,7 +399,7 @@ impl<'a> Run<'a> {
             );
             let keep = self.keep();
             if let Some(e) = stop_mid_epoch(
-                self.opts,
+                self.opts.stop_requested(),
                 self.run_dir,
                 &model,
                 &self.optim,
@@ -717,112 +653,6 @@ fn plan_budget(
     };
     plan.epochs = budget::plan_epochs(budget_s, used_s, plan.epoch_s(), plan.eval_s);
     Ok(plan)
-}
-
-/// The message of a run that diverged: what happened, which checkpoint survives, what to try.
-pub(crate) fn diverged(run_dir: &Path, what: &str) -> String {
-    let kept = checkpoint::latest(run_dir)
-        .map(|d| format!("the last good checkpoint is kept in {}", d.display()))
-        .unwrap_or_else(|| "no checkpoint had been written yet".into());
-    format!(
-        "{what}: training stopped; {kept}. Usual causes: a learning rate too high for the batch \
-         size (try a lower optim.lr or a warm-up), or a temperature too small"
-    )
-}
-
-/// Stops the run (keeping the last good checkpoint) when the weights hold NaN/inf after
-/// epoch `epoch` (0-based).
-fn check_weights(model: &Model, run_dir: &Path, epoch: usize) -> anyhow::Result<()> {
-    let bad = checkpoint::non_finite_tensors(model);
-    if !bad.is_empty() {
-        bail!(diverged(
-            run_dir,
-            &format!(
-                "after epoch {} the weights hold NaN/inf values ({})",
-                epoch + 1,
-                bad.join(", ")
-            )
-        ));
-    }
-    Ok(())
-}
-
-/// Writes the encoder to `encoder.safetensors` with the run's description (`extra`: more
-/// metadata).
-fn export_encoder(
-    model: &Model,
-    r: &Recipe,
-    run_dir: &Path,
-    format: &str,
-    extra: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let mut meta: std::collections::HashMap<String, String> = [
-        ("format".to_string(), format.to_string()),
-        ("method".to_string(), r.method.name().to_string()),
-        ("backbone".to_string(), serde_json::to_string(&r.model)?),
-        ("out_dim".to_string(), model.encoder().out_dim().to_string()),
-    ]
-    .into_iter()
-    .collect();
-    meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    checkpoint::export_safetensors(model.encoder(), &run_dir.join("encoder.safetensors"), meta)
-}
-
-/// The state a run starts from: a fresh one, or (with `opts.resume`) the newest checkpoint
-/// that verifies, whose input shape (`what`: "inputs of shape", say) and seed must be the
-/// recipe's.
-fn start_or_resume(
-    m: &dyn Modality,
-    run_dir: &Path,
-    opts: &TrainOptions,
-    mut model: Model,
-    optim: &mut Optimizer,
-    device: &Device,
-) -> anyhow::Result<(Model, TrainState)> {
-    let r = m.recipe();
-    let (shape, what) = m.input_shape();
-    let mut state = TrainState {
-        epoch: 0,
-        global_step: 0,
-        seed: r.train.seed,
-        input_shape: shape.clone(),
-        batch: 0,
-        loss_sum: 0.0,
-    };
-    if opts.resume {
-        match checkpoint::resume(run_dir, &model, optim, device) {
-            Some(res) => {
-                model = res.model.freeze_targets();
-                state = res.state;
-                tracing::info!(
-                    "resuming {} after epoch {} ({})",
-                    run_dir.display(),
-                    state.epoch,
-                    res.dir.display()
-                );
-                if state.input_shape != shape {
-                    bail!(
-                        "{}: the checkpoint is for {what} {:?}, the run now has {shape:?}",
-                        run_dir.display(),
-                        state.input_shape
-                    );
-                }
-            }
-            None => tracing::warn!(
-                "{}: no usable checkpoint, starting from scratch",
-                run_dir.display()
-            ),
-        }
-    }
-    if state.seed != r.train.seed {
-        bail!(
-            "{}: the checkpoint was trained with seed {}, the recipe says {}",
-            run_dir.display(),
-            state.seed,
-            r.train.seed
-        );
-    }
-    Ok((model, state))
 }
 
 /// A learning rate for people: four decimals, or three digits when it is smaller than that.

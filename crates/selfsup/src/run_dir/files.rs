@@ -1,11 +1,9 @@
-//! The run folder's bookkeeping, in one place for every kind of data: opening the folder
-//! (never over another run), atomic writes, `metrics.jsonl` (a line per epoch) and
-//! `steps.jsonl` (a line per optimiser step), both cut back to the checkpoint a resumed run
-//! continues from.
+//! The run folder's files: opening the folder (never over another run), atomic writes,
+//! `metrics.jsonl` (a line per epoch) and `steps.jsonl` (a line per optimiser step), both cut
+//! back to the checkpoint a resumed run continues from.
 //!
-//! The checkpoints themselves are [`crate::checkpoint`]'s; this module imports nothing of
-//! them (nor of the loop), so that the checkpoint code, the loop and the modalities can all
-//! use it.
+//! It imports nothing of the crate, so that the checkpoints, the loop and the modalities can
+//! all write through it.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;

@@ -48,7 +48,7 @@ pub fn read_state(dir: &Path) -> anyhow::Result<TrainState> {
         .with_context(|| format!("{}: not a valid train state", path.display()))
 }
 
-use crate::run_dir::write_atomic;
+use super::files::write_atomic;
 
 fn ckpt_root(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
