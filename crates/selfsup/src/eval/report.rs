@@ -240,7 +240,9 @@ pub fn evaluate_features(
 ) -> anyhow::Result<Vec<EvalRow>> {
     let yva = yva.filter(|y| !y.is_empty());
     let mut rows = Vec::new();
-    for s in sets {
+    for (i, s) in sets.iter().enumerate() {
+        // a line per feature set: the probes of a large data set take minutes
+        let t0 = std::time::Instant::now();
         let knn = which
             .knn
             .then(|| knn_classify(&s.train, ytr, &s.test, yte, s.dim, k, &r.eval.knn, device));
@@ -290,6 +292,14 @@ pub fn evaluate_features(
                 }
             }
         }
+        eprintln!(
+            "evaluation: {}/{}: {} ({} features) probed in {:.1} s",
+            i + 1,
+            sets.len(),
+            s.name,
+            s.dim,
+            t0.elapsed().as_secs_f64()
+        );
         rows.push(EvalRow {
             features: s.name.clone(),
             dim: s.dim,
