@@ -145,3 +145,39 @@ fn clip_trains_a_step_with_a_resnet_or_a_vit_image_encoder() {
         assert!(losses[5] < losses[0], "{model}: {losses:?}");
     }
 }
+
+/// The online probe of an image–text run (`train.online_probe`): it learns the first zero-shot
+/// label field from each batch's image-encoder features, is scored on the validation images
+/// each epoch, and changes nothing of the training (same weights with and without it).
+#[test]
+fn an_image_text_run_has_an_online_probe() {
+    use selfsup::train::{TrainOptions, pretrain};
+    let dir = tempfile::tempdir().unwrap();
+    let f = common::pairs_fixture(dir.path(), 32);
+    let weights = |m: &selfsup::method::Model| -> Vec<Vec<f32>> {
+        selfsup::checkpoint::named_tensors(&m.valid())
+            .into_iter()
+            .map(|(_, t)| t.convert::<f32>().try_to_vec::<f32>().unwrap())
+            .collect()
+    };
+    let mut r = tiny(&f);
+    let p = prepare_pairs(&r, None).unwrap();
+    let plain = pretrain(&p, &dir.path().join("plain"), &TrainOptions::default()).unwrap();
+    r.train.online_probe = true;
+    let p = prepare_pairs(&r, None).unwrap();
+    let out = dir.path().join("probe");
+    let probed = pretrain(&p, &out, &TrainOptions::default()).unwrap();
+    assert_eq!(weights(&plain.model), weights(&probed.model));
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let acc = l["online_probe_top1"].as_f64().expect("a probe accuracy");
+        assert!((0.0..=100.0).contains(&acc), "{l}");
+        assert_eq!(l["online_probe_split"], "validation");
+        assert_eq!(l["online_probe_label"], "category");
+    }
+}

@@ -21,6 +21,7 @@ use super::seam::{
 };
 use super::text::TOKENIZER_FILE;
 use crate::checkpoint;
+use crate::eval::online::OnlineProbe;
 use crate::kernels::simd::dot;
 use crate::method::{Clip, Input, MethodConfig, Model};
 use crate::recipe::Recipe;
@@ -206,15 +207,23 @@ impl Modality for PreparedPairs {
         scope: &'s std::thread::Scope<'s, 'env>,
         epoch: u64,
         device: &Device,
-        _probe: bool,
+        probe: bool,
     ) -> Box<dyn EpochBatches + 'env> {
         let r = &self.recipe;
         let s = self.size;
+        // the online probe learns the first zero-shot label field
+        let labels = r.pairs.zero_shot.first().filter(|_| probe).map(|f| {
+            field_classes(self, f, &self.train.pairs)
+                .1
+                .iter()
+                .map(|&c| c as u32)
+                .collect()
+        });
         let device = device.clone();
         Box::new(SampleEpoch::new(
             scope,
             sample_batches(self.train.pairs.len(), &self.recipe, epoch, false),
-            None,
+            labels,
             r.train.prefetch,
             move |idx| {
                 let v = self
@@ -231,11 +240,48 @@ impl Modality for PreparedPairs {
         ))
     }
 
+    /// The first zero-shot label field's classes (`category` by default), over every split.
     fn probe_classes(&self) -> Result<usize, String> {
-        Err(
-            "not built for image-text pairs (the zero-shot evaluation scores their label fields)"
-                .into(),
-        )
+        let field = self
+            .recipe
+            .pairs
+            .zero_shot
+            .first()
+            .ok_or("pairs.zero_shot names no label field")?;
+        Ok(field_classes(self, field, &self.train.pairs).0.len())
+    }
+
+    /// The online probe's accuracy on the validation images' encoder features (centred, no
+    /// augmentation), each epoch.
+    fn end_of_epoch(
+        &self,
+        model: &Model,
+        _epoch: usize,
+        probe: Option<&OnlineProbe>,
+        line: &mut serde_json::Value,
+        msg: &mut String,
+    ) {
+        let (Some(probe), Some(field)) = (probe, self.recipe.pairs.zero_shot.first()) else {
+            return;
+        };
+        if self.val.pairs.is_empty() {
+            return;
+        }
+        let valid = model.valid();
+        let Ok(clip) = clip_of(&valid) else {
+            return;
+        };
+        let features = image_features(clip, self, &self.val.pairs.images);
+        let labels: Vec<u32> = field_classes(self, field, &self.val.pairs)
+            .1
+            .iter()
+            .map(|&c| c as u32)
+            .collect();
+        let acc = probe.accuracy(&features, &labels);
+        line["online_probe_top1"] = serde_json::json!(acc);
+        line["online_probe_split"] = serde_json::json!("validation");
+        line["online_probe_label"] = serde_json::json!(field);
+        msg.push_str(&format!(", online probe {acc:.1} % ({field}, validation)"));
     }
 
     fn export_meta(&self) -> (&'static str, Vec<(&'static str, &'static str)>) {
@@ -301,6 +347,20 @@ fn normalise_rows(v: &mut [f32], d: usize) {
         let n = r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         r.iter_mut().for_each(|x| *x /= n);
     }
+}
+
+/// The image encoder's features `(N, F)` of `images` (centred, no augmentation), for the
+/// online probe: what the training step hands it.
+fn image_features(clip: &Clip, p: &PreparedPairs, images: &[selfsup_data::Image]) -> Vec<f32> {
+    let s = p.size;
+    let idx: Vec<usize> = (0..images.len()).collect();
+    let mut out = Vec::new();
+    for chunk in idx.chunks(p.recipe.train.eval_batch_size.max(1)) {
+        let x = p.plain.plain_batch(images, chunk);
+        let x = Tensor::<4>::from_data(TensorData::new(x, [chunk.len(), 3, s, s]), &p.device);
+        out.extend(rows_of(clip.encoder.forward(x)));
+    }
+    out
 }
 
 /// Shared-space embeddings `(N, E)`, l2-normalised, of `images` (whole images, in batches).
