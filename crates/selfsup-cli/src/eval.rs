@@ -6,12 +6,10 @@ use selfsup::eval::report::{
     RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets, format_table,
     random_encoder,
 };
-use selfsup::modality::text::TOKENIZER_FILE;
 use selfsup::modality::{self, Kind};
 use selfsup::recipe::Recipe;
 use selfsup::run::load_run;
 use selfsup::run_dir::write_atomic;
-use selfsup_data::text::TextTokenizer;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum EvalKind {
@@ -229,13 +227,7 @@ fn run_modality(a: Args, kind: Kind) -> anyhow::Result<()> {
     }
     eval_flags(&a, &mut recipe);
     recipe.eval.baselines = recipe.eval.baselines || a.baselines;
-    let tokenizer = match a.run.join(TOKENIZER_FILE) {
-        t if t.exists() => Some(
-            TextTokenizer::load(&t)
-                .with_context(|| format!("cannot read the run's tokenizer {}", t.display()))?,
-        ),
-        _ => None,
-    };
+    let tokenizer = selfsup::modality::text::run_tokenizer(&a.run)?;
     let m = modality::prepare(
         &recipe,
         modality::Setup {
@@ -262,7 +254,7 @@ fn run_modality(a: Args, kind: Kind) -> anyhow::Result<()> {
     let stem = match &a.data {
         Some(_) => {
             let spec = recipe.data_spec().map_err(anyhow::Error::msg)?;
-            format!("{}-{}", ev.stem, modality::data_name(&spec))
+            format!("{}-{}", ev.stem, spec.name())
         }
         None => ev.stem.clone(),
     };
@@ -341,9 +333,10 @@ fn eval_flags(a: &Args, r: &mut Recipe) {
 /// TF-IDF and random-init rows under `--baselines`.
 fn run_text(a: Args) -> anyhow::Result<()> {
     if let Some(d) = &a.data {
-        let mut probe = Recipe::digits_default();
-        probe.data.spec = d.clone();
-        let other = modality::kind_of(&probe).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+        let spec = d
+            .parse::<selfsup_data::DataSpec>()
+            .map_err(|e| anyhow::anyhow!("--data: {e}"))?;
+        let other = modality::kind_of_spec(&spec).map_err(|e| anyhow::anyhow!("--data: {e}"))?;
         if other.kind != Kind::Text {
             anyhow::bail!(
                 "--data {d}: this run was trained on text, the data holds {}",
@@ -417,7 +410,7 @@ fn run_text(a: Args) -> anyhow::Result<()> {
     let stem = match &a.data {
         Some(_) => {
             let spec = r.data_spec().map_err(anyhow::Error::msg)?;
-            format!("eval-{kind}-{}", modality::data_name(&spec))
+            format!("eval-{kind}-{}", spec.name())
         }
         None => format!("eval-{kind}"),
     };

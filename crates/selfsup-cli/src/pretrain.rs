@@ -6,12 +6,11 @@ use anyhow::Context;
 use clap::Parser;
 use selfsup::device::DeviceChoice;
 use selfsup::method::MethodConfig;
-use selfsup::modality::text::TOKENIZER_FILE;
+use selfsup::modality::text::run_tokenizer;
 use selfsup::modality::{self, Setup};
 use selfsup::recipe::Recipe;
 use selfsup::run_dir::write_atomic;
 use selfsup::train::{Stopped, TrainOptions, Trained, pretrain};
-use selfsup_data::text::TextTokenizer;
 
 /// `--method`'s help: the registry's methods by the data they train on.
 pub fn method_help() -> String {
@@ -124,7 +123,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let m = modality::prepare(
         &recipe,
         Setup {
-            tokenizer: saved_tokenizer(&a.resume)?,
+            tokenizer: match &a.resume {
+                Some(d) => run_tokenizer(d)?,
+                None => None,
+            },
             run_dir: Some(run_dir.clone()),
             resume: a.resume.is_some(),
         },
@@ -333,16 +335,5 @@ fn end_of_training(
             }
             Ok(t)
         }
-    }
-}
-
-/// The tokenizer a resumed run was trained with (`None` for a new run).
-fn saved_tokenizer(resume: &Option<PathBuf>) -> anyhow::Result<Option<TextTokenizer>> {
-    match resume {
-        Some(d) if d.join(TOKENIZER_FILE).exists() => Ok(Some(
-            TextTokenizer::load(&d.join(TOKENIZER_FILE))
-                .with_context(|| format!("cannot read the tokenizer of {}", d.display()))?,
-        )),
-        _ => Ok(None),
     }
 }

@@ -1610,7 +1610,9 @@ fn a_method_named_without_a_recipe_gets_its_default_encoder() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("with the recipe configs/digits-mae.toml (mae needs a vit encoder)"),
+        stderr(&o).contains(
+            "with the recipe configs/digits-mae.toml (method 'mae' needs model.backbone = \"vit\""
+        ),
         "{}",
         stderr(&o)
     );

@@ -214,7 +214,9 @@ pub struct LocalCrops {
 /// built from a second module with the online values copied in, never requires a gradient (also
 /// after a checkpoint load) and is changed only by its `update`: the method moves its targets in
 /// [`Method::after_step`] (with its momentum schedule) and reports them in
-/// [`Method::target_requires_grad`]; it needs no [`Method::freeze_targets`]. The registry test
+/// [`Method::target_requires_grad`]. (A tracked target forward after a load would keep its
+/// activations in the autodiff graph — measured: +0.7 GB peak memory on Fashion-MNIST for BYOL
+/// and DINO after `--resume` — which is why a target never requires one.) The registry test
 /// (`every_method_is_wired`) fails for a method whose parameters get no gradient but are not
 /// moved by its `after_step`, or that still require a gradient after a load.
 pub trait Method: Module + Sized {
@@ -229,15 +231,6 @@ pub trait Method: Module + Sized {
 
     /// What the method updates after the optimiser's step `info.step` (the EMA of a target).
     fn after_step(self, _info: StepInfo) -> Self {
-        self
-    }
-
-    /// Makes state that must not be trained constant again after a checkpoint load (which
-    /// gives every parameter back `require_grad`; a tracked target forward then keeps its
-    /// activations in the autodiff graph — measured: +0.7 GB peak memory on Fashion-MNIST for
-    /// BYOL and DINO after `--resume` — although no gradient reaches it). An
-    /// [`crate::ema::EmaTarget`] freezes itself on load, so no method overrides this today.
-    fn freeze_targets(self) -> Self {
         self
     }
 
@@ -464,9 +457,6 @@ macro_rules! registry {
                 match self { $(Self::$variant(m) => Self::$variant(m.after_step(info)),)* }
             }
 
-            pub fn freeze_targets(self) -> Self {
-                match self { $(Self::$variant(m) => Self::$variant(m.freeze_targets()),)* }
-            }
 
             pub fn target_requires_grad(&self) -> bool {
                 match self { $(Self::$variant(m) => m.target_requires_grad(),)* }

@@ -14,7 +14,7 @@
 //! its encoder in `backbone/`, a file here with `prepare` and an `impl Modality`, one line of
 //! [`KINDS`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use selfsup_data::DataSpec;
 
@@ -81,8 +81,13 @@ pub fn scheme(spec: &str) -> &str {
 
 /// The table's line for a recipe's data.
 pub fn kind_of(recipe: &Recipe) -> anyhow::Result<&'static KindEntry> {
+    kind_of_spec(&recipe.data_spec().map_err(anyhow::Error::msg)?)
+}
+
+/// The table's line for a data spec.
+pub fn kind_of_spec(spec: &DataSpec) -> anyhow::Result<&'static KindEntry> {
     // the parsed spec prints its scheme in one spelling (`DIGITS` → `digits`)
-    let shown = recipe.data_spec().map_err(anyhow::Error::msg)?.to_string();
+    let shown = spec.to_string();
     let s = scheme(&shown);
     KINDS
         .iter()
@@ -95,29 +100,6 @@ pub fn prepare(recipe: &Recipe, setup: Setup) -> anyhow::Result<Box<dyn Modality
     (kind_of(recipe)?.prepare)(recipe, setup)
 }
 
-/// The data's name in a default run folder `runs/<method>-<name>-<time>`, from the spec
-/// alone (known before the data is read): `digits`, a folder's name, a file's name without
-/// its extensions.
-pub fn data_name(spec: &DataSpec) -> String {
-    let shown = spec.to_string();
-    let Some((_, path)) = shown.split_once(':') else {
-        return shown;
-    };
-    let path = Path::new(path);
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut name = path
-        .file_name()
-        .map_or_else(|| "data".to_string(), |n| n.to_string_lossy().into_owned());
-    for ext in [".gz", ".txt", ".tsv", ".csv", ".jsonl", ".tar"] {
-        if let Some(n) = name.strip_suffix(ext)
-            && !n.is_empty()
-        {
-            name = n.to_string();
-        }
-    }
-    name
-}
-
 /// The folder of a new run when no `--out` is given: `runs/<method>-<data>-<unix time>`, with
 /// `-2`, `-3`, … when that exists.
 pub fn default_run_dir(recipe: &Recipe) -> anyhow::Result<PathBuf> {
@@ -125,7 +107,8 @@ pub fn default_run_dir(recipe: &Recipe) -> anyhow::Result<PathBuf> {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let base = format!("{}-{}-{t}", recipe.method.name(), data_name(&spec));
+    // the data set's own name (`DataSpec::name`), as its loaders give it
+    let base = format!("{}-{}-{t}", recipe.method.name(), spec.name());
     let mut dir = PathBuf::from("runs").join(&base);
     let mut k = 2;
     while dir.exists() {

@@ -191,11 +191,7 @@ impl Modality for PreparedPairs {
     }
 
     fn on_open(&self, run_dir: &Path) -> anyhow::Result<()> {
-        let tok = run_dir.join(TOKENIZER_FILE);
-        if !tok.exists() {
-            self.tokenizer.save(&tok)?;
-        }
-        Ok(())
+        super::text::save_run_tokenizer(&self.tokenizer, run_dir)
     }
 
     fn steps_per_epoch(&self) -> usize {

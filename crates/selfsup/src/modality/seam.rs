@@ -227,9 +227,12 @@ pub(crate) fn sample_batches(
 /// input (`input`: tensors on the training device). The data of a batch depends on (seed,
 /// epoch, sample) only, so prefetching changes no figure.
 pub(crate) struct SampleEpoch<'env, T> {
-    rx: std::sync::mpsc::Receiver<(usize, T, Option<Vec<u32>>)>,
-    /// Batches not yet received (the producer stops when the receiver is dropped).
-    left: usize,
+    /// `(batch index, units, data, labels)` from the producer.
+    rx: std::sync::mpsc::Receiver<(usize, usize, T, Option<Vec<u32>>)>,
+    /// The index of the next batch to train on.
+    next: usize,
+    /// Batches before this one are not made (a resumed, part-done epoch).
+    skip_to: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     len: usize,
     input: Box<dyn Fn(T) -> Input + 'env>,
 }
@@ -245,13 +248,19 @@ impl<'env, T: Send + 'env> SampleEpoch<'env, T> {
         make: impl Fn(&[usize]) -> (usize, T) + Send + 'env,
         input: impl Fn(T) -> Input + 'env,
     ) -> Self {
+        use std::sync::atomic::Ordering;
         let len = batches.len();
+        let skip_to = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let skip = std::sync::Arc::clone(&skip_to);
         let (tx, rx) = std::sync::mpsc::sync_channel(prefetch.max(1));
         scope.spawn(move || {
-            for idx in batches {
+            for (i, idx) in batches.into_iter().enumerate() {
+                if i < skip.load(Ordering::Acquire) {
+                    continue;
+                }
                 let (units, data) = make(&idx);
                 let y = labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
-                if tx.send((units, data, y)).is_err() {
+                if tx.send((i, units, data, y)).is_err() {
                     // the epoch ended early (a stop, an error): nothing more to make
                     return;
                 }
@@ -259,7 +268,8 @@ impl<'env, T: Send + 'env> SampleEpoch<'env, T> {
         });
         Self {
             rx,
-            left: len,
+            next: 0,
+            skip_to,
             len,
             input: Box::new(input),
         }
@@ -272,26 +282,83 @@ impl<T> EpochBatches for SampleEpoch<'_, T> {
     }
 
     fn next_batch(&mut self) -> Option<StepBatch> {
-        if self.left == 0 {
-            return None;
+        while self.next < self.len {
+            let (i, units, data, labels) = self.rx.recv().expect("the batch producer ended early");
+            if i < self.next {
+                // made before a skip reached the producer
+                continue;
+            }
+            self.next = i + 1;
+            return Some(StepBatch {
+                input: (self.input)(data),
+                units,
+                labels,
+            });
         }
-        let (units, data, labels) = self.rx.recv().expect("the batch producer ended early");
-        self.left -= 1;
-        Some(StepBatch {
-            input: (self.input)(data),
-            units,
-            labels,
-        })
+        None
     }
 
+    /// The producer stops making the skipped batches (at most the few it had made already
+    /// are dropped): a resumed epoch does not augment what it trained on before the stop.
     fn skip(&mut self, n: usize) {
-        for _ in 0..n.min(self.left) {
-            self.rx.recv().expect("the batch producer ended early");
-            self.left -= 1;
-        }
+        self.next = (self.next + n).min(self.len);
+        self.skip_to
+            .store(self.next, std::sync::atomic::Ordering::Release);
     }
 
     fn prefetched(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A resumed, part-done epoch: the batches before the skip are not made (but for one the
+    /// producer may have started), the rest come in order, each once, with their labels.
+    #[test]
+    fn a_sample_epoch_skips_without_making_the_skipped_batches() {
+        let batches: Vec<Vec<usize>> = (0..10).map(|b| vec![2 * b, 2 * b + 1]).collect();
+        let labels: Vec<u32> = (0..20).map(|i| i * 10).collect();
+        let (go, made) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let seen = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            let mut epoch = SampleEpoch::new(
+                scope,
+                batches.clone(),
+                Some(labels),
+                1,
+                |idx: &[usize]| {
+                    // the first batch waits until the consumer has asked for the skip
+                    while !go.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    made.fetch_add(1, Ordering::SeqCst);
+                    (idx.len(), idx.to_vec())
+                },
+                |idx: Vec<usize>| {
+                    seen.lock().unwrap().push(idx);
+                    Input::Graphs(Vec::new())
+                },
+            );
+            assert_eq!(epoch.len(), 10);
+            epoch.skip(5);
+            go.store(true, Ordering::Release);
+            let mut got_labels = Vec::new();
+            while let Some(b) = epoch.next_batch() {
+                assert_eq!(b.units, 2);
+                got_labels.push(b.labels.unwrap());
+            }
+            assert_eq!(got_labels.len(), 5);
+            assert_eq!(got_labels[0], vec![100, 110]);
+        });
+        assert_eq!(*seen.lock().unwrap(), batches[5..].to_vec());
+        // batches 5-9, and batch 0 if the producer had started it before the skip
+        let made = made.load(Ordering::SeqCst);
+        assert!((5..=6).contains(&made), "{made} batches made");
     }
 }

@@ -39,6 +39,26 @@ pub struct PreparedText {
     pub device: Device,
 }
 
+/// The tokenizer a run folder holds (`None` when it has none: an image run, or a new run).
+pub fn run_tokenizer(run_dir: &Path) -> anyhow::Result<Option<TextTokenizer>> {
+    let path = run_dir.join(TOKENIZER_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let tok = TextTokenizer::load(&path)
+        .with_context(|| format!("cannot read the run's tokenizer {}", path.display()))?;
+    Ok(Some(tok))
+}
+
+/// Writes a run's tokenizer into its folder, unless a resumed run has it there already.
+pub(crate) fn save_run_tokenizer(tok: &TextTokenizer, run_dir: &Path) -> anyhow::Result<()> {
+    let path = run_dir.join(TOKENIZER_FILE);
+    if !path.exists() {
+        tok.save(&path)?;
+    }
+    Ok(())
+}
+
 /// The folder of a streamed run's token files.
 pub const TOKENS_DIR: &str = "tokens";
 
@@ -329,11 +349,7 @@ impl Modality for PreparedText {
     }
 
     fn on_open(&self, run_dir: &Path) -> anyhow::Result<()> {
-        let tok_path = run_dir.join(TOKENIZER_FILE);
-        if !tok_path.exists() {
-            self.tokenizer.save(&tok_path)?;
-        }
-        Ok(())
+        save_run_tokenizer(&self.tokenizer, run_dir)
     }
 
     fn steps_per_epoch(&self) -> usize {

@@ -404,9 +404,7 @@ impl Recipe {
     /// method changed.
     pub fn use_method(&mut self, method: MethodConfig) -> Option<String> {
         self.method = method;
-        if self.method.check_backbone(&self.model).is_ok() {
-            return None;
-        }
+        let why = self.method.check_backbone(&self.model).err()?;
         let (file, text) = SHIPPED_FOR_OTHER_ENCODERS
             .iter()
             .find(|(name, _, _)| *name == self.method.name())
@@ -414,14 +412,7 @@ impl Recipe {
         let shipped = Self::from_toml(text, file).expect("the shipped recipe is valid");
         let data = std::mem::take(&mut self.data);
         *self = Self { data, ..shipped };
-        Some(format!(
-            "the recipe {file} ({} needs a {} encoder)",
-            self.method.name(),
-            serde_json::to_value(&self.model)
-                .ok()
-                .and_then(|v| v["backbone"].as_str().map(str::to_string))
-                .unwrap_or_default()
-        ))
+        Some(format!("the recipe {file} ({why})"))
     }
 
     /// Parses TOML text; `origin` (a file name) prefixes every error.

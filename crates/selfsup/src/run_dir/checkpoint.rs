@@ -256,9 +256,14 @@ pub fn remove_stale(run_dir: &Path) -> Vec<PathBuf> {
             let stale_ckpt = dir != run_dir
                 && n.starts_with(".epoch-")
                 && (n.ends_with(".tmp") || n.ends_with(".old"));
+            // `.NAME.tmpPID-N`, the data crate's atomic writes (`.NAME.tmpPID` before)
             let stale_write = n.starts_with('.')
-                && n.rsplit_once(".tmp").is_some_and(|(_, pid)| {
-                    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+                && n.rsplit_once(".tmp").is_some_and(|(_, tag)| {
+                    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                    match tag.split_once('-') {
+                        Some((pid, k)) => digits(pid) && digits(k),
+                        None => digits(tag),
+                    }
                 });
             if stale_ckpt || stale_write {
                 let p = e.path();
@@ -731,7 +736,10 @@ mod tests {
         fs::create_dir_all(root.join(".epoch-0001.old")).unwrap();
         fs::write(root.join(".latest.tmp123"), "x").unwrap();
         fs::write(run.path().join(".metrics.jsonl.tmp77"), "x").unwrap();
+        // the data crate's atomic writes name their temporary file `.NAME.tmpPID-N`
+        fs::write(run.path().join(".recipe.toml.tmp123-4"), "x").unwrap();
         fs::write(run.path().join(".notes.tmp"), "not ours: no process id").unwrap();
+        fs::write(run.path().join(".notes.tmp1-x"), "not ours either").unwrap();
         fs::write(run.path().join("recipe.toml"), "x").unwrap();
         let mut removed: Vec<String> = remove_stale(run.path())
             .iter()
@@ -744,11 +752,13 @@ mod tests {
                 ".epoch-0001.old",
                 ".epoch-0002.tmp",
                 ".latest.tmp123",
-                ".metrics.jsonl.tmp77"
+                ".metrics.jsonl.tmp77",
+                ".recipe.toml.tmp123-4"
             ]
         );
         assert!(root.join("epoch-0001").is_dir());
         assert!(run.path().join(".notes.tmp").exists());
+        assert!(run.path().join(".notes.tmp1-x").exists());
         assert!(run.path().join("recipe.toml").exists());
     }
 }

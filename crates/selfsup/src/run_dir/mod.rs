@@ -167,7 +167,7 @@ pub(crate) fn start_or_resume(
     if resume {
         match checkpoint::resume(run_dir, &model, optim, device) {
             Some(res) => {
-                model = res.model.freeze_targets();
+                model = res.model;
                 state = res.state;
                 tracing::info!(
                     "resuming {} after epoch {} ({})",

@@ -365,7 +365,7 @@ impl<'a> Run<'a> {
                 ));
             }
             if let (Some(f), Some(y), Some(classes)) =
-                (out.features.clone(), &batch.labels, self.probe_classes)
+                (out.features, &batch.labels, self.probe_classes)
             {
                 let device = self.m.device();
                 let probe = self
