@@ -109,7 +109,12 @@ pub fn grid_of(
     let (input, recon, what) = match model {
         Model::Mae(m) => {
             let (masked, recon) = m.reconstruct(x.clone(), info);
-            (masked, recon, "masked input (hidden patches grey)")
+            let what = if m.norm_pix_loss() {
+                "masked input (hidden patches grey); the hidden patches are predicted in a per-patch normalised space, shown with the visible pixels' mean and variance"
+            } else {
+                "masked input (hidden patches grey)"
+            };
+            (masked, recon, what)
         }
         Model::Dae(m) => {
             let (noisy, recon) = m.reconstruct(x.clone(), info);

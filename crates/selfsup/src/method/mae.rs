@@ -25,7 +25,6 @@ use crate::backbone::transformer::{AttnMask, Block, LN_EPS, layer_norm, sincos_2
 use crate::backbone::{Backbone, BackboneConfig, Vit};
 use crate::flops::{self, Flops};
 use crate::kernels::linear;
-use crate::loss::mse::patch_mean_var;
 use crate::loss::{mae_loss, mae_target};
 use crate::method::{Input, Method, MethodSettings, PartOutput, StepInfo, StepOutput};
 
@@ -153,7 +152,8 @@ pub struct MaeForward {
 const MASK_STREAM: u64 = 0x004D_4145;
 
 impl Mae {
-    fn vit(&self) -> &Vit {
+    /// The ViT encoder.
+    pub fn vit(&self) -> &Vit {
         match &self.encoder {
             Backbone::Vit(v) => v,
             _ => unreachable!("MAE is built on a ViT"),
@@ -219,10 +219,17 @@ impl Mae {
         Tensor::from_data(TensorData::new(v, [1, gh * gw + 1, dd]), device)
     }
 
+    /// Whether the loss's target is each patch normalised by its own mean and variance.
+    pub fn norm_pix_loss(&self) -> bool {
+        self.norm_pix_loss
+    }
+
     /// For a picture: the masked input (hidden patches at 0, the mean of the standardised
-    /// pixels) and the reconstruction (predicted hidden patches, un-normalised with each
-    /// patch's own statistics under norm_pix_loss, pasted around the visible ones), both
-    /// `(N, C, H, W)` in the input's space.
+    /// pixels) and the reconstruction (predicted hidden patches pasted around the visible
+    /// ones), both `(N, C, H, W)` in the input's space. Under norm_pix_loss the prediction is
+    /// in each patch's normalised space; it is brought back with the mean and variance of the
+    /// image's *visible* pixels — what the model saw — never with the hidden patch's own
+    /// statistics, which would paste part of the truth into the picture.
     pub fn reconstruct(&self, x: Tensor<4>, info: StepInfo) -> (Tensor<4>, Tensor<4>) {
         let vit = self.vit();
         let n = x.dims()[0];
@@ -230,18 +237,28 @@ impl Mae {
         let out = self.forward(x.clone(), &m);
         let patches = vit.patchify(x);
         let [_, l, p] = patches.dims();
-        let mut pred = out.pred;
-        if self.norm_pix_loss {
-            // back from the norm-pix target's space with each patch's own statistics
-            let (mean, var) = patch_mean_var(patches.clone());
-            pred = pred * (var + 1e-6).sqrt() + mean;
-        }
         let hidden = out.mask.reshape([n, l, 1]).expand([n, l, p]);
         let visible = hidden.clone().neg() + 1.0;
+        let mut pred = out.pred;
+        if self.norm_pix_loss {
+            let (mean, var) = visible_mean_var(patches.clone(), visible.clone());
+            pred = pred * (var + 1e-6).sqrt() + mean;
+        }
         let masked = vit.unpatchify(patches.clone() * visible.clone());
         let recon = vit.unpatchify(patches * visible + pred * hidden);
         (masked, recon)
     }
+}
+
+/// Per image, the mean and (biased) variance of the pixels of its visible patches, `(N, 1, 1)`
+/// each; `patches (N, L, P)`, `visible (N, L, P)` of 1 (visible) and 0 (hidden).
+fn visible_mean_var(patches: Tensor<3>, visible: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    let count = visible.clone().sum_dim(1).sum_dim(2).clamp_min(1.0);
+    let kept = patches * visible.clone();
+    let mean = kept.clone().sum_dim(1).sum_dim(2) / count.clone();
+    let sq = (kept.clone() * kept).sum_dim(1).sum_dim(2) / count;
+    let var = (sq - mean.clone() * mean.clone()).clamp_min(0.0);
+    (mean, var)
 }
 
 impl Method for Mae {

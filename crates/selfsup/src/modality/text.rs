@@ -393,8 +393,9 @@ impl Modality for PreparedText {
             line["val_perplexity"] = json!(val.perplexity());
             line["val_accuracy"] = json!(val.accuracy());
             msg.push_str(&format!(
-                ", val loss {:.4} (perplexity {:.2}, accuracy {:.1} %)",
+                ", val loss {:.4} ({} {:.2}, accuracy {:.1} %)",
                 val.loss(),
+                perplexity_name(&self.recipe),
                 val.perplexity(),
                 val.accuracy()
             ));
@@ -437,22 +438,31 @@ impl Modality for PreparedText {
         } else {
             "masked-token"
         };
-        let mut printed = format!("split       tokens  {what} loss (nats)  perplexity  accuracy %");
+        let kind = perplexity_name(r);
+        let mut printed = format!("split       tokens  {what} loss (nats)  {kind}  accuracy %");
         for (name, s) in [("validation", val), ("test", test)] {
             if s.count == 0 {
                 printed.push_str(&format!("\n{name:<10} (no documents in this split)"));
                 continue;
             }
             printed.push_str(&format!(
-                "\n{name:<10} {:>7}  {:>18.4}  {:>10.2}  {:>10.1}",
+                "\n{name:<10} {:>7}  {:>18.4}  {:>w$.2}  {:>10.1}",
                 s.count,
                 s.loss(),
                 s.perplexity(),
-                s.accuracy()
+                s.accuracy(),
+                w = kind.len()
             ));
+        }
+        if !r.method.causal() {
+            printed.push_str(
+                "\n(pseudo-perplexity: exp of the loss on the masked tokens, each predicted from \
+                 both sides; not comparable with a next-token perplexity)",
+            );
         }
         let json = serde_json::json!({
             "method": r.method.name(),
+            "perplexity_kind": if r.method.causal() { "next-token" } else { "pseudo (masked tokens)" },
             "validation": {"tokens": val.count, "loss": val.loss(), "perplexity": val.perplexity(), "accuracy": val.accuracy()},
             "test": {"tokens": test.count, "loss": test.loss(), "perplexity": test.perplexity(), "accuracy": test.accuracy()},
         });
@@ -463,5 +473,15 @@ impl Modality for PreparedText {
             md: None,
             replace: true,
         }))
+    }
+}
+
+/// What a text method's perplexity is: a next-token perplexity (GPT) or a pseudo-perplexity
+/// over masked tokens (MLM), which are not comparable.
+pub fn perplexity_name(r: &Recipe) -> &'static str {
+    if r.method.causal() {
+        "perplexity"
+    } else {
+        "pseudo-perplexity"
     }
 }
