@@ -247,7 +247,9 @@ fn run_modality(a: Args, kind: Kind) -> anyhow::Result<()> {
         );
     }
     let model = selfsup::checkpoint::load_model(&dir.join("model.bpk"), m.build_model(m.device()))?;
-    let Some(ev) = m.evaluate(&model)? else {
+    let repeats = modality::load_seed_models(m.as_ref(), &a.run)?;
+    let models: Vec<&selfsup::method::Model> = std::iter::once(&model).chain(&repeats).collect();
+    let Some(ev) = m.evaluate_seeds(&models)? else {
         return Ok(());
     };
     println!("data: {}\n\n{}", recipe.data.spec, ev.printed);

@@ -182,11 +182,47 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // the repeats over pretraining seeds (graphs: graph.repeats), each its own run folder,
+    // resumed where it stopped
+    let mut repeats = Vec::new();
+    for &seed in m.seeds().iter().skip(1) {
+        let dir = modality::seed_dir(&run_dir, seed);
+        let resume = selfsup::checkpoint::latest_to_load(&dir).is_ok();
+        eprintln!(
+            "selfsup pretrain: the repeat with seed {seed} → {}{}",
+            dir.display(),
+            if resume { " (resumed)" } else { "" }
+        );
+        let ms = modality::prepare(
+            &modality::seed_recipe(r, seed),
+            Setup {
+                tokenizer: None,
+                run_dir: Some(dir.clone()),
+                resume,
+            },
+        )?;
+        // graceful stops again (the run before raised the flag at its end)
+        stop.store(false, Ordering::SeqCst);
+        let t = pretrain(
+            ms.as_ref(),
+            &dir,
+            &TrainOptions {
+                progress: !a.quiet,
+                resume,
+                stop_after: None,
+                started: std::time::Instant::now(),
+                stop: Some(stop.clone()),
+            },
+        );
+        repeats.push(end_of_training(t, &stop, &dir)?.model);
+    }
     if a.no_eval {
         return Ok(());
     }
     let t0 = std::time::Instant::now();
-    let Some(ev) = m.evaluate(&trained.model)? else {
+    let models: Vec<&selfsup::method::Model> =
+        std::iter::once(&trained.model).chain(&repeats).collect();
+    let Some(ev) = m.evaluate_seeds(&models)? else {
         return Ok(());
     };
     println!("{}", ev.printed);

@@ -1692,3 +1692,63 @@ fn a_graph_run_fits_a_time_budget() {
     ]);
     assert_clean_failure(&o, "this run was trained on graphs, the data holds images");
 }
+
+/// `graph.repeats`: one encoder per pretraining seed (the others in `seed-N/`), the table's
+/// mean ± std over them, `eval all` reading them all again, and a clear error when a repeat
+/// has no checkpoint.
+#[test]
+fn a_graph_run_repeats_its_pretraining_over_seeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tu = common::tu_fixture(dir.path(), 24);
+    let recipe = dir.path().join("graph.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
+             [method]\nname = \"graphcl\"\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n\
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\ninner_folds = 2\n\
+             cs = [0.1, 10.0]\nwl_iterations = 1\nrepeats = 2\n",
+            tu.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = selfsup(&[
+        "pretrain",
+        "-q",
+        "-c",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the repeat with seed 5"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.join("seed-5/encoder.safetensors").exists());
+    let sub = std::fs::read_to_string(out.join("seed-5/recipe.toml")).unwrap();
+    assert!(
+        sub.contains("seed = 5") && sub.contains("repeats = 1"),
+        "{sub}"
+    );
+    let json = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let ev = json(&out.join("eval-graph.json"));
+    assert_eq!(ev["seeds"], serde_json::json!([4, 5]));
+    for row in ev["rows"].as_array().unwrap() {
+        assert_eq!(row["per_seed"].as_array().unwrap().len(), 2, "{row}");
+    }
+    let md = std::fs::read_to_string(out.join("eval-graph.md")).unwrap();
+    assert!(md.contains("mean ± std over 2 pretraining seeds"), "{md}");
+    // `eval all` evaluates every seed's encoder again: the same table
+    let o = selfsup(&["eval", "all", "--run", out.to_str().unwrap(), "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&out.join("eval-graph.json"))["rows"], ev["rows"]);
+    // a repeat without its checkpoint is named, with the way to finish it
+    std::fs::remove_dir_all(out.join("seed-5/checkpoints")).unwrap();
+    let o = selfsup(&["eval", "all", "--run", out.to_str().unwrap(), "--force"]);
+    assert_clean_failure(&o, "the repeat with seed 5 has no checkpoint");
+}

@@ -7,7 +7,7 @@ use burn::module::Module;
 use selfsup::backbone::{GinSettings, GraphInput};
 use selfsup::burn;
 use selfsup::device::DeviceChoice;
-use selfsup::modality::graph::{cross_validate, evaluate_graphs, graph_embeddings, prepare_graphs};
+use selfsup::modality::graph::{evaluate_graphs, graph_embeddings, prepare_graphs};
 use selfsup::recipe::Recipe;
 use selfsup::train::{TrainOptions, pretrain};
 use selfsup_data::graph::{Graph, GraphBatch};
@@ -111,24 +111,44 @@ fn sum_aggregation_counts_each_neighbour() {
 }
 
 #[test]
-fn cross_validation_folds_and_a_separable_case() {
-    let dev = DeviceChoice::Cpu.device().unwrap();
-    // two classes, the feature is the label (plus a constant column)
-    let labels: Vec<u32> = (0..40).map(|i| (i % 2) as u32).collect();
-    let x: Vec<f32> = labels.iter().flat_map(|&l| [l as f32, 1.0]).collect();
-    let cfg = selfsup::eval::LinearConfig {
-        min_steps: 100,
-        lr: 0.05,
-        label_fractions: vec![],
-        ..Default::default()
+fn graph_recipe_evaluation_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tu = tu_fixture(tmp.path(), 4);
+    let with = |graph: &str| {
+        Recipe::from_toml(
+            &format!(
+                "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\n[method]\nname = \"graphcl\"\n\
+                 [graph]\n{graph}\n",
+                tu.display()
+            ),
+            "g.toml",
+        )
     };
-    let s = cross_validate(&x, 2, &labels, 2, 5, &[0.0, 0.1], &cfg, 3, &dev, None).unwrap();
-    assert_eq!(s.folds.len(), 5);
-    assert_eq!(s.chosen.len(), 5);
-    assert!(s.folds.iter().all(|&a| a == 100.0), "{:?}", s.folds);
-    assert_eq!(s.std(), 0.0);
-    // k > n is refused
-    assert!(cross_validate(&x, 2, &labels, 2, 41, &[0.0], &cfg, 3, &dev, None).is_err());
+    // the published protocol by default
+    let r = with("").unwrap();
+    assert_eq!(r.graph.cs, [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]);
+    assert_eq!(
+        (r.graph.folds, r.graph.inner_folds, r.graph.repeats),
+        (10, 5, 1)
+    );
+    assert_eq!(r.graph.wl_iterations, [1, 2, 3, 4, 5]);
+    assert_eq!(r.graph.seeds(7), [7]);
+    // one WL height or several; repeats give consecutive seeds
+    assert_eq!(with("wl_iterations = 3").unwrap().graph.wl_iterations, [3]);
+    assert_eq!(with("repeats = 3").unwrap().graph.seeds(7), [7, 8, 9]);
+    // recipes written for the logistic-regression probe still load
+    assert!(with("weight_decays = [0.0, 0.1]").is_ok());
+    for (bad, says) in [
+        ("cs = []", "graph.cs"),
+        ("cs = [0.0]", "graph.cs"),
+        ("inner_folds = 1", "graph.inner_folds"),
+        ("wl_iterations = []", "graph.wl_iterations"),
+        ("repeats = 0", "graph.repeats"),
+        ("kernel = \"poly\"", "kernel"),
+    ] {
+        let e = format!("{:#}", with(bad).unwrap_err());
+        assert!(e.contains(says), "{bad}: {e}");
+    }
 }
 
 fn fixture_recipe(dir: &Path, epochs: usize) -> Recipe {
@@ -137,8 +157,7 @@ fn fixture_recipe(dir: &Path, epochs: usize) -> Recipe {
         &format!(
             "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
              [method]\nname = \"graphcl\"\n[train]\nepochs = {epochs}\nbatch_size = 8\nseed = 4\n\
-             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\nweight_decays = [0.0, 0.1]\n\
-             [eval.linear]\nmin_steps = 20\nepochs = 2\nlabel_fractions = []\n",
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\ninner_folds = 2\ncs = [0.1, 10.0]\nwl_iterations = [1, 2]\n",
             tu.display()
         ),
         "g.toml",
@@ -203,15 +222,25 @@ fn graphcl_resumes_bit_exactly_and_evaluates_with_baselines() {
     // embeddings: one row per graph; the evaluation has the run and both baselines
     let emb = graph_embeddings(&straight.model, &p.data, 5);
     assert_eq!(emb.len(), 24 * straight.model.encoder().out_dim());
-    let rows = evaluate_graphs(&straight.model, &p).unwrap();
+    let rows = evaluate_graphs(&[&straight.model], &[4], &p).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["graphcl", "random-init GIN", "WL subtree (h = 3)"]);
+    assert_eq!(names, ["graphcl", "random-init GIN", "WL subtree kernel"]);
     for row in &rows {
-        assert_eq!(row.score.folds.len(), 3, "{}", row.name);
-        assert!(row.score.folds.iter().all(|a| (0.0..=100.0).contains(a)));
+        assert_eq!(row.seeds.len(), 1, "{}", row.name);
+        assert_eq!(row.seeds[0].len(), 3, "{}", row.name);
+        for f in &row.seeds[0] {
+            assert!((0.0..=100.0).contains(&f.test) && (0.0..=100.0).contains(&f.validation));
+            assert!([0.1, 10.0].contains(&f.c), "{f:?}");
+        }
     }
+    // WL: one candidate per height, the choice recorded
+    assert!(rows[2].seeds[0].iter().all(|f| f.set < 2));
     // the chord is a WL-visible difference: the WL baseline separates the two classes
-    assert!(rows[2].score.mean() > 90.0, "WL: {:?}", rows[2].score);
+    assert!(rows[2].score().0 > 90.0, "WL: {:?}", rows[2].seeds);
+    // two encoders (seeds): per-seed figures and a spread over them
+    let rows = evaluate_graphs(&[&straight.model, &resumed.model], &[4, 5], &p).unwrap();
+    assert_eq!(rows[0].per_seed().len(), 2);
+    assert_eq!(rows[1].seeds.len(), 2);
 }
 
 #[test]

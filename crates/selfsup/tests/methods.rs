@@ -51,8 +51,7 @@ fn tiny_graph(method: &str, dir: &Path) -> Recipe {
         &format!(
             "[data]\nspec = \"tu:{}\"\n[model]\nbackbone = \"gin\"\nhidden = 8\nlayers = 2\n\
              [method]\nname = \"{method}\"\n[train]\nepochs = 2\nbatch_size = 8\nseed = 4\n\
-             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\nweight_decays = [0.0, 0.1]\n\
-             [eval.linear]\nmin_steps = 20\nepochs = 2\nlabel_fractions = []\n",
+             [optim]\nkind = \"adamw\"\nlr = 0.01\n[graph]\nfolds = 3\ninner_folds = 2\ncs = [0.1, 10.0]\nwl_iterations = 1\n",
             dir.display()
         ),
         "tiny-graph.toml",
@@ -683,6 +682,68 @@ fn mae_masks_depend_on_seed_and_step_only() {
     assert_eq!((m.num, m.keep), (16, 4));
 }
 
+/// The reconstruction picture shows what the model predicted: changing only the hidden
+/// patches' pixels changes neither the masked input nor the reconstruction (under
+/// norm_pix_loss the prediction is brought back with the visible pixels' statistics, never
+/// with the hidden patch's own, which would leak the truth into the picture).
+#[test]
+fn mae_reconstruction_does_not_see_the_hidden_patches() {
+    let r = tiny("mae");
+    let p = prepare(&r).unwrap();
+    let (c, h, w) = p.pipeline.out_shape();
+    let model = build_model(&r, c, h, &p.device, 0);
+    let Model::Mae(mae) = &model else { panic!() };
+    assert!(mae.norm_pix_loss());
+    let info = StepInfo {
+        step: 1,
+        total: 4,
+        seed: 3,
+    };
+    let idx: Vec<usize> = (0..2).collect();
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(
+            p.pipeline.plain_batch(&p.split.train.images, &idx),
+            [2, c, h, w],
+        ),
+        &p.device,
+    );
+    let m = mae.masks(2, info);
+    let patches = mae.vit().patchify(x.clone());
+    let [_, l, pd] = patches.dims();
+    // hidden patches scaled and shifted: other statistics, same visible pixels
+    let mut v = patches.into_data().try_into_vec::<f32>().unwrap();
+    for (k, &hidden) in m.mask.iter().enumerate() {
+        if hidden == 1.0 {
+            for e in &mut v[k * pd..(k + 1) * pd] {
+                *e = 3.0 * *e + 2.0;
+            }
+        }
+    }
+    let x2 = mae.vit().unpatchify(Tensor::from_data(
+        burn::tensor::TensorData::new(v, [2, l, pd]),
+        &p.device,
+    ));
+    let (masked_a, recon_a) = mae.reconstruct(x, info);
+    let (masked_b, recon_b) = mae.reconstruct(x2, info);
+    let close = |a: Tensor<4>, b: Tensor<4>| {
+        let (a, b) = (
+            a.into_data().try_into_vec::<f32>().unwrap(),
+            b.into_data().try_into_vec::<f32>().unwrap(),
+        );
+        a.iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(close(masked_a, masked_b) < 1e-5);
+    let d = close(recon_a, recon_b);
+    assert!(
+        d < 1e-4,
+        "the reconstruction moved by {d} with the hidden truth"
+    );
+    assert_eq!((w, l), (w, m.num));
+}
+
 #[test]
 fn dae_sees_unit_pixels_and_its_noise_is_seeded() {
     let r = tiny("dae");
@@ -914,4 +975,25 @@ fn text_evaluation_has_its_baselines() {
     let r = selfsup::modality::text_eval::finetune_text(&scratch, &p, &cfg, 1.0, 0).unwrap();
     assert_eq!(r.steps, 40);
     assert!(r.top1 > 90.0, "{}", r.top1);
+}
+
+/// An MLM run's perplexity is a pseudo-perplexity (masked tokens): its evaluation says so, in
+/// the table and the JSON, and a GPT run's does not.
+#[test]
+fn text_evaluations_say_which_perplexity_they_report() {
+    let (_dir, path) = corpus(60);
+    for (method, kind) in [("mlm", "pseudo (masked tokens)"), ("gpt", "next-token")] {
+        let r = tiny_text(method, &path);
+        let m = selfsup::modality::prepare(&r, selfsup::modality::Setup::default()).unwrap();
+        let model = m.build_model(m.device());
+        let ev = m.evaluate(&model).unwrap().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&ev.json).unwrap();
+        assert_eq!(json["perplexity_kind"], kind, "{method}");
+        assert_eq!(
+            ev.printed.contains("pseudo-perplexity"),
+            method == "mlm",
+            "{method}: {}",
+            ev.printed
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub use augment::{GraphAug, GraphAugConfig, drop_nodes, mask_attributes, perturb
 pub use batch::{GraphBatch, GraphViewBatch, make_views};
 pub use folds::{fold_split, stratified_k_fold};
 pub use tu::{TuFeatures, TuOptions, load_tu};
-pub use wl::{degree_labels, wl_initial_labels, wl_subtree_features};
+pub use wl::{WlCounts, degree_labels, wl_initial_labels, wl_subtree_counts, wl_subtree_features};
 
 /// One graph: nodes `0..num_nodes`, a directed edge list (undirected graphs list both
 /// directions) and one feature row per node.

@@ -43,6 +43,19 @@ pub fn wl_subtree_features(
     initial_labels: &[Vec<u32>],
     iterations: usize,
 ) -> Vec<Vec<f32>> {
+    wl_subtree_counts(graphs, initial_labels, iterations).dense()
+}
+
+/// [`wl_subtree_features`] kept sparse (the vocabulary of a few rounds on a thousand graphs
+/// runs to tens of thousands of features).
+///
+/// # Panics
+/// As [`wl_subtree_features`].
+pub fn wl_subtree_counts(
+    graphs: &[Graph],
+    initial_labels: &[Vec<u32>],
+    iterations: usize,
+) -> WlCounts {
     assert_eq!(
         graphs.len(),
         initial_labels.len(),
@@ -126,17 +139,43 @@ pub fn wl_subtree_features(
     }
 
     let width: usize = rounds.iter().map(|r| r.1).sum();
-    (0..graphs.len())
-        .map(|g| {
-            let mut f = vec![0f32; width];
-            let mut offset = 0;
-            for (l, size) in &rounds {
-                for &id in &l[g] {
-                    f[offset + id as usize] += 1.0;
-                }
-                offset += size;
+    let mut counts = Vec::with_capacity(graphs.len());
+    for g in 0..graphs.len() {
+        let mut row: BTreeMap<u32, f32> = BTreeMap::new();
+        let mut offset = 0;
+        for (l, size) in &rounds {
+            for &id in &l[g] {
+                *row.entry((offset + id as usize) as u32).or_insert(0.0) += 1.0;
             }
-            f
-        })
-        .collect()
+            offset += size;
+        }
+        counts.push(row.into_iter().collect());
+    }
+    WlCounts { width, counts }
+}
+
+/// Sparse WL subtree counts: per graph, `(feature, count)` in increasing feature order, over
+/// a vocabulary of `width` features (see [`wl_subtree_features`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WlCounts {
+    /// The number of features (every round's vocabulary).
+    pub width: usize,
+    /// Per graph, its nonzero counts.
+    pub counts: Vec<Vec<(u32, f32)>>,
+}
+
+impl WlCounts {
+    /// The dense count vectors.
+    pub fn dense(&self) -> Vec<Vec<f32>> {
+        self.counts
+            .iter()
+            .map(|row| {
+                let mut f = vec![0f32; self.width];
+                for &(j, c) in row {
+                    f[j as usize] = c;
+                }
+                f
+            })
+            .collect()
+    }
 }

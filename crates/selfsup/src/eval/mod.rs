@@ -9,6 +9,7 @@ pub mod linear;
 pub mod map;
 pub mod online;
 pub mod report;
+pub mod svm;
 
 pub use features::{encoder_features, pixel_features};
 pub use finetune::{FinetuneConfig, FinetuneResult, finetune};

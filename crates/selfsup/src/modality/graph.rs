@@ -1,12 +1,12 @@
 //! A graph run: TU graph set → augmented views (two per graph) → GIN → graph method (GraphCL)
 //! → loss → optimiser, then GraphCL's evaluation protocol: the frozen encoder's embeddings of
-//! every graph, a linear classifier, stratified k-fold cross-validation (mean ± std over the
-//! folds), beside a random-init GIN and a Weisfeiler–Lehman subtree-feature baseline from the
-//! same command.
+//! every graph, an SVM ([`crate::eval::svm`]), stratified k-fold cross-validation repeated
+//! over pretraining seeds (mean ± std over the seeds), beside a random-init GIN and the
+//! Weisfeiler–Lehman subtree kernel from the same command.
 //!
 //! Pretraining sees every graph but no label (as in GraphCL and InfoGraph); labels are used
-//! only by the classifiers. In each fold the classifier's L2 strength is chosen on a
-//! validation part of that fold's training graphs, never on its test graphs.
+//! only by the classifiers. In each fold the SVM's C (and the WL height) is chosen by an inner
+//! cross-validation of that fold's training graphs, never on its test graphs.
 //!
 //! It trains in the one loop ([`crate::train::pretrain`]), as every kind of data does.
 
@@ -16,8 +16,8 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use selfsup_data::graph::{
-    GraphBatch, GraphDataset, fold_split, load_tu, make_views, stratified_k_fold,
-    wl_initial_labels, wl_subtree_features,
+    GraphBatch, GraphDataset, WlCounts, fold_split, load_tu, make_views, stratified_k_fold,
+    wl_initial_labels, wl_subtree_counts,
 };
 use serde_json::json;
 
@@ -26,9 +26,11 @@ use super::seam::{
 };
 use crate::backbone::GraphInput;
 use crate::checkpoint;
-use crate::eval::linear::{LinearConfig, linear_probe_on, stratified_subset};
+use crate::eval::svm::{
+    KernelData, KernelKind, SvmCv, SvmFold, select_and_test, svm_cross_validate,
+};
 use crate::method::{Input, Model};
-use crate::recipe::Recipe;
+use crate::recipe::{GraphKernel, Recipe};
 use crate::run::{run_recipe_and_checkpoint, seeded};
 
 /// A graph recipe made concrete: its graphs and device.
@@ -175,9 +177,9 @@ impl Modality for PreparedGraphs {
         ("selfsup graph encoder", Vec::new())
     }
 
-    /// The embeddings of every graph (per encoder), and the classifiers of the
-    /// cross-validation: one fit timed on a two-fold run, times the folds × (L2 strengths + 1)
-    /// fits of each feature set.
+    /// The embeddings of every graph (per encoder and seed) and the SVMs of the
+    /// cross-validation: one outer fold's model selection timed on the run's embeddings,
+    /// times the folds × seeds × feature sets (WL: one per height), over the cores.
     fn eval_cost(&self, model: &Model) -> EvalCost {
         let r = &self.recipe;
         let t = std::time::Instant::now();
@@ -189,48 +191,63 @@ impl Modality for PreparedGraphs {
                 epoch_overhead_s: 0.0,
             };
         };
-        let d = model.encoder().out_dim();
-        let cfg = LinearConfig {
-            label_fractions: vec![],
-            ..r.eval.linear.clone()
-        };
-        let wd = r.graph.weight_decays.first().copied().unwrap_or(0.0);
         let t = std::time::Instant::now();
-        let fitted = cross_validate(
-            &emb,
-            d,
-            &labels,
-            self.data.num_classes.max(2),
-            2,
-            &[wd],
-            &cfg,
-            r.train.seed,
-            &self.device,
-            None,
-        );
-        // two folds, each a fit on its validation part and one on all its training graphs
-        let fit_s = if fitted.is_ok() {
-            t.elapsed().as_secs_f64() / 4.0
-        } else {
-            0.0
+        let data = KernelData::new(&emb, model.encoder().out_dim(), kernel_kind(r));
+        let fold_s = match stratified_k_fold(&labels, r.graph.folds, r.train.seed) {
+            Ok(folds) => {
+                let (train, test) = fold_split(&folds, 0);
+                select_and_test(&[&data], &labels, &train, &test, &svm_cv(r), r.train.seed);
+                t.elapsed().as_secs_f64()
+            }
+            Err(_) => 0.0,
         };
-        let sets = if r.eval.baselines { 3.0 } else { 1.0 };
-        let encoders = if r.eval.baselines { 2.0 } else { 1.0 };
-        let fits = (r.graph.folds * (r.graph.weight_decays.len() + 1)) as f64;
+        let repeats = r.graph.repeats as f64;
+        let (encoders, sets) = if r.eval.baselines {
+            (2.0, 2.0 + r.graph.wl_iterations.len() as f64)
+        } else {
+            (1.0, 1.0)
+        };
+        let cores = rayon::current_num_threads().max(1) as f64;
         EvalCost {
-            eval_s: embed_s * encoders + fit_s * fits * sets,
+            eval_s: embed_s * encoders * repeats
+                + fold_s * r.graph.folds as f64 * repeats * sets / cores,
             epoch_overhead_s: 0.0,
         }
     }
 
     fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>> {
-        let rows = evaluate_graphs(model, self)?;
-        let (md, json) = format_graph_table(self, &rows);
+        self.evaluate_seeds(&[model])
+    }
+
+    fn seeds(&self) -> Vec<u64> {
+        self.recipe.graph.seeds(self.recipe.train.seed)
+    }
+
+    fn evaluate_seeds(&self, models: &[&Model]) -> anyhow::Result<Option<Evaluation>> {
+        let seeds = &self.seeds()[..models.len()];
+        let rows = evaluate_graphs(models, seeds, self)?;
+        let (md, json) = format_graph_table(self, seeds, &rows);
         Ok(Some(Evaluation::tables(
             "eval-graph",
             md,
             serde_json::to_string_pretty(&json)?,
         )))
+    }
+}
+
+/// The recipe's SVM protocol.
+pub fn svm_cv(r: &Recipe) -> SvmCv {
+    SvmCv {
+        folds: r.graph.folds,
+        inner_folds: r.graph.inner_folds,
+        cs: r.graph.cs.clone(),
+    }
+}
+
+fn kernel_kind(r: &Recipe) -> KernelKind {
+    match r.graph.kernel {
+        GraphKernel::Rbf => KernelKind::RbfScale,
+        GraphKernel::Linear => KernelKind::Linear,
     }
 }
 
@@ -250,232 +267,215 @@ pub fn graph_embeddings(model: &Model, data: &GraphDataset, batch_size: usize) -
     out
 }
 
-/// Accuracy of a cross-validation: one figure per fold (%), with their mean and standard
-/// deviation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CvScore {
-    pub folds: Vec<f64>,
-    /// The L2 strength chosen in each fold (on that fold's validation graphs).
-    pub chosen: Vec<f64>,
-}
-
-impl CvScore {
-    pub fn mean(&self) -> f64 {
-        self.folds.iter().sum::<f64>() / self.folds.len().max(1) as f64
-    }
-
-    /// Population standard deviation over the folds (as GraphCL's `np.std`).
-    pub fn std(&self) -> f64 {
-        let m = self.mean();
-        let n = self.folds.len().max(1) as f64;
-        (self.folds.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n).sqrt()
-    }
-}
-
-/// Stratified `k`-fold cross-validation of a logistic-regression classifier on `features`
-/// (`n × d`, row-major). In each fold the L2 strength (weight decay) is chosen among
-/// `weight_decays` by the accuracy on a stratified 10 % of the fold's training rows (trained
-/// on the other 90 %), then the classifier is trained on all the fold's training rows and
-/// scored on its test rows. With `progress` (what is evaluated), each fold's accuracy is said on
-/// stderr as it ends (a 10-fold run over thousands of graphs takes minutes).
-#[allow(clippy::too_many_arguments)]
-pub fn cross_validate(
-    features: &[f32],
-    d: usize,
-    labels: &[u32],
-    num_classes: usize,
-    k: usize,
-    weight_decays: &[f64],
-    cfg: &LinearConfig,
-    seed: u64,
-    device: &Device,
-    progress: Option<&str>,
-) -> anyhow::Result<CvScore> {
-    let folds = stratified_k_fold(labels, k, seed)?;
-    let rows = |idx: &[usize]| -> (Vec<f32>, Vec<u32>) {
-        let mut x = Vec::with_capacity(idx.len() * d);
-        let mut y = Vec::with_capacity(idx.len());
-        for &i in idx {
-            x.extend_from_slice(&features[i * d..(i + 1) * d]);
-            y.push(labels[i]);
-        }
-        (x, y)
-    };
-    let mut score = CvScore {
-        folds: Vec::new(),
-        chosen: Vec::new(),
-    };
-    for f in 0..folds.len() {
-        let (train, test) = fold_split(&folds, f);
-        // the validation part: a stratified 10 % of this fold's training graphs
-        let train_labels: Vec<u32> = train.iter().map(|&i| labels[i]).collect();
-        let val_pos = stratified_subset(&train_labels, 0.1, seed ^ (f as u64 + 1));
-        let is_val: std::collections::HashSet<usize> = val_pos.iter().copied().collect();
-        let (fit, val): (Vec<usize>, Vec<usize>) = {
-            let mut fit = Vec::new();
-            let mut val = Vec::new();
-            for (pos, &i) in train.iter().enumerate() {
-                if is_val.contains(&pos) {
-                    val.push(i);
-                } else {
-                    fit.push(i);
-                }
-            }
-            (fit, val)
-        };
-        let mut best = (f64::NEG_INFINITY, weight_decays[0]);
-        if weight_decays.len() > 1 && !val.is_empty() {
-            let (xf, yf) = rows(&fit);
-            let (xv, yv) = rows(&val);
-            for &wd in weight_decays {
-                let c = LinearConfig {
-                    weight_decay: wd,
-                    ..cfg.clone()
-                };
-                let acc =
-                    linear_probe_on(&xf, &yf, &[(&xv, &yv)], d, num_classes, &c, seed, device)[0];
-                // the first of equal scores wins (the list goes from weak to strong)
-                if acc > best.0 {
-                    best = (acc, wd);
-                }
-            }
-        }
-        let (xt, yt) = rows(&train);
-        let (xs, ys) = rows(&test);
-        let c = LinearConfig {
-            weight_decay: best.1,
-            ..cfg.clone()
-        };
-        let acc = linear_probe_on(&xt, &yt, &[(&xs, &ys)], d, num_classes, &c, seed, device)[0];
-        score.folds.push(acc);
-        score.chosen.push(best.1);
-        if let Some(what) = progress {
-            eprintln!(
-                "evaluation: {what}, fold {}/{}: {acc:.1} % (L2 strength {})",
-                f + 1,
-                folds.len(),
-                best.1
-            );
-        }
-    }
-    Ok(score)
-}
-
-/// One row of a graph run's evaluation table.
+/// One row of a graph run's evaluation table: a feature set's cross-validation under each
+/// seed.
 #[derive(Clone, Debug)]
 pub struct GraphEvalRow {
     pub name: String,
-    /// Width of the features.
-    pub dim: usize,
-    pub score: CvScore,
+    /// Width of the features (WL: of each height tried).
+    pub dim: String,
+    /// What the row's features cost to make (its budget).
+    pub budget: String,
+    /// Per seed, the outer folds.
+    pub seeds: Vec<Vec<SvmFold>>,
 }
 
-/// GraphCL's protocol on the run's encoder and on the baselines: a random-init GIN of the same
-/// architecture and seed, and Weisfeiler–Lehman subtree features (`graph.wl_iterations`; only
-/// the features present in at least two graphs, chosen without labels).
-pub fn evaluate_graphs(model: &Model, p: &PreparedGraphs) -> anyhow::Result<Vec<GraphEvalRow>> {
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Population standard deviation (as `np.std`, which GraphCL reports).
+fn std(v: &[f64]) -> f64 {
+    let m = mean(v);
+    (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
+}
+
+impl GraphEvalRow {
+    /// Each seed's test accuracy: the mean over its folds (%).
+    pub fn per_seed(&self) -> Vec<f64> {
+        self.seeds
+            .iter()
+            .map(|f| mean(&f.iter().map(|f| f.test).collect::<Vec<_>>()))
+            .collect()
+    }
+
+    /// Mean test accuracy over seeds, and its spread: the std over seeds (several seeds, as
+    /// the papers) or over the folds (one seed).
+    pub fn score(&self) -> (f64, f64) {
+        let per = self.per_seed();
+        if per.len() > 1 {
+            (mean(&per), std(&per))
+        } else {
+            let folds: Vec<f64> = self.seeds[0].iter().map(|f| f.test).collect();
+            (mean(&folds), std(&folds))
+        }
+    }
+
+    /// The inner cross-validation's accuracy of the chosen settings, over every fold and
+    /// seed: the figure settings are chosen by (it never sees a test fold).
+    pub fn validation(&self) -> f64 {
+        mean(
+            &self
+                .seeds
+                .iter()
+                .flatten()
+                .map(|f| f.validation)
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// The protocol of GraphCL's code, on the run's encoders (one per seed) and on the baselines:
+/// embeddings of every graph → an SVM (`graph.kernel`) with C chosen from `graph.cs` by an
+/// inner stratified cross-validation of each training fold → accuracy on the test fold,
+/// `graph.folds` folds drawn with each seed, mean ± std over the seeds. Baselines: the
+/// random-init GIN of each seed, and Weisfeiler–Lehman subtree counts under the normalised
+/// linear kernel with the height chosen from `graph.wl_iterations` with C.
+pub fn evaluate_graphs(
+    models: &[&Model],
+    seeds: &[u64],
+    p: &PreparedGraphs,
+) -> anyhow::Result<Vec<GraphEvalRow>> {
     let r = &p.recipe;
     let labels = p
         .data
         .labels()
         .context("the graph set has no graph labels: nothing to classify")?;
-    let nc = p.data.num_classes.max(2);
-    let seed = r.train.seed;
-    // the probe's own settings, with the cross-validation's steps
-    let cfg = LinearConfig {
-        label_fractions: vec![],
-        ..r.eval.linear.clone()
-    };
     let bs = r.train.eval_batch_size;
-    let cv = |x: &[f32], d: usize, what: &str| {
-        cross_validate(
-            x,
-            d,
-            &labels,
-            nc,
-            r.graph.folds,
-            &r.graph.weight_decays,
-            &cfg,
-            seed,
-            &p.device,
-            Some(what),
-        )
+    let kind = kernel_kind(r);
+    let d = models[0].encoder().out_dim();
+    let sets = |m: &Model| KernelData::new(&graph_embeddings(m, &p.data, bs), d, kind);
+    let method: Vec<KernelData> = models.iter().map(|m| sets(m)).collect();
+    let mut names = vec![(
+        r.method.name().to_string(),
+        d.to_string(),
+        format!("{} epochs of pretraining", r.train.epochs),
+    )];
+    let mut runs: Vec<Vec<&KernelData>> = method.iter().map(|k| vec![k]).collect();
+    let (init, wl): (Vec<KernelData>, Vec<(usize, KernelData)>) = if r.eval.baselines {
+        let init = seeds
+            .iter()
+            .map(|&s| sets(&build_graph_model(r, p.data.feat_dim, &p.device, s)))
+            .collect();
+        let wl = r
+            .graph
+            .wl_iterations
+            .iter()
+            .map(|&h| {
+                let c = wl_counts(&p.data, h);
+                (
+                    c.width,
+                    KernelData::from_sparse(&c.counts, c.width, KernelKind::Cosine),
+                )
+            })
+            .collect();
+        (init, wl)
+    } else {
+        (Vec::new(), Vec::new())
     };
-    let mut rows = Vec::new();
-    let d = model.encoder().out_dim();
-    let emb = graph_embeddings(model, &p.data, bs);
-    rows.push(GraphEvalRow {
-        name: r.method.name().to_string(),
-        dim: d,
-        score: cv(&emb, d, r.method.name())?,
-    });
     if r.eval.baselines {
-        let init = build_graph_model(r, p.data.feat_dim, &p.device, seed);
-        let emb = graph_embeddings(&init, &p.data, bs);
-        rows.push(GraphEvalRow {
-            name: "random-init GIN".into(),
-            dim: d,
-            score: cv(&emb, d, "random-init GIN")?,
-        });
-        let (wl, wd) = wl_features(&p.data, r.graph.wl_iterations);
-        rows.push(GraphEvalRow {
-            name: format!("WL subtree (h = {})", r.graph.wl_iterations),
-            dim: wd,
-            score: cv(&wl, wd, "WL subtree features")?,
-        });
+        names.push((
+            "random-init GIN".into(),
+            d.to_string(),
+            "no training (same architecture, each seed's initialisation)".into(),
+        ));
+        runs.extend(init.iter().map(|k| vec![k]));
+        names.push((
+            "WL subtree kernel".into(),
+            wl.iter()
+                .map(|(w, _)| w.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+            format!(
+                "no training; height chosen from {:?} with C",
+                r.graph.wl_iterations
+            ),
+        ));
+        for _ in seeds {
+            runs.push(wl.iter().map(|(_, k)| k).collect());
+        }
     }
-    Ok(rows)
+    let all_seeds: Vec<u64> = (0..names.len())
+        .flat_map(|_| seeds.iter().copied())
+        .collect();
+    let progress = |done: usize, total: usize| {
+        if done.is_multiple_of(10) || done == total {
+            eprintln!("evaluation: {done}/{total} folds of the SVM cross-validation");
+        }
+    };
+    let folds = svm_cross_validate(&runs, &all_seeds, &labels, &svm_cv(r), Some(&progress))
+        .map_err(anyhow::Error::msg)?;
+    let mut folds = folds.into_iter();
+    Ok(names
+        .into_iter()
+        .map(|(name, dim, budget)| GraphEvalRow {
+            name,
+            dim,
+            budget,
+            seeds: folds.by_ref().take(seeds.len()).collect(),
+        })
+        .collect())
 }
 
-/// Weisfeiler–Lehman subtree counts of every graph, keeping the features present in at least
-/// two graphs, as `log(1 + count)`; `(features row-major, width)`.
-pub fn wl_features(data: &GraphDataset, iterations: usize) -> (Vec<f32>, usize) {
-    let init = wl_initial_labels(data);
-    let full = wl_subtree_features(&data.graphs, &init, iterations);
-    let width = full.first().map_or(0, |r| r.len());
-    let keep: Vec<usize> = (0..width)
-        .filter(|&j| full.iter().filter(|row| row[j] > 0.0).count() >= 2)
-        .collect();
-    let x = full
-        .iter()
-        .flat_map(|row| keep.iter().map(|&j| row[j].ln_1p()))
-        .collect();
-    (x, keep.len())
+/// Weisfeiler–Lehman subtree counts of every graph after `iterations` rounds (node labels, or
+/// degrees without them), sparse.
+pub fn wl_counts(data: &GraphDataset, iterations: usize) -> WlCounts {
+    wl_subtree_counts(&data.graphs, &wl_initial_labels(data), iterations)
 }
 
 /// The evaluation table of a graph run (Markdown), and its JSON.
 pub fn format_graph_table(
     p: &PreparedGraphs,
+    seeds: &[u64],
     rows: &[GraphEvalRow],
 ) -> (String, serde_json::Value) {
     let r = &p.recipe;
+    let spread = if seeds.len() > 1 {
+        format!(
+            "mean ± std over {} pretraining seeds {seeds:?}",
+            seeds.len()
+        )
+    } else {
+        "mean ± std over the folds, one seed".into()
+    };
+    let kernel = match r.graph.kernel {
+        GraphKernel::Rbf => "RBF (γ = 1 / (d · Var X))",
+        GraphKernel::Linear => "linear",
+    };
     let mut md = format!(
-        "{}: {} graphs, {} classes; accuracy % of a linear classifier, {}-fold stratified cross-validation over all graphs (mean ± std over the folds; L2 strength chosen per fold on a validation part of its training graphs)\n\n",
+        "{}: {} graphs, {} classes. Test folds of a {}-fold stratified cross-validation over all graphs ({spread}); an SVM with a {kernel} kernel on the embeddings, C chosen from {:?} by a {}-fold inner cross-validation of each training fold (its accuracy is the validation column).\n\n",
         p.data.name,
         p.data.len(),
         p.data.num_classes,
-        r.graph.folds
+        r.graph.folds,
+        r.graph.cs,
+        r.graph.inner_folds,
     );
-    md.push_str("| features | dim | accuracy % (test folds) | L2 strengths chosen |\n");
-    md.push_str("|---|---|---|---|\n");
+    md.push_str("| features | dim | test accuracy % | validation % | per seed | budget |\n");
+    md.push_str("|---|---|---|---|---|---|\n");
     let mut json_rows = Vec::new();
     for row in rows {
-        let chosen: Vec<String> = row.score.chosen.iter().map(|c| format!("{c}")).collect();
+        let (m, s) = row.score();
+        let per: Vec<String> = row.per_seed().iter().map(|a| format!("{a:.1}")).collect();
         md.push_str(&format!(
-            "| {} | {} | {:.1} ± {:.1} | {} |\n",
+            "| {} | {} | {m:.1} ± {s:.1} | {:.1} | {} | {} |\n",
             row.name,
             row.dim,
-            row.score.mean(),
-            row.score.std(),
-            chosen.join(", ")
+            row.validation(),
+            per.join(", "),
+            row.budget
         ));
         json_rows.push(json!({
             "features": row.name,
             "dim": row.dim,
-            "mean": row.score.mean(),
-            "std": row.score.std(),
-            "folds": row.score.folds,
-            "chosen_weight_decay": row.score.chosen,
+            "budget": row.budget,
+            "mean": m,
+            "std": s,
+            "validation": row.validation(),
+            "per_seed": row.per_seed(),
+            "folds": row.seeds.iter().map(|f| f.iter().map(|f| json!({
+                "test": f.test, "validation": f.validation, "set": f.set, "c": f.c,
+            })).collect::<Vec<_>>()).collect::<Vec<_>>(),
         }));
     }
     let json = json!({
@@ -483,7 +483,11 @@ pub fn format_graph_table(
         "graphs": p.data.len(),
         "classes": p.data.num_classes,
         "folds": r.graph.folds,
-        "split": "k-fold cross-validation test folds",
+        "inner_folds": r.graph.inner_folds,
+        "cs": r.graph.cs,
+        "kernel": r.graph.kernel,
+        "seeds": seeds,
+        "split": "k-fold cross-validation test folds (validation: the inner cross-validation of each training fold)",
         "rows": json_rows,
     });
     (md, json)

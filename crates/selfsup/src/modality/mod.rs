@@ -14,10 +14,13 @@
 //! its encoder in `backbone/`, a file here with `prepare` and an `impl Modality`, one line of
 //! [`KINDS`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 
 use selfsup_data::DataSpec;
 
+use crate::method::Model;
 use crate::recipe::Recipe;
 
 pub mod audio;
@@ -116,4 +119,38 @@ pub fn default_run_dir(recipe: &Recipe) -> anyhow::Result<PathBuf> {
         k += 1;
     }
     Ok(dir)
+}
+
+/// The run folder of the encoder pretrained with `seed` when a run repeats its pretraining
+/// over seeds ([`Modality::seeds`]): `RUN/seed-N` (the run's own seed is `RUN` itself).
+pub fn seed_dir(run_dir: &Path, seed: u64) -> PathBuf {
+    run_dir.join(format!("seed-{seed}"))
+}
+
+/// The recipe of the repeat of `recipe` with `seed` (a single run: no repeats of its own).
+pub fn seed_recipe(recipe: &Recipe, seed: u64) -> Recipe {
+    let mut r = recipe.clone();
+    r.train.seed = seed;
+    r.graph.repeats = 1;
+    r
+}
+
+/// The encoders of the repeats of a finished run (every seed of [`Modality::seeds`] after the
+/// first), each from the newest checkpoint of its `seed-N` folder.
+pub fn load_seed_models(m: &dyn Modality, run_dir: &Path) -> anyhow::Result<Vec<Model>> {
+    m.seeds()
+        .iter()
+        .skip(1)
+        .map(|&s| {
+            let dir = seed_dir(run_dir, s);
+            let ck = crate::checkpoint::latest_to_load(&dir).with_context(|| {
+                format!(
+                    "the repeat with seed {s} has no checkpoint in {}; finish it with `selfsup pretrain --resume {}`",
+                    dir.display(),
+                    run_dir.display()
+                )
+            })?;
+            crate::checkpoint::load_model(&ck.join("model.bpk"), m.build_model(m.device()))
+        })
+        .collect()
 }

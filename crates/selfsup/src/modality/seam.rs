@@ -144,6 +144,16 @@ pub trait Modality: Sync {
     /// The final evaluation of the pretrained `model` (`None`, with the reason on stderr,
     /// when the data cannot be evaluated: no labels, no test split).
     fn evaluate(&self, model: &Model) -> anyhow::Result<Option<Evaluation>>;
+    /// The pretraining seeds the run reports over: its own (`train.seed`) first, then any
+    /// repeats (graphs: `graph.repeats`), each pretrained in `seed-N/` inside the run folder.
+    fn seeds(&self) -> Vec<u64> {
+        vec![self.recipe().train.seed]
+    }
+    /// The final evaluation over the encoders of [`Modality::seeds`], in that order (mean ±
+    /// std over seeds where the kind reports so; by default the first encoder's evaluation).
+    fn evaluate_seeds(&self, models: &[&Model]) -> anyhow::Result<Option<Evaluation>> {
+        self.evaluate(models[0])
+    }
 }
 
 /// The kinds of data, keyed by the data scheme.

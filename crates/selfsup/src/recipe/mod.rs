@@ -219,11 +219,47 @@ pub struct GraphSection {
     pub augment: GraphAugConfig,
     /// Evaluation: stratified folds of the cross-validation (GraphCL: 10).
     pub folds: usize,
-    /// Evaluation: iterations of the Weisfeiler–Lehman subtree baseline.
-    pub wl_iterations: usize,
-    /// Evaluation: L2 strengths (weight decay of the logistic regression) tried in each fold,
-    /// the best chosen on a validation part of that fold's training graphs.
-    pub weight_decays: Vec<f64>,
+    /// Evaluation: inner stratified folds choosing C in each outer fold's training graphs
+    /// (GraphCL: scikit-learn's `GridSearchCV(cv = 5)`).
+    pub inner_folds: usize,
+    /// Evaluation: the SVM's C grid (GraphCL: 10⁻³ … 10³).
+    pub cs: Vec<f64>,
+    /// Evaluation: the SVM's kernel on the encoders' embeddings, `"rbf"` (scikit-learn's
+    /// `SVC()` default with `gamma = "scale"`, as GraphCL) or `"linear"`.
+    pub kernel: GraphKernel,
+    /// Evaluation: Weisfeiler–Lehman subtree baseline heights tried (`[1, 2, 3, 4, 5]`, or one
+    /// number), the height chosen with C by the inner cross-validation.
+    #[serde(deserialize_with = "one_or_many")]
+    pub wl_iterations: Vec<usize>,
+    /// Evaluation: pretraining seeds `train.seed`, `train.seed + 1`, … — the run pretrains
+    /// one encoder per seed (the others in `seed-N/` inside the run folder) and reports mean ±
+    /// std over them, the cross-validation's folds drawn with each seed (GraphCL: 5).
+    pub repeats: usize,
+    /// Accepted so that recipes written before the SVM protocol still load; not used (the
+    /// logistic-regression probe it tuned is gone).
+    #[serde(skip_serializing)]
+    pub weight_decays: Option<Vec<f64>>,
+}
+
+/// The SVM kernel on graph embeddings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GraphKernel {
+    Rbf,
+    Linear,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(h) => vec![h],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Default for GraphSection {
@@ -232,8 +268,12 @@ impl Default for GraphSection {
             tu: TuOptions::default(),
             augment: GraphAugConfig::default(),
             folds: 10,
-            wl_iterations: 3,
-            weight_decays: vec![0.0, 0.01, 0.1, 1.0],
+            inner_folds: 5,
+            cs: vec![1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0],
+            kernel: GraphKernel::Rbf,
+            wl_iterations: vec![1, 2, 3, 4, 5],
+            repeats: 1,
+            weight_decays: None,
         }
     }
 }
@@ -249,21 +289,36 @@ impl GraphSection {
                 self.folds
             ));
         }
-        if self.wl_iterations > 20 {
+        if !(2..=20).contains(&self.inner_folds) {
             return Err(format!(
-                "graph.wl_iterations: must be at most 20, got {}",
+                "graph.inner_folds: must be in 2..=20, got {}",
+                self.inner_folds
+            ));
+        }
+        if self.wl_iterations.is_empty() || self.wl_iterations.iter().any(|&h| h > 20) {
+            return Err(format!(
+                "graph.wl_iterations: one or more heights of at most 20, got {:?}",
                 self.wl_iterations
             ));
         }
-        if self.weight_decays.is_empty()
-            || self
-                .weight_decays
-                .iter()
-                .any(|w| !(w.is_finite() && *w >= 0.0))
-        {
-            return Err("graph.weight_decays: a non-empty list of values ≥ 0".into());
+        if self.cs.is_empty() || self.cs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(format!(
+                "graph.cs: a non-empty list of positive numbers, got {:?}",
+                self.cs
+            ));
+        }
+        if !(1..=20).contains(&self.repeats) {
+            return Err(format!(
+                "graph.repeats: must be in 1..=20, got {}",
+                self.repeats
+            ));
         }
         Ok(())
+    }
+
+    /// The pretraining seeds of a graph run whose first seed is `seed`.
+    pub fn seeds(&self, seed: u64) -> Vec<u64> {
+        (0..self.repeats as u64).map(|k| seed + k).collect()
     }
 }
 
@@ -586,6 +641,12 @@ impl Recipe {
             ));
         }
         self.graph.validate()?;
+        if self.graph.repeats > 1 && self.train.time_budget.is_some() {
+            return Err(
+                "graph.repeats > 1 pretrains several encoders; size them by train.epochs, not train.time_budget"
+                    .into(),
+            );
+        }
         if self.is_audio() {
             self.audio.validate()?;
         }
