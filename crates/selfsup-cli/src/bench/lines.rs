@@ -172,6 +172,7 @@ pub fn run_line(id: &str, opts: &BenchOptions) -> anyhow::Result<Line> {
             id,
             BackboneConfig::Convnet {
                 widths: vec![32, 64, 128],
+                pool: Default::default(),
             },
             1,
             28,

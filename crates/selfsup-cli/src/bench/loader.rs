@@ -107,6 +107,7 @@ pub fn loader_step(opts: &BenchOptions) -> anyhow::Result<Line> {
 fn loader_step_recipe() -> Recipe {
     step_recipe(BackboneConfig::Convnet {
         widths: vec![32, 64, 128],
+        pool: Default::default(),
     })
 }
 

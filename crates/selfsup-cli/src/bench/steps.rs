@@ -81,7 +81,7 @@ pub fn simclr_step(
         BackboneConfig::Resnet { width, .. } => {
             format!("SimCLR step, ResNet-18 CIFAR stem ×{width}, {c}×{side}×{side}, 2×{n} views")
         }
-        BackboneConfig::Convnet { widths } => {
+        BackboneConfig::Convnet { widths, .. } => {
             format!("SimCLR step, ConvNet {widths:?}, {c}×{side}×{side}, 2×{n} views")
         }
         BackboneConfig::Vit(v) => {

@@ -195,11 +195,17 @@ pub fn freq_mask(
 }
 
 /// BYOL-A's log-mixup-exp (Niizumi et al. 2021): mixes two log-mel arrays in the linear power
-/// domain, `ln((1 - lambda) exp(a) + lambda exp(b))`, computed stably in f64. `lambda` is
-/// clamped to `[0, 1]`; `lambda = 0` returns `a` and `lambda = 1` returns `b` exactly.
+/// domain, `ln((1 - lambda) exp(a) + lambda exp(b))`, computed stably in f64 in log-sum-exp
+/// form (`m + ln((1 - lambda) exp(a - m) + lambda exp(b - m))` with `m = max(a, b)`, so large
+/// values such as 80 or 1000 do not overflow). `lambda` is clamped to `[0, 1]`; `lambda = 0`
+/// returns `a` and `lambda = 1` returns `b` exactly. For finite inputs and a finite `lambda`
+/// every output is finite.
+///
+/// BYOL-A adds `f32::EPSILON` inside the logarithm (its inputs are normalised log-mels); this
+/// does not, since the sum is at least `min(lambda, 1 - lambda) exp(m) > 0`.
 ///
 /// Panics when the lengths differ.
-pub fn mix(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
+pub fn log_mixup_exp(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
     assert_eq!(
         a.len(),
         b.len(),
@@ -224,7 +230,25 @@ pub fn mix(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
         .collect()
 }
 
-/// BYOL-A mixing with another clip of the data set.
+/// The same as [`log_mixup_exp`] (the name [`AudioPipeline`]'s mixing had first).
+///
+/// Panics when the lengths differ.
+pub fn mix(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
+    log_mixup_exp(a, b, lambda)
+}
+
+/// BYOL-A's mixup (`MixupBYOLA(ratio = alpha, log_mixup_exp = True)` in nttcslab/byol-a):
+/// with probability `p`, the view `x` becomes [`log_mixup_exp`]`(x, z, lambda)` (the power of
+/// `x` scaled by `1 - lambda` plus that of `z` scaled by `lambda`), `lambda` uniform in
+/// `[0, alpha)`. BYOL-A itself mixes every time (`p = 1`, `alpha = 0.4`).
+///
+/// BYOL-A takes the background `z` from a memory bank, a FIFO of the last 2048 inputs it has
+/// seen. Views here must be deterministic from `(seed, epoch, index, view)` and computed in
+/// parallel, so [`AudioPipeline`] draws `z` as a time crop (the view's crop rule) of a clip
+/// drawn uniformly from the whole data set: the distribution the entries of such a FIFO have
+/// when the data set is shuffled and randomly cropped. The mixing happens in the natural-log
+/// mel power domain, before normalisation (BYOL-A mixes after its pre-normalisation, so its
+/// `exp` is of normalised values).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MixConfig {
@@ -278,6 +302,202 @@ impl Default for NoiseConfig {
     }
 }
 
+/// BYOL-A's random resize crop (`RandomResizeCrop` in nttcslab/byol-a), see
+/// [`random_resize_crop`]. Defaults are BYOL-A's: `virtual_scale = [1.0, 1.5]`,
+/// `freq_scale = [0.6, 1.5]`, `time_scale = [0.6, 1.5]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResizeCropConfig {
+    /// Size of the virtual canvas the spectrogram is centred in, as `[frequency, time]`
+    /// factors of its size (not a range; BYOL-A's `virtual_crop_scale`), each in `[1, 10]`.
+    pub virtual_scale: [f32; 2],
+    /// Range of the crop's height as a fraction of `n_mels` (clipped to the canvas), within
+    /// `(0, 10]`.
+    pub freq_scale: [f32; 2],
+    /// Range of the crop's width as a fraction of the frames (clipped to the canvas), within
+    /// `(0, 10]`.
+    pub time_scale: [f32; 2],
+}
+
+impl Default for ResizeCropConfig {
+    fn default() -> Self {
+        ResizeCropConfig {
+            virtual_scale: [1.0, 1.5],
+            freq_scale: [0.6, 1.5],
+            time_scale: [0.6, 1.5],
+        }
+    }
+}
+
+impl ResizeCropConfig {
+    /// Checks the factors; the error names the field, e.g.
+    /// `audio_augment.resize_crop.freq_scale: lower bound 0 must be in (0, 10]`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (which, v) in [
+            ("frequency", self.virtual_scale[0]),
+            ("time", self.virtual_scale[1]),
+        ] {
+            if !(v.is_finite() && (1.0..=MAX_SCALE).contains(&v)) {
+                return Err(format!(
+                    "audio_augment.resize_crop.virtual_scale: {which} factor {v} must be in \
+                     [1, {MAX_SCALE}]"
+                ));
+            }
+        }
+        for (field, r) in [
+            ("freq_scale", self.freq_scale),
+            ("time_scale", self.time_scale),
+        ] {
+            for (which, v) in [("lower", r[0]), ("upper", r[1])] {
+                if !(v.is_finite() && v > 0.0 && v <= MAX_SCALE) {
+                    return Err(format!(
+                        "audio_augment.resize_crop.{field}: {which} bound {v} must be in \
+                         (0, {MAX_SCALE}]"
+                    ));
+                }
+            }
+            if r[0] > r[1] {
+                return Err(format!(
+                    "audio_augment.resize_crop.{field}: lower bound {} is above upper bound {}",
+                    r[0], r[1]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Largest factor of a [`ResizeCropConfig`] (bounds the canvas and the crop).
+const MAX_SCALE: f32 = 10.0;
+
+/// PyTorch's cubic convolution coefficient `A` (`upsample_bicubic2d`).
+const CUBIC_A: f64 = -0.75;
+
+/// The four taps (source indices, clamped to `[0, n_in - 1]`, and weights) of each of the
+/// `n_out` outputs of a bicubic resize along one axis with `align_corners = true`, as PyTorch
+/// computes them: source position `dst * (n_in - 1) / (n_out - 1)` (0 when `n_out == 1`),
+/// weights of the cubic convolution kernel with `A = -0.75` at distances `t + 1, t, 1 - t,
+/// 2 - t` from the four neighbours.
+fn cubic_taps(n_in: usize, n_out: usize) -> Vec<([usize; 4], [f64; 4])> {
+    let cc1 = |x: f64| ((CUBIC_A + 2.0) * x - (CUBIC_A + 3.0)) * x * x + 1.0;
+    let cc2 = |x: f64| ((CUBIC_A * x - 5.0 * CUBIC_A) * x + 8.0 * CUBIC_A) * x - 4.0 * CUBIC_A;
+    let scale = if n_out > 1 {
+        (n_in - 1) as f64 / (n_out - 1) as f64
+    } else {
+        0.0
+    };
+    let last = n_in as isize - 1;
+    (0..n_out)
+        .map(|d| {
+            let real = scale * d as f64;
+            let base = real.floor();
+            let t = real - base;
+            let base = base as isize;
+            let idx = [-1isize, 0, 1, 2].map(|k| (base + k).clamp(0, last) as usize);
+            (idx, [cc2(t + 1.0), cc1(t), cc1(1.0 - t), cc2(2.0 - t)])
+        })
+        .collect()
+}
+
+/// Bicubic resize of an `h x w` row-major array to `out_h x out_w`, as PyTorch's
+/// `F.interpolate(mode = "bicubic", align_corners = true)`: corners map to corners, cubic
+/// convolution with `A = -0.75`, neighbours beyond the border clamped to it. Separable,
+/// accumulated in f64. At the same size it returns the input exactly. The output may overshoot
+/// the input's range slightly (as bicubic does) but is finite when the input is.
+///
+/// Panics when `src.len() != h * w` or a size is 0.
+pub fn resize_bicubic(src: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    assert_eq!(
+        src.len(),
+        h * w,
+        "resize_bicubic: {} values, expected {h} x {w}",
+        src.len()
+    );
+    assert!(
+        h > 0 && w > 0 && out_h > 0 && out_w > 0,
+        "resize_bicubic: sizes {h} x {w} -> {out_h} x {out_w} must be positive"
+    );
+    // Along time (columns) for each source row, then along frequency (rows).
+    let tx = cubic_taps(w, out_w);
+    let mut rows = vec![0f64; h * out_w];
+    for r in 0..h {
+        let s = &src[r * w..(r + 1) * w];
+        for (c, (idx, wt)) in tx.iter().enumerate() {
+            rows[r * out_w + c] = (0..4).map(|k| wt[k] * s[idx[k]] as f64).sum();
+        }
+    }
+    let ty = cubic_taps(h, out_h);
+    let mut out = vec![0f32; out_h * out_w];
+    for (r, (idx, wt)) in ty.iter().enumerate() {
+        for c in 0..out_w {
+            out[r * out_w + c] = (0..4)
+                .map(|k| wt[k] * rows[idx[k] * out_w + c])
+                .sum::<f64>() as f32;
+        }
+    }
+    out
+}
+
+/// `floor(n * factor)`, as BYOL-A's `int(n * factor)`.
+fn scaled(n: usize, factor: f32) -> usize {
+    (n as f64 * factor as f64).floor() as usize
+}
+
+/// BYOL-A's random resize crop of an `n_mels x frames` spectrogram, resized to
+/// `n_mels x out_frames`:
+///
+/// 1. the spectrogram is centred (offsets `(canvas - size) / 2`) on a canvas of
+///    `floor(n_mels * virtual_scale[0]) x floor(frames * virtual_scale[1])` values set to
+///    `fill` ([`AudioPipeline`] uses the data set's mean, what BYOL-A's zeros are after its
+///    normalisation);
+/// 2. a crop of `floor(n_mels * s_f) x floor(frames * s_t)`, `s_f` uniform in `freq_scale` and
+///    `s_t` in `time_scale`, each side clipped to `[1, canvas side]`, is taken at a uniformly
+///    random position within the canvas;
+/// 3. the crop is resized to `n_mels x out_frames` by [`resize_bicubic`].
+///
+/// Always draws four values from `rng` (`s_f`, `s_t`, row, column). With all factors 1 and
+/// `out_frames == frames`, it returns the input.
+///
+/// Panics when `spec.len() != n_mels * frames` or a size is 0.
+pub fn random_resize_crop(
+    spec: &[f32],
+    n_mels: usize,
+    frames: usize,
+    out_frames: usize,
+    cfg: &ResizeCropConfig,
+    fill: f32,
+    rng: &mut SplitMix64,
+) -> Vec<f32> {
+    check_shape(spec, n_mels, frames);
+    assert!(
+        n_mels > 0 && frames > 0 && out_frames > 0,
+        "random_resize_crop: sizes {n_mels} x {frames} -> {out_frames} frames must be positive"
+    );
+    let canvas_h = scaled(n_mels, cfg.virtual_scale[0]).max(n_mels);
+    let canvas_w = scaled(frames, cfg.virtual_scale[1]).max(frames);
+    let s_f = rng.uniform(cfg.freq_scale[0], cfg.freq_scale[1]);
+    let s_t = rng.uniform(cfg.time_scale[0], cfg.time_scale[1]);
+    let h = scaled(n_mels, s_f).clamp(1, canvas_h);
+    let w = scaled(frames, s_t).clamp(1, canvas_w);
+    let top = rng.below(canvas_h - h + 1);
+    let left = rng.below(canvas_w - w + 1);
+    // Canvas row `top + r` is spectrogram row `top + r - y0` (likewise for columns).
+    let y0 = (canvas_h - n_mels) / 2;
+    let x0 = (canvas_w - frames) / 2;
+    let mut crop = vec![fill; h * w];
+    for r in 0..h {
+        let Some(m) = (top + r).checked_sub(y0).filter(|&m| m < n_mels) else {
+            continue;
+        };
+        for c in 0..w {
+            if let Some(t) = (left + c).checked_sub(x0).filter(|&t| t < frames) {
+                crop[r * w + c] = spec[m * frames + t];
+            }
+        }
+    }
+    resize_bicubic(&crop, h, w, n_mels, out_frames)
+}
+
 /// SpecAugment masks along one axis ([`time_mask`] or [`freq_mask`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -301,7 +521,8 @@ impl Default for MaskConfig {
 }
 
 /// The audio augmentation recipe. Operations are applied in this order: time crop, mix,
-/// gain, noise, frequency masks, time masks, then normalisation. Each optional operation is
+/// random resize crop, gain, noise, frequency masks, time masks, then normalisation (BYOL-A's
+/// order is mixup, then random resize crop). Each optional operation is
 /// off when absent; the default has all of them off and a centred crop (evaluation views).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -323,6 +544,9 @@ pub struct AudioAugConfig {
     /// Time masks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_mask: Option<MaskConfig>,
+    /// BYOL-A's random resize crop ([`random_resize_crop`]), after mixing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize_crop: Option<ResizeCropConfig>,
 }
 
 fn check_p(field: &str, p: f32) -> Result<(), String> {
@@ -366,6 +590,19 @@ impl AudioAugConfig {
                 max_width: 10,
                 count: 2,
             }),
+            resize_crop: None,
+        }
+    }
+
+    /// BYOL-A's augmentations (Niizumi et al. 2021): a random time crop, mixing every view
+    /// (`p = 1`, `alpha = 0.4`, see [`MixConfig`]) and the random resize crop with BYOL-A's
+    /// factors; no gain, noise or masks.
+    pub fn byol_a() -> Self {
+        AudioAugConfig {
+            random_crop: true,
+            mix: Some(MixConfig { p: 1.0, alpha: 0.4 }),
+            resize_crop: Some(ResizeCropConfig::default()),
+            ..AudioAugConfig::default()
         }
     }
 
@@ -388,6 +625,9 @@ impl AudioAugConfig {
         if let Some(c) = &self.noise {
             check_p("noise", c.p)?;
             check_range("noise.snr_db", c.snr_db, -30.0, 100.0)?;
+        }
+        if let Some(c) = &self.resize_crop {
+            c.validate()?;
         }
         for (name, m) in [
             ("freq_mask", &self.freq_mask),
@@ -414,6 +654,7 @@ const OP_GAIN: u64 = 3;
 const OP_NOISE: u64 = 4;
 const OP_FREQ_MASK: u64 = 5;
 const OP_TIME_MASK: u64 = 6;
+const OP_RESIZE_CROP: u64 = 7;
 
 /// Produces `n_mels x out_frames` augmented views of log-mel spectrograms, normalised with a
 /// data set's mean and standard deviation (`(x - mean) / std`, one scalar pair for all bands,
@@ -490,7 +731,7 @@ impl AudioPipeline {
     /// View `view` of clip `index` of `specs`, deterministic from `(seed, epoch, index,
     /// view)`: `n_mels x out_frames` normalised values, mel-major. Mixing draws its partner
     /// uniformly from all of `specs` (possibly the clip itself) and crops it with the same
-    /// rule. Masked values are the data set's mean before normalisation, exactly 0 after.
+    /// rule. The random resize crop's canvas is filled with the data set's mean. Masked values are the data set's mean before normalisation, exactly 0 after.
     ///
     /// Panics when `index` is out of range or a spectrogram's `n_mels` differs from the
     /// pipeline's.
@@ -512,8 +753,12 @@ impl AudioPipeline {
                 let other = r.below(specs.len());
                 let y = self.crop(&specs[other], &mut r);
                 let lambda = r.uniform(0.0, c.alpha);
-                x = mix(&x, &y, lambda);
+                x = log_mixup_exp(&x, &y, lambda);
             }
+        }
+        if let Some(c) = &self.cfg.resize_crop {
+            let mut r = rng(OP_RESIZE_CROP);
+            x = random_resize_crop(&x, m, t, t, c, self.mean, &mut r);
         }
         if let Some(c) = &self.cfg.gain {
             let mut r = rng(OP_GAIN);

@@ -1,5 +1,6 @@
 //! Audio: WAV reading and resampling, log-mel spectrograms, spectrogram augmentations
-//! (SpecAugment masks, gain, noise, BYOL-A mixing) and folders of labelled WAV clips.
+//! (SpecAugment masks, gain, noise, BYOL-A's log-mixup-exp and random resize crop) and
+//! folders of labelled WAV clips.
 //!
 //! The usual path: [`load_audio_dir`] reads the clips at one sample rate,
 //! [`AudioDataset::log_mels`] turns them into [`LogMel`]s with a [`MelSpectrogram`],
@@ -29,8 +30,9 @@ pub mod source;
 pub mod wav;
 
 pub use augment::{
-    AudioAugConfig, AudioPipeline, GainConfig, MaskConfig, MixConfig, NoiseConfig, add_noise,
-    centre_crop, freq_mask, freq_mask_band, gain, mix, random_time_crop, time_mask, time_mask_band,
+    AudioAugConfig, AudioPipeline, GainConfig, MaskConfig, MixConfig, NoiseConfig,
+    ResizeCropConfig, add_noise, centre_crop, freq_mask, freq_mask_band, gain, log_mixup_exp, mix,
+    random_resize_crop, random_time_crop, resize_bicubic, time_mask, time_mask_band,
 };
 pub use mel::{
     LogMel, MelConfig, MelSpectrogram, dct_ii_ortho, hz_to_mel, log_mel_mean_std, mel_to_hz,

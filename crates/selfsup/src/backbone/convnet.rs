@@ -1,6 +1,8 @@
 //! A small ConvNet for tiny images (8×8 digits, 28×28 Fashion-MNIST): `stages` blocks of
 //! conv3×3–BN–ReLU, each but the last followed by a 2×2 max-pool when the map is still larger
-//! than 2×2, then global average pooling. Output `(N, out_dim)` with `out_dim` the last width.
+//! than 2×2, then global average pooling — or, for spectrograms (`pool = "time-mean-max"`),
+//! BYOL-A's readout: the mean over frequency, then the mean plus the maximum over time. Output
+//! `(N, out_dim)` with `out_dim` the last width.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -17,6 +19,22 @@ pub struct ConvNetConfig {
     pub in_channels: usize,
     /// Input side length, to decide where to pool.
     pub image_size: usize,
+    /// The readout of the last feature map.
+    #[serde(default)]
+    pub pool: ConvPool,
+}
+
+/// How a ConvNet's last feature map `(N, C, H, W)` becomes `(N, C)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvPool {
+    /// Global average pooling.
+    #[default]
+    Avg,
+    /// For spectrograms (height = frequency, width = time), as BYOL-A: the mean over
+    /// frequency, then the mean plus the maximum over time (a sound that lasts a fraction of
+    /// the view is not averaged away).
+    TimeMeanMax,
 }
 
 #[derive(Module, Debug)]
@@ -31,6 +49,7 @@ pub struct ConvNet {
     stages: Vec<ConvStage>,
     avgpool: AdaptiveAvgPool2d,
     out_dim: usize,
+    time_mean_max: bool,
 }
 
 impl ConvNetConfig {
@@ -73,6 +92,7 @@ impl ConvNetConfig {
             stages,
             avgpool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             out_dim: cin,
+            time_mean_max: self.pool == ConvPool::TimeMeanMax,
         }
     }
 }
@@ -83,7 +103,15 @@ impl ConvNet {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.avgpool.forward(self.forward_map(x)).flatten(1, 3)
+        let map = self.forward_map(x);
+        if self.time_mean_max {
+            // (N, C, F, T) → mean over F → (N, C, T) → mean + max over T
+            let t = map.mean_dim(2);
+            let [n, c, _, _] = t.dims();
+            (t.clone().mean_dim(3) + t.max_dim(3)).reshape([n, c])
+        } else {
+            self.avgpool.forward(map).flatten(1, 3)
+        }
     }
 
     /// The last feature map `(N, out_dim, h', w')`, before the global pooling.

@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use convnet::{ConvNet, ConvNetConfig};
+pub use convnet::{ConvNet, ConvNetConfig, ConvPool};
 pub use gin::{Gin, GinSettings, GraphInput};
 pub use resnet::{ResNet, ResNetConfig};
 pub use text::{TextSettings, TextTransformer};
@@ -42,10 +42,13 @@ pub enum BackboneConfig {
         #[serde(default = "default_width")]
         width: f32,
     },
-    /// `backbone = "convnet"`, with `widths`.
+    /// `backbone = "convnet"`, with `widths` and `pool` (`"avg"`, or `"time-mean-max"` for
+    /// spectrograms).
     Convnet {
         #[serde(default = "default_widths")]
         widths: Vec<usize>,
+        #[serde(default, skip_serializing_if = "is_avg")]
+        pool: ConvPool,
     },
     /// `backbone = "vit"`, with `size`, `patch_size`, `pool`, `positions` ([`VitSettings`]).
     Vit(VitSettings),
@@ -65,6 +68,9 @@ fn default_true() -> bool {
 fn default_width() -> f32 {
     1.0
 }
+fn is_avg(p: &ConvPool) -> bool {
+    *p == ConvPool::Avg
+}
 fn default_widths() -> Vec<usize> {
     vec![32, 64, 128]
 }
@@ -73,6 +79,7 @@ impl Default for BackboneConfig {
     fn default() -> Self {
         Self::Convnet {
             widths: default_widths(),
+            pool: ConvPool::Avg,
         }
     }
 }
@@ -89,13 +96,18 @@ impl BackboneConfig {
                     format!("resnet-{depth} ×{width}")
                 }
             }
-            Self::Convnet { widths } => format!(
-                "convnet {}",
+            Self::Convnet { widths, pool } => format!(
+                "convnet {}{}",
                 widths
                     .iter()
                     .map(|w| w.to_string())
                     .collect::<Vec<_>>()
-                    .join("-")
+                    .join("-"),
+                if *pool == ConvPool::TimeMeanMax {
+                    ", time mean + max"
+                } else {
+                    ""
+                }
             ),
             Self::Vit(v) => {
                 let (d, l, _) = v.dims();
@@ -122,10 +134,11 @@ impl BackboneConfig {
                 in_channels: 1,
             }
             .validate(),
-            Self::Convnet { widths } => ConvNetConfig {
+            Self::Convnet { widths, pool } => ConvNetConfig {
                 widths: widths.clone(),
                 in_channels: 1,
                 image_size: 8,
+                pool: *pool,
             }
             .validate(),
             Self::Vit(v) => v.validate(),
@@ -170,11 +183,12 @@ impl BackboneConfig {
                 }
                 .init(device),
             ),
-            Self::Convnet { widths } => Backbone::ConvNet(
+            Self::Convnet { widths, pool } => Backbone::ConvNet(
                 ConvNetConfig {
                     widths: widths.clone(),
                     in_channels: channels,
                     image_size,
+                    pool: *pool,
                 }
                 .init(device),
             ),
@@ -335,9 +349,68 @@ mod tests {
     fn convnet_pools_only_while_the_map_is_large() {
         let cfg = BackboneConfig::Convnet {
             widths: vec![4, 8, 16],
+            pool: ConvPool::Avg,
         };
         assert_eq!(out_shape(&cfg, 1, 8), ([2, 16], 16));
         assert_eq!(out_shape(&cfg, 3, 28), ([2, 16], 16));
+    }
+
+    /// BYOL-A's readout on a spectrogram map (N, C, F, T): the mean over F, then mean + max
+    /// over T, against a float64 computation from the same map.
+    #[test]
+    fn convnet_time_mean_max_readout_matches_a_reference() {
+        let dev = Device::flex();
+        let net = ConvNetConfig {
+            widths: vec![3, 5],
+            in_channels: 1,
+            image_size: 8,
+            pool: ConvPool::TimeMeanMax,
+        }
+        .init(&dev);
+        let x = Tensor::<4>::random([2, 1, 8, 12], Distribution::Normal(0.0, 1.0), &dev);
+        let map = net.forward_map(x.clone());
+        let [n, c, f, t] = map.dims();
+        let m: Vec<f64> = map
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let out = net.forward(x).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(out.len(), n * c);
+        for i in 0..n {
+            for ch in 0..c {
+                let over_f: Vec<f64> = (0..t)
+                    .map(|tt| {
+                        (0..f)
+                            .map(|ff| m[((i * c + ch) * f + ff) * t + tt])
+                            .sum::<f64>()
+                            / f as f64
+                    })
+                    .collect();
+                let want = over_f.iter().sum::<f64>() / t as f64
+                    + over_f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                assert!((out[i * c + ch] as f64 - want).abs() < 1e-5, "{i} {ch}");
+            }
+        }
+        // recipes without `pool` keep average pooling and write no `pool` key
+        let cfg: BackboneConfig = toml::from_str("backbone = \"convnet\"\nwidths = [4]").unwrap();
+        assert_eq!(
+            cfg,
+            BackboneConfig::Convnet {
+                widths: vec![4],
+                pool: ConvPool::Avg
+            }
+        );
+        assert!(!toml::to_string(&cfg).unwrap().contains("pool"));
+        let cfg: BackboneConfig =
+            toml::from_str("backbone = \"convnet\"\npool = \"time-mean-max\"").unwrap();
+        assert!(
+            cfg.describe().ends_with("time mean + max"),
+            "{}",
+            cfg.describe()
+        );
     }
 
     #[test]
@@ -376,7 +449,10 @@ mod tests {
             width: 0.0,
         };
         assert!(bad.validate().unwrap_err().contains("width"));
-        let bad = BackboneConfig::Convnet { widths: vec![] };
+        let bad = BackboneConfig::Convnet {
+            widths: vec![],
+            pool: ConvPool::Avg,
+        };
         assert!(bad.validate().is_err());
     }
 }
