@@ -5,8 +5,8 @@ use burn::module::Module;
 use selfsup::burn;
 use selfsup::method::MethodConfig;
 use selfsup::modality::pairs::{
-    build_pairs_model, clip_of, evaluate_pairs, format_pairs_table, image_embeddings,
-    prepare_pairs, text_embeddings,
+    build_pairs_model, class_caption_words, clip_of, evaluate_pairs, format_pairs_table,
+    image_embeddings, prepare_pairs, text_embeddings,
 };
 use selfsup::recipe::Recipe;
 
@@ -55,6 +55,25 @@ fn prepared_pairs_split_tokenize_and_set_the_vocabulary() {
 }
 
 #[test]
+fn caption_words_are_the_distinctive_ones_of_each_class() {
+    let caps: Vec<String> = [
+        "red apple fruit",
+        "green apple fruit",
+        "red car wheel",
+        "blue car road",
+        "the fruit bowl",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // classes: 0 = food, 1 = vehicles; "the" is too short, "red" is in both classes (idf 0)
+    let w = class_caption_words(&caps, &[0, 0, 1, 1, 0], 2, 2);
+    assert_eq!(w[0], ["fruit", "apple"]);
+    assert_eq!(w[1], ["car", "blue"]);
+    assert!(!w.concat().contains(&"red".to_string()));
+}
+
+#[test]
 fn evaluation_has_its_baselines_and_seeded_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let f = common::pairs_fixture(dir.path(), 32);
@@ -83,6 +102,35 @@ fn evaluation_has_its_baselines_and_seeded_embeddings() {
     }
     let md = format_pairs_table(&p, &rows);
     assert!(md.contains("zero-shot category (4 classes)") && md.contains("| chance |"));
+    // one prompt: nothing to choose among, and the table says what was used
+    assert_eq!(
+        rows[0].zero_shot_chosen[0],
+        (
+            "category".to_string(),
+            "prompt \"an emoji of {}\"".to_string()
+        )
+    );
+    // with templates and caption words, the classifier is chosen on validation per field and
+    // named; each candidate is scored on validation, the chosen one's accuracy reported
+    let mut r = tiny(&f);
+    r.pairs.prompts = vec!["{}".into(), "a {} picture".into()];
+    r.pairs.caption_words = 2;
+    let p2 = prepare_pairs(&r, None).unwrap();
+    let rows = evaluate_pairs(&model, "clip", &p2).unwrap();
+    for row in &rows[..2] {
+        assert_eq!(row.zero_shot_chosen.len(), 2, "{}", row.name);
+        for (_, what) in &row.zero_shot_chosen {
+            assert!(
+                what.starts_with("prompt") || what.starts_with("3 templates"),
+                "{what}"
+            );
+        }
+    }
+    let md = format_pairs_table(&p2, &rows);
+    assert!(md.contains("chosen on the validation split"), "{md}");
+    let mut bad = tiny(&f);
+    bad.pairs.prompts = vec!["no slot".into()];
+    assert!(bad.validate().unwrap_err().contains("pairs.prompts"));
     // the same seed, the same embeddings; unit length
     let again = build_pairs_model(&p, &p.device, 9);
     let (a, b) = (model.valid(), again.valid());

@@ -440,6 +440,8 @@ pub struct PairsRow {
     pub name: String,
     pub val: PairsScores,
     pub test: PairsScores,
+    /// Per zero-shot label field, the classifier chosen on the validation split.
+    pub zero_shot_chosen: Vec<(String, String)>,
 }
 
 /// The classes of label field `field` over the whole data (their names are the zero-shot
@@ -463,43 +465,140 @@ fn field_classes(
     (names, ids)
 }
 
-fn scores(clip: &Clip, p: &PreparedPairs, split: &PairsSplit) -> PairsScores {
+fn scores(clip: &Clip, p: &PreparedPairs, split: &PairsSplit) -> (PairsScores, Vec<f32>, usize) {
     let (img, e) = image_embeddings(clip, p, &split.pairs.images);
     let (txt, _) = text_embeddings(clip, p, &split.pairs.captions);
-    let zero_shot = p
-        .recipe
-        .pairs
-        .zero_shot
-        .iter()
-        .map(|field| {
-            let (names, truth) = field_classes(p, field, &split.pairs);
-            let prompts: Vec<String> = names
-                .iter()
-                .map(|n| p.recipe.pairs.prompt.replace("{}", n))
-                .collect();
-            let (cls, _) = text_embeddings(clip, p, &prompts);
-            let right = truth
-                .iter()
-                .enumerate()
-                .filter(|&(i, &t)| {
-                    let x = &img[i * e..(i + 1) * e];
-                    let best = (0..names.len())
-                        .map(|k| (k, dot(x, &cls[k * e..(k + 1) * e])))
-                        .fold((0, f32::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b });
-                    best.0 == t
-                })
-                .count();
-            (
-                field.clone(),
-                100.0 * right as f64 / truth.len().max(1) as f64,
-            )
-        })
-        .collect();
-    PairsScores {
-        image_to_text: recall_at_k(&img, &txt, e, &RECALL_KS),
-        text_to_image: recall_at_k(&txt, &img, e, &RECALL_KS),
-        zero_shot,
+    (
+        PairsScores {
+            image_to_text: recall_at_k(&img, &txt, e, &RECALL_KS),
+            text_to_image: recall_at_k(&txt, &img, e, &RECALL_KS),
+            zero_shot: Vec::new(),
+        },
+        img,
+        e,
+    )
+}
+
+/// The `k` most distinctive words of each class's training captions (lower case, letters and
+/// digits, at least 3 characters): ranked by the word's count in the class's captions times
+/// `ln(classes / classes whose captions use it)`, ties by the word.
+pub fn class_caption_words(
+    captions: &[String],
+    classes: &[usize],
+    num_classes: usize,
+    k: usize,
+) -> Vec<Vec<String>> {
+    use std::collections::BTreeMap;
+    let mut counts: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); num_classes];
+    for (c, &k) in captions.iter().zip(classes) {
+        for w in c
+            .split(|ch: char| !ch.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 3)
+        {
+            *counts[k].entry(w.to_lowercase()).or_insert(0) += 1;
+        }
     }
+    let mut df: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &counts {
+        for w in m.keys() {
+            *df.entry(w.as_str()).or_insert(0) += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|m| {
+            let mut scored: Vec<(f64, &String)> = m
+                .iter()
+                .map(|(w, &n)| {
+                    let idf = (num_classes as f64 / df[w.as_str()] as f64).ln();
+                    (n as f64 * idf, w)
+                })
+                .filter(|(s, _)| *s > 0.0)
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            scored.into_iter().take(k).map(|(_, w)| w.clone()).collect()
+        })
+        .collect()
+}
+
+/// The zero-shot classifiers tried for a label field: (name, per class the prompts whose
+/// mean unit embedding is the class's).
+fn zero_shot_candidates(p: &PreparedPairs, field: &str) -> Vec<(String, Vec<Vec<String>>)> {
+    let (names, _) = field_classes(p, field, &p.train.pairs);
+    let templates = p.recipe.pairs.templates();
+    let fill = |t: &str, x: &str| t.replace("{}", x);
+    let mut out = vec![(
+        format!("prompt \"{}\"", templates[0]),
+        names.iter().map(|n| vec![fill(&templates[0], n)]).collect(),
+    )];
+    if templates.len() > 1 {
+        out.push((
+            format!("{} templates", templates.len()),
+            names
+                .iter()
+                .map(|n| templates.iter().map(|t| fill(t, n)).collect())
+                .collect(),
+        ));
+    }
+    let k = p.recipe.pairs.caption_words;
+    if k > 0 {
+        let (_, classes) = field_classes(p, field, &p.train.pairs);
+        let words = class_caption_words(&p.train.pairs.captions, &classes, names.len(), k);
+        out.push((
+            format!(
+                "{} templates × name and {k} caption words of its training pairs",
+                templates.len()
+            ),
+            names
+                .iter()
+                .zip(&words)
+                .map(|(n, ws)| {
+                    std::iter::once(n)
+                        .chain(ws)
+                        .flat_map(|x| templates.iter().map(move |t| fill(t, x)))
+                        .collect()
+                })
+                .collect(),
+        ));
+    }
+    out
+}
+
+/// Zero-shot accuracy (%) of `img` (unit rows of width `e`) against the class embeddings
+/// made from `prompts` (per class, the renormalised mean of its prompts' unit embeddings).
+fn zero_shot_accuracy(
+    clip: &Clip,
+    p: &PreparedPairs,
+    prompts: &[Vec<String>],
+    img: &[f32],
+    e: usize,
+    truth: &[usize],
+) -> f64 {
+    let flat: Vec<String> = prompts.iter().flatten().cloned().collect();
+    let (t, _) = text_embeddings(clip, p, &flat);
+    let mut cls = vec![0f32; prompts.len() * e];
+    let mut row = 0;
+    for (k, ps) in prompts.iter().enumerate() {
+        for _ in ps {
+            for j in 0..e {
+                cls[k * e + j] += t[row * e + j];
+            }
+            row += 1;
+        }
+    }
+    normalise_rows(&mut cls, e.max(1));
+    let right = truth
+        .iter()
+        .enumerate()
+        .filter(|&(i, &t)| {
+            let x = &img[i * e..(i + 1) * e];
+            let best = (0..prompts.len())
+                .map(|k| (k, dot(x, &cls[k * e..(k + 1) * e])))
+                .fold((0, f32::NEG_INFINITY), |b, c| if c.1 > b.1 { c } else { b });
+            best.0 == t
+        })
+        .count();
+    100.0 * right as f64 / truth.len().max(1) as f64
 }
 
 fn chance(p: &PreparedPairs, split: &PairsSplit) -> PairsScores {
@@ -540,16 +639,41 @@ pub fn evaluate_pairs(
             "evaluation: {name}: retrieval and zero-shot on the validation and test pairs ..."
         );
         let c = clip_of(m)?;
+        let (mut val, val_img, e) = scores(c, p, &p.val);
+        let (mut test, test_img, _) = scores(c, p, &p.test);
+        let mut chosen = Vec::new();
+        // per label field, the classifier with the best validation accuracy (the first of
+        // equal ones: the simpler), then its test accuracy
+        for field in &p.recipe.pairs.zero_shot {
+            let (_, vt) = field_classes(p, field, &p.val.pairs);
+            let (_, tt) = field_classes(p, field, &p.test.pairs);
+            let mut best: Option<(f64, String, Vec<Vec<String>>)> = None;
+            for (what, prompts) in zero_shot_candidates(p, field) {
+                let acc = zero_shot_accuracy(c, p, &prompts, &val_img, e, &vt);
+                if best.as_ref().is_none_or(|b| acc > b.0) {
+                    best = Some((acc, what, prompts));
+                }
+            }
+            let (acc, what, prompts) = best.expect("at least the one prompt");
+            val.zero_shot.push((field.clone(), acc));
+            test.zero_shot.push((
+                field.clone(),
+                zero_shot_accuracy(c, p, &prompts, &test_img, e, &tt),
+            ));
+            chosen.push((field.clone(), what));
+        }
         rows.push(PairsRow {
             name: name.to_string(),
-            val: scores(c, p, &p.val),
-            test: scores(c, p, &p.test),
+            val,
+            test,
+            zero_shot_chosen: chosen,
         });
     }
     rows.push(PairsRow {
         name: "chance".into(),
         val: chance(p, &p.val),
         test: chance(p, &p.test),
+        zero_shot_chosen: Vec::new(),
     });
     Ok(rows)
 }
@@ -582,6 +706,14 @@ pub fn format_pairs_table(p: &PreparedPairs, rows: &[PairsRow]) -> String {
             md.push_str(&format!(" {v:.1} |"));
         }
         md.push('\n');
+    }
+    md.push_str(
+        "\nZero-shot classifiers chosen on the validation split (validation accuracy %):\n",
+    );
+    for r in rows.iter().filter(|r| !r.zero_shot_chosen.is_empty()) {
+        for ((f, what), (_, v)) in r.zero_shot_chosen.iter().zip(&r.val.zero_shot) {
+            md.push_str(&format!("- {}, {f}: {what} ({v:.1})\n", r.name));
+        }
     }
     md
 }

@@ -328,6 +328,14 @@ impl GraphSection {
 pub struct PairsSection {
     /// The zero-shot prompt; `{}` is replaced by the class name.
     pub prompt: String,
+    /// More prompt templates for the ensembles (each with `{}` once); the class embedding of
+    /// an ensemble is the mean of its prompts' unit embeddings, as CLIP's.
+    pub prompts: Vec<String>,
+    /// Class descriptions from the data: the `caption_words` most distinctive words of each
+    /// class's *training* captions (word counts in the class × log(classes / classes using
+    /// the word)), each put through the templates as well; 0 for none. They use the training
+    /// pairs' labels (never an image's), and the table says when they were chosen.
+    pub caption_words: usize,
     /// The label fields classified zero-shot (those the data has).
     pub zero_shot: Vec<String>,
 }
@@ -336,6 +344,8 @@ impl Default for PairsSection {
     fn default() -> Self {
         Self {
             prompt: "an emoji of {}".into(),
+            prompts: vec![],
+            caption_words: 0,
             zero_shot: vec!["category".into(), "subcategory".into()],
         }
     }
@@ -350,7 +360,25 @@ impl PairsSection {
                 self.prompt
             ));
         }
+        if let Some(t) = self.prompts.iter().find(|t| t.matches("{}").count() != 1) {
+            return Err(format!(
+                "pairs.prompts: each must hold '{{}}' once (where the class name goes), got '{t}'"
+            ));
+        }
+        if self.caption_words > 100 {
+            return Err(format!(
+                "pairs.caption_words: at most 100, got {}",
+                self.caption_words
+            ));
+        }
         Ok(())
+    }
+
+    /// Every template: `prompt`, then `prompts`.
+    pub fn templates(&self) -> Vec<String> {
+        let mut t = vec![self.prompt.clone()];
+        t.extend(self.prompts.iter().filter(|p| **p != self.prompt).cloned());
+        t
     }
 }
 
