@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use selfsup::eval::report::{
-    RANDOM_INIT, Which, add_finetune, encoder_feature_set, evaluate, feature_sets, format_table,
+    Which, add_finetune, encoder_feature_set, evaluate, feature_sets, finetune_plan, format_table,
     random_encoder,
 };
 use selfsup::modality::{self, Kind};
@@ -172,11 +172,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     if finetune {
         let random = a.baselines.then(|| random_encoder(&p));
-        let mut encoders = vec![(label.as_str(), model.encoder())];
-        if let Some(r) = &random {
-            encoders.push((RANDOM_INIT, r));
-        }
-        add_finetune(&mut rows, &encoders, &p)?;
+        let plan = finetune_plan(
+            (label.as_str(), model.encoder()),
+            random.as_ref(),
+            &p.recipe.eval,
+        );
+        add_finetune(&mut rows, &plan, &p)?;
     }
     let table = format_table(&rows, recipe.eval.knn.k, recipe.eval.knn.temperature);
     println!("data: {}\n\n{table}", recipe.data.spec);
@@ -389,16 +390,12 @@ fn run_text(a: Args) -> anyhow::Result<()> {
         let random = a
             .baselines
             .then(|| selfsup::modality::text_eval::random_text_encoder(&p));
-        let mut encoders = vec![(label.as_str(), model.encoder())];
-        if let Some(r) = &random {
-            encoders.push((RANDOM_INIT, r));
-        }
-        selfsup::modality::text_eval::add_text_finetune(
-            &mut rows,
-            &encoders,
-            &p,
-            &p.recipe.eval.finetune,
-        )?;
+        let plan = selfsup::eval::report::finetune_plan(
+            (label.as_str(), model.encoder()),
+            random.as_ref(),
+            &p.recipe.eval,
+        );
+        selfsup::modality::text_eval::add_text_finetune(&mut rows, &plan, &p)?;
     }
     let r = &p.recipe;
     let table = format_table(&rows, r.eval.knn.k, r.eval.knn.temperature);

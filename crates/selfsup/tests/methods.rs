@@ -997,3 +997,40 @@ fn text_evaluations_say_which_perplexity_they_report() {
         );
     }
 }
+
+/// The from-scratch baseline trains on its own schedule: no layer-wise decay by default (a
+/// plan that handed it fine-tuning's 0.75 fails), `[eval.scratch]` keys taking precedence key
+/// by key, the rest fine-tuning's, at fine-tuning's label fractions.
+#[test]
+fn the_scratch_baseline_has_its_own_schedule() {
+    use selfsup::eval::report::{RANDOM_INIT, finetune_plan};
+    let r = tiny("mae");
+    assert_eq!(r.eval.finetune.layer_decay, 0.75);
+    let p = prepare(&r).unwrap();
+    let (c, h, _) = p.pipeline.out_shape();
+    let model = build_model(&r, c, h, &p.device, 0);
+    let random = build_model(&r, c, h, &p.device, 1);
+    let plan = finetune_plan(("mae", model.encoder()), Some(random.encoder()), &r.eval);
+    assert_eq!(plan.len(), 2);
+    assert_eq!((plan[0].name, plan[0].cfg.layer_decay), ("mae", 0.75));
+    assert_eq!(plan[0].cfg, r.eval.finetune);
+    assert_eq!(plan[1].name, RANDOM_INIT);
+    assert_eq!(plan[1].cfg.layer_decay, 1.0, "scratch must not get fine-tuning's layer decay");
+    assert_eq!(plan[1].cfg.lr, r.eval.finetune.lr);
+    // its own keys, from the recipe
+    let own = Recipe::from_toml(
+        "[method]\nname = \"mae\"\n[model]\nbackbone = \"vit\"\n[eval.finetune]\nepochs = 3\n\
+         label_fractions = [0.01]\n[eval.scratch]\nepochs = 12\nlr = 0.003\n",
+        "s.toml",
+    )
+    .unwrap();
+    let s = own.eval.scratch_config();
+    assert_eq!((s.epochs, s.lr, s.layer_decay), (12, 0.003, 1.0));
+    assert_eq!(s.label_fractions, [0.01]);
+    assert_eq!(own.eval.finetune.epochs, 3);
+    // its errors name its section
+    let e = Recipe::from_toml("[eval.scratch]\nlr = -1.0\n", "s.toml").unwrap_err();
+    assert!(format!("{e:#}").contains("eval.scratch.lr"), "{e:#}");
+    // and a plan without the baseline has only the pretrained encoder
+    assert_eq!(finetune_plan(("mae", model.encoder()), None, &r.eval).len(), 1);
+}

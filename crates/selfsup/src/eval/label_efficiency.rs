@@ -87,13 +87,15 @@ pub fn label_efficiency(
     )];
     if finetune_too {
         let random = random_encoder(p);
-        for (enc, name) in [
-            (encoder, format!("{label}, fine-tuned")),
-            (&random, "same network from scratch".to_string()),
+        // the network from scratch on its own schedule (eval.scratch)
+        let scratch = r.eval.scratch_config();
+        for (enc, name, cfg) in [
+            (encoder, format!("{label}, fine-tuned"), &r.eval.finetune),
+            (&random, "same network from scratch".to_string(), &scratch),
         ] {
             let mut points = Vec::new();
             for &(k, share) in &shares {
-                let (res, _) = finetune(enc, p, &r.eval.finetune, share, seed)?;
+                let (res, _) = finetune(enc, p, cfg, share, seed)?;
                 tracing::info!("{name}, {} labels: {:.1} %", res.labels, res.top1);
                 points.push(Point {
                     per_class: k,

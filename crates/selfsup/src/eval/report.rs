@@ -7,6 +7,7 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::Backbone;
+use crate::eval::FinetuneConfig;
 use crate::eval::{
     KnnResult, encoder_features, finetune, knn_classify, linear_probe_on, pixel_features,
     stratified_subset,
@@ -123,32 +124,58 @@ pub fn random_encoder(p: &Prepared) -> Backbone {
     .clone()
 }
 
-/// Fine-tunes each `(row name, encoder)` at every label fraction of `eval.finetune` and
-/// records the accuracies in the row of that name (added when missing).
-pub fn add_finetune(
-    rows: &mut Vec<EvalRow>,
-    encoders: &[(&str, &Backbone)],
-    p: &Prepared,
-) -> anyhow::Result<()> {
-    let cfg = &p.recipe.eval.finetune;
-    add_finetune_with(rows, encoders, &cfg.label_fractions, |enc, f| {
+/// An encoder to fine-tune and its schedule: the pretrained one with `eval.finetune`, its
+/// random-init twin (trained from scratch) with its own, `eval.scratch`.
+pub struct Tuned<'a> {
+    pub name: &'a str,
+    pub encoder: &'a Backbone,
+    pub cfg: FinetuneConfig,
+}
+
+/// The fine-tuning rows of an evaluation: `ssl` with `eval.finetune`, and `random` (when the
+/// baselines are asked for) as the same network from scratch with
+/// [`crate::recipe::EvalSection::scratch_config`].
+pub fn finetune_plan<'a>(
+    ssl: (&'a str, &'a Backbone),
+    random: Option<&'a Backbone>,
+    eval: &crate::recipe::EvalSection,
+) -> Vec<Tuned<'a>> {
+    let mut plan = vec![Tuned {
+        name: ssl.0,
+        encoder: ssl.1,
+        cfg: eval.finetune.clone(),
+    }];
+    if let Some(r) = random {
+        plan.push(Tuned {
+            name: RANDOM_INIT,
+            encoder: r,
+            cfg: eval.scratch_config(),
+        });
+    }
+    plan
+}
+
+/// Fine-tunes each of `plan` at every label fraction of its schedule and records the
+/// accuracies in the row of that name (added when missing).
+pub fn add_finetune(rows: &mut Vec<EvalRow>, plan: &[Tuned], p: &Prepared) -> anyhow::Result<()> {
+    add_finetune_with(rows, plan, |enc, cfg, f| {
         finetune(enc, p, cfg, f, p.recipe.train.seed).map(|(r, _)| r)
     })
 }
 
-/// Adds fine-tuning columns to `rows` (a new row for an encoder without one): for each
-/// `(name, encoder)` and label fraction, `tune(encoder, fraction)`.
+/// Adds fine-tuning columns to `rows` (a new row for an encoder without one): for each of
+/// `plan` and label fraction of its schedule, `tune(encoder, schedule, fraction)`.
 pub fn add_finetune_with(
     rows: &mut Vec<EvalRow>,
-    encoders: &[(&str, &Backbone)],
-    fractions: &[f64],
-    tune: impl Fn(&Backbone, f64) -> anyhow::Result<crate::eval::FinetuneResult>,
+    plan: &[Tuned],
+    tune: impl Fn(&Backbone, &FinetuneConfig, f64) -> anyhow::Result<crate::eval::FinetuneResult>,
 ) -> anyhow::Result<()> {
-    for (name, enc) in encoders {
+    for t in plan {
+        let (name, enc) = (&t.name, t.encoder);
         let mut accs = Vec::new();
         let mut val_accs = Vec::new();
-        for &f in fractions {
-            let res = tune(enc, f)?;
+        for &f in &t.cfg.label_fractions {
+            let res = tune(enc, &t.cfg, f)?;
             tracing::info!(
                 "fine-tune {name}, {} labels: {:.1} % ({} steps, {:.0} s)",
                 res.labels,

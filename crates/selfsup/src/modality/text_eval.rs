@@ -187,14 +187,14 @@ pub fn finetune_text(
     })
 }
 
-/// Adds fine-tuning columns (`cfg.label_fractions`) to `rows` for each `(name, encoder)`.
+/// Adds fine-tuning columns to `rows` for each of `plan` (see
+/// [`crate::eval::report::finetune_plan`]), each with its own schedule.
 pub fn add_text_finetune(
     rows: &mut Vec<EvalRow>,
-    encoders: &[(&str, &Backbone)],
+    plan: &[crate::eval::report::Tuned],
     p: &PreparedText,
-    cfg: &FinetuneConfig,
 ) -> anyhow::Result<()> {
-    add_finetune_with(rows, encoders, &cfg.label_fractions, |enc, f| {
+    add_finetune_with(rows, plan, |enc, cfg, f| {
         finetune_text(enc, p, cfg, f, p.recipe.train.seed)
     })
 }

@@ -190,8 +190,56 @@ pub struct EvalSection {
     pub linear: LinearConfig,
     /// Fine-tuning (`selfsup eval finetune`, or `eval all --finetune`).
     pub finetune: FinetuneConfig,
+    /// The same network trained from scratch (the fine-tuning baseline) gets its own schedule:
+    /// `[eval.scratch]` with any of the keys of `[eval.finetune]`; a key left out is
+    /// fine-tuning's, except the layer-wise decay, which is off (it shields pretrained early
+    /// layers; a random-init network has nothing to shield).
+    pub scratch: ScratchConfig,
     /// Also evaluate raw pixels and a random-init encoder (the baselines).
     pub baselines: bool,
+}
+
+/// `[eval.scratch]`: the from-scratch baseline's own schedule, key by key (see
+/// [`EvalSection::scratch`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScratchConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_fraction: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
+}
+
+impl EvalSection {
+    /// The from-scratch baseline's schedule: `[eval.scratch]`'s keys, the others
+    /// fine-tuning's, with no layer-wise decay unless `[eval.scratch]` sets one. The label
+    /// fractions are fine-tuning's (the two rows are compared at the same fractions).
+    pub fn scratch_config(&self) -> FinetuneConfig {
+        let (s, f) = (&self.scratch, &self.finetune);
+        FinetuneConfig {
+            epochs: s.epochs.unwrap_or(f.epochs),
+            min_steps: s.min_steps.unwrap_or(f.min_steps),
+            max_steps: s.max_steps.or(f.max_steps),
+            batch_size: s.batch_size.unwrap_or(f.batch_size),
+            lr: s.lr.unwrap_or(f.lr),
+            weight_decay: s.weight_decay.unwrap_or(f.weight_decay),
+            warmup_fraction: s.warmup_fraction.unwrap_or(f.warmup_fraction),
+            layer_decay: s.layer_decay.unwrap_or(1.0),
+            label_fractions: f.label_fractions.clone(),
+        }
+    }
 }
 
 impl Default for EvalSection {
@@ -200,6 +248,7 @@ impl Default for EvalSection {
             knn: KnnConfig::default(),
             linear: LinearConfig::default(),
             finetune: FinetuneConfig::default(),
+            scratch: ScratchConfig::default(),
             baselines: true,
         }
     }
@@ -766,6 +815,10 @@ impl Recipe {
         }
         self.eval.linear.validate()?;
         self.eval.finetune.validate()?;
+        self.eval
+            .scratch_config()
+            .validate()
+            .map_err(|e| e.replace("eval.finetune", "eval.scratch"))?;
         Ok(())
     }
 }
