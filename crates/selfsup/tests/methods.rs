@@ -1015,7 +1015,10 @@ fn the_scratch_baseline_has_its_own_schedule() {
     assert_eq!((plan[0].name, plan[0].cfg.layer_decay), ("mae", 0.75));
     assert_eq!(plan[0].cfg, r.eval.finetune);
     assert_eq!(plan[1].name, RANDOM_INIT);
-    assert_eq!(plan[1].cfg.layer_decay, 1.0, "scratch must not get fine-tuning's layer decay");
+    assert_eq!(
+        plan[1].cfg.layer_decay, 1.0,
+        "scratch must not get fine-tuning's layer decay"
+    );
     assert_eq!(plan[1].cfg.lr, r.eval.finetune.lr);
     // its own keys, from the recipe
     let own = Recipe::from_toml(
@@ -1032,5 +1035,8 @@ fn the_scratch_baseline_has_its_own_schedule() {
     let e = Recipe::from_toml("[eval.scratch]\nlr = -1.0\n", "s.toml").unwrap_err();
     assert!(format!("{e:#}").contains("eval.scratch.lr"), "{e:#}");
     // and a plan without the baseline has only the pretrained encoder
-    assert_eq!(finetune_plan(("mae", model.encoder()), None, &r.eval).len(), 1);
+    assert_eq!(
+        finetune_plan(("mae", model.encoder()), None, &r.eval).len(),
+        1
+    );
 }
