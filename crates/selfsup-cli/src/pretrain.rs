@@ -194,7 +194,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             if resume { " (resumed)" } else { "" }
         );
         let ms = modality::prepare(
-            &modality::seed_recipe(r, seed),
+            &r.for_seed(seed),
             Setup {
                 tokenizer: None,
                 run_dir: Some(dir.clone()),

@@ -273,7 +273,6 @@ fn byola_log_mixup_exp_matches_f64_and_does_not_overflow() {
     let b: Vec<f32> = vec![-2.0, -3.5, 4.0, -7.0, 19.0, 80.0, 79.0, 80.0, -60.0];
     for &l in &[0.0f32, 0.1, 0.25, 0.4, 0.5, 0.9, 1.0] {
         let got = log_mixup_exp(&a, &b, l);
-        assert_eq!(got, mix(&a, &b, l));
         for ((g, x), y) in got.iter().zip(&a).zip(&b) {
             let l = l as f64;
             let want = ((1.0 - l) * (*x as f64).exp() + l * (*y as f64).exp()).ln();

@@ -230,13 +230,6 @@ pub fn log_mixup_exp(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The same as [`log_mixup_exp`] (the name [`AudioPipeline`]'s mixing had first).
-///
-/// Panics when the lengths differ.
-pub fn mix(a: &[f32], b: &[f32], lambda: f32) -> Vec<f32> {
-    log_mixup_exp(a, b, lambda)
-}
-
 /// BYOL-A's mixup (`MixupBYOLA(ratio = alpha, log_mixup_exp = True)` in nttcslab/byol-a):
 /// with probability `p`, the view `x` becomes [`log_mixup_exp`]`(x, z, lambda)` (the power of
 /// `x` scaled by `1 - lambda` plus that of `z` scaled by `lambda`), `lambda` uniform in

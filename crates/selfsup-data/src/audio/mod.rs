@@ -31,7 +31,7 @@ pub mod wav;
 
 pub use augment::{
     AudioAugConfig, AudioPipeline, GainConfig, MaskConfig, MixConfig, NoiseConfig,
-    ResizeCropConfig, add_noise, centre_crop, freq_mask, freq_mask_band, gain, log_mixup_exp, mix,
+    ResizeCropConfig, add_noise, centre_crop, freq_mask, freq_mask_band, gain, log_mixup_exp,
     random_resize_crop, random_time_crop, resize_bicubic, time_mask, time_mask_band,
 };
 pub use mel::{

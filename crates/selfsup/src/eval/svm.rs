@@ -152,10 +152,6 @@ impl KernelData {
         self.n == 0
     }
 
-    pub fn kind(&self) -> KernelKind {
-        self.kind
-    }
-
     /// The RBF's γ for an SVM fitted on `rows` (scikit-learn's `"scale"`; 1 when the rows
     /// have no variance).
     pub fn gamma(&self, rows: &[usize]) -> f64 {
@@ -297,6 +293,29 @@ pub fn fit_binary(k: &[f64], y: &[f64], c: f64, tol: f64) -> BinarySvm {
 /// # Panics
 /// As [`fit_binary`], and if `start` is not a feasible `α` for `c`.
 pub fn fit_binary_from(k: &[f64], y: &[f64], c: f64, tol: f64, start: Option<&[f64]>) -> BinarySvm {
+    fit_signed(k, &signed_kernel(k, y), y, c, tol, start)
+}
+
+/// `Q_ij = y_i y_j K_ij` of the dual.
+fn signed_kernel(k: &[f64], y: &[f64]) -> Vec<f64> {
+    let n = y.len();
+    let mut q = Vec::with_capacity(n * n);
+    for (i, row) in k.chunks(n.max(1)).enumerate() {
+        q.extend(row.iter().zip(y).map(|(v, yj)| y[i] * yj * v));
+    }
+    q
+}
+
+/// [`fit_binary_from`] with `Q` ([`signed_kernel`]) given, so a grid of C over one problem
+/// makes it once.
+fn fit_signed(
+    k: &[f64],
+    q: &[f64],
+    y: &[f64],
+    c: f64,
+    tol: f64,
+    start: Option<&[f64]>,
+) -> BinarySvm {
     let n = y.len();
     assert_eq!(k.len(), n * n, "fit_binary: the kernel must be n × n");
     assert!(
@@ -308,11 +327,6 @@ pub fn fit_binary_from(k: &[f64], y: &[f64], c: f64, tol: f64, start: Option<&[f
     let mut grad = vec![-1.0f64; n];
     let upper = |a: f64| a >= c;
     let lower = |a: f64| a <= 0.0;
-    // Q_ij = y_i y_j K_ij
-    let mut q = Vec::with_capacity(n * n);
-    for (i, row) in k.chunks(n.max(1)).enumerate() {
-        q.extend(row.iter().zip(y).map(|(v, yj)| y[i] * yj * v));
-    }
     if let Some(a0) = start {
         assert!(
             a0.len() == n && a0.iter().all(|&a| (0.0..=c).contains(&a)),
@@ -320,15 +334,19 @@ pub fn fit_binary_from(k: &[f64], y: &[f64], c: f64, tol: f64, start: Option<&[f
         );
         alpha.copy_from_slice(a0);
     }
-    // G = Qα − 1 over all rows (also after shrinking: the rows left out were not updated)
+    // G = Qα − 1 on `rows`, over the support (also after shrinking: the rows left out were
+    // not updated)
     let reconstruct = |alpha: &[f64], grad: &mut [f64], rows: &[usize]| {
+        let support: Vec<usize> = (0..n).filter(|&s| alpha[s] != 0.0).collect();
         for &t in rows {
             let qt = &q[t * n..(t + 1) * n];
-            grad[t] = qt.iter().zip(alpha).map(|(a, b)| a * b).sum::<f64>() - 1.0;
+            grad[t] = support.iter().map(|&s| qt[s] * alpha[s]).sum::<f64>() - 1.0;
         }
     };
     let all: Vec<usize> = (0..n).collect();
-    reconstruct(&alpha, &mut grad, &all);
+    if start.is_some() {
+        reconstruct(&alpha, &mut grad, &all);
+    }
     let left_out = |active: &[usize]| {
         let mut on = vec![false; n];
         for &t in active {
@@ -530,6 +548,8 @@ struct Pair {
     a: usize,
     b: usize,
     k: Vec<f64>,
+    /// `Q` of the pair's dual ([`signed_kernel`]).
+    q: Vec<f64>,
     y: Vec<f64>,
     kt: Vec<f64>,
     alpha: Option<(f64, Vec<f64>)>,
@@ -548,14 +568,16 @@ impl SvcProblem {
                     .copied()
                     .filter(|&i| labels[i] == classes[a] || labels[i] == classes[b])
                     .collect();
-                let y = rows
+                let y: Vec<f64> = rows
                     .iter()
                     .map(|&i| if labels[i] == classes[a] { 1.0 } else { -1.0 })
                     .collect();
+                let k = data.block(&rows, &rows, train);
                 pairs.push(Pair {
                     a,
                     b,
-                    k: data.block(&rows, &rows, train),
+                    q: signed_kernel(&k, &y),
+                    k,
                     y,
                     kt: data.block(test, &rows, train),
                     alpha: None,
@@ -581,7 +603,7 @@ impl SvcProblem {
                 Some((c0, a)) if *c0 <= c => Some(a.as_slice()),
                 _ => None,
             };
-            let svm = fit_binary_from(&p.k, &p.y, c, TOL, start);
+            let svm = fit_signed(&p.k, &p.q, &p.y, c, TOL, start);
             for (v, f) in votes.iter_mut().zip(svm.decision(&p.kt)) {
                 v[if f > 0.0 { p.a } else { p.b }] += 1;
             }

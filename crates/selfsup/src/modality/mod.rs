@@ -127,14 +127,6 @@ pub fn seed_dir(run_dir: &Path, seed: u64) -> PathBuf {
     run_dir.join(format!("seed-{seed}"))
 }
 
-/// The recipe of the repeat of `recipe` with `seed` (a single run: no repeats of its own).
-pub fn seed_recipe(recipe: &Recipe, seed: u64) -> Recipe {
-    let mut r = recipe.clone();
-    r.train.seed = seed;
-    r.graph.repeats = 1;
-    r
-}
-
 /// The encoders of the repeats of a finished run (every seed of [`Modality::seeds`] after the
 /// first), each from the newest checkpoint of its `seed-N` folder.
 pub fn load_seed_models(m: &dyn Modality, run_dir: &Path) -> anyhow::Result<Vec<Model>> {

@@ -521,6 +521,15 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// The recipe of one repeat of this run's pretraining (see `graph.repeats`): `seed`, and
+    /// no repeats of its own.
+    pub fn for_seed(&self, seed: u64) -> Recipe {
+        let mut r = self.clone();
+        r.train.seed = seed;
+        r.graph.repeats = 1;
+        r
+    }
+
     /// The built-in quick start: SimCLR on the embedded digits, a few minutes on 2 CPU cores
     /// (`configs/digits-simclr.toml`, compiled in).
     pub fn digits_default() -> Self {
